@@ -1,0 +1,121 @@
+//! The dispatcher both edges call: parse, authorise, hand to the owning actor.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::error::CoreError;
+use crate::request::{Method, ParamForm, Request};
+use crate::store::{Execute, UserStore};
+use crate::supervisor::Restarting;
+
+/// Who is calling, as the edge authenticated them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub name: String,
+    /// May read password hashes (`CREDENTIAL_READERS`).
+    pub can_read_credentials: bool,
+}
+
+/// What travels with every request into the core: the caller and the correlation id that
+/// ties logs, replies and events together.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub caller: Caller,
+    pub correlation_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyStatus {
+    Ok,
+    Created,
+    NoContent,
+}
+
+impl ReplyStatus {
+    pub fn code(self) -> u16 {
+        match self {
+            Self::Ok => 200,
+            Self::Created => 201,
+            Self::NoContent => 204,
+        }
+    }
+}
+
+/// A successful answer, whichever transport carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: ReplyStatus,
+    pub data: Value,
+}
+
+impl Reply {
+    pub fn ok(data: Value) -> Self {
+        Self {
+            status: ReplyStatus::Ok,
+            data,
+        }
+    }
+
+    pub fn created(data: Value) -> Self {
+        Self {
+            status: ReplyStatus::Created,
+            data,
+        }
+    }
+
+    pub fn no_content() -> Self {
+        Self {
+            status: ReplyStatus::NoContent,
+            data: Value::Null,
+        }
+    }
+}
+
+/// The one entry point for every operation. Cheap to clone; shared by both edges.
+#[derive(Clone)]
+pub struct Core {
+    store: Arc<Restarting<UserStore>>,
+}
+
+impl Core {
+    pub fn new(store: Restarting<UserStore>) -> Self {
+        Self {
+            store: Arc::new(store),
+        }
+    }
+
+    /// Decodes `params` for `method` and executes it.
+    pub async fn call(
+        &self,
+        ctx: CallContext,
+        method: Method,
+        params: Value,
+        form: ParamForm,
+    ) -> Result<Reply, CoreError> {
+        let request = Request::parse(method, params, form)?;
+        self.execute(ctx, request).await
+    }
+
+    pub async fn execute(&self, ctx: CallContext, request: Request) -> Result<Reply, CoreError> {
+        authorize(&ctx, &request)?;
+        self.store
+            .addr()
+            .send(Execute { ctx, request })
+            .await
+            .map_err(|e| CoreError::Unavailable(format!("user store is restarting ({e})")))?
+    }
+}
+
+fn authorize(ctx: &CallContext, request: &Request) -> Result<(), CoreError> {
+    match request {
+        Request::GetByEmail {
+            include_credentials: true,
+            ..
+        } if !ctx.caller.can_read_credentials => Err(CoreError::Forbidden(format!(
+            "caller '{}' may not read credentials",
+            ctx.caller.name
+        ))),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,63 @@
+//! Domain types. Each one is valid by construction: serde deserialisation goes through the
+//! same checks (`try_from`), so a value that exists has passed validation.
+
+mod billing;
+mod email;
+mod money;
+mod preferences;
+mod privacy;
+mod scalars;
+mod timestamp;
+mod user;
+
+pub use billing::{BillingInfo, BillingStats, Currency, PaymentMethod, TaxId};
+pub use email::Email;
+pub use money::Amount;
+pub use preferences::{
+    DownloadSettings, GameSettings, Genre, LanguageTag, MaxConcurrentDownloads, Notifications,
+    Preferences, Theme, TimeZone,
+};
+pub use privacy::{PrivacySettings, ProfileVisibility};
+pub(crate) use scalars::truncate;
+pub use scalars::{AvatarUrl, BoundedText, Metadata, PasswordHash, PaymentId, UserId, UserName};
+pub use timestamp::Timestamp;
+pub use user::{EditableUser, NewUser, User};
+
+/// Why a value was refused; becomes one `details` entry of a `VALIDATION_FAILED` error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl Invalid {
+    pub fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}
+
+/// A string newtype that validates on construction and (de)serialises as a plain string.
+macro_rules! string_newtype {
+    ($name:ident) => {
+        impl TryFrom<String> for $name {
+            type Error = $crate::domain::Invalid;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(value)
+            }
+        }
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+pub(crate) use string_newtype;

@@ -1,0 +1,123 @@
+use serde::{Deserialize, Serialize};
+
+use super::Invalid;
+
+/// An exact amount of money in minor units (kopecks, cents). Parsed from a decimal string or a
+/// JSON number with at most two decimal places and printed as `"1234.50"`; arithmetic is on
+/// integers, so no float ever touches a balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(try_from = "serde_json::Value", into = "String")]
+pub struct Amount(i64);
+
+impl Amount {
+    /// Large enough for any real payment, small enough that sums of millions cannot overflow.
+    pub const MAX_PAYMENT_MINOR: i64 = 100_000_000_000_00;
+
+    pub fn from_minor(minor: i64) -> Self {
+        Self(minor)
+    }
+
+    pub fn minor(&self) -> i64 {
+        self.0
+    }
+
+    /// A payment amount: strictly positive and below [`Self::MAX_PAYMENT_MINOR`].
+    pub fn parse_payment(s: &str) -> Result<Self, Invalid> {
+        let bad = || {
+            Invalid::new(
+                "must be a positive decimal amount with at most 2 decimal places, e.g. \"199.99\"",
+            )
+        };
+        let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+        if whole.is_empty()
+            || whole.len() > 15
+            || frac.len() > 2
+            || (s.contains('.') && frac.is_empty())
+            || !whole.bytes().all(|b| b.is_ascii_digit())
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(bad());
+        }
+        let whole: i64 = whole.parse().map_err(|_| bad())?;
+        let frac: i64 = format!("{frac:0<2}").parse().map_err(|_| bad())?;
+        let minor = whole
+            .checked_mul(100)
+            .and_then(|w| w.checked_add(frac))
+            .ok_or_else(bad)?;
+        if minor <= 0 || minor > Self::MAX_PAYMENT_MINOR {
+            return Err(bad());
+        }
+        Ok(Self(minor))
+    }
+
+    pub fn checked_add(self, other: Amount) -> Option<Amount> {
+        self.0.checked_add(other.0).map(Self)
+    }
+}
+
+impl TryFrom<serde_json::Value> for Amount {
+    type Error = Invalid;
+    fn try_from(v: serde_json::Value) -> Result<Self, Invalid> {
+        match v {
+            serde_json::Value::String(s) => Self::parse_payment(&s),
+            // serde_json prints a number as the shortest text that reads back the same, which
+            // for an amount like 199.99 is the text the caller wrote.
+            serde_json::Value::Number(n) => Self::parse_payment(&n.to_string()),
+            _ => Err(Invalid::new("must be a decimal string or a number")),
+        }
+    }
+}
+
+impl From<Amount> for String {
+    fn from(a: Amount) -> String {
+        a.to_string()
+    }
+}
+
+impl std::fmt::Display for Amount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        write!(f, "{sign}{}.{:02}", abs / 100, abs % 100)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_decimal_text_and_numbers() {
+        assert_eq!(Amount::parse_payment("199.99").unwrap().minor(), 19999);
+        assert_eq!(Amount::parse_payment("5").unwrap().minor(), 500);
+        assert_eq!(Amount::parse_payment("0.1").unwrap().minor(), 10);
+        assert_eq!(Amount::try_from(json!(0.1)).unwrap().minor(), 10);
+        assert_eq!(Amount::try_from(json!(199.99)).unwrap().minor(), 19999);
+        for bad in [
+            "0", "0.00", "-1", "1.", ".5", "1.234", "1e3", "abc", "", "1,5",
+        ] {
+            assert!(Amount::parse_payment(bad).is_err(), "{bad} accepted");
+        }
+        assert!(Amount::try_from(json!(true)).is_err());
+    }
+
+    #[test]
+    fn sums_are_exact() {
+        let tenth = Amount::parse_payment("0.10").unwrap();
+        let mut sum = Amount::default();
+        for _ in 0..3 {
+            sum = sum.checked_add(tenth).unwrap();
+        }
+        assert_eq!(sum.to_string(), "0.30");
+    }
+
+    proptest! {
+        #[test]
+        fn text_round_trips(minor in 1i64..=Amount::MAX_PAYMENT_MINOR) {
+            let a = Amount::from_minor(minor);
+            prop_assert_eq!(Amount::parse_payment(&a.to_string()).unwrap(), a);
+        }
+    }
+}

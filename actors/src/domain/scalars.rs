@@ -1,0 +1,285 @@
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Invalid, string_newtype};
+
+/// A user's id. Any textual UUID form parses; it always prints hyphenated and lower-case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct UserId(Uuid);
+
+impl UserId {
+    /// A new time-ordered id (v7): new rows land at the right edge of the primary-key index.
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        Uuid::try_parse(s.trim())
+            .map(Self)
+            .map_err(|_| Invalid::new(format!("'{}' is not a valid UUID", truncate(s, 64))))
+    }
+
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl From<Uuid> for UserId {
+    fn from(value: Uuid) -> Self {
+        Self(value)
+    }
+}
+
+impl TryFrom<String> for UserId {
+    type Error = Invalid;
+    fn try_from(value: String) -> Result<Self, Invalid> {
+        Self::parse(&value)
+    }
+}
+
+impl From<UserId> for String {
+    fn from(value: UserId) -> String {
+        value.0.hyphenated().to_string()
+    }
+}
+
+impl std::fmt::Display for UserId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// Echoing user input in an error message, but never a megabyte of it.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let head: String = s.chars().take(max).collect();
+        format!("{head}…")
+    }
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+/// A display name: 1–100 characters after trimming, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct UserName(String);
+string_newtype!(UserName);
+
+impl UserName {
+    pub const MAX: usize = 100;
+
+    pub fn parse(s: impl AsRef<str>) -> Result<Self, Invalid> {
+        let trimmed = s.as_ref().trim();
+        let len = trimmed.chars().count();
+        if len == 0 {
+            return Err(Invalid::new("must not be empty"));
+        }
+        if len > Self::MAX {
+            return Err(Invalid::new(format!(
+                "must be at most {} characters (got {len})",
+                Self::MAX
+            )));
+        }
+        if has_control(trimmed) {
+            return Err(Invalid::new("must not contain control characters"));
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+}
+
+/// A password hash made by the caller. The service never sees a clear-text password, so it
+/// only accepts strings that look like the output of bcrypt, argon2 or scrypt.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PasswordHash(String);
+string_newtype!(PasswordHash);
+
+impl std::fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordHash(…)")
+    }
+}
+
+impl PasswordHash {
+    const PREFIXES: [&'static str; 5] = ["$2a$", "$2b$", "$2y$", "$argon2", "$scrypt$"];
+
+    pub fn parse(s: impl Into<String>) -> Result<Self, Invalid> {
+        let s = s.into();
+        let len = s.chars().count();
+        if !(8..=255).contains(&len) {
+            return Err(Invalid::new("must be 8–255 characters"));
+        }
+        if !Self::PREFIXES.iter().any(|p| s.starts_with(p)) {
+            return Err(Invalid::new(
+                "must be a bcrypt ($2a$/$2b$/$2y$), argon2 ($argon2…) or scrypt ($scrypt$) hash",
+            ));
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Invalid::new("must not contain whitespace"));
+        }
+        Ok(Self(s))
+    }
+}
+
+/// An http(s) URL of at most 500 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AvatarUrl(String);
+string_newtype!(AvatarUrl);
+
+impl AvatarUrl {
+    pub const MAX: usize = 500;
+
+    pub fn parse(s: impl Into<String>) -> Result<Self, Invalid> {
+        let s = s.into();
+        if s.chars().count() > Self::MAX {
+            return Err(Invalid::new(format!(
+                "must be at most {} characters",
+                Self::MAX
+            )));
+        }
+        match url::Url::parse(&s) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(Self(s)),
+            _ => Err(Invalid::new("must be an http or https URL")),
+        }
+    }
+}
+
+/// Free text with an upper bound on its length in characters (no control characters).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BoundedText<const MAX: usize>(String);
+
+impl<const MAX: usize> BoundedText<MAX> {
+    pub fn parse(s: impl Into<String>) -> Result<Self, Invalid> {
+        let s = s.into();
+        if s.chars().count() > MAX {
+            return Err(Invalid::new(format!("must be at most {MAX} characters")));
+        }
+        if has_control(&s) {
+            return Err(Invalid::new("must not contain control characters"));
+        }
+        Ok(Self(s))
+    }
+}
+
+impl<const MAX: usize> TryFrom<String> for BoundedText<MAX> {
+    type Error = Invalid;
+    fn try_from(value: String) -> Result<Self, Invalid> {
+        Self::parse(value)
+    }
+}
+
+impl<const MAX: usize> From<BoundedText<MAX>> for String {
+    fn from(value: BoundedText<MAX>) -> String {
+        value.0
+    }
+}
+
+impl<const MAX: usize> AsRef<str> for BoundedText<MAX> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A payment's id as the Payment service names it: 1–128 printable characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PaymentId(String);
+string_newtype!(PaymentId);
+
+impl PaymentId {
+    pub fn parse(s: impl Into<String>) -> Result<Self, Invalid> {
+        let s = s.into();
+        if s.is_empty() || s.len() > 128 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(Invalid::new("must be 1–128 characters without whitespace"));
+        }
+        Ok(Self(s))
+    }
+}
+
+/// Free JSON owned by the callers, bounded to 16 KiB of serialised JSON.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
+pub struct Metadata(serde_json::Map<String, serde_json::Value>);
+
+impl Metadata {
+    pub const MAX_BYTES: usize = 16 * 1024;
+
+    pub fn into_inner(self) -> serde_json::Map<String, serde_json::Value> {
+        self.0
+    }
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for Metadata {
+    type Error = Invalid;
+    fn try_from(map: serde_json::Map<String, serde_json::Value>) -> Result<Self, Invalid> {
+        let size = serde_json::to_vec(&map)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > Self::MAX_BYTES {
+            return Err(Invalid::new(format!(
+                "must be at most {} bytes of JSON (got {size})",
+                Self::MAX_BYTES
+            )));
+        }
+        Ok(Self(map))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(UserName::parse("  Ann ").unwrap().as_ref(), "Ann");
+        assert!(UserName::parse("   ").is_err());
+        assert!(UserName::parse("x".repeat(100)).is_ok());
+        assert!(UserName::parse("x".repeat(101)).is_err());
+        assert!(
+            UserName::parse("ё".repeat(100)).is_ok(),
+            "characters, not bytes"
+        );
+        assert!(UserName::parse("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn password_hashes_must_look_hashed() {
+        assert!(PasswordHash::parse("$2b$10$abcdefghijklmnopqrstuv").is_ok());
+        assert!(PasswordHash::parse("$argon2id$v=19$m=65536,t=3,p=4$abc$def").is_ok());
+        assert!(PasswordHash::parse("$scrypt$ln=16,r=8,p=1$aM15713r3Xsvxbi31lqr1Q$nFNh2CVHVjNldFVKDHDlm4CbdRSCdEBsjjJxD+iCs5E").is_ok());
+        assert!(PasswordHash::parse("hunter2hunter2").is_err());
+        assert!(PasswordHash::parse("$2b$1").is_err());
+        assert!(PasswordHash::parse(format!("$2b${}", "a".repeat(252))).is_err());
+    }
+
+    #[test]
+    fn avatar_urls_are_http() {
+        assert!(AvatarUrl::parse("https://cdn.example.com/a.png").is_ok());
+        assert!(AvatarUrl::parse("ftp://cdn.example.com/a.png").is_err());
+        assert!(AvatarUrl::parse("javascript:alert(1)").is_err());
+        assert!(AvatarUrl::parse(format!("https://e.com/{}", "a".repeat(500))).is_err());
+    }
+
+    #[test]
+    fn user_ids_reject_garbage() {
+        assert!(UserId::parse("not-a-uuid").is_err());
+        let id = UserId::parse("6F9619FF-8B86-D011-B42D-00C04FC964FF").unwrap();
+        assert_eq!(id.to_string(), "6f9619ff-8b86-d011-b42d-00c04fc964ff");
+    }
+
+    #[test]
+    fn metadata_is_bounded() {
+        let small: serde_json::Map<_, _> = [("k".to_owned(), serde_json::json!("v"))].into();
+        assert!(Metadata::try_from(small).is_ok());
+        let big: serde_json::Map<_, _> =
+            [("k".to_owned(), serde_json::json!("v".repeat(17_000)))].into();
+        assert!(Metadata::try_from(big).is_err());
+    }
+}

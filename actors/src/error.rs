@@ -1,0 +1,242 @@
+//! The core's error type and its one mapping to the contract's codes and statuses.
+
+use serde::Serialize;
+
+/// One `details` entry of a `VALIDATION_FAILED` error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The contract's error codes (section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    ValidationFailed,
+    Unauthenticated,
+    Forbidden,
+    UserNotFound,
+    NotFound,
+    MethodNotAllowed,
+    EmailTaken,
+    PayloadTooLarge,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> u16 {
+        match self {
+            Self::ValidationFailed => 400,
+            Self::Unauthenticated => 401,
+            Self::Forbidden => 403,
+            Self::UserNotFound | Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::EmailTaken => 409,
+            Self::PayloadTooLarge => 413,
+            Self::RateLimited => 429,
+            Self::Unavailable => 503,
+            Self::Internal => 500,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ValidationFailed => "VALIDATION_FAILED",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::UserNotFound => "USER_NOT_FOUND",
+            Self::NotFound => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::EmailTaken => "EMAIL_TAKEN",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::Internal => "INTERNAL",
+        }
+    }
+
+    /// The HTTP reason phrase, used as the `error` field of a REST error body.
+    pub fn reason(self) -> &'static str {
+        match self.status() {
+            400 => "Bad Request",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            409 => "Conflict",
+            413 => "Payload Too Large",
+            429 => "Too Many Requests",
+            503 => "Service Unavailable",
+            _ => "Internal Server Error",
+        }
+    }
+}
+
+/// Everything that can go wrong with a request, whichever transport carried it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CoreError {
+    #[error("{message}")]
+    Validation {
+        message: String,
+        details: Vec<FieldError>,
+    },
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("user {0} not found")]
+    UserNotFound(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    #[error("email {0} is already taken")]
+    EmailTaken(String),
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("rate limit exceeded, retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("{0}")]
+    Unavailable(String),
+    /// The message is for logs only; callers see a generic text.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl CoreError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Validation { .. } => ErrorCode::ValidationFailed,
+            Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::UserNotFound(_) => ErrorCode::UserNotFound,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            Self::EmailTaken(_) => ErrorCode::EmailTaken,
+            Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// A single-field validation error.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::invalid_all(vec![FieldError::new(field, message)])
+    }
+
+    pub fn invalid_all(details: Vec<FieldError>) -> Self {
+        let message = match details.as_slice() {
+            [one] if one.field.is_empty() => one.message.clone(),
+            [one] => format!("{}: {}", one.field, one.message),
+            _ => format!("{} fields are invalid", details.len()),
+        };
+        Self::Validation { message, details }
+    }
+
+    pub fn details(&self) -> &[FieldError] {
+        match self {
+            Self::Validation { details, .. } => details,
+            _ => &[],
+        }
+    }
+
+    /// Turns a failed deserialisation into a validation error that names the offending field,
+    /// as a dotted path under `prefix`.
+    pub fn from_serde(err: serde_path_to_error::Error<serde_json::Error>, prefix: &str) -> Self {
+        let message = err.inner().to_string();
+        let mut path = err.path().to_string();
+        if path == "." {
+            path.clear();
+        }
+        // serde names a missing or unknown field in the message, not in the path.
+        for marker in ["missing field `", "unknown field `"] {
+            if let Some(rest) = message.strip_prefix(marker) {
+                if let Some(name) = rest.split('`').next() {
+                    path = join_path(&path, name);
+                }
+            }
+        }
+        let message = match message.strip_prefix("unknown field `") {
+            Some(rest) => match rest.split_once("`, expected ") {
+                Some((_, expected)) => format!("unknown field; allowed: {expected}"),
+                None => "unknown field".to_owned(),
+            },
+            None => message,
+        };
+        Self::invalid(join_path(prefix, &path), message)
+    }
+}
+
+pub(crate) fn join_path(prefix: &str, path: &str) -> String {
+    match (prefix.is_empty(), path.is_empty()) {
+        (true, _) => path.to_owned(),
+        (false, true) => prefix.to_owned(),
+        (false, false) => format!("{prefix}.{path}"),
+    }
+}
+
+/// Deserialises `value` as `T`, turning failure into a validation error under `prefix`.
+pub fn from_json<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    prefix: &str,
+) -> Result<T, CoreError> {
+    serde_path_to_error::deserialize(value).map_err(|e| CoreError::from_serde(e, prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use serde_json::json;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        flag: bool,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        inner: Inner,
+    }
+
+    fn field_of(v: serde_json::Value) -> String {
+        from_json::<Outer>(v, "").unwrap_err().details()[0]
+            .field
+            .clone()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of(json!({"inner": {"flag": true}})), "name");
+        assert_eq!(
+            field_of(json!({"name": "x", "inner": {"flag": 1}})),
+            "inner.flag"
+        );
+        assert_eq!(
+            field_of(json!({"name": "x", "inner": {"flag": true, "extra": 1}})),
+            "inner.extra"
+        );
+        assert_eq!(
+            field_of(json!({"name": 5, "inner": {"flag": true}})),
+            "name"
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! The core of user-service: domain types that validate on construction, the typed
+//! [`Request`](request::Request) both transports decode into, the [`Core`](core::Core)
+//! dispatcher, and the actors that own state (starting with the [`UserStore`](store::UserStore)).
+
+pub mod core;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod json;
+pub mod request;
+pub mod store;
+pub mod supervisor;
+pub mod views;
+
+pub use crate::core::{CallContext, Caller, Core, Reply, ReplyStatus};
+pub use crate::error::{CoreError, ErrorCode, FieldError};
+pub use crate::request::{Method, ParamForm, Request};

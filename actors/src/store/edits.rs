@@ -1,0 +1,366 @@
+//! Every update as a pure function: the user before, the request, and out come the user
+//! after and the events that describe the difference. The store only loads and saves.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use crate::domain::{EditableUser, Timestamp, User};
+use crate::error::{CoreError, from_json};
+use crate::events::{Event, EventType};
+use crate::json::diff;
+use crate::request::{Patch, Payment};
+
+/// The outcome of an edit. No events means nothing changed and nothing is written.
+pub(super) struct Edit {
+    pub user: User,
+    pub events: Vec<Event>,
+}
+
+/// Applies a merge patch to `current`'s JSON form and reads the result back, so the
+/// merged document passes every rule a new one would (unknown fields, types, ranges).
+fn merged<T: Serialize + DeserializeOwned>(current: &T, patch: &Patch) -> Result<T, CoreError> {
+    let mut doc = serde_json::to_value(current)
+        .map_err(|e| CoreError::Internal(format!("serialising for a merge: {e}")))?;
+    json_patch::merge(&mut doc, &Value::Object(patch.clone()));
+    from_json(doc, "")
+}
+
+fn to_json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// `{key: value}`, so that diff paths start with `key`.
+fn under(key: &str, v: Value) -> Value {
+    Value::Object(Map::from_iter([(key.to_owned(), v)]))
+}
+
+fn events(
+    u: &User,
+    correlation_id: &str,
+    parts: impl IntoIterator<Item = (EventType, Value, Value)>,
+) -> Vec<Event> {
+    parts
+        .into_iter()
+        .filter_map(|(t, before, after)| {
+            Event::for_changes(t, u.id, correlation_id, diff(&before, &after))
+        })
+        .collect()
+}
+
+/// `users.update`: name, email, isActive and metadata are account data (USER_UPDATED);
+/// avatarUrl is profile data (PROFILE_UPDATED).
+pub(super) fn update(u: &User, patch: &Patch, correlation_id: &str) -> Result<Edit, CoreError> {
+    let before = EditableUser::from(u);
+    let after = merged(&before, patch)?;
+    let split = |e: &EditableUser| {
+        let mut account = to_json(e);
+        let avatar = account.as_object_mut().and_then(|m| m.remove("avatarUrl"));
+        (account, under("avatarUrl", avatar.unwrap_or(Value::Null)))
+    };
+    let (account_before, profile_before) = split(&before);
+    let (account_after, profile_after) = split(&after);
+    let events = events(
+        u,
+        correlation_id,
+        [
+            (EventType::UserUpdated, account_before, account_after),
+            (EventType::ProfileUpdated, profile_before, profile_after),
+        ],
+    );
+    let user = User {
+        name: after.name,
+        email: after.email,
+        avatar_url: after.avatar_url,
+        is_active: after.is_active,
+        metadata: after.metadata,
+        ..u.clone()
+    };
+    Ok(Edit { user, events })
+}
+
+pub(super) fn preferences(
+    u: &User,
+    patch: &Patch,
+    correlation_id: &str,
+) -> Result<Edit, CoreError> {
+    let after = merged(&u.preferences, patch)?;
+    let events = events(
+        u,
+        correlation_id,
+        [(
+            EventType::PreferencesChanged,
+            to_json(&u.preferences),
+            to_json(&after),
+        )],
+    );
+    Ok(Edit {
+        user: User {
+            preferences: after,
+            ..u.clone()
+        },
+        events,
+    })
+}
+
+pub(super) fn privacy(u: &User, patch: &Patch, correlation_id: &str) -> Result<Edit, CoreError> {
+    let after = merged(&u.privacy_settings, patch)?;
+    let events = events(
+        u,
+        correlation_id,
+        [(
+            EventType::ProfileUpdated,
+            under("privacySettings", to_json(&u.privacy_settings)),
+            under("privacySettings", to_json(&after)),
+        )],
+    );
+    Ok(Edit {
+        user: User {
+            privacy_settings: after,
+            ..u.clone()
+        },
+        events,
+    })
+}
+
+/// Billing info starts out null; the first patch creates it, with defaults for the rest.
+pub(super) fn billing(u: &User, patch: &Patch, correlation_id: &str) -> Result<Edit, CoreError> {
+    if patch.is_empty() {
+        return Ok(Edit {
+            user: u.clone(),
+            events: Vec::new(),
+        });
+    }
+    let after = merged(&u.billing_info.clone().unwrap_or_default(), patch)?;
+    let events = events(
+        u,
+        correlation_id,
+        [(
+            EventType::UserUpdated,
+            under("billingInfo", to_json(&u.billing_info)),
+            under("billingInfo", to_json(&after)),
+        )],
+    );
+    Ok(Edit {
+        user: User {
+            billing_info: Some(after),
+            ..u.clone()
+        },
+        events,
+    })
+}
+
+/// A login is an event even when it repeats the previous one.
+pub(super) fn login(
+    u: &User,
+    at: Option<Timestamp>,
+    ip: Option<IpAddr>,
+    correlation_id: &str,
+) -> Edit {
+    let at = at.unwrap_or_else(Timestamp::now);
+    let user = User {
+        last_login_at: Some(at),
+        last_login_ip: ip,
+        ..u.clone()
+    };
+    let data = json!({"lastLoginAt": at, "ipAddress": ip});
+    let events = vec![Event::new(
+        EventType::UserLoggedIn,
+        u.id,
+        correlation_id,
+        data,
+    )];
+    Edit { user, events }
+}
+
+pub(super) fn payment(u: &User, p: &Payment, correlation_id: &str) -> Result<Edit, CoreError> {
+    let paid_at = p.paid_at.unwrap_or_else(Timestamp::now);
+    let mut stats = u.billing_stats.clone();
+    stats.total_spent = stats
+        .total_spent
+        .checked_add(p.amount)
+        .ok_or_else(|| CoreError::invalid("amount", "would overflow the user's total"))?;
+    stats.payments_count += 1;
+    stats.last_payment_at = stats.last_payment_at.max(Some(paid_at));
+    let events = events(
+        u,
+        correlation_id,
+        [(
+            EventType::UserUpdated,
+            under("billingStats", to_json(&u.billing_stats)),
+            under("billingStats", to_json(&stats)),
+        )],
+    );
+    Ok(Edit {
+        user: User {
+            billing_stats: stats,
+            ..u.clone()
+        },
+        events,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Email, PasswordHash, UserId, UserName};
+
+    fn user() -> User {
+        User {
+            id: UserId::generate(),
+            email: Email::parse("ann@example.com").unwrap(),
+            name: UserName::parse("Ann").unwrap(),
+            password_hash: PasswordHash::parse("$2b$10$abcdefghijklmnopqrstuv").unwrap(),
+            avatar_url: None,
+            is_active: true,
+            last_login_at: None,
+            last_login_ip: None,
+            created_at: Timestamp::now(),
+            updated_at: Timestamp::now(),
+            preferences: Default::default(),
+            privacy_settings: Default::default(),
+            billing_info: None,
+            billing_stats: Default::default(),
+            metadata: Default::default(),
+        }
+    }
+
+    fn patch(v: Value) -> Patch {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn preferences_diff_matches_the_seed() {
+        let e = preferences(
+            &user(),
+            &patch(json!({"language": "en", "gameSettings": {"autoDownload": true}})),
+            "req-456",
+        )
+        .unwrap();
+        assert_eq!(e.events.len(), 1);
+        let ev = &e.events[0];
+        assert_eq!(ev.event_type, EventType::PreferencesChanged);
+        assert_eq!(ev.correlation_id, "req-456");
+        assert_eq!(
+            ev.data,
+            json!({"changed": ["gameSettings.autoDownload", "language"],
+                   "previous": {"gameSettings": {"autoDownload": false}, "language": "ru"},
+                   "current": {"gameSettings": {"autoDownload": true}, "language": "en"}})
+        );
+        assert!(
+            e.user.preferences.game_settings.cloud_save,
+            "untouched siblings keep their values"
+        );
+    }
+
+    #[test]
+    fn same_values_are_a_no_op() {
+        let e = preferences(
+            &user(),
+            &patch(json!({"language": "ru", "theme": "auto"})),
+            "c",
+        )
+        .unwrap();
+        assert!(e.events.is_empty());
+        assert!(
+            billing(&user(), &Patch::new(), "c")
+                .unwrap()
+                .events
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn null_resets_to_the_default() {
+        let mut u = user();
+        u.preferences.theme = crate::domain::Theme::Dark;
+        let e = preferences(&u, &patch(json!({"theme": null})), "c").unwrap();
+        assert_eq!(e.user.preferences.theme, crate::domain::Theme::Auto);
+    }
+
+    #[test]
+    fn merge_result_is_validated() {
+        for bad in [
+            json!({"theme": "neon"}),
+            json!({"extra": 1}),
+            json!({"gameSettings": 5}),
+        ] {
+            assert!(
+                preferences(&user(), &patch(bad.clone()), "c").is_err(),
+                "{bad}"
+            );
+        }
+        assert!(
+            update(&user(), &patch(json!({"name": null})), "c").is_err(),
+            "name is required"
+        );
+        assert!(
+            update(
+                &user(),
+                &patch(json!({"password": "$2b$10$abcdefghijklmnop"})),
+                "c"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn update_splits_account_and_profile_events() {
+        let e = update(
+            &user(),
+            &patch(json!({"name": "Bob", "avatarUrl": "https://x.io/a.png"})),
+            "c",
+        )
+        .unwrap();
+        let types: Vec<_> = e.events.iter().map(|e| e.event_type).collect();
+        assert_eq!(
+            types,
+            vec![EventType::UserUpdated, EventType::ProfileUpdated]
+        );
+        assert_eq!(e.events[0].data["changed"], json!(["name"]));
+        assert_eq!(e.events[1].data["changed"], json!(["avatarUrl"]));
+        assert_eq!(e.events[1].data["previous"], json!({"avatarUrl": null}));
+    }
+
+    #[test]
+    fn metadata_merges_deeply() {
+        let mut u = user();
+        u.metadata = serde_json::from_value(json!({"a": {"x": 1, "y": 2}, "b": 1})).unwrap();
+        let e = update(
+            &u,
+            &patch(json!({"metadata": {"a": {"x": null, "z": 3}}})),
+            "c",
+        )
+        .unwrap();
+        assert_eq!(
+            to_json(&e.user.metadata),
+            json!({"a": {"y": 2, "z": 3}, "b": 1})
+        );
+        assert_eq!(
+            e.events[0].data["changed"],
+            json!(["metadata.a.x", "metadata.a.z"])
+        );
+    }
+
+    #[test]
+    fn first_billing_patch_creates_the_object() {
+        let e = billing(&user(), &patch(json!({"taxId": "1234567890"})), "c").unwrap();
+        let info = e.user.billing_info.unwrap();
+        assert_eq!(info.currency.as_ref(), "RUB");
+        assert_eq!(e.events[0].data["changed"], json!(["billingInfo"]));
+    }
+
+    #[test]
+    fn payments_add_exactly() {
+        let p: Payment =
+            serde_json::from_value(json!({"paymentId": "p1", "amount": "0.10"})).unwrap();
+        let mut u = user();
+        for _ in 0..3 {
+            u = payment(&u, &p, "c").unwrap().user;
+        }
+        assert_eq!(u.billing_stats.total_spent.to_string(), "0.30");
+        assert_eq!(u.billing_stats.payments_count, 3);
+    }
+}

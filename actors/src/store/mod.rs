@@ -1,0 +1,64 @@
+//! The UserStore actor: owner of the users table. Its handler hands each request to a task
+//! on the runtime's worker pool, so database work runs concurrently over the sqlx pool and
+//! uses every core; the actor itself is never a queue that requests wait in.
+
+mod edits;
+mod error;
+mod ops;
+mod outbox;
+mod rows;
+
+use actix::{Actor, Context, Handler, Message, ResponseFuture};
+use sqlx::PgPool;
+use tracing::Instrument;
+
+use crate::core::{CallContext, Reply};
+use crate::error::CoreError;
+use crate::request::Request;
+
+pub use outbox::NOTIFY_CHANNEL;
+
+pub struct UserStore {
+    pool: PgPool,
+}
+
+impl UserStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+impl Actor for UserStore {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Requests only pass through; a deep mailbox keeps edges from waiting on each other.
+        ctx.set_mailbox_capacity(4096);
+    }
+}
+
+/// Run one request against the store.
+#[derive(Message)]
+#[rtype(result = "Result<Reply, CoreError>")]
+pub struct Execute {
+    pub ctx: CallContext,
+    pub request: Request,
+}
+
+impl Handler<Execute> for UserStore {
+    type Result = ResponseFuture<Result<Reply, CoreError>>;
+
+    fn handle(&mut self, msg: Execute, _: &mut Self::Context) -> Self::Result {
+        let work = ops::execute(self.pool.clone(), msg.ctx, msg.request)
+            .instrument(tracing::Span::current());
+        Box::pin(async move {
+            // A panic inside the task fails this one request, not the actor.
+            tokio::spawn(work)
+                .await
+                .unwrap_or_else(|e| Err(CoreError::Internal(format!("store task failed: {e}"))))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,387 @@
+//! Every operation against PostgreSQL. Reads go straight to the pool; writes load the user
+//! under a row lock, apply a pure [`edits`] function, and save the user and its events in
+//! one transaction.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::types::Uuid;
+
+use super::edits::{self, Edit};
+use super::error::is_email_taken;
+use super::{outbox, rows};
+use crate::core::{CallContext, Reply};
+use crate::domain::{NewUser, Timestamp, User, UserId};
+use crate::error::CoreError;
+use crate::events::{Event, EventType};
+use crate::request::{Payment, Request};
+use crate::views;
+
+pub(super) async fn execute(
+    pool: PgPool,
+    ctx: CallContext,
+    req: Request,
+) -> Result<Reply, CoreError> {
+    let corr = ctx.correlation_id.as_str();
+    match req {
+        Request::Create(new) => create(&pool, new, corr)
+            .await
+            .map(|u| Reply::created(views::user(&u))),
+        Request::Get { id, fields } => {
+            let u = get(&pool, id).await?;
+            Ok(Reply::ok(views::projected(&u, fields.as_ref())))
+        }
+        Request::GetByEmail {
+            email,
+            include_credentials,
+        } => {
+            let u = rows::fetch_by_email(&pool, &email)
+                .await?
+                .ok_or_else(|| CoreError::UserNotFound(email.to_string()))?;
+            Ok(Reply::ok(if include_credentials {
+                views::with_credentials(&u)
+            } else {
+                views::user(&u)
+            }))
+        }
+        Request::Exists { id } => {
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL)",
+            )
+            .bind(id.as_uuid())
+            .fetch_one(&pool)
+            .await?;
+            Ok(Reply::ok(json!({ "exists": exists })))
+        }
+        Request::RecordLogin { id, at, ip } => {
+            let u = modify(&pool, id, |u| Ok(edits::login(u, at, ip, corr))).await?;
+            Ok(Reply::ok(views::user(&u)))
+        }
+        Request::Update { id, patch } => {
+            let u = modify(&pool, id, |u| edits::update(u, &patch, corr)).await?;
+            Ok(Reply::ok(views::user(&u)))
+        }
+        Request::Delete { id } => delete(&pool, id, corr).await.map(|()| Reply::no_content()),
+        Request::GetProfile {
+            id,
+            options,
+            public_only,
+        } => {
+            let u = get(&pool, id).await?;
+            Ok(Reply::ok(if public_only {
+                views::public_profile(&u)
+            } else {
+                views::profile(&u, options)
+            }))
+        }
+        Request::BatchProfiles {
+            ids,
+            options,
+            fields,
+        } => {
+            let view = |u: &User| match &fields {
+                Some(p) => p.apply(&views::user(u)),
+                None => views::profile(u, options),
+            };
+            batch(&pool, &ids, "profiles", view).await.map(Reply::ok)
+        }
+        Request::BatchLookup { ids, fields } => batch(&pool, &ids, "data", |u| {
+            views::projected(u, fields.as_ref())
+        })
+        .await
+        .map(Reply::ok),
+        Request::BatchCreate { users } => batch_create(&pool, users, corr).await.map(Reply::ok),
+        Request::GetBillingInfo { id } => Ok(Reply::ok(views::billing(&get(&pool, id).await?))),
+        Request::UpdateBillingInfo { id, patch } => {
+            let u = modify(&pool, id, |u| edits::billing(u, &patch, corr)).await?;
+            Ok(Reply::ok(views::billing(&u)))
+        }
+        Request::RecordPayment { id, payment } => record_payment(&pool, id, payment, corr).await,
+        Request::GetPreferences { id } => Ok(Reply::ok(views::preferences(&get(&pool, id).await?))),
+        Request::UpdatePreferences { id, patch } => {
+            let u = modify(&pool, id, |u| edits::preferences(u, &patch, corr)).await?;
+            Ok(Reply::ok(views::preferences(&u)))
+        }
+        Request::GetPrivacySettings { id } => {
+            Ok(Reply::ok(views::privacy_settings(&get(&pool, id).await?)))
+        }
+        Request::UpdatePrivacySettings { id, patch } => {
+            let u = modify(&pool, id, |u| edits::privacy(u, &patch, corr)).await?;
+            Ok(Reply::ok(views::privacy_settings(&u)))
+        }
+    }
+}
+
+async fn get(pool: &PgPool, id: UserId) -> Result<User, CoreError> {
+    rows::fetch(pool, id)
+        .await?
+        .ok_or_else(|| CoreError::UserNotFound(id.to_string()))
+}
+
+/// Loads the user under a row lock, applies `edit`, and saves the result with its events.
+/// An edit without events changed nothing: nothing is written and the user is returned as is.
+async fn modify(
+    pool: &PgPool,
+    id: UserId,
+    edit: impl FnOnce(&User) -> Result<Edit, CoreError>,
+) -> Result<User, CoreError> {
+    let mut tx = pool.begin().await?;
+    let current = rows::fetch_for_update(&mut tx, id).await?;
+    let Edit { mut user, events } = edit(&current)?;
+    if events.is_empty() {
+        return Ok(current);
+    }
+    user.updated_at = Timestamp::now();
+    save(&mut tx, &user, &events).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+async fn save(tx: &mut sqlx::PgConnection, user: &User, events: &[Event]) -> Result<(), CoreError> {
+    rows::save(&mut *tx, user).await.map_err(|e| {
+        if is_email_taken(&e) {
+            CoreError::EmailTaken(user.email.to_string())
+        } else {
+            e.into()
+        }
+    })?;
+    outbox::append(tx, events).await?;
+    Ok(())
+}
+
+async fn create(pool: &PgPool, new: NewUser, corr: &str) -> Result<User, CoreError> {
+    let mut created = insert_users(pool, vec![new], corr).await?;
+    match created.pop() {
+        Some(Ok(user)) => Ok(user),
+        Some(Err(email)) => Err(CoreError::EmailTaken(email)),
+        None => Err(CoreError::Internal("insert returned nothing".to_owned())),
+    }
+}
+
+/// Inserts users in one statement and one transaction with their USER_CREATED events.
+/// Each input gets `Ok(user)`, or `Err(email)` when its address is already taken (by a live
+/// user or by an earlier entry of the same batch).
+async fn insert_users(
+    pool: &PgPool,
+    new: Vec<NewUser>,
+    corr: &str,
+) -> Result<Vec<Result<User, String>>, CoreError> {
+    let now = Timestamp::now();
+    let ids: Vec<UserId> = new.iter().map(|_| UserId::generate()).collect();
+    let uuids: Vec<Uuid> = ids.iter().map(UserId::as_uuid).collect();
+    let emails: Vec<&str> = new.iter().map(|n| n.email.as_ref()).collect();
+    let names: Vec<&str> = new.iter().map(|n| n.name.as_ref()).collect();
+    let hashes: Vec<&str> = new.iter().map(|n| n.password.as_ref()).collect();
+    let mut tx = pool.begin().await?;
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO users (id, email, name, password_hash, created_at, updated_at)
+         SELECT id, email, name, hash, $5, $5
+           FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS t(id, email, name, hash)
+         ON CONFLICT (lower(email)) WHERE deleted_at IS NULL DO NOTHING
+         RETURNING id",
+    )
+    .bind(&uuids)
+    .bind(&emails)
+    .bind(&names)
+    .bind(&hashes)
+    .bind(now.as_datetime())
+    .fetch_all(&mut *tx)
+    .await?;
+    let inserted: HashSet<Uuid> = inserted.into_iter().collect();
+    let results: Vec<Result<User, String>> = new
+        .into_iter()
+        .zip(ids)
+        .map(|(n, id)| {
+            if !inserted.contains(&id.as_uuid()) {
+                return Err(n.email.to_string());
+            }
+            Ok(User {
+                id,
+                email: n.email,
+                name: n.name,
+                password_hash: n.password,
+                avatar_url: None,
+                is_active: true,
+                last_login_at: None,
+                last_login_ip: None,
+                created_at: now,
+                updated_at: now,
+                preferences: Default::default(),
+                privacy_settings: Default::default(),
+                billing_info: None,
+                billing_stats: Default::default(),
+                metadata: Default::default(),
+            })
+        })
+        .collect();
+    let events: Vec<Event> = results
+        .iter()
+        .flatten()
+        .map(|u| {
+            Event::new(
+                EventType::UserCreated,
+                u.id,
+                corr,
+                json!({"name": u.name, "email": u.email}),
+            )
+        })
+        .collect();
+    outbox::append(&mut tx, &events).await?;
+    tx.commit().await?;
+    Ok(results)
+}
+
+async fn delete(pool: &PgPool, id: UserId, corr: &str) -> Result<(), CoreError> {
+    let mut tx = pool.begin().await?;
+    let deleted = sqlx::query(
+        "UPDATE users SET deleted_at = now(), updated_at = now()
+         WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id.as_uuid())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if deleted == 0 {
+        return Err(CoreError::UserNotFound(id.to_string()));
+    }
+    outbox::append(
+        &mut tx,
+        &[Event::new(EventType::UserDeleted, id, corr, json!({}))],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Answers in the order asked, each id once; ids not found (or deleted) are listed as missing.
+async fn batch(
+    pool: &PgPool,
+    ids: &[UserId],
+    key: &str,
+    view: impl Fn(&User) -> Value,
+) -> Result<Value, CoreError> {
+    let found: HashMap<UserId, User> = rows::fetch_many(pool, ids)
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u))
+        .collect();
+    let mut items = Vec::with_capacity(found.len());
+    let mut missing = Vec::new();
+    for id in ids {
+        match found.get(id) {
+            Some(u) => items.push(view(u)),
+            None => missing.push(id.to_string()),
+        }
+    }
+    Ok(json!({
+        key: items,
+        "missing": missing,
+        "stats": {"requested": ids.len(), "found": found.len(), "missing": missing.len()},
+    }))
+}
+
+async fn batch_create(
+    pool: &PgPool,
+    items: Vec<Result<NewUser, CoreError>>,
+    corr: &str,
+) -> Result<Value, CoreError> {
+    let requested = items.len();
+    // Valid items go to the database in one insert; the rest are answered from here.
+    let mut results: Vec<Value> = Vec::with_capacity(requested);
+    let mut valid = Vec::new();
+    let mut valid_at = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match item {
+            Ok(new) => {
+                valid_at.push(index);
+                valid.push(new);
+                results.push(Value::Null);
+            }
+            Err(e) => results.push(json!({
+                "index": index,
+                "status": "invalid",
+                "error": {"code": e.code().as_str(), "message": e.to_string(), "details": e.details()},
+            })),
+        }
+    }
+    let inserted = insert_users(pool, valid, corr).await?;
+    let (mut created, mut conflicts) = (0, 0);
+    for (index, outcome) in valid_at.into_iter().zip(inserted) {
+        results[index] = match outcome {
+            Ok(user) => {
+                created += 1;
+                json!({"index": index, "status": "created", "id": user.id})
+            }
+            Err(email) => {
+                conflicts += 1;
+                let e = CoreError::EmailTaken(email);
+                json!({"index": index, "status": "conflict",
+                       "error": {"code": e.code().as_str(), "message": e.to_string()}})
+            }
+        };
+    }
+    Ok(json!({
+        "results": results,
+        "stats": {"requested": requested, "created": created, "conflict": conflicts,
+                  "invalid": requested - created - conflicts},
+    }))
+}
+
+/// Adds a payment to the user's totals once: the payment row and the new totals commit
+/// together, and a payment id seen before changes nothing.
+async fn record_payment(
+    pool: &PgPool,
+    id: UserId,
+    p: Payment,
+    corr: &str,
+) -> Result<Reply, CoreError> {
+    let mut tx = pool.begin().await?;
+    let current = rows::fetch_for_update(&mut tx, id).await?;
+    let currency = p
+        .currency
+        .clone()
+        .or_else(|| current.billing_info.as_ref().map(|b| b.currency.clone()))
+        .unwrap_or_default();
+    let paid_at = p.paid_at.unwrap_or_else(Timestamp::now);
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO payments (payment_id, user_id, amount_minor, currency, paid_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (payment_id) DO NOTHING
+         RETURNING user_id",
+    )
+    .bind(p.payment_id.as_ref())
+    .bind(id.as_uuid())
+    .bind(p.amount.minor())
+    .bind(currency.as_ref())
+    .bind(paid_at.as_datetime())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if inserted.is_none() {
+        // Seen before: a replay for the same user answers with the current totals.
+        let owner: Uuid = sqlx::query_scalar("SELECT user_id FROM payments WHERE payment_id = $1")
+            .bind(p.payment_id.as_ref())
+            .fetch_one(&mut *tx)
+            .await?;
+        return if owner == id.as_uuid() {
+            Ok(Reply::ok(views::billing(&current)))
+        } else {
+            Err(CoreError::invalid(
+                "paymentId",
+                "is already recorded for another user",
+            ))
+        };
+    }
+    let Edit { mut user, events } = edits::payment(
+        &current,
+        &Payment {
+            paid_at: Some(paid_at),
+            ..p
+        },
+        corr,
+    )?;
+    user.updated_at = Timestamp::now();
+    save(&mut tx, &user, &events).await?;
+    tx.commit().await?;
+    Ok(Reply::created(views::billing(&user)))
+}

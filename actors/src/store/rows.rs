@@ -1,0 +1,167 @@
+//! The users table, row by row.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::{Json, Uuid};
+use sqlx::{FromRow, PgConnection, PgExecutor};
+
+use crate::domain::{
+    Amount, AvatarUrl, BillingStats, Email, PasswordHash, Timestamp, User, UserId, UserName,
+};
+use crate::error::{CoreError, from_json};
+
+/// `SELECT` of every column [`UserRow`] reads, followed by the rest of the statement.
+macro_rules! select_users {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, email, name, password_hash, avatar_url, is_active, last_login_at, ",
+            "last_login_ip, created_at, updated_at, preferences, privacy_settings, billing_info, ",
+            "last_payment_at, total_spent_minor, payments_count, metadata FROM users ",
+            $rest
+        )
+    };
+}
+
+#[derive(FromRow)]
+pub(super) struct UserRow {
+    id: Uuid,
+    email: String,
+    name: String,
+    password_hash: String,
+    avatar_url: Option<String>,
+    is_active: bool,
+    last_login_at: Option<DateTime<Utc>>,
+    last_login_ip: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    preferences: Json<Value>,
+    privacy_settings: Json<Value>,
+    billing_info: Option<Json<Value>>,
+    last_payment_at: Option<DateTime<Utc>>,
+    total_spent_minor: i64,
+    payments_count: i64,
+    metadata: Json<Value>,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = CoreError;
+
+    /// Rows were valid when written; a row that no longer parses was edited behind the
+    /// service's back, and is reported as an internal error rather than served.
+    fn try_from(r: UserRow) -> Result<Self, CoreError> {
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+            CoreError::Internal(format!("stored user {} has an invalid {what}: {e}", r.id))
+        };
+        Ok(User {
+            id: UserId::from(r.id),
+            email: Email::parse(&r.email).map_err(|e| corrupt("email", &e))?,
+            name: UserName::parse(&r.name).map_err(|e| corrupt("name", &e))?,
+            password_hash: PasswordHash::parse(r.password_hash.clone())
+                .map_err(|e| corrupt("password hash", &e))?,
+            avatar_url: r
+                .avatar_url
+                .clone()
+                .map(AvatarUrl::parse)
+                .transpose()
+                .map_err(|e| corrupt("avatar URL", &e))?,
+            is_active: r.is_active,
+            last_login_at: r.last_login_at.map(Timestamp::from),
+            last_login_ip: r
+                .last_login_ip
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| corrupt("login IP", &e))?,
+            created_at: r.created_at.into(),
+            updated_at: r.updated_at.into(),
+            preferences: from_json(r.preferences.0.clone(), "preferences")?,
+            privacy_settings: from_json(r.privacy_settings.0.clone(), "privacySettings")?,
+            billing_info: r
+                .billing_info
+                .clone()
+                .map(|b| from_json(b.0, "billingInfo"))
+                .transpose()?,
+            billing_stats: BillingStats {
+                last_payment_at: r.last_payment_at.map(Timestamp::from),
+                total_spent: Amount::from_minor(r.total_spent_minor),
+                payments_count: r.payments_count,
+            },
+            metadata: from_json(r.metadata.0.clone(), "metadata")?,
+        })
+    }
+}
+
+pub(super) async fn fetch(db: impl PgExecutor<'_>, id: UserId) -> Result<Option<User>, CoreError> {
+    let sql = select_users!("WHERE id = $1 AND deleted_at IS NULL");
+    let row: Option<UserRow> = sqlx::query_as(sql)
+        .bind(id.as_uuid())
+        .fetch_optional(db)
+        .await?;
+    row.map(User::try_from).transpose()
+}
+
+/// Locks the live user for the rest of the transaction.
+pub(super) async fn fetch_for_update(
+    conn: &mut PgConnection,
+    id: UserId,
+) -> Result<User, CoreError> {
+    let sql = select_users!("WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE");
+    let row: Option<UserRow> = sqlx::query_as(sql)
+        .bind(id.as_uuid())
+        .fetch_optional(conn)
+        .await?;
+    row.map(User::try_from)
+        .transpose()?
+        .ok_or_else(|| CoreError::UserNotFound(id.to_string()))
+}
+
+pub(super) async fn fetch_many(
+    db: impl PgExecutor<'_>,
+    ids: &[UserId],
+) -> Result<Vec<User>, CoreError> {
+    let sql = select_users!("WHERE id = ANY($1) AND deleted_at IS NULL");
+    let uuids: Vec<Uuid> = ids.iter().map(UserId::as_uuid).collect();
+    let rows: Vec<UserRow> = sqlx::query_as(sql).bind(&uuids).fetch_all(db).await?;
+    rows.into_iter().map(User::try_from).collect()
+}
+
+pub(super) async fn fetch_by_email(
+    db: impl PgExecutor<'_>,
+    email: &Email,
+) -> Result<Option<User>, CoreError> {
+    let sql = select_users!("WHERE lower(email) = $1 AND deleted_at IS NULL");
+    let row: Option<UserRow> = sqlx::query_as(sql)
+        .bind(email.as_ref())
+        .fetch_optional(db)
+        .await?;
+    row.map(User::try_from).transpose()
+}
+
+/// Writes every mutable column of `u`: one statement serves every kind of update.
+pub(super) async fn save(conn: &mut PgConnection, u: &User) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET email = $2, name = $3, avatar_url = $4, is_active = $5,
+            last_login_at = $6, last_login_ip = $7, updated_at = $8, preferences = $9,
+            privacy_settings = $10, billing_info = $11, last_payment_at = $12,
+            total_spent_minor = $13, payments_count = $14, metadata = $15
+         WHERE id = $1",
+    )
+    .bind(u.id.as_uuid())
+    .bind(u.email.as_ref())
+    .bind(u.name.as_ref())
+    .bind(u.avatar_url.as_ref().map(AsRef::<str>::as_ref))
+    .bind(u.is_active)
+    .bind(u.last_login_at.map(|t| t.as_datetime()))
+    .bind(u.last_login_ip.map(|ip| ip.to_string()))
+    .bind(u.updated_at.as_datetime())
+    .bind(Json(&u.preferences))
+    .bind(Json(&u.privacy_settings))
+    .bind(u.billing_info.as_ref().map(Json))
+    .bind(u.billing_stats.last_payment_at.map(|t| t.as_datetime()))
+    .bind(u.billing_stats.total_spent.minor())
+    .bind(u.billing_stats.payments_count)
+    .bind(Json(&u.metadata))
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,383 @@
+//! Configuration, read once from the environment into typed values (contract section 1).
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventEnvelope {
+    Plain,
+    Nestjs,
+}
+
+/// One entry of `INTERNAL_API_KEYS`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub caller: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKey({}, …)", self.caller)
+    }
+}
+
+/// Requests allowed per window, per caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub api_keys: Vec<ApiKey>,
+    pub internal_secret: Option<String>,
+    pub allowed_ips: Vec<IpNet>,
+    pub credential_readers: HashSet<String>,
+}
+
+impl AuthConfig {
+    /// No key and no secret: serve loopback callers only, as caller `local`.
+    pub fn is_open(&self) -> bool {
+        self.api_keys.is_empty() && self.internal_secret.is_none()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http_addr: SocketAddr,
+    pub database_url: String,
+    pub db_pool_size: u32,
+    /// How long a request waits for a database connection before answering 503.
+    pub db_acquire_timeout: Duration,
+    pub redis_url: String,
+    pub amqp_url: String,
+    pub rpc_queue: String,
+    pub events_exchange: String,
+    pub cache_prefix: String,
+    pub event_envelope: EventEnvelope,
+    pub auth: AuthConfig,
+    /// Per caller name; `default` applies to everyone else.
+    pub rate_limits: BTreeMap<String, RateLimit>,
+    pub app_env: AppEnv,
+    pub log_format: LogFormat,
+}
+
+const DEFAULT_RATE_LIMITS: &str =
+    "auth-service=1000/60,game-catalog=500/60,payment-service=200/60,default=100/60";
+
+/// Keys shorter than this are refused in production.
+pub const MIN_KEY_LEN: usize = 16;
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (the environment, or a map in tests).
+    /// Empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let or = |name: &str, default: &str| get(name).unwrap_or_else(|| default.to_owned());
+
+        let http_addr = match (get("HTTP_ADDR"), get("PORT")) {
+            (Some(addr), _) => addr
+                .parse()
+                .map_err(|_| err("HTTP_ADDR", "expected host:port, e.g. 0.0.0.0:3001"))?,
+            (None, Some(port)) => {
+                let port: u16 = port
+                    .parse()
+                    .map_err(|_| err("PORT", "expected a port number"))?;
+                SocketAddr::from(([0, 0, 0, 0], port))
+            }
+            (None, None) => SocketAddr::from(([0, 0, 0, 0], 3001)),
+        };
+
+        let auth = AuthConfig {
+            api_keys: parse_api_keys(&or("INTERNAL_API_KEYS", ""))?,
+            internal_secret: get("INTERNAL_SERVICE_SECRET"),
+            allowed_ips: parse_ips(&or("INTERNAL_ALLOWED_IPS", ""))?,
+            credential_readers: list(&or("CREDENTIAL_READERS", "auth-service"))
+                .map(str::to_owned)
+                .collect(),
+        };
+
+        let app_env = match or("APP_ENV", "development").to_ascii_lowercase().as_str() {
+            "production" | "prod" => AppEnv::Production,
+            _ => AppEnv::Development,
+        };
+
+        let config = Self {
+            http_addr,
+            database_url: or(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/user_service",
+            ),
+            db_pool_size: parse_num("DB_POOL_SIZE", get("DB_POOL_SIZE"), 16)?,
+            db_acquire_timeout: Duration::from_millis(parse_num(
+                "DB_ACQUIRE_TIMEOUT_MS",
+                get("DB_ACQUIRE_TIMEOUT_MS"),
+                2000,
+            )?),
+            redis_url: or("REDIS_URL", "redis://127.0.0.1:6379"),
+            amqp_url: or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            rpc_queue: or("RPC_QUEUE", "user-service.rpc"),
+            events_exchange: or("EVENTS_EXCHANGE", "user-service.events"),
+            cache_prefix: or("CACHE_PREFIX", "user-service"),
+            event_envelope: match or("EVENT_ENVELOPE", "plain").to_ascii_lowercase().as_str() {
+                "plain" => EventEnvelope::Plain,
+                "nestjs" => EventEnvelope::Nestjs,
+                _ => return Err(err("EVENT_ENVELOPE", "expected plain or nestjs")),
+            },
+            auth,
+            rate_limits: parse_rate_limits(&or("RATE_LIMITS", DEFAULT_RATE_LIMITS))?,
+            app_env,
+            log_format: match or("LOG_FORMAT", "pretty").to_ascii_lowercase().as_str() {
+                "json" => LogFormat::Json,
+                _ => LogFormat::Pretty,
+            },
+        };
+        config.check_production()?;
+        Ok(config)
+    }
+
+    /// Production never runs open, and never with guessable keys.
+    fn check_production(&self) -> Result<(), ConfigError> {
+        if self.app_env != AppEnv::Production {
+            return Ok(());
+        }
+        if self.auth.is_open() {
+            return Err(err(
+                "INTERNAL_API_KEYS",
+                "APP_ENV=production requires INTERNAL_API_KEYS or INTERNAL_SERVICE_SECRET",
+            ));
+        }
+        if let Some(k) = self
+            .auth
+            .api_keys
+            .iter()
+            .find(|k| k.key.chars().count() < MIN_KEY_LEN)
+        {
+            return Err(err(
+                "INTERNAL_API_KEYS",
+                format!(
+                    "the key of '{}' is shorter than {MIN_KEY_LEN} characters",
+                    k.caller
+                ),
+            ));
+        }
+        if self
+            .auth
+            .internal_secret
+            .as_ref()
+            .is_some_and(|s| s.chars().count() < MIN_KEY_LEN)
+        {
+            return Err(err(
+                "INTERNAL_SERVICE_SECRET",
+                format!("shorter than {MIN_KEY_LEN} characters"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn parse_num<T: std::str::FromStr>(
+    var: &'static str,
+    v: Option<String>,
+    default: T,
+) -> Result<T, ConfigError> {
+    v.map_or(Ok(default), |v| {
+        v.parse()
+            .map_err(|_| err(var, "expected a positive number"))
+    })
+}
+
+/// `name=key`, or a bare key; a bare key `X-key` names caller `X`.
+fn parse_api_keys(s: &str) -> Result<Vec<ApiKey>, ConfigError> {
+    let mut keys: Vec<ApiKey> = Vec::new();
+    for (i, entry) in list(s).enumerate() {
+        let (caller, key) = match entry.split_once('=') {
+            Some((name, key)) => (name.trim().to_owned(), key.trim().to_owned()),
+            None => {
+                let caller = entry.strip_suffix("-key").filter(|c| !c.is_empty());
+                (
+                    caller.map_or_else(|| format!("api-key-{}", i + 1), str::to_owned),
+                    entry.to_owned(),
+                )
+            }
+        };
+        if caller.is_empty() || key.is_empty() {
+            return Err(err(
+                "INTERNAL_API_KEYS",
+                format!("entry {} is empty on one side of '='", i + 1),
+            ));
+        }
+        if keys.iter().any(|k| k.key == key) {
+            return Err(err(
+                "INTERNAL_API_KEYS",
+                format!("entry {} repeats a key", i + 1),
+            ));
+        }
+        keys.push(ApiKey { caller, key });
+    }
+    Ok(keys)
+}
+
+/// IPs and CIDRs; a bare IP is a single-address network.
+fn parse_ips(s: &str) -> Result<Vec<IpNet>, ConfigError> {
+    list(s)
+        .map(|entry| {
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    err(
+                        "INTERNAL_ALLOWED_IPS",
+                        format!("'{entry}' is not an IP or CIDR"),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// `caller=requests/seconds,...`
+fn parse_rate_limits(s: &str) -> Result<BTreeMap<String, RateLimit>, ConfigError> {
+    let bad = |entry: &str| {
+        err(
+            "RATE_LIMITS",
+            format!("'{entry}' is not caller=requests/seconds"),
+        )
+    };
+    let mut out = BTreeMap::new();
+    for entry in list(s) {
+        let (caller, rate) = entry.split_once('=').ok_or_else(|| bad(entry))?;
+        let (requests, secs) = rate.split_once('/').ok_or_else(|| bad(entry))?;
+        let requests: u32 = requests.trim().parse().map_err(|_| bad(entry))?;
+        let secs: u64 = secs.trim().parse().map_err(|_| bad(entry))?;
+        if requests == 0 || secs == 0 {
+            return Err(bad(entry));
+        }
+        out.insert(
+            caller.trim().to_owned(),
+            RateLimit {
+                requests,
+                window: Duration::from_secs(secs),
+            },
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.http_addr.port(), 3001);
+        assert!(c.auth.is_open());
+        assert_eq!(c.rate_limits["game-catalog"].requests, 500);
+        assert!(c.auth.credential_readers.contains("auth-service"));
+        assert_eq!(config(&[("PORT", "8080")]).unwrap().http_addr.port(), 8080);
+    }
+
+    #[test]
+    fn api_keys_name_their_callers() {
+        let c = config(&[(
+            "INTERNAL_API_KEYS",
+            "auth-service-key, game-catalog-key,billing=s3cr3t,opaque",
+        )])
+        .unwrap();
+        let names: Vec<&str> = c.auth.api_keys.iter().map(|k| k.caller.as_str()).collect();
+        assert_eq!(
+            names,
+            ["auth-service", "game-catalog", "billing", "api-key-4"]
+        );
+        assert_eq!(c.auth.api_keys[2].key, "s3cr3t");
+    }
+
+    #[test]
+    fn production_refuses_weak_setups() {
+        assert!(config(&[("APP_ENV", "production")]).is_err());
+        assert!(
+            config(&[
+                ("APP_ENV", "production"),
+                ("INTERNAL_API_KEYS", "auth-service-key")
+            ])
+            .is_err()
+        );
+        assert!(
+            config(&[
+                ("APP_ENV", "production"),
+                ("INTERNAL_SERVICE_SECRET", "short")
+            ])
+            .is_err()
+        );
+        assert!(
+            config(&[
+                ("APP_ENV", "production"),
+                ("INTERNAL_API_KEYS", "auth=0123456789abcdef")
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn bad_values_are_reported() {
+        assert!(config(&[("INTERNAL_ALLOWED_IPS", "10.0.0.0/8,nope")]).is_err());
+        assert!(config(&[("RATE_LIMITS", "a=10")]).is_err());
+        assert!(config(&[("HTTP_ADDR", "nowhere")]).is_err());
+        assert!(config(&[("EVENT_ENVELOPE", "xml")]).is_err());
+        let c = config(&[("INTERNAL_ALLOWED_IPS", "127.0.0.1, ::1, 192.168.1.0/24")]).unwrap();
+        assert_eq!(c.auth.allowed_ips.len(), 3);
+    }
+}

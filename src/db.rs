@@ -1,0 +1,77 @@
+//! The PostgreSQL pool: database created if missing, migrations applied, bounded waits.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+use crate::config::Config;
+
+/// Connects, creating the database and applying migrations. Retries with backoff while
+/// PostgreSQL is not reachable, for at most `patience`.
+pub async fn connect(config: &Config, patience: Duration) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(&config.database_url)?
+        .application_name("user-service")
+        // A query that hangs must not hold a request (or a connection) forever.
+        .options([("statement_timeout", "15s"), ("lock_timeout", "5s")]);
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match try_connect(config, &options).await {
+            Ok(pool) => return Ok(pool),
+            Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database not ready");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn try_connect(config: &Config, options: &PgConnectOptions) -> anyhow::Result<PgPool> {
+    ensure_database(options).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(config.db_pool_size)
+        .min_connections(0)
+        .acquire_timeout(config.db_acquire_timeout)
+        .idle_timeout(Duration::from_secs(300))
+        .connect_with(options.clone())
+        .await?;
+    sqlx::migrate!("./migrations").run(&pool).await?;
+    Ok(pool)
+}
+
+/// Creates the configured database when it does not exist yet. Two instances starting at
+/// once may race; the loser's "already exists" is success.
+async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let name = options.get_database().unwrap_or("postgres").to_owned();
+    let mut conn = options.clone().database("postgres").connect().await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+/// Does the database answer, within `timeout`?
+pub async fn ping(pool: &PgPool, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(pool)).await,
+        Ok(Ok(_))
+    )
+}

@@ -1,0 +1,211 @@
+//! The REST edge: decode HTTP into a method name and params, authenticate, hand them to the
+//! core, and encode its answer. Routing is one table ([`routes`]); no operation logic here.
+
+mod respond;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use serde_json::{Map, Value, json};
+use tracing::Instrument;
+use user_core::{CallContext, Core, CoreError, ParamForm, Reply};
+use warp::Filter;
+use warp::http::{HeaderMap, Method as Http};
+
+use crate::auth::{Authenticator, Credentials};
+
+pub use respond::CORRELATION_HEADER;
+
+/// Request bodies above this size get 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What the REST edge needs: the core, the authenticator, and the pieces /health reads.
+pub struct Edge {
+    pub core: Core,
+    pub auth: Authenticator,
+    pub pool: sqlx::PgPool,
+    pub started: Instant,
+}
+
+/// The whole HTTP surface as one warp filter.
+pub fn filter(
+    edge: Arc<Edge>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    warp::any()
+        .map(move || edge.clone())
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
+        .and(warp::body::stream())
+        .then(
+            |edge: Arc<Edge>, method, path: warp::path::FullPath, query, headers, remote, body| async move {
+                handle(edge, method, path.as_str().to_owned(), query, headers, remote, body).await
+            },
+        )
+}
+
+async fn handle<S, B>(
+    edge: Arc<Edge>,
+    method: Http,
+    path: String,
+    query: String,
+    headers: HeaderMap,
+    remote: Option<SocketAddr>,
+    body: S,
+) -> warp::reply::Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let correlation_id = respond::correlation_id(&headers);
+    let span = tracing::info_span!(
+        "http",
+        correlation_id = %correlation_id,
+        method = %method,
+        path = %path,
+        caller = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let result = async {
+        match path.as_str() {
+            "/health" => return Ok(health(&edge)),
+            "/health/ready" => return ready(&edge).await,
+            _ => {}
+        }
+        let segments = decode_segments(&path)?;
+        let route = routes::find(&method, &segments)?;
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let caller = edge
+            .auth
+            .authenticate(&Credentials::from_headers(header), remote.map(|a| a.ip()))?;
+        tracing::Span::current().record("caller", caller.name.as_str());
+        let mut params = route.path_params;
+        add_query(&mut params, &query);
+        let form = if method == Http::GET || method == Http::DELETE {
+            ParamForm::Query
+        } else {
+            add_body(&mut params, read_body(&headers, body).await?)?;
+            ParamForm::Json
+        };
+        let ctx = CallContext {
+            caller,
+            correlation_id: correlation_id.clone(),
+        };
+        edge.core
+            .call(ctx, route.method, Value::Object(params), form)
+            .await
+    }
+    .instrument(span.clone())
+    .await;
+    let response = respond::render(result, &correlation_id);
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "request"
+        )
+    });
+    response
+}
+
+/// Splits the path into percent-decoded segments, dropping empty ones (`//`, trailing `/`).
+fn decode_segments(path: &str) -> Result<Vec<String>, CoreError> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| CoreError::invalid("path", "is not valid UTF-8"))
+        })
+        .collect()
+}
+
+/// Query pairs join the params as strings; a repeated name becomes a list.
+fn add_query(params: &mut Map<String, Value>, query: &str) {
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let v = Value::String(v.into_owned());
+        match params.get_mut(k.as_ref()) {
+            Some(Value::Array(items)) => items.push(v),
+            Some(existing) => *existing = Value::Array(vec![existing.take(), v]),
+            None => {
+                params.insert(k.into_owned(), v);
+            }
+        }
+    }
+}
+
+/// A JSON object body joins the params. It may not repeat a name the path or query set.
+fn add_body(params: &mut Map<String, Value>, body: Bytes) -> Result<(), CoreError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| CoreError::invalid("body", format!("is not valid JSON: {e}")))?;
+    let Value::Object(fields) = value else {
+        return Err(CoreError::invalid("body", "must be a JSON object"));
+    };
+    for (k, v) in fields {
+        if params.contains_key(&k) {
+            return Err(CoreError::invalid(
+                k,
+                "unknown field in the body (it belongs in the path or query)",
+            ));
+        }
+        params.insert(k, v);
+    }
+    Ok(())
+}
+
+/// Reads the body up to [`MAX_BODY_BYTES`]; a declared or actual larger body is a 413.
+async fn read_body<S, B>(headers: &HeaderMap, body: S) -> Result<Bytes, CoreError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let declared = headers
+        .get(warp::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(CoreError::PayloadTooLarge(MAX_BODY_BYTES));
+    }
+    let mut body = std::pin::pin!(body);
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.map_err(|e| CoreError::invalid("body", format!("could not be read: {e}")))?;
+        if buf.len() + chunk.remaining() > MAX_BODY_BYTES {
+            return Err(CoreError::PayloadTooLarge(MAX_BODY_BYTES));
+        }
+        buf.put(chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Liveness: answers without touching the database.
+fn health(edge: &Edge) -> Reply {
+    Reply::ok(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptimeSeconds": edge.started.elapsed().as_secs(),
+    }))
+}
+
+/// Readiness: 503 until the database answers.
+async fn ready(edge: &Edge) -> Result<Reply, CoreError> {
+    if crate::db::ping(&edge.pool, Duration::from_secs(2)).await {
+        Ok(Reply::ok(json!({"status": "ok", "database": "up"})))
+    } else {
+        Err(CoreError::Unavailable(
+            "database is not answering".to_owned(),
+        ))
+    }
+}

@@ -1,0 +1,74 @@
+//! Encoding the core's answer as HTTP, and the error body of contract section 4.
+
+use serde_json::{Value, json};
+use user_core::{CoreError, Reply, ReplyStatus};
+use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
+use warp::reply::Response;
+
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+/// The caller's correlation id when it is a sane token, else a new one.
+pub fn correlation_id(headers: &HeaderMap) -> String {
+    headers
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+pub fn render(result: Result<Reply, CoreError>, correlation_id: &str) -> Response {
+    let retry_after = match &result {
+        Err(CoreError::RateLimited { retry_after_secs }) => Some(*retry_after_secs),
+        _ => None,
+    };
+    let (status, body) = match result {
+        Ok(reply) => {
+            let body = (reply.status != ReplyStatus::NoContent).then_some(reply.data);
+            (reply.status.code(), body)
+        }
+        Err(e) => (e.code().status(), Some(error_body(&e, correlation_id))),
+    };
+    let mut response = match body {
+        Some(body) => {
+            let bytes = serde_json::to_vec(&body).unwrap_or_default();
+            let mut r = Response::new(bytes.into());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        None => Response::new(Default::default()),
+    };
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = HeaderValue::from_str(correlation_id) {
+        response.headers_mut().insert(CORRELATION_HEADER, v);
+    }
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// `{statusCode, error, code, message, correlationId, details?}`; `Retry-After` is a header.
+pub fn error_body(e: &CoreError, correlation_id: &str) -> Value {
+    if let CoreError::Internal(inner) = e {
+        tracing::error!(error = %inner, "internal error");
+    }
+    let code = e.code();
+    let mut body = json!({
+        "statusCode": code.status(),
+        "error": code.reason(),
+        "code": code.as_str(),
+        "message": e.to_string(),
+        "correlationId": correlation_id,
+    });
+    if !e.details().is_empty() {
+        body["details"] = json!(e.details());
+    }
+    body
+}

@@ -1,0 +1,9 @@
+//! The `user-service` binary's parts: typed configuration, authentication, the REST edge,
+//! start-up and supervision. The operations themselves live in `user-core` (`actors/`).
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod telemetry;
