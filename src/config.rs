@@ -351,7 +351,7 @@ mod tests {
         assert!(
             config(&[
                 ("APP_ENV", "production"),
-                ("INTERNAL_API_KEYS", "auth-service-key")
+                ("INTERNAL_API_KEYS", "svc-key")
             ])
             .is_err()
         );

@@ -161,13 +161,9 @@ impl CoreError {
         if path == "." {
             path.clear();
         }
-        // serde names a missing or unknown field in the message, not in the path.
-        for marker in ["missing field `", "unknown field `"] {
-            if let Some(rest) = message.strip_prefix(marker) {
-                if let Some(name) = rest.split('`').next() {
-                    path = join_path(&path, name);
-                }
-            }
+        // A missing field is named in the message, not in the path.
+        if let Some(name) = message.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+            path = join_path(&path, name);
         }
         let message = match message.strip_prefix("unknown field `") {
             Some(rest) => match rest.split_once("`, expected ") {

@@ -161,8 +161,8 @@ mod tests {
                 Method::UpdatePrivacySettings,
             ),
         ];
-        for (m, path, op) in cases {
-            assert_eq!(route(m.clone(), path).unwrap().method, op, "{m} {path}");
+        for (m, path, op) in &cases {
+            assert_eq!(route(m.clone(), path).unwrap().method, *op, "{m} {path}");
         }
         let covered: std::collections::HashSet<_> = cases.iter().map(|c| c.2).collect();
         assert_eq!(covered.len(), Method::ALL.len());

@@ -276,10 +276,9 @@ mod tests {
 
     #[test]
     fn metadata_is_bounded() {
-        let small: serde_json::Map<_, _> = [("k".to_owned(), serde_json::json!("v"))].into();
+        let small = serde_json::Map::from_iter([("k".to_owned(), serde_json::json!("v"))]);
         assert!(Metadata::try_from(small).is_ok());
-        let big: serde_json::Map<_, _> =
-            [("k".to_owned(), serde_json::json!("v".repeat(17_000)))].into();
+        let big = serde_json::Map::from_iter([("k".to_owned(), serde_json::json!("v".repeat(17_000)))]);
         assert!(Metadata::try_from(big).is_err());
     }
 }
