@@ -348,13 +348,7 @@ mod tests {
     #[test]
     fn production_refuses_weak_setups() {
         assert!(config(&[("APP_ENV", "production")]).is_err());
-        assert!(
-            config(&[
-                ("APP_ENV", "production"),
-                ("INTERNAL_API_KEYS", "svc-key")
-            ])
-            .is_err()
-        );
+        assert!(config(&[("APP_ENV", "production"), ("INTERNAL_API_KEYS", "svc-key")]).is_err());
         assert!(
             config(&[
                 ("APP_ENV", "production"),

@@ -162,7 +162,10 @@ impl CoreError {
             path.clear();
         }
         // A missing field is named in the message, not in the path.
-        if let Some(name) = message.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+        if let Some(name) = message
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+        {
             path = join_path(&path, name);
         }
         let message = match message.strip_prefix("unknown field `") {

@@ -278,7 +278,8 @@ mod tests {
     fn metadata_is_bounded() {
         let small = serde_json::Map::from_iter([("k".to_owned(), serde_json::json!("v"))]);
         assert!(Metadata::try_from(small).is_ok());
-        let big = serde_json::Map::from_iter([("k".to_owned(), serde_json::json!("v".repeat(17_000)))]);
+        let big =
+            serde_json::Map::from_iter([("k".to_owned(), serde_json::json!("v".repeat(17_000)))]);
         assert!(Metadata::try_from(big).is_err());
     }
 }

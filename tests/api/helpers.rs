@@ -1,0 +1,227 @@
+//! A real service per test: its own database on the local PostgreSQL, its own port, its own
+//! actix System on a thread, stopped and dropped when the test ends.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use user_service::app::Application;
+use user_service::config::Config;
+
+pub const AUTH_KEY: &str = "auth-key-0123456789";
+pub const CATALOG_KEY: &str = "catalog-key-0123456789";
+pub const SECRET: &str = "internal-secret-0123456789";
+pub const HASH: &str = "$2b$10$abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX";
+
+const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub db_name: String,
+    /// Sent with every request made by [`TestApp::req`]; `None` sends no credentials.
+    pub api_key: Option<&'static str>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    stopped: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+impl TestApp {
+    /// The service with two API keys (`auth-service`, a credential reader, and
+    /// `game-catalog`) and an internal secret.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    /// As [`TestApp::spawn`], with extra or overriding environment variables.
+    pub async fn spawn_with(vars: &[(&str, &str)]) -> Self {
+        let db_name = format!("us_test_{}", uuid::Uuid::new_v4().simple());
+        let keys = format!("auth-service={AUTH_KEY},game-catalog={CATALOG_KEY}");
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "DATABASE_URL".into(),
+                format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
+            ),
+            ("HTTP_ADDR".into(), "127.0.0.1:0".into()),
+            ("INTERNAL_API_KEYS".into(), keys),
+            ("INTERNAL_SERVICE_SECRET".into(), SECRET.into()),
+            ("DB_POOL_SIZE".into(), "8".into()),
+        ];
+        for (k, v) in vars {
+            env.retain(|(name, _)| name != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        Self::start(db_name, env).await
+    }
+
+    async fn start(db_name: String, env: Vec<(String, String)>) -> Self {
+        let config =
+            Config::from_lookup(|k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+                .expect("test configuration is valid");
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            actix::System::with_tokio_rt(move || rt).block_on(async move {
+                let app = Application::build(config).await.expect("service starts");
+                addr_tx
+                    .send(app.local_addr().expect("bound"))
+                    .expect("test is waiting");
+                app.run_until(async {
+                    let _ = shutdown_rx.await;
+                })
+                .await;
+            });
+            let _ = stopped_tx.send(());
+        });
+        let addr = addr_rx.await.expect("service started");
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            db_name,
+            api_key: Some(AUTH_KEY),
+            shutdown: Some(shutdown_tx),
+            stopped: Some(stopped_rx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        let r = self.client.request(method, self.url(path));
+        match self.api_key {
+            Some(key) => r.header("x-api-key", key),
+            None => r,
+        }
+    }
+
+    pub fn as_caller(mut self, key: Option<&'static str>) -> Self {
+        self.api_key = key;
+        self
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        send(self.req(Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        send(self.req(Method::POST, path).json(&body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        send(self.req(Method::PATCH, path).json(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        send(self.req(Method::DELETE, path)).await
+    }
+
+    /// Creates a user and returns its JSON view.
+    pub async fn create_user(&self, name: &str, email: &str) -> Value {
+        let (status, body) = self
+            .post(
+                "/api/internal/users",
+                json!({"name": name, "email": email, "password": HASH}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Runs one SQL query against this test's database.
+    pub async fn db(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&format!(
+            "postgres://postgres@127.0.0.1:5432/{}",
+            self.db_name
+        ))
+        .await
+        .expect("test database")
+    }
+
+    /// Stops the service (in-flight requests finish) and waits until it has stopped.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(rx) = self.stopped.take() {
+            let _ = rx.recv_timeout(Duration::from_secs(30));
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let db = self.db_name.clone();
+        // Dropped from inside a test's runtime: do the async cleanup on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(PG_ADMIN_URL).await {
+                    let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut c)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Sends and decodes; an empty body reads as `null`.
+pub async fn send(req: RequestBuilder) -> (StatusCode, Value) {
+    let resp: Response = req.send().await.expect("request sent");
+    let status = resp.status();
+    let bytes = resp.bytes().await.expect("body read");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("JSON body")
+    };
+    (status, body)
+}
+
+/// Asserts the contract's error body and returns it.
+#[track_caller]
+pub fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["statusCode"], expected.as_u16(), "{body}");
+    assert!(body["message"].is_string(), "{body}");
+    assert!(body["correlationId"].is_string(), "{body}");
+    assert!(body["error"].is_string(), "{body}");
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

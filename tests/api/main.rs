@@ -1,0 +1,9 @@
+//! Integration tests: the real service over HTTP against the local PostgreSQL.
+
+mod helpers;
+
+mod auth;
+mod batch;
+mod billing;
+mod resilience;
+mod users;
