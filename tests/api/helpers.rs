@@ -33,7 +33,8 @@ impl TestApp {
         Self::spawn_with(&[]).await
     }
 
-    /// As [`TestApp::spawn`], with extra or overriding environment variables.
+    /// As [`TestApp::spawn`], with extra or overriding environment variables. `{db}` in a
+    /// value stands for this test's database name.
     pub async fn spawn_with(vars: &[(&str, &str)]) -> Self {
         let db_name = format!("us_test_{}", uuid::Uuid::new_v4().simple());
         let keys = format!("auth-service={AUTH_KEY},game-catalog={CATALOG_KEY}");
@@ -49,7 +50,7 @@ impl TestApp {
         ];
         for (k, v) in vars {
             env.retain(|(name, _)| name != k);
-            env.push((k.to_string(), v.to_string()));
+            env.push((k.to_string(), v.replace("{db}", &db_name)));
         }
         Self::start(db_name, env).await
     }

@@ -1,0 +1,159 @@
+//! The database going away and coming back; concurrency of the store.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::helpers::{TestApp, assert_error, eventually, send};
+
+/// A TCP proxy in front of PostgreSQL that the test can cut: when down, it closes every
+/// open connection and refuses new ones.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    cut: watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, _) = watch::channel(0u64);
+        let (accept_up, accept_cut) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accept_up.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is closed at once
+                }
+                let mut cut_rx = accept_cut.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect("127.0.0.1:5432").await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut_rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { port, up, cut }
+    }
+
+    fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn database_outage_is_503_quickly_and_recovers_by_itself() {
+    let proxy = Proxy::start().await;
+    let url = format!("postgres://postgres@127.0.0.1:{}/{{db}}", proxy.port);
+    let app =
+        TestApp::spawn_with(&[("DATABASE_URL", &url), ("DB_ACQUIRE_TIMEOUT_MS", "500")]).await;
+    let id = app.create_user("Out", "out@example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/internal/users/{id}");
+
+    proxy.down();
+    // A hang would trip reqwest's timeout and fail the test.
+    let (status, err) = send(app.req(Method::GET, &path).timeout(Duration::from_secs(10))).await;
+    assert_error(status, &err, StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE");
+    let (status, _) = send(
+        app.req(Method::GET, "/health")
+            .timeout(Duration::from_secs(2)),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "liveness never touches the database"
+    );
+    let (status, _) = send(
+        app.req(Method::GET, "/health/ready")
+            .timeout(Duration::from_secs(10)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    proxy.up();
+    let user = eventually(Duration::from_secs(20), || async {
+        let (status, body) = app.get(&path).await;
+        (status == StatusCode::OK).then_some(body)
+    })
+    .await;
+    assert_eq!(user["email"], "out@example.com");
+    assert_eq!(app.get("/health/ready").await.0, StatusCode::OK);
+}
+
+/// Two updates blocked on row locks held by the test are both inside PostgreSQL at the same
+/// time: the store does not serialise requests.
+#[tokio::test]
+async fn slow_queries_run_concurrently() {
+    let app = TestApp::spawn().await;
+    let a = app.create_user("A", "a@example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = app.create_user("B", "b@example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mut locker = app.db().await;
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("SELECT 1 FROM users WHERE id = ANY($1::uuid[]) FOR UPDATE")
+        .bind(vec![a.clone(), b.clone()])
+        .execute(&mut locker)
+        .await
+        .unwrap();
+
+    let mut observer = app.db().await;
+    let release_when_both_wait = async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(4);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = $1 AND application_name = 'user-service'
+                    AND wait_event_type = 'Lock'",
+            )
+            .bind(&app.db_name)
+            .fetch_one(&mut observer)
+            .await
+            .unwrap();
+            if waiting == 2 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the two updates never waited together"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+    };
+    let (path_a, path_b) = (
+        format!("/api/internal/users/{a}"),
+        format!("/api/internal/users/{b}"),
+    );
+    let (first, second, ()) = tokio::join!(
+        app.patch(&path_a, json!({"name": "New A"})),
+        app.patch(&path_b, json!({"name": "New B"})),
+        release_when_both_wait,
+    );
+    assert_eq!(first.0, StatusCode::OK, "{}", first.1);
+    assert_eq!(second.0, StatusCode::OK, "{}", second.1);
+}
