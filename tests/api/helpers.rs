@@ -2,6 +2,7 @@
 //! actix System on a thread, stopped and dropped when the test ends.
 
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -22,8 +23,8 @@ pub struct TestApp {
     pub db_name: String,
     /// Sent with every request made by [`TestApp::req`]; `None` sends no credentials.
     pub api_key: Option<&'static str>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    stopped: Option<std::sync::mpsc::Receiver<()>>,
+    shutdown: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    stopped: Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
 impl TestApp {
@@ -86,8 +87,8 @@ impl TestApp {
             client: reqwest::Client::new(),
             db_name,
             api_key: Some(AUTH_KEY),
-            shutdown: Some(shutdown_tx),
-            stopped: Some(stopped_rx),
+            shutdown: Mutex::new(Some(shutdown_tx)),
+            stopped: Mutex::new(stopped_rx),
         }
     }
 
@@ -147,22 +148,22 @@ impl TestApp {
         .expect("test database")
     }
 
-    /// Stops the service (in-flight requests finish) and waits until it has stopped.
-    pub fn stop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
+    /// Asks the service to stop, as SIGTERM does; in-flight requests go on.
+    pub fn begin_stop(&self) {
+        if let Some(tx) = self.shutdown.lock().unwrap().take() {
             let _ = tx.send(());
         }
-        if let Some(rx) = self.stopped.take() {
-            let _ = rx.recv_timeout(Duration::from_secs(30));
-        }
+    }
+
+    /// True once the service has stopped (its System has exited).
+    pub fn has_stopped(&self) -> bool {
+        self.stopped.lock().unwrap().try_recv().is_ok()
     }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.begin_stop();
         let db = self.db_name.clone();
         // Dropped from inside a test's runtime: do the async cleanup on a thread of its own.
         let _ = std::thread::spawn(move || {

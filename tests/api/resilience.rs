@@ -121,28 +121,8 @@ async fn slow_queries_run_concurrently() {
         .await
         .unwrap();
 
-    let mut observer = app.db().await;
     let release_when_both_wait = async {
-        let deadline = std::time::Instant::now() + Duration::from_secs(4);
-        loop {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-                  WHERE datname = $1 AND application_name = 'user-service'
-                    AND wait_event_type = 'Lock'",
-            )
-            .bind(&app.db_name)
-            .fetch_one(&mut observer)
-            .await
-            .unwrap();
-            if waiting == 2 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the two updates never waited together"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_waiting_on_locks(&app, 2).await;
         sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
     };
     let (path_a, path_b) = (
@@ -156,4 +136,63 @@ async fn slow_queries_run_concurrently() {
     );
     assert_eq!(first.0, StatusCode::OK, "{}", first.1);
     assert_eq!(second.0, StatusCode::OK, "{}", second.1);
+}
+
+/// Waits until `n` of the service's queries are blocked on a lock.
+async fn until_waiting_on_locks(app: &TestApp, n: i64) {
+    let mut observer = app.db().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = $1 AND application_name = 'user-service' AND wait_event_type = 'Lock'",
+        )
+        .bind(&app.db_name)
+        .fetch_one(&mut observer)
+        .await
+        .unwrap();
+        if waiting == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} queries never waited together"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A request in flight when the stop signal arrives still gets its answer; then the
+/// service stops.
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let app = TestApp::spawn().await;
+    let id = app.create_user("S", "s@example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut locker = app.db().await;
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("SELECT 1 FROM users WHERE id = $1::uuid FOR UPDATE")
+        .bind(&id)
+        .execute(&mut locker)
+        .await
+        .unwrap();
+
+    let path = format!("/api/internal/users/{id}");
+    let stop_while_in_flight = async {
+        until_waiting_on_locks(&app, 1).await;
+        app.begin_stop();
+        sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+    };
+    let ((status, body), ()) = tokio::join!(
+        app.patch(&path, json!({"name": "Finished"})),
+        stop_while_in_flight
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["name"], "Finished");
+    eventually(Duration::from_secs(10), || async {
+        app.has_stopped().then_some(())
+    })
+    .await;
 }
