@@ -72,16 +72,12 @@ impl Authenticator {
         } else {
             self.identify(creds)?
         };
-        if let Some(ip) = peer {
-            if !self.config.allowed_ips.is_empty()
-                && !self
-                    .config
-                    .allowed_ips
-                    .iter()
-                    .any(|n: &IpNet| n.contains(&ip))
-            {
-                return Err(CoreError::Forbidden(format!("address {ip} is not allowed")));
-            }
+        let allowed = |ip: &IpAddr| {
+            let nets = &self.config.allowed_ips;
+            nets.is_empty() || nets.iter().any(|n: &IpNet| n.contains(ip))
+        };
+        if let Some(ip) = peer.filter(|ip| !allowed(ip)) {
+            return Err(CoreError::Forbidden(format!("address {ip} is not allowed")));
         }
         let can_read_credentials = self.config.credential_readers.contains(&name);
         Ok(Caller {
@@ -110,14 +106,10 @@ impl Authenticator {
         }
         if let (Some(presented), Some(secret)) =
             (creds.internal_secret, &self.config.internal_secret)
+            && bool::from(secret.as_bytes().ct_eq(presented.as_bytes()))
         {
-            if bool::from(secret.as_bytes().ct_eq(presented.as_bytes())) {
-                return Ok(creds
-                    .service_name
-                    .filter(|n| is_service_name(n))
-                    .unwrap_or("internal")
-                    .to_owned());
-            }
+            let name = creds.service_name.filter(|n| is_service_name(n));
+            return Ok(name.unwrap_or("internal").to_owned());
         }
         Err(CoreError::Unauthenticated("invalid credentials".to_owned()))
     }

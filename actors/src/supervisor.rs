@@ -34,10 +34,10 @@ impl<A: Actor<Context = Context<A>>> Restarting<A> {
 
     /// A live address: the current actor's, or a new actor's if the current one died.
     pub fn addr(&self) -> Addr<A> {
-        if let Ok(addr) = self.current.read() {
-            if addr.connected() {
-                return addr.clone();
-            }
+        if let Ok(addr) = self.current.read()
+            && addr.connected()
+        {
+            return addr.clone();
         }
         let mut slot = match self.current.write() {
             Ok(slot) => slot,

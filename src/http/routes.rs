@@ -12,10 +12,13 @@ pub struct Route {
     pub path_params: Map<String, Value>,
 }
 
+/// The HTTP methods a path accepts, and the operation each one names.
+type Methods = &'static [(Http, Method)];
+
 /// Finds the route for `segments` (already percent-decoded, without empty segments).
 pub fn find(http: &Http, segments: &[String]) -> Result<Route, CoreError> {
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let (methods, param): (&[(Http, Method)], Option<(&str, &str)>) = match segs.as_slice() {
+    let (methods, param): (Methods, Option<(&str, &str)>) = match segs.as_slice() {
         ["api", "internal", "users"] => (&[(Http::POST, Method::Create)], None),
         ["api", "internal", "users", "batch", "profiles"] => {
             (&[(Http::POST, Method::BatchProfiles)], None)
@@ -32,7 +35,7 @@ pub fn find(http: &Http, segments: &[String]) -> Result<Route, CoreError> {
             Some(("id", id)),
         ),
         ["api", "internal", "users", id, sub] => {
-            let methods: &[(Http, Method)] = match *sub {
+            let methods: Methods = match *sub {
                 "exists" => &[(Http::GET, Method::Exists)],
                 "last-login" => &[(Http::PATCH, Method::RecordLogin)],
                 "profile" => &[(Http::GET, Method::GetProfile)],

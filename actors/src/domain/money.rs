@@ -11,7 +11,7 @@ pub struct Amount(i64);
 
 impl Amount {
     /// Large enough for any real payment, small enough that sums of millions cannot overflow.
-    pub const MAX_PAYMENT_MINOR: i64 = 100_000_000_000_00;
+    pub const MAX_PAYMENT_MINOR: i64 = 10_000_000_000_000;
 
     pub fn from_minor(minor: i64) -> Self {
         Self(minor)
