@@ -35,6 +35,27 @@ impl Email {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn plain_addresses_are_accepted_and_lower_cased(
+            local in "[A-Za-z0-9][A-Za-z0-9._+-]{0,30}[A-Za-z0-9]",
+            host in "[A-Za-z0-9]{1,20}",
+            tld in "[A-Za-z]{2,6}",
+        ) {
+            prop_assume!(!local.contains(".."));
+            let raw = format!("{local}@{host}.{tld}");
+            let email = Email::parse(&raw).unwrap();
+            prop_assert_eq!(email.as_ref(), raw.to_lowercase());
+            prop_assert_eq!(Email::parse(email.as_ref()).unwrap(), email.clone(), "parsing is idempotent");
+        }
+
+        #[test]
+        fn anything_without_an_at_sign_is_refused(s in "[^@]{0,64}") {
+            prop_assert!(Email::parse(&s).is_err());
+        }
+    }
 
     #[test]
     fn emails_are_lower_cased() {

@@ -235,6 +235,33 @@ impl TryFrom<serde_json::Map<String, serde_json::Value>> for Metadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn names_accept_exactly_1_to_100_trimmed_characters(s in "\\PC{0,120}") {
+            let trimmed = s.trim();
+            let expected_ok = (1..=100).contains(&trimmed.chars().count());
+            match UserName::parse(&s) {
+                Ok(name) => {
+                    prop_assert!(expected_ok);
+                    prop_assert_eq!(name.as_ref(), trimmed);
+                }
+                Err(_) => prop_assert!(!expected_ok),
+            }
+        }
+
+        #[test]
+        fn user_ids_round_trip(bytes in any::<[u8; 16]>()) {
+            let id = UserId::from(Uuid::from_bytes(bytes));
+            prop_assert_eq!(UserId::parse(&id.to_string()).unwrap(), id);
+        }
+
+        #[test]
+        fn parsing_never_panics(s in "\\PC*") {
+            let _ = (UserName::parse(&s), PasswordHash::parse(s.clone()), AvatarUrl::parse(s.clone()), UserId::parse(&s));
+        }
+    }
 
     #[test]
     fn names_are_trimmed_and_bounded() {
