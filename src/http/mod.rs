@@ -108,7 +108,7 @@ where
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),
-            ms = started.elapsed().as_secs_f64() * 1e3,
+            ms = %format_args!("{:.2}", started.elapsed().as_secs_f64() * 1e3),
             "request"
         )
     });
