@@ -23,6 +23,22 @@ pub struct Caller {
 pub struct CallContext {
     pub caller: Caller,
     pub correlation_id: String,
+    /// Identifies one request across redeliveries and retries (an RPC message id); a create
+    /// that carries a key it already succeeded with answers with the user it created.
+    pub request_key: Option<String>,
+    /// Work not finished by then is abandoned and rolled back (an RPC `expiration`).
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+impl CallContext {
+    pub fn new(caller: Caller, correlation_id: impl Into<String>) -> Self {
+        Self {
+            caller,
+            correlation_id: correlation_id.into(),
+            request_key: None,
+            deadline: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,11 +115,17 @@ impl Core {
 
     pub async fn execute(&self, ctx: CallContext, request: Request) -> Result<Reply, CoreError> {
         authorize(&ctx, &request)?;
-        self.store
+        let result = self
+            .store
             .addr()
             .send(Execute { ctx, request })
             .await
-            .map_err(|e| CoreError::Unavailable(format!("user store is restarting ({e})")))?
+            .map_err(|e| CoreError::Unavailable(format!("user store is restarting ({e})")))?;
+        if let Err(CoreError::Internal(detail)) = &result {
+            // Callers only see "internal error"; the detail is for operators.
+            tracing::error!(error = %detail, "internal error");
+        }
+        result
     }
 }
 

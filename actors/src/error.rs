@@ -153,6 +153,16 @@ impl CoreError {
         }
     }
 
+    /// `{code, message, details?}`: the part of an error body every transport shares.
+    pub fn body(&self) -> serde_json::Value {
+        let mut body =
+            serde_json::json!({"code": self.code().as_str(), "message": self.to_string()});
+        if !self.details().is_empty() {
+            body["details"] = serde_json::json!(self.details());
+        }
+        body
+    }
+
     /// Turns a failed deserialisation into a validation error that names the offending field,
     /// as a dotted path under `prefix`.
     pub fn from_serde(err: serde_path_to_error::Error<serde_json::Error>, prefix: &str) -> Self {

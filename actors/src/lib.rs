@@ -6,6 +6,7 @@ pub mod core;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod json;
 pub mod request;
 pub mod store;

@@ -94,10 +94,8 @@ where
             add_body(&mut params, read_body(&headers, body).await?)?;
             ParamForm::Json
         };
-        let ctx = CallContext {
-            caller,
-            correlation_id: correlation_id.clone(),
-        };
+        let mut ctx = CallContext::new(caller, correlation_id.clone());
+        ctx.request_key = header("idempotency-key").map(str::to_owned);
         edge.core
             .call(ctx, route.method, Value::Object(params), form)
             .await
@@ -174,20 +172,42 @@ where
         .get(warp::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut body = std::pin::pin!(body);
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        drain(body).await;
         return Err(CoreError::PayloadTooLarge(MAX_BODY_BYTES));
     }
-    let mut body = std::pin::pin!(body);
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.next().await {
         let chunk =
             chunk.map_err(|e| CoreError::invalid("body", format!("could not be read: {e}")))?;
         if buf.len() + chunk.remaining() > MAX_BODY_BYTES {
+            drain(body).await;
             return Err(CoreError::PayloadTooLarge(MAX_BODY_BYTES));
         }
         buf.put(chunk);
     }
     Ok(buf.freeze())
+}
+
+/// Reads and discards what the client is still sending, within bounds, so that the 413
+/// reaches it: closing on unread bytes would reset the connection under the client's write.
+async fn drain<S, B>(mut body: std::pin::Pin<&mut S>)
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    const MAX_DRAIN: usize = 16 * MAX_BODY_BYTES;
+    let drained = async {
+        let mut total = 0;
+        while let Some(Ok(chunk)) = body.next().await {
+            total += chunk.remaining();
+            if total > MAX_DRAIN {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
 }
 
 /// Liveness: answers without touching the database.

@@ -56,19 +56,14 @@ pub fn render(result: Result<Reply, CoreError>, correlation_id: &str) -> Respons
 
 /// `{statusCode, error, code, message, correlationId, details?}`; `Retry-After` is a header.
 pub fn error_body(e: &CoreError, correlation_id: &str) -> Value {
-    if let CoreError::Internal(inner) = e {
-        tracing::error!(error = %inner, "internal error");
-    }
     let code = e.code();
-    let mut body = json!({
-        "statusCode": code.status(),
-        "error": code.reason(),
-        "code": code.as_str(),
-        "message": e.to_string(),
-        "correlationId": correlation_id,
-    });
-    if !e.details().is_empty() {
-        body["details"] = json!(e.details());
+    let mut body = json!({"statusCode": code.status(), "error": code.reason()});
+    if let (Value::Object(out), Value::Object(shared)) = (&mut body, e.body()) {
+        out.extend(shared);
+        out.insert(
+            "correlationId".to_owned(),
+            Value::String(correlation_id.to_owned()),
+        );
     }
     body
 }

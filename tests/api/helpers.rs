@@ -104,7 +104,7 @@ impl TestApp {
         }
     }
 
-    pub fn as_caller(mut self, key: Option<&'static str>) -> Self {
+    pub fn with_key(mut self, key: Option<&'static str>) -> Self {
         self.api_key = key;
         self
     }

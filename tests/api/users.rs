@@ -186,7 +186,7 @@ async fn get_by_email_and_credentials_for_readers_only() {
     );
     assert_eq!(body["passwordHash"], HASH);
 
-    let catalog = app.as_caller(Some(crate::helpers::CATALOG_KEY));
+    let catalog = app.with_key(Some(crate::helpers::CATALOG_KEY));
     let (status, err) = catalog
         .get(&format!(
             "{USERS}/email/mail@example.com?includeCredentials=true"

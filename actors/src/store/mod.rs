@@ -49,8 +49,20 @@ impl Handler<Execute> for UserStore {
     type Result = ResponseFuture<Result<Reply, CoreError>>;
 
     fn handle(&mut self, msg: Execute, _: &mut Self::Context) -> Self::Result {
-        let work = ops::execute(self.pool.clone(), msg.ctx, msg.request)
-            .instrument(tracing::Span::current());
+        let deadline = msg.ctx.deadline;
+        let work = ops::execute(self.pool.clone(), msg.ctx, msg.request);
+        let work = async move {
+            match deadline {
+                // Past the deadline the work is dropped mid-way: its transaction rolls back.
+                Some(at) => tokio::time::timeout_at(at, work).await.unwrap_or_else(|_| {
+                    Err(CoreError::Unavailable(
+                        "deadline passed; nothing was done".to_owned(),
+                    ))
+                }),
+                None => work.await,
+            }
+        }
+        .instrument(tracing::Span::current());
         Box::pin(async move {
             // A panic inside the task fails this one request, not the actor.
             tokio::spawn(work)

@@ -25,7 +25,7 @@ pub(super) async fn execute(
 ) -> Result<Reply, CoreError> {
     let corr = ctx.correlation_id.as_str();
     match req {
-        Request::Create(new) => create(&pool, new, corr)
+        Request::Create(new) => create(&pool, new, ctx.request_key.clone(), corr)
             .await
             .map(|u| Reply::created(views::user(&u))),
         Request::Get { id, fields } => {
@@ -91,7 +91,11 @@ pub(super) async fn execute(
         })
         .await
         .map(Reply::ok),
-        Request::BatchCreate { users } => batch_create(&pool, users, corr).await.map(Reply::ok),
+        Request::BatchCreate { users } => {
+            batch_create(&pool, users, ctx.request_key.as_deref(), corr)
+                .await
+                .map(Reply::ok)
+        }
         Request::GetBillingInfo { id } => Ok(Reply::ok(views::billing(&get(&pool, id).await?))),
         Request::UpdateBillingInfo { id, patch } => {
             let u = modify(&pool, id, |u| edits::billing(u, &patch, corr)).await?;
@@ -150,9 +154,13 @@ async fn save(tx: &mut sqlx::PgConnection, user: &User, events: &[Event]) -> Res
     Ok(())
 }
 
-async fn create(pool: &PgPool, new: NewUser, corr: &str) -> Result<User, CoreError> {
-    let mut created = insert_users(pool, vec![new], corr).await?;
-    match created.pop() {
+async fn create(
+    pool: &PgPool,
+    new: NewUser,
+    key: Option<String>,
+    corr: &str,
+) -> Result<User, CoreError> {
+    match insert_users(pool, vec![(new, key)], corr).await?.pop() {
         Some(Ok(user)) => Ok(user),
         Some(Err(email)) => Err(CoreError::EmailTaken(email)),
         None => Err(CoreError::Internal("insert returned nothing".to_owned())),
@@ -161,12 +169,15 @@ async fn create(pool: &PgPool, new: NewUser, corr: &str) -> Result<User, CoreErr
 
 /// Inserts users in one statement and one transaction with their USER_CREATED events.
 /// Each input gets `Ok(user)`, or `Err(email)` when its address is already taken (by a live
-/// user or by an earlier entry of the same batch).
+/// user or by an earlier entry of the same batch). An input whose request key already
+/// created that user (a redelivered or retried request) gets the user back, with no second
+/// event.
 async fn insert_users(
     pool: &PgPool,
-    new: Vec<NewUser>,
+    new: Vec<(NewUser, Option<String>)>,
     corr: &str,
 ) -> Result<Vec<Result<User, String>>, CoreError> {
+    let (new, keys): (Vec<NewUser>, Vec<Option<String>>) = new.into_iter().unzip();
     let now = Timestamp::now();
     let ids: Vec<UserId> = new.iter().map(|_| UserId::generate()).collect();
     let uuids: Vec<Uuid> = ids.iter().map(UserId::as_uuid).collect();
@@ -175,9 +186,10 @@ async fn insert_users(
     let hashes: Vec<&str> = new.iter().map(|n| n.password.as_ref()).collect();
     let mut tx = pool.begin().await?;
     let inserted: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO users (id, email, name, password_hash, created_at, updated_at)
-         SELECT id, email, name, hash, $5, $5
-           FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS t(id, email, name, hash)
+        "INSERT INTO users (id, email, name, password_hash, request_key, created_at, updated_at)
+         SELECT id, email, name, hash, key, $6, $6
+           FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+                AS t(id, email, name, hash, key)
          ON CONFLICT (lower(email)) WHERE deleted_at IS NULL DO NOTHING
          RETURNING id",
     )
@@ -185,48 +197,48 @@ async fn insert_users(
     .bind(&emails)
     .bind(&names)
     .bind(&hashes)
+    .bind(&keys)
     .bind(now.as_datetime())
     .fetch_all(&mut *tx)
     .await?;
     let inserted: HashSet<Uuid> = inserted.into_iter().collect();
-    let results: Vec<Result<User, String>> = new
-        .into_iter()
-        .zip(ids)
-        .map(|(n, id)| {
-            if !inserted.contains(&id.as_uuid()) {
-                return Err(n.email.to_string());
-            }
-            Ok(User {
-                id,
-                email: n.email,
-                name: n.name,
-                password_hash: n.password,
-                avatar_url: None,
-                is_active: true,
-                last_login_at: None,
-                last_login_ip: None,
-                created_at: now,
-                updated_at: now,
-                preferences: Default::default(),
-                privacy_settings: Default::default(),
-                billing_info: None,
-                billing_stats: Default::default(),
-                metadata: Default::default(),
-            })
-        })
-        .collect();
-    let events: Vec<Event> = results
+    let retried: Vec<&str> = keys
         .iter()
-        .flatten()
-        .map(|u| {
-            Event::new(
-                EventType::UserCreated,
-                u.id,
-                corr,
-                json!({"name": u.name, "email": u.email}),
-            )
-        })
+        .zip(&uuids)
+        .filter(|(_, id)| !inserted.contains(id))
+        .filter_map(|(k, _)| k.as_deref())
         .collect();
+    let mut earlier = rows::fetch_by_request_keys(&mut *tx, &retried).await?;
+    let mut events = Vec::with_capacity(inserted.len());
+    let mut results = Vec::with_capacity(new.len());
+    for ((n, id), key) in new.into_iter().zip(ids).zip(keys) {
+        if !inserted.contains(&id.as_uuid()) {
+            let replay = key
+                .and_then(|k| earlier.remove(&k))
+                .filter(|u| u.email == n.email);
+            results.push(replay.ok_or_else(|| n.email.to_string()));
+            continue;
+        }
+        let data = json!({"name": n.name, "email": n.email});
+        events.push(Event::new(EventType::UserCreated, id, corr, data));
+        results.push(Ok(User {
+            id,
+            email: n.email,
+            name: n.name,
+            password_hash: n.password,
+            avatar_url: None,
+            is_active: true,
+            last_login_at: None,
+            last_login_ip: None,
+            created_at: now,
+            updated_at: now,
+            preferences: Default::default(),
+            privacy_settings: Default::default(),
+            billing_info: None,
+            billing_stats: Default::default(),
+            metadata: Default::default(),
+        }));
+    }
     outbox::append(&mut tx, &events).await?;
     tx.commit().await?;
     Ok(results)
@@ -281,9 +293,11 @@ async fn batch(
     }))
 }
 
+/// Item `i` of a batch with request key `k` carries the key `k#i`.
 async fn batch_create(
     pool: &PgPool,
     items: Vec<Result<NewUser, CoreError>>,
+    key: Option<&str>,
     corr: &str,
 ) -> Result<Value, CoreError> {
     let requested = items.len();
@@ -295,14 +309,10 @@ async fn batch_create(
         match item {
             Ok(new) => {
                 valid_at.push(index);
-                valid.push(new);
+                valid.push((new, key.map(|k| format!("{k}#{index}"))));
                 results.push(Value::Null);
             }
-            Err(e) => results.push(json!({
-                "index": index,
-                "status": "invalid",
-                "error": {"code": e.code().as_str(), "message": e.to_string(), "details": e.details()},
-            })),
+            Err(e) => results.push(json!({"index": index, "status": "invalid", "error": e.body()})),
         }
     }
     let inserted = insert_users(pool, valid, corr).await?;
@@ -315,9 +325,8 @@ async fn batch_create(
             }
             Err(email) => {
                 conflicts += 1;
-                let e = CoreError::EmailTaken(email);
-                json!({"index": index, "status": "conflict",
-                       "error": {"code": e.code().as_str(), "message": e.to_string()}})
+                let error = CoreError::EmailTaken(email).body();
+                json!({"index": index, "status": "conflict", "error": error})
             }
         };
     }

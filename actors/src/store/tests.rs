@@ -56,13 +56,13 @@ impl Handler<Crash> for UserStore {
 
 fn exists(id: UserId) -> Execute {
     Execute {
-        ctx: CallContext {
-            caller: Caller {
+        ctx: CallContext::new(
+            Caller {
                 name: "test".into(),
                 can_read_credentials: false,
             },
-            correlation_id: "test".into(),
-        },
+            "test",
+        ),
         request: Request::Exists { id },
     }
 }

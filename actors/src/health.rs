@@ -1,0 +1,107 @@
+//! The HealthMonitor actor: the one place that knows how each integration is doing. Parts
+//! report changes to it (`do_send`, never waiting); `/health` asks it for a snapshot.
+
+use std::collections::BTreeMap;
+
+use actix::{Actor, Context, Handler, Message, MessageResult};
+use serde::Serialize;
+
+use crate::domain::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Up,
+    Degraded,
+    Down,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Component {
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// When the status last changed.
+    pub since: Timestamp,
+}
+
+#[derive(Default)]
+pub struct HealthMonitor {
+    components: BTreeMap<&'static str, Component>,
+}
+
+impl Actor for HealthMonitor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+    }
+}
+
+/// A part's current state.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Report {
+    pub component: &'static str,
+    pub status: Status,
+    pub detail: Option<String>,
+}
+
+impl Handler<Report> for HealthMonitor {
+    type Result = ();
+
+    fn handle(&mut self, r: Report, _: &mut Self::Context) {
+        let since = match self.components.get(r.component) {
+            Some(c) if c.status == r.status => c.since,
+            _ => {
+                tracing::info!(component = r.component, status = ?r.status, detail = ?r.detail, "health changed");
+                Timestamp::now()
+            }
+        };
+        self.components.insert(
+            r.component,
+            Component {
+                status: r.status,
+                detail: r.detail,
+                since,
+            },
+        );
+    }
+}
+
+/// Every part's state, by name.
+#[derive(Message)]
+#[rtype(result = "BTreeMap<&'static str, Component>")]
+pub struct Snapshot;
+
+impl Handler<Snapshot> for HealthMonitor {
+    type Result = MessageResult<Snapshot>;
+
+    fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.components.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix::test]
+    async fn keeps_the_latest_report_and_when_it_changed() {
+        let monitor = HealthMonitor::default().start();
+        let report = |status| Report {
+            component: "rabbitmq",
+            status,
+            detail: None,
+        };
+        monitor.do_send(report(Status::Down));
+        let first = monitor.send(Snapshot).await.unwrap()["rabbitmq"].clone();
+        monitor.do_send(report(Status::Down));
+        let same = monitor.send(Snapshot).await.unwrap()["rabbitmq"].clone();
+        assert_eq!(first.since, same.since, "a repeated status keeps its start");
+        monitor.do_send(report(Status::Up));
+        let now = monitor.send(Snapshot).await.unwrap();
+        assert_eq!(now["rabbitmq"].status, Status::Up);
+    }
+}

@@ -1,0 +1,133 @@
+//! The RPC wire format of contract section 5, both dialects: decoding a request body and
+//! encoding the reply. Pure functions; the AMQP plumbing is in the parent module.
+
+use serde_json::{Map, Value, json};
+use user_core::{CoreError, Reply, ReplyStatus};
+
+/// How the caller spoke, and so how to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dialect {
+    /// `{"method", "params"}` → `{"status", "data" | "error"}`.
+    Plain,
+    /// NestJS `ClientProxy`: `{"pattern", "data", "id"}` → `{"response" | "err", "isDisposed"}`.
+    /// Without `id` it is an `emit`, which gets no reply.
+    Nestjs { id: Option<String> },
+}
+
+impl Dialect {
+    pub fn wants_reply(&self) -> bool {
+        !matches!(self, Self::Nestjs { id: None })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incoming {
+    pub dialect: Dialect,
+    pub method: String,
+    pub params: Value,
+}
+
+/// Reads a request body. On failure the caller still gets an answer in the plain dialect.
+pub fn decode(body: &[u8]) -> Result<Incoming, CoreError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| CoreError::invalid("body", format!("is not valid JSON: {e}")))?;
+    let Value::Object(mut map) = value else {
+        return Err(CoreError::invalid("body", "must be a JSON object"));
+    };
+    if let Some(pattern) = map.remove("pattern") {
+        let Value::String(method) = pattern else {
+            return Err(CoreError::invalid("pattern", "must be a method name such as \"users.get\""));
+        };
+        let id = match map.remove("id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) => Some(id),
+            Some(other) => Some(other.to_string()),
+        };
+        let params = map.remove("data").unwrap_or(Value::Null);
+        return Ok(Incoming { dialect: Dialect::Nestjs { id }, method, params });
+    }
+    let method = match map.remove("method") {
+        Some(Value::String(m)) => m,
+        Some(_) => return Err(CoreError::invalid("method", "must be a string")),
+        None => return Err(CoreError::invalid("method", "missing: send {\"method\": \"users.get\", \"params\": {…}}")),
+    };
+    let params = map.remove("params").unwrap_or(Value::Null);
+    if let Some(extra) = map.keys().next() {
+        return Err(CoreError::invalid(extra.clone(), "unknown field; allowed: method, params"));
+    }
+    Ok(Incoming { dialect: Dialect::Plain, method, params })
+}
+
+/// The reply body for `result` in the caller's dialect.
+pub fn encode(dialect: &Dialect, result: &Result<Reply, CoreError>) -> Value {
+    match (dialect, result) {
+        (Dialect::Plain, Ok(reply)) => json!({"status": reply.status.code(), "data": data(reply)}),
+        (Dialect::Plain, Err(e)) => json!({"status": e.code().status(), "error": e.body()}),
+        (Dialect::Nestjs { id }, result) => {
+            let mut out = Map::new();
+            match result {
+                Ok(reply) => out.insert("response".to_owned(), data(reply)),
+                Err(e) => {
+                    let mut err = json!({"status": e.code().status()});
+                    if let (Value::Object(err), Value::Object(body)) = (&mut err, e.body()) {
+                        err.extend(body);
+                    }
+                    out.insert("err".to_owned(), err)
+                }
+            };
+            out.insert("isDisposed".to_owned(), Value::Bool(true));
+            if let Some(id) = id {
+                out.insert("id".to_owned(), Value::String(id.clone()));
+            }
+            Value::Object(out)
+        }
+    }
+}
+
+fn data(reply: &Reply) -> Value {
+    match reply.status {
+        ReplyStatus::NoContent => Value::Null,
+        _ => reply.data.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_requests_and_replies() {
+        let r = decode(br#"{"method": "users.get", "params": {"id": "x"}}"#).unwrap();
+        assert_eq!(r.dialect, Dialect::Plain);
+        assert_eq!((r.method.as_str(), r.params), ("users.get", json!({"id": "x"})));
+        let ok = encode(&Dialect::Plain, &Ok(Reply::created(json!({"id": "x"}))));
+        assert_eq!(ok, json!({"status": 201, "data": {"id": "x"}}));
+        let err = encode(&Dialect::Plain, &Err(CoreError::UserNotFound("x".into())));
+        assert_eq!(err, json!({"status": 404, "error": {"code": "USER_NOT_FOUND", "message": "user x not found"}}));
+        let deleted = encode(&Dialect::Plain, &Ok(Reply::no_content()));
+        assert_eq!(deleted, json!({"status": 204, "data": null}));
+    }
+
+    #[test]
+    fn nestjs_requests_and_replies() {
+        let r = decode(br#"{"pattern": "users.exists", "data": {"id": "x"}, "id": "abc"}"#).unwrap();
+        assert_eq!(r.dialect, Dialect::Nestjs { id: Some("abc".into()) });
+        assert!(r.dialect.wants_reply());
+        let ok = encode(&r.dialect, &Ok(Reply::ok(json!({"exists": true}))));
+        assert_eq!(ok, json!({"response": {"exists": true}, "isDisposed": true, "id": "abc"}));
+        let err = encode(&r.dialect, &Err(CoreError::invalid("id", "bad")));
+        assert_eq!(err["err"]["status"], 400);
+        assert_eq!(err["err"]["code"], "VALIDATION_FAILED");
+        assert_eq!(err["err"]["details"][0]["field"], "id");
+        let emit = decode(br#"{"pattern": "users.recordLogin", "data": {}}"#).unwrap();
+        assert!(!emit.dialect.wants_reply());
+    }
+
+    #[test]
+    fn malformed_bodies() {
+        for bad in [&b"not json"[..], b"[1]", br#"{"params": {}}"#, br#"{"method": 5}"#,
+                    br#"{"method": "users.get", "extra": 1}"#, br#"{"pattern": {"cmd": "x"}}"#] {
+            assert!(decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}
