@@ -5,16 +5,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::Arbiter;
+use actix::{Actor, Arbiter};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use user_core::Core;
+use user_core::health::HealthMonitor;
 use user_core::store::UserStore;
 use user_core::supervisor::Restarting;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::{db, http};
+use crate::{db, http, rpc};
 
 /// How long start-up waits for PostgreSQL before giving up.
 const DB_PATIENCE: Duration = Duration::from_secs(60);
@@ -22,6 +24,7 @@ const DB_PATIENCE: Duration = Duration::from_secs(60);
 pub struct Application {
     listener: TcpListener,
     edge: Arc<http::Edge>,
+    rpc: Arc<rpc::RpcEdge>,
     pool: PgPool,
 }
 
@@ -33,7 +36,8 @@ impl Application {
         let store = Restarting::start("UserStore", Arbiter::current(), move || {
             UserStore::new(store_pool.clone())
         });
-        let auth = Authenticator::new(config.auth.clone());
+        let health = HealthMonitor::default().start();
+        let auth = Arc::new(Authenticator::new(config.auth.clone()));
         if auth.is_open() {
             tracing::warn!(
                 "local open mode: no INTERNAL_API_KEYS or INTERNAL_SERVICE_SECRET set; serving loopback callers only"
@@ -42,15 +46,28 @@ impl Application {
         let listener = TcpListener::bind(config.http_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.http_addr))?;
+        let core = Core::new(store);
+        let rpc = Arc::new(rpc::RpcEdge {
+            config: rpc::RpcConfig {
+                amqp_url: config.amqp_url.clone(),
+                queue: config.rpc_queue.clone(),
+                prefetch: config.rpc_prefetch,
+            },
+            core: core.clone(),
+            auth: auth.clone(),
+            health: health.clone(),
+        });
         let edge = Arc::new(http::Edge {
-            core: Core::new(store),
+            core,
             auth,
             pool: pool.clone(),
+            health,
             started: Instant::now(),
         });
         Ok(Self {
             listener,
             edge,
+            rpc,
             pool,
         })
     }
@@ -59,14 +76,22 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    /// Serves REST and RPC until `shutdown` completes, then lets in-flight requests finish.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let (stop_tx, stop) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
         tracing::info!(addr = ?self.listener.local_addr().ok(), "serving REST");
-        warp::serve(http::filter(self.edge))
+        let mut http_stop = stop.clone();
+        let http = warp::serve(http::filter(self.edge))
             .incoming(self.listener)
-            .graceful(shutdown)
-            .run()
-            .await;
+            .graceful(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .run();
+        tokio::join!(http, rpc::run(self.rpc, stop));
         self.pool.close().await;
         tracing::info!("stopped");
     }

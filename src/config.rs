@@ -83,6 +83,8 @@ pub struct Config {
     pub redis_url: String,
     pub amqp_url: String,
     pub rpc_queue: String,
+    /// Most unacknowledged RPC requests per instance: the bound on work in flight.
+    pub rpc_prefetch: u16,
     pub events_exchange: String,
     pub cache_prefix: String,
     pub event_envelope: EventEnvelope,
@@ -156,6 +158,7 @@ impl Config {
             redis_url: or("REDIS_URL", "redis://127.0.0.1:6379"),
             amqp_url: or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             rpc_queue: or("RPC_QUEUE", "user-service.rpc"),
+            rpc_prefetch: parse_num("RPC_PREFETCH", get("RPC_PREFETCH"), 200)?,
             events_exchange: or("EVENTS_EXCHANGE", "user-service.events"),
             cache_prefix: or("CACHE_PREFIX", "user-service"),
             event_envelope: match or("EVENT_ENVELOPE", "plain").to_ascii_lowercase().as_str() {

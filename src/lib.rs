@@ -6,4 +6,5 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod rpc;
 pub mod telemetry;

@@ -8,10 +8,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix::Addr;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use serde_json::{Map, Value, json};
 use tracing::Instrument;
+use user_core::health::{HealthMonitor, Snapshot, Status};
 use user_core::{CallContext, Core, CoreError, ParamForm, Reply};
 use warp::Filter;
 use warp::http::{HeaderMap, Method as Http};
@@ -26,8 +28,9 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// What the REST edge needs: the core, the authenticator, and the pieces /health reads.
 pub struct Edge {
     pub core: Core,
-    pub auth: Authenticator,
+    pub auth: Arc<Authenticator>,
     pub pool: sqlx::PgPool,
+    pub health: Addr<HealthMonitor>,
     pub started: Instant,
 }
 
@@ -75,7 +78,7 @@ where
     let started = Instant::now();
     let result = async {
         match path.as_str() {
-            "/health" => return Ok(health(&edge)),
+            "/health" => return Ok(health(&edge).await),
             "/health/ready" => return ready(&edge).await,
             _ => {}
         }
@@ -210,12 +213,16 @@ where
     let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
 }
 
-/// Liveness: answers without touching the database.
-fn health(edge: &Edge) -> Reply {
+/// Liveness: answers without touching the database. `status` is `degraded` while an
+/// integration (RabbitMQ) is down; the service still serves what it can.
+async fn health(edge: &Edge) -> Reply {
+    let components = edge.health.send(Snapshot).await.unwrap_or_default();
+    let degraded = components.values().any(|c| c.status != Status::Up);
     Reply::ok(json!({
-        "status": "ok",
+        "status": if degraded { "degraded" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
         "uptimeSeconds": edge.started.elapsed().as_secs(),
+        "components": components,
     }))
 }
 

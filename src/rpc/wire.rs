@@ -36,7 +36,10 @@ pub fn decode(body: &[u8]) -> Result<Incoming, CoreError> {
     };
     if let Some(pattern) = map.remove("pattern") {
         let Value::String(method) = pattern else {
-            return Err(CoreError::invalid("pattern", "must be a method name such as \"users.get\""));
+            return Err(CoreError::invalid(
+                "pattern",
+                "must be a method name such as \"users.get\"",
+            ));
         };
         let id = match map.remove("id") {
             None | Some(Value::Null) => None,
@@ -44,18 +47,34 @@ pub fn decode(body: &[u8]) -> Result<Incoming, CoreError> {
             Some(other) => Some(other.to_string()),
         };
         let params = map.remove("data").unwrap_or(Value::Null);
-        return Ok(Incoming { dialect: Dialect::Nestjs { id }, method, params });
+        return Ok(Incoming {
+            dialect: Dialect::Nestjs { id },
+            method,
+            params,
+        });
     }
     let method = match map.remove("method") {
         Some(Value::String(m)) => m,
         Some(_) => return Err(CoreError::invalid("method", "must be a string")),
-        None => return Err(CoreError::invalid("method", "missing: send {\"method\": \"users.get\", \"params\": {…}}")),
+        None => {
+            return Err(CoreError::invalid(
+                "method",
+                "missing: send {\"method\": \"users.get\", \"params\": {…}}",
+            ));
+        }
     };
     let params = map.remove("params").unwrap_or(Value::Null);
     if let Some(extra) = map.keys().next() {
-        return Err(CoreError::invalid(extra.clone(), "unknown field; allowed: method, params"));
+        return Err(CoreError::invalid(
+            extra.clone(),
+            "unknown field; allowed: method, params",
+        ));
     }
-    Ok(Incoming { dialect: Dialect::Plain, method, params })
+    Ok(Incoming {
+        dialect: Dialect::Plain,
+        method,
+        params,
+    })
 }
 
 /// The reply body for `result` in the caller's dialect.
@@ -99,22 +118,37 @@ mod tests {
     fn plain_requests_and_replies() {
         let r = decode(br#"{"method": "users.get", "params": {"id": "x"}}"#).unwrap();
         assert_eq!(r.dialect, Dialect::Plain);
-        assert_eq!((r.method.as_str(), r.params), ("users.get", json!({"id": "x"})));
+        assert_eq!(
+            (r.method.as_str(), r.params),
+            ("users.get", json!({"id": "x"}))
+        );
         let ok = encode(&Dialect::Plain, &Ok(Reply::created(json!({"id": "x"}))));
         assert_eq!(ok, json!({"status": 201, "data": {"id": "x"}}));
         let err = encode(&Dialect::Plain, &Err(CoreError::UserNotFound("x".into())));
-        assert_eq!(err, json!({"status": 404, "error": {"code": "USER_NOT_FOUND", "message": "user x not found"}}));
+        assert_eq!(
+            err,
+            json!({"status": 404, "error": {"code": "USER_NOT_FOUND", "message": "user x not found"}})
+        );
         let deleted = encode(&Dialect::Plain, &Ok(Reply::no_content()));
         assert_eq!(deleted, json!({"status": 204, "data": null}));
     }
 
     #[test]
     fn nestjs_requests_and_replies() {
-        let r = decode(br#"{"pattern": "users.exists", "data": {"id": "x"}, "id": "abc"}"#).unwrap();
-        assert_eq!(r.dialect, Dialect::Nestjs { id: Some("abc".into()) });
+        let r =
+            decode(br#"{"pattern": "users.exists", "data": {"id": "x"}, "id": "abc"}"#).unwrap();
+        assert_eq!(
+            r.dialect,
+            Dialect::Nestjs {
+                id: Some("abc".into())
+            }
+        );
         assert!(r.dialect.wants_reply());
         let ok = encode(&r.dialect, &Ok(Reply::ok(json!({"exists": true}))));
-        assert_eq!(ok, json!({"response": {"exists": true}, "isDisposed": true, "id": "abc"}));
+        assert_eq!(
+            ok,
+            json!({"response": {"exists": true}, "isDisposed": true, "id": "abc"})
+        );
         let err = encode(&r.dialect, &Err(CoreError::invalid("id", "bad")));
         assert_eq!(err["err"]["status"], 400);
         assert_eq!(err["err"]["code"], "VALIDATION_FAILED");
@@ -125,8 +159,14 @@ mod tests {
 
     #[test]
     fn malformed_bodies() {
-        for bad in [&b"not json"[..], b"[1]", br#"{"params": {}}"#, br#"{"method": 5}"#,
-                    br#"{"method": "users.get", "extra": 1}"#, br#"{"pattern": {"cmd": "x"}}"#] {
+        for bad in [
+            &b"not json"[..],
+            b"[1]",
+            br#"{"params": {}}"#,
+            br#"{"method": 5}"#,
+            br#"{"method": "users.get", "extra": 1}"#,
+            br#"{"pattern": {"cmd": "x"}}"#,
+        ] {
             assert!(decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }

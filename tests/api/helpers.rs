@@ -48,6 +48,9 @@ impl TestApp {
             ("INTERNAL_API_KEYS".into(), keys),
             ("INTERNAL_SERVICE_SECRET".into(), SECRET.into()),
             ("DB_POOL_SIZE".into(), "8".into()),
+            ("RPC_QUEUE".into(), format!("{db_name}.rpc")),
+            ("EVENTS_EXCHANGE".into(), format!("{db_name}.events")),
+            ("CACHE_PREFIX".into(), db_name.clone()),
         ];
         for (k, v) in vars {
             env.retain(|(name, _)| name != k);
@@ -179,6 +182,7 @@ impl Drop for TestApp {
                         .execute(&mut c)
                         .await;
                 }
+                delete_broker_objects(&db).await;
             });
         })
         .join();
@@ -226,4 +230,26 @@ where
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Removes the queues and exchange a test's service declared.
+async fn delete_broker_objects(db: &str) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let Ok(conn) = lapin::Connection::connect(AMQP_URL, Default::default()).await else {
+        return;
+    };
+    if let Ok(ch) = conn.create_channel().await {
+        for q in [format!("{db}.rpc"), format!("{db}.rpc.dlq")] {
+            let _ = ch
+                .queue_delete(q.into(), QueueDeleteOptions::default())
+                .await;
+        }
+        let name = format!("{db}.events");
+        let _ = ch
+            .exchange_delete(name.into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = conn.close(200, "test done".into()).await;
 }
