@@ -53,6 +53,11 @@ impl Application {
                 queue: config.rpc_queue.clone(),
                 prefetch: config.rpc_prefetch,
             },
+            instance: format!(
+                "user-service/{}/{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
             core: core.clone(),
             auth: auth.clone(),
             health: health.clone(),

@@ -50,6 +50,8 @@ impl RpcConfig {
 
 pub struct RpcEdge {
     pub config: RpcConfig,
+    /// Names this instance in every reply's `app_id`, so callers can see who served them.
+    pub instance: String,
     pub core: Core,
     pub auth: Arc<Authenticator>,
     pub health: Addr<HealthMonitor>,
@@ -246,7 +248,9 @@ async fn handle(edge: Arc<RpcEdge>, channel: Channel, delivery: Delivery) {
         let answered = match (reply_to, dialect.wants_reply()) {
             (Some(reply_to), true) => {
                 let body = serde_json::to_vec(&wire::encode(&dialect, &result)).unwrap_or_default();
-                let mut reply = BasicProperties::default().with_content_type("application/json".into());
+                let mut reply = BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_app_id(edge.instance.clone().into());
                 if let Some(c) = &amqp_correlation {
                     reply = reply.with_correlation_id(c.clone().into());
                 }
