@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use dashmap::DashMap;
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{Value, json};
@@ -147,6 +147,14 @@ impl Client {
             ConnectionProperties::default().with_connection_name("user-service client".into());
         let connection = Connection::connect(&config.amqp_url, properties).await?;
         let channel = connection.create_channel().await?;
+        // Declared as the service declares it, so requests sent before the service is up wait.
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(config.queue.clone().into(), durable, FieldTable::default())
+            .await?;
         let consume = BasicConsumeOptions {
             no_ack: true,
             ..Default::default()

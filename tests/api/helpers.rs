@@ -23,6 +23,8 @@ pub struct TestApp {
     pub db_name: String,
     /// Sent with every request made by [`TestApp::req`]; `None` sends no credentials.
     pub api_key: Option<&'static str>,
+    /// The queue this instance consumes.
+    pub rpc_queue: String,
     shutdown: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     stopped: Mutex<std::sync::mpsc::Receiver<()>>,
 }
@@ -60,6 +62,11 @@ impl TestApp {
     }
 
     async fn start(db_name: String, env: Vec<(String, String)>) -> Self {
+        let rpc_queue = env
+            .iter()
+            .find(|(k, _)| k == "RPC_QUEUE")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
         let config =
             Config::from_lookup(|k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
                 .expect("test configuration is valid");
@@ -90,6 +97,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             db_name,
             api_key: Some(AUTH_KEY),
+            rpc_queue,
             shutdown: Mutex::new(Some(shutdown_tx)),
             stopped: Mutex::new(stopped_rx),
         }
@@ -126,6 +134,27 @@ impl TestApp {
 
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
         send(self.req(Method::DELETE, path)).await
+    }
+
+    /// Waits until the RPC edge consumes, then connects a client (as `auth-service`).
+    pub async fn rpc(&self) -> user_service::client::Client {
+        self.until_broker(true).await;
+        let config = user_service::client::ClientConfig::new(AMQP_URL)
+            .queue(self.rpc_queue.clone())
+            .api_key(AUTH_KEY);
+        user_service::client::Client::connect(config)
+            .await
+            .expect("client connects")
+    }
+
+    /// Waits until `/health` shows RabbitMQ up (or down).
+    pub async fn until_broker(&self, up: bool) {
+        let want = if up { "up" } else { "down" };
+        eventually(Duration::from_secs(30), || async {
+            let (_, health) = self.get("/health").await;
+            (health["components"]["rabbitmq"]["status"] == want).then_some(())
+        })
+        .await;
     }
 
     /// Creates a user and returns its JSON view.

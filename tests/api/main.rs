@@ -6,4 +6,5 @@ mod auth;
 mod batch;
 mod billing;
 mod resilience;
+mod rpc;
 mod users;

@@ -1,0 +1,497 @@
+//! The RPC edge over the real RabbitMQ: parity with REST, credentials in headers, malformed
+//! messages, the dead-letter queue, expiration, redelivery, competing consumers.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicGetOptions, BasicPublishOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Connection, Consumer};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use user_core::Method;
+
+use crate::helpers::{AMQP_URL, AUTH_KEY, CATALOG_KEY, HASH, SECRET, TestApp, eventually};
+
+/// A bare AMQP caller, to send exactly the messages a test needs.
+struct Raw {
+    _conn: Connection,
+    channel: Channel,
+    replies: Consumer,
+}
+
+impl Raw {
+    async fn connect() -> Self {
+        let conn = Connection::connect(AMQP_URL, Default::default())
+            .await
+            .unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        let no_ack = BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        };
+        let replies = channel
+            .basic_consume(
+                "amq.rabbitmq.reply-to".into(),
+                "".into(),
+                no_ack,
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        Self {
+            _conn: conn,
+            channel,
+            replies,
+        }
+    }
+
+    async fn publish(&self, queue: &str, body: &[u8], props: BasicProperties) {
+        self.channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    /// Sends with a reply address and waits for the matching reply.
+    async fn call(
+        &mut self,
+        queue: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> (BasicProperties, Value) {
+        let correlation = uuid::Uuid::new_v4().to_string();
+        let props = props
+            .with_reply_to("amq.rabbitmq.reply-to".into())
+            .with_correlation_id(correlation.clone().into());
+        self.publish(queue, body, props).await;
+        let wait = async {
+            while let Some(Ok(d)) = self.replies.next().await {
+                if d.properties.correlation_id().as_ref().map(|c| c.as_str())
+                    == Some(correlation.as_str())
+                {
+                    return (
+                        d.properties.clone(),
+                        serde_json::from_slice(&d.data).unwrap(),
+                    );
+                }
+            }
+            panic!("reply consumer ended");
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("a reply within 10 s")
+    }
+
+    async fn call_json(&mut self, queue: &str, body: Value, headers: &[(&str, &str)]) -> Value {
+        let props = BasicProperties::default().with_headers(table(headers));
+        self.call(queue, body.to_string().as_bytes(), props).await.1
+    }
+}
+
+fn table(headers: &[(&str, &str)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in headers {
+        t.insert(
+            (*k).into(),
+            AMQPValue::LongString(LongString::from(v.as_bytes())),
+        );
+    }
+    t
+}
+
+fn key(k: &str) -> [(&str, &str); 1] {
+    [("x-api-key", k)]
+}
+
+#[tokio::test]
+async fn rpc_answers_exactly_what_rest_answers() {
+    let app = TestApp::spawn().await;
+    let client = app.rpc().await;
+    let created = client
+        .create("Parity", "Parity@Example.com", HASH)
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap();
+    let rest = |path: String| {
+        let app = &app;
+        async move { app.get(&path).await }
+    };
+    let u = format!("/api/internal/users/{id}");
+
+    assert_eq!(created, rest(u.clone()).await.1);
+    assert_eq!(client.get(id, &[]).await.unwrap(), rest(u.clone()).await.1);
+    assert_eq!(
+        client
+            .get(id, &["name", "preferences.gameSettings"])
+            .await
+            .unwrap(),
+        rest(format!("{u}?fields=name,preferences.gameSettings"))
+            .await
+            .1
+    );
+    let prefs = client
+        .update_preferences(id, json!({"language": "en"}))
+        .await
+        .unwrap();
+    assert_eq!(prefs, rest(format!("{u}/preferences")).await.1);
+    let profile = client
+        .call(Method::GetProfile, json!({"id": id, "publicOnly": true}))
+        .await
+        .unwrap();
+    assert_eq!(
+        profile,
+        rest(format!("{u}/profile?publicOnly=true")).await.1
+    );
+    let lookup = client.batch_lookup(&[id], &["name"]).await.unwrap();
+    assert_eq!(
+        lookup,
+        rest(format!("/api/batch/users/lookup?ids={id}&fields=name"))
+            .await
+            .1
+    );
+    assert!(client.exists(id).await.unwrap());
+
+    // Errors: the same codes and details.
+    let missing = uuid::Uuid::new_v4().to_string();
+    let err = client.get(&missing, &[]).await.unwrap_err();
+    let (status, rest_err) = rest(format!("/api/internal/users/{missing}")).await;
+    assert_eq!((err.status(), status), (Some(404), StatusCode::NOT_FOUND));
+    let user_service::client::ClientError::Service { code, message, .. } = err else {
+        panic!()
+    };
+    assert_eq!(
+        (code.as_str(), message.as_str()),
+        (
+            rest_err["code"].as_str().unwrap(),
+            rest_err["message"].as_str().unwrap()
+        )
+    );
+    let bad = client
+        .call(Method::Get, json!({"id": "nope"}))
+        .await
+        .unwrap_err();
+    let user_service::client::ClientError::Service {
+        status,
+        code,
+        details,
+        ..
+    } = bad
+    else {
+        panic!()
+    };
+    let (_, rest_bad) = rest("/api/internal/users/nope".to_owned()).await;
+    assert_eq!((status, code.as_str()), (400, "VALIDATION_FAILED"));
+    assert_eq!(details, rest_bad["details"]);
+    let taken = client
+        .create("Again", "parity@example.com", HASH)
+        .await
+        .unwrap_err();
+    assert_eq!(taken.status(), Some(409));
+    assert!(
+        client
+            .get_by_email("nobody@example.com", false)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn credentials_travel_in_headers() {
+    let app = TestApp::spawn().await;
+    app.until_broker(true).await;
+    let mut raw = Raw::connect().await;
+    let q = app.rpc_queue.clone();
+    let exists = json!({"method": "users.exists", "params": {"id": uuid::Uuid::new_v4()}});
+
+    let none = raw.call_json(&q, exists.clone(), &[]).await;
+    assert_eq!(
+        (none["status"].clone(), none["error"]["code"].clone()),
+        (json!(401), json!("UNAUTHENTICATED"))
+    );
+    let wrong = raw.call_json(&q, exists.clone(), &key("wrong")).await;
+    assert_eq!(wrong["status"], 401);
+    assert_eq!(
+        raw.call_json(&q, exists.clone(), &key(AUTH_KEY)).await["status"],
+        200
+    );
+    let bearer = format!("Bearer {CATALOG_KEY}");
+    assert_eq!(
+        raw.call_json(&q, exists.clone(), &[("authorization", &bearer)])
+            .await["status"],
+        200
+    );
+    let secret = [
+        ("x-internal-service", SECRET),
+        ("x-service-name", "library-service"),
+    ];
+    assert_eq!(
+        raw.call_json(&q, exists.clone(), &secret).await["status"],
+        200
+    );
+
+    app.create_user("Cred", "cred@example.com").await;
+    let creds = json!({"method": "users.getByEmail", "params": {"email": "cred@example.com", "includeCredentials": true}});
+    let denied = raw.call_json(&q, creds.clone(), &key(CATALOG_KEY)).await;
+    assert_eq!(
+        (denied["status"].clone(), denied["error"]["code"].clone()),
+        (json!(403), json!("FORBIDDEN"))
+    );
+    let allowed = raw.call_json(&q, creds, &key(AUTH_KEY)).await;
+    assert_eq!(allowed["data"]["passwordHash"], HASH);
+}
+
+#[tokio::test]
+async fn malformed_messages_get_error_replies_and_the_consumer_goes_on() {
+    let app = TestApp::spawn().await;
+    app.until_broker(true).await;
+    let mut raw = Raw::connect().await;
+    let q = app.rpc_queue.clone();
+    let props = || BasicProperties::default().with_headers(table(&key(AUTH_KEY)));
+
+    let (_, not_json) = raw.call(&q, b"{oops", props()).await;
+    assert_eq!(
+        (
+            not_json["status"].clone(),
+            not_json["error"]["code"].clone()
+        ),
+        (json!(400), json!("VALIDATION_FAILED"))
+    );
+    let unknown = raw
+        .call_json(
+            &q,
+            json!({"method": "users.teleport", "params": {}}),
+            &key(AUTH_KEY),
+        )
+        .await;
+    assert_eq!(
+        (unknown["status"].clone(), unknown["error"]["code"].clone()),
+        (json!(404), json!("NOT_FOUND"))
+    );
+    let wrong = raw
+        .call_json(
+            &q,
+            json!({"method": "users.create", "params": {"name": 1}}),
+            &key(AUTH_KEY),
+        )
+        .await;
+    assert_eq!(wrong["status"], 400);
+    assert_eq!(wrong["error"]["details"][0]["field"], "name");
+    let nest = raw
+        .call_json(
+            &q,
+            json!({"pattern": "users.get", "data": {"id": "x"}, "id": "n-1"}),
+            &key(AUTH_KEY),
+        )
+        .await;
+    assert_eq!(nest["isDisposed"], true);
+    assert_eq!(nest["err"]["status"], 400);
+    assert_eq!(nest["id"], "n-1");
+
+    let fine = raw
+        .call_json(
+            &q,
+            json!({"method": "users.exists", "params": {"id": uuid::Uuid::new_v4()}}),
+            &key(AUTH_KEY),
+        )
+        .await;
+    assert_eq!(
+        fine,
+        json!({"status": 200, "data": {"exists": false}}),
+        "still consuming"
+    );
+}
+
+async fn dead_letters(channel: &Channel, dlq: &str) -> Vec<(Value, String)> {
+    let mut out = Vec::new();
+    while let Some(m) = channel
+        .basic_get(dlq.into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        let error = m.delivery.properties.headers().as_ref().and_then(|h| {
+            h.inner().get("x-error").map(|v| match v {
+                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                other => format!("{other:?}"),
+            })
+        });
+        let body = serde_json::from_slice(&m.delivery.data).unwrap_or(Value::Null);
+        out.push((body, error.unwrap_or_default()));
+    }
+    out
+}
+
+#[tokio::test]
+async fn failures_without_a_reply_address_go_to_the_dead_letter_queue() {
+    let app = TestApp::spawn().await;
+    app.until_broker(true).await;
+    let raw = Raw::connect().await;
+    let q = app.rpc_queue.clone();
+    let with_key = || BasicProperties::default().with_headers(table(&key(AUTH_KEY)));
+
+    raw.publish(
+        &q,
+        json!({"method": "users.get", "params": {"id": "nope"}})
+            .to_string()
+            .as_bytes(),
+        with_key(),
+    )
+    .await;
+    raw.publish(
+        &q,
+        json!({"method": "users.exists", "params": {"id": uuid::Uuid::new_v4()}})
+            .to_string()
+            .as_bytes(),
+        BasicProperties::default(),
+    )
+    .await;
+    // A valid request without reply address is carried out, and nothing is dead-lettered for it.
+    let create = json!({"method": "users.create", "params": {"name": "Quiet", "email": "quiet@example.com", "password": HASH}});
+    raw.publish(&q, create.to_string().as_bytes(), with_key())
+        .await;
+    eventually(Duration::from_secs(10), || async {
+        (app.get("/api/internal/users/email/quiet@example.com")
+            .await
+            .0
+            == StatusCode::OK)
+            .then_some(())
+    })
+    .await;
+
+    let dlq = format!("{q}.dlq");
+    let mut all = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while all.len() < 2 && std::time::Instant::now() < deadline {
+        all.extend(dead_letters(&raw.channel, &dlq).await);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let errors: Vec<&str> = all
+        .iter()
+        .map(|(_, e)| e.split(':').next().unwrap_or(""))
+        .collect();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(
+        errors.contains(&"VALIDATION_FAILED") && errors.contains(&"UNAUTHENTICATED"),
+        "{errors:?}"
+    );
+    assert!(
+        all.iter().any(|(body, _)| body["params"]["id"] == "nope"),
+        "the original body is kept"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_request_is_not_carried_out() {
+    let app = TestApp::spawn().await;
+    app.until_broker(true).await;
+    let mut raw = Raw::connect().await;
+    let q = app.rpc_queue.clone();
+    let a_minute_ago = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 60;
+    let create = json!({"method": "users.create", "params": {"name": "Late", "email": "late@example.com", "password": HASH}});
+    let stale = BasicProperties::default()
+        .with_headers(table(&key(AUTH_KEY)))
+        .with_timestamp(a_minute_ago)
+        .with_expiration("30000".into());
+    raw.publish(&q, create.to_string().as_bytes(), stale).await;
+    // A later request's answer means the stale one was taken off the queue first.
+    let after = raw
+        .call_json(
+            &q,
+            json!({"method": "users.exists", "params": {"id": uuid::Uuid::new_v4()}}),
+            &key(AUTH_KEY),
+        )
+        .await;
+    assert_eq!(after["status"], 200);
+    let (status, _) = app.get("/api/internal/users/email/late@example.com").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "expired work is not done");
+    assert!(
+        dead_letters(&raw.channel, &format!("{q}.dlq"))
+            .await
+            .is_empty(),
+        "nor dead-lettered"
+    );
+
+    // A fresh request with an expiration is served.
+    let fresh = BasicProperties::default()
+        .with_headers(table(&key(AUTH_KEY)))
+        .with_expiration("5000".into());
+    let (_, reply) = raw.call(&q, create.to_string().as_bytes(), fresh).await;
+    assert_eq!(reply["status"], 201);
+}
+
+#[tokio::test]
+async fn a_redelivered_create_answers_with_the_user_it_created() {
+    let app = TestApp::spawn().await;
+    app.until_broker(true).await;
+    let mut raw = Raw::connect().await;
+    let q = app.rpc_queue.clone();
+    let create = json!({"method": "users.create", "params": {"name": "Twice", "email": "twice@example.com", "password": HASH}});
+    let props = || {
+        BasicProperties::default()
+            .with_headers(table(&key(AUTH_KEY)))
+            .with_message_id("msg-42".into())
+    };
+    let (_, first) = raw.call(&q, create.to_string().as_bytes(), props()).await;
+    let (_, again) = raw.call(&q, create.to_string().as_bytes(), props()).await;
+    assert_eq!(first["status"], 201);
+    assert_eq!(
+        again, first,
+        "the same answer, not a 409 and not a second user"
+    );
+    let other = BasicProperties::default()
+        .with_headers(table(&key(AUTH_KEY)))
+        .with_message_id("msg-43".into());
+    let (_, different) = raw.call(&q, create.to_string().as_bytes(), other).await;
+    assert_eq!(
+        different["error"]["code"], "EMAIL_TAKEN",
+        "another request for the same email is a conflict"
+    );
+    let mut db = app.db().await;
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'USER_CREATED'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(events, 1, "one user, one event");
+}
+
+#[tokio::test]
+async fn two_instances_share_the_queue() {
+    let first = TestApp::spawn().await;
+    let db_url = format!("postgres://postgres@127.0.0.1:5432/{}", first.db_name);
+    let second =
+        TestApp::spawn_with(&[("DATABASE_URL", &db_url), ("RPC_QUEUE", &first.rpc_queue)]).await;
+    first.until_broker(true).await;
+    second.until_broker(true).await;
+    let mut raw = Raw::connect().await;
+    let mut served_by = HashSet::new();
+    for _ in 0..20 {
+        let body =
+            json!({"method": "users.exists", "params": {"id": uuid::Uuid::new_v4()}}).to_string();
+        let props = BasicProperties::default().with_headers(table(&key(AUTH_KEY)));
+        let (reply_props, reply) = raw.call(&first.rpc_queue, body.as_bytes(), props).await;
+        assert_eq!(reply["status"], 200);
+        served_by.insert(
+            reply_props
+                .app_id()
+                .as_ref()
+                .map(|a| a.as_str().to_owned())
+                .unwrap_or_default(),
+        );
+    }
+    assert_eq!(served_by.len(), 2, "both instances answered: {served_by:?}");
+}
