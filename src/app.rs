@@ -5,12 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Arbiter};
+use actix::{Actor, Arbiter, Supervisor};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use user_core::Core;
 use user_core::health::HealthMonitor;
+use user_core::publisher::{EventPublisher, PublisherConfig};
 use user_core::store::UserStore;
 use user_core::supervisor::Restarting;
 
@@ -26,6 +27,8 @@ pub struct Application {
     edge: Arc<http::Edge>,
     rpc: Arc<rpc::RpcEdge>,
     pool: PgPool,
+    /// Turns true when the service should stop; every part watches it.
+    stop: watch::Sender<bool>,
 }
 
 impl Application {
@@ -37,6 +40,22 @@ impl Application {
             UserStore::new(store_pool.clone())
         });
         let health = HealthMonitor::default().start();
+        let (stop, stopped) = watch::channel(false);
+        let redis = deadpool_redis::Config::from_url(config.redis_url.clone())
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .map_err(|e| tracing::warn!(error = %e, "REDIS_URL unusable; events are not mirrored to Redis"))
+            .ok();
+        let publisher = PublisherConfig {
+            amqp_url: config.amqp_url.clone(),
+            exchange: config.events_exchange.clone(),
+            envelope: config.event_envelope,
+            retention: config.outbox_retention,
+            redis: redis.map(|r| (r, config.cache_prefix.clone())),
+        };
+        let (publisher_pool, publisher_health) = (pool.clone(), health.clone());
+        Supervisor::start_in_arbiter(&Arbiter::current(), move |_| {
+            EventPublisher::new(publisher_pool, publisher, publisher_health, stopped)
+        });
         let auth = Arc::new(Authenticator::new(config.auth.clone()));
         if auth.is_open() {
             tracing::warn!(
@@ -74,6 +93,7 @@ impl Application {
             edge,
             rpc,
             pool,
+            stop,
         })
     }
 
@@ -83,7 +103,8 @@ impl Application {
 
     /// Serves REST and RPC until `shutdown` completes, then lets in-flight requests finish.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let (stop_tx, stop) = watch::channel(false);
+        let stop_tx = self.stop;
+        let stop = stop_tx.subscribe();
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use user_core::publisher::Envelope;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {message}")]
@@ -30,12 +31,6 @@ pub enum AppEnv {
 pub enum LogFormat {
     Pretty,
     Json,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventEnvelope {
-    Plain,
-    Nestjs,
 }
 
 /// One entry of `INTERNAL_API_KEYS`.
@@ -87,7 +82,9 @@ pub struct Config {
     pub rpc_prefetch: u16,
     pub events_exchange: String,
     pub cache_prefix: String,
-    pub event_envelope: EventEnvelope,
+    pub event_envelope: Envelope,
+    /// How long published events stay in the outbox before they are pruned.
+    pub outbox_retention: Duration,
     pub auth: AuthConfig,
     /// Per caller name; `default` applies to everyone else.
     pub rate_limits: BTreeMap<String, RateLimit>,
@@ -162,10 +159,17 @@ impl Config {
             events_exchange: or("EVENTS_EXCHANGE", "user-service.events"),
             cache_prefix: or("CACHE_PREFIX", "user-service"),
             event_envelope: match or("EVENT_ENVELOPE", "plain").to_ascii_lowercase().as_str() {
-                "plain" => EventEnvelope::Plain,
-                "nestjs" => EventEnvelope::Nestjs,
+                "plain" => Envelope::Plain,
+                "nestjs" => Envelope::Nestjs,
                 _ => return Err(err("EVENT_ENVELOPE", "expected plain or nestjs")),
             },
+            outbox_retention: Duration::from_secs(
+                3600 * parse_num::<u64>(
+                    "OUTBOX_RETENTION_HOURS",
+                    get("OUTBOX_RETENTION_HOURS"),
+                    24,
+                )?,
+            ),
             auth,
             rate_limits: parse_rate_limits(&or("RATE_LIMITS", DEFAULT_RATE_LIMITS))?,
             app_env,

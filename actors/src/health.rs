@@ -24,7 +24,12 @@ pub struct Component {
     pub detail: Option<String>,
     /// When the status last changed.
     pub since: Timestamp,
+    /// Numbers that describe the part (`outboxPending`, `oldestPendingSeconds`…).
+    #[serde(flatten)]
+    pub figures: Figures,
 }
+
+pub type Figures = BTreeMap<&'static str, serde_json::Value>;
 
 #[derive(Default)]
 pub struct HealthMonitor {
@@ -46,6 +51,18 @@ pub struct Report {
     pub component: &'static str,
     pub status: Status,
     pub detail: Option<String>,
+    pub figures: Figures,
+}
+
+impl Report {
+    pub fn new(component: &'static str, status: Status, detail: Option<String>) -> Self {
+        Self {
+            component,
+            status,
+            detail,
+            figures: Figures::new(),
+        }
+    }
 }
 
 impl Handler<Report> for HealthMonitor {
@@ -59,14 +76,13 @@ impl Handler<Report> for HealthMonitor {
                 Timestamp::now()
             }
         };
-        self.components.insert(
-            r.component,
-            Component {
-                status: r.status,
-                detail: r.detail,
-                since,
-            },
-        );
+        let c = Component {
+            status: r.status,
+            detail: r.detail,
+            since,
+            figures: r.figures,
+        };
+        self.components.insert(r.component, c);
     }
 }
 

@@ -69,11 +69,7 @@ enum RpcError {
 
 impl RpcEdge {
     fn report(&self, status: Status, detail: Option<String>) {
-        self.health.do_send(Report {
-            component: "rabbitmq",
-            status,
-            detail,
-        });
+        self.health.do_send(Report::new("rabbitmq", status, detail));
     }
 }
 
