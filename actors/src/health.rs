@@ -106,11 +106,7 @@ mod tests {
     #[actix::test]
     async fn keeps_the_latest_report_and_when_it_changed() {
         let monitor = HealthMonitor::default().start();
-        let report = |status| Report {
-            component: "rabbitmq",
-            status,
-            detail: None,
-        };
+        let report = |status| Report::new("rabbitmq", status, None);
         monitor.do_send(report(Status::Down));
         let first = monitor.send(Snapshot).await.unwrap()["rabbitmq"].clone();
         monitor.do_send(report(Status::Down));

@@ -345,7 +345,8 @@ async fn mirror<'a>(config: &PublisherConfig, events: impl Iterator<Item = &'a V
     let _ = tokio::time::timeout(Duration::from_millis(250), work).await;
 }
 
-async fn prune(pool: &PgPool, retention: Duration) -> Result<(), sqlx::Error> {
+/// Deletes published events older than `retention`, so the outbox cannot grow without bound.
+pub async fn prune(pool: &PgPool, retention: Duration) -> Result<(), sqlx::Error> {
     let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
     let deleted =
         sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")

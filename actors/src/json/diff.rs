@@ -17,19 +17,29 @@ impl Changes {
 }
 
 /// Compares two documents leaf by leaf. Objects are walked; anything else (arrays included)
-/// is a leaf. A key missing on one side counts as `null` there. Paths come out sorted.
+/// is a leaf. A key missing on one side counts as `null` there. Paths come out sorted, and
+/// `previous`/`current` list their keys in that same order.
 pub fn diff(previous: &Value, current: &Value) -> Changes {
+    let mut leaves = Vec::new();
+    walk(previous, current, &mut Vec::new(), &mut leaves);
+    leaves.sort_by(|a, b| a.0.cmp(&b.0));
     let mut changes = Changes {
-        changed: Vec::new(),
+        changed: Vec::with_capacity(leaves.len()),
         previous: Value::Object(Map::new()),
         current: Value::Object(Map::new()),
     };
-    walk(previous, current, &mut Vec::new(), &mut changes);
-    changes.changed.sort();
+    for (path, before, after) in leaves {
+        insert_at(&mut changes.previous, &path, before.clone());
+        insert_at(&mut changes.current, &path, after.clone());
+        changes.changed.push(path.join("."));
+    }
     changes
 }
 
-fn walk<'a>(prev: &'a Value, cur: &'a Value, path: &mut Vec<&'a str>, out: &mut Changes) {
+/// A changed leaf: its path, its value before and after.
+type Leaf<'a> = (Vec<&'a str>, &'a Value, &'a Value);
+
+fn walk<'a>(prev: &'a Value, cur: &'a Value, path: &mut Vec<&'a str>, out: &mut Vec<Leaf<'a>>) {
     match (prev, cur) {
         (Value::Object(p), Value::Object(c)) => {
             let keys = c.keys().chain(p.keys().filter(|k| !c.contains_key(*k)));
@@ -45,11 +55,7 @@ fn walk<'a>(prev: &'a Value, cur: &'a Value, path: &mut Vec<&'a str>, out: &mut 
             }
         }
         (p, c) if p == c => {}
-        (p, c) => {
-            out.changed.push(path.join("."));
-            insert_at(&mut out.previous, path, p.clone());
-            insert_at(&mut out.current, path, c.clone());
-        }
+        (p, c) => out.push((path.clone(), p, c)),
     }
 }
 
