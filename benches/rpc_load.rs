@@ -13,13 +13,22 @@ use serde_json::json;
 use user_service::client::{Client, ClientConfig};
 
 fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 #[tokio::main]
 async fn main() {
-    let concurrency: usize = env_or("CONCURRENCY", "256").parse().expect("CONCURRENCY is a number");
-    let duration = Duration::from_secs(env_or("DURATION_SECS", "10").parse().expect("DURATION_SECS is a number"));
+    let concurrency: usize = env_or("CONCURRENCY", "256")
+        .parse()
+        .expect("CONCURRENCY is a number");
+    let duration = Duration::from_secs(
+        env_or("DURATION_SECS", "10")
+            .parse()
+            .expect("DURATION_SECS is a number"),
+    );
     let mut config = ClientConfig::new(env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"))
         .queue(env_or("RPC_QUEUE", "user-service.rpc"));
     config.timeout = Duration::from_secs(10);
@@ -33,7 +42,10 @@ async fn main() {
     let mut ids = Vec::new();
     for i in 0..100 {
         let email = format!("bench{i}@{}.example.com", &run[..12]);
-        let user = client.create("Bench User", &email, "$2b$10$abcdefghijklmnopqrstuv").await.expect("create");
+        let user = client
+            .create("Bench User", &email, "$2b$10$abcdefghijklmnopqrstuv")
+            .await
+            .expect("create");
         ids.push(user["id"].as_str().expect("id").to_owned());
     }
     let ids = Arc::new(ids);
@@ -67,7 +79,10 @@ async fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)));
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+    };
     let ms = |d: Option<&Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
     println!(
         "rpc users.get: concurrency {concurrency}, {} ok, {errors} errors, {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
