@@ -208,9 +208,8 @@ async fn lead(
             last_prune = tokio::time::Instant::now();
         }
         // Idle: wait for a commit's NOTIFY (or the tick, in case one was missed).
-        match tokio::time::timeout(TICK, listener.recv()).await {
-            Ok(Err(e)) => return Err(e.into()),
-            _ => {}
+        if let Ok(Err(e)) = tokio::time::timeout(TICK, listener.recv()).await {
+            return Err(e.into());
         }
         if !conn.status().connected() {
             return Err(PublishError::Disconnected);
