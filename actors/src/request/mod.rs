@@ -271,7 +271,9 @@ struct ProfileParams {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct BatchProfilesParams {
-    user_ids: List,
+    // Optional only so that a missing list is reported by name (see `required`).
+    #[serde(default)]
+    user_ids: Option<List>,
     #[serde(default)]
     include_preferences: Flag,
     #[serde(default)]
@@ -283,7 +285,8 @@ struct BatchProfilesParams {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BatchLookupParams {
-    ids: List,
+    #[serde(default)]
+    ids: Option<List>,
     #[serde(default)]
     fields: List,
 }
@@ -352,7 +355,7 @@ impl Request {
             Method::BatchProfiles => {
                 let p: BatchProfilesParams = from_json(params, "")?;
                 Self::BatchProfiles {
-                    ids: parse_ids(&p.user_ids.0, "userIds", Self::BATCH_MAX)?,
+                    ids: parse_ids(required(p.user_ids, "userIds")?, "userIds", Self::BATCH_MAX)?,
                     options: ProfileOptions {
                         include_preferences: p.include_preferences.0,
                         include_privacy_settings: p.include_privacy_settings.0,
@@ -363,7 +366,7 @@ impl Request {
             Method::BatchLookup => {
                 let p: BatchLookupParams = from_json(params, "")?;
                 Self::BatchLookup {
-                    ids: parse_ids(&p.ids.0, "ids", form.max_ids())?,
+                    ids: parse_ids(required(p.ids, "ids")?, "ids", form.max_ids())?,
                     fields: Projection::parse(&p.fields.0)?,
                 }
             }
@@ -449,6 +452,12 @@ fn split_id(params: Value) -> Result<(UserId, Patch), CoreError> {
     Ok((id, map))
 }
 
+/// A list the method cannot do without.
+fn required(list: Option<List>, field: &str) -> Result<Vec<String>, CoreError> {
+    list.map(|l| l.0)
+        .ok_or_else(|| CoreError::invalid(field, format!("missing field `{field}`")))
+}
+
 fn too_many(field: &str, got: usize, max: usize) -> CoreError {
     CoreError::invalid(
         field,
@@ -457,7 +466,7 @@ fn too_many(field: &str, got: usize, max: usize) -> CoreError {
 }
 
 /// Parses a batch's ids, reporting every malformed one; repeats are kept once, in order.
-fn parse_ids(raw: &[String], field: &str, max: usize) -> Result<Vec<UserId>, CoreError> {
+fn parse_ids(raw: Vec<String>, field: &str, max: usize) -> Result<Vec<UserId>, CoreError> {
     if raw.len() > max {
         return Err(too_many(field, raw.len(), max));
     }
