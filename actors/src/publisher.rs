@@ -220,23 +220,26 @@ async fn lead(
 #[derive(sqlx::FromRow)]
 struct Pending {
     id: i64,
+    user_id: sqlx::types::Uuid,
     routing_key: String,
     payload: sqlx::types::Json<Value>,
 }
 
-/// Publishes the next batch in outbox order and marks what the broker confirmed, up to the
-/// first refusal; the refused event is retried later (or parked). Returns how many were
-/// marked published.
+/// Publishes the next batch in outbox order and marks what the broker confirmed. A refused
+/// event is retried later (or parked as dead); returns how many were marked published.
 async fn publish_batch(
     pool: &PgPool,
     config: &PublisherConfig,
     channel: &Channel,
 ) -> Result<usize, PublishError> {
     let batch: Vec<Pending> = sqlx::query_as(
-        "SELECT id, routing_key, payload FROM outbox
-          WHERE published_at IS NULL AND dead_at IS NULL
-            AND user_id NOT IN (SELECT user_id FROM outbox WHERE dead_at IS NOT NULL AND published_at IS NULL)
-          ORDER BY id LIMIT $1",
+        "SELECT o.id, o.user_id, o.routing_key, o.payload FROM outbox o
+          WHERE o.published_at IS NULL AND o.dead_at IS NULL
+            -- Behind a refused (or dead) event of the same user, an event waits its turn.
+            AND NOT EXISTS (SELECT 1 FROM outbox p
+                             WHERE p.user_id = o.user_id AND p.published_at IS NULL AND p.id < o.id
+                               AND (p.attempts > 0 OR p.dead_at IS NOT NULL))
+          ORDER BY o.id LIMIT $1",
     )
     .bind(BATCH)
     .fetch_all(pool)
@@ -265,14 +268,18 @@ async fn publish_batch(
             .await?;
         confirms.push(confirm);
     }
+    // A refused event holds back its user's later events (they are published again after
+    // it); other users' confirmed events are done.
     let mut acked = Vec::with_capacity(batch.len());
-    let mut refused = None;
+    let mut refused = Vec::new();
     for (event, confirm) in batch.iter().zip(confirms) {
+        let held = refused
+            .iter()
+            .any(|r: &&Pending| r.user_id == event.user_id);
         match confirm.await? {
-            Confirmation::Nack(_) => {
-                refused = Some(event.id);
-                break;
-            }
+            Confirmation::Nack(_) if !held => refused.push(event),
+            _ if held => {}
+            Confirmation::Nack(_) => {}
             _ => acked.push(event.id),
         }
     }
@@ -290,18 +297,27 @@ async fn publish_batch(
         )
         .await;
     }
-    if let Some(id) = refused {
+    let mut most_attempts = 0;
+    for event in refused {
         let attempts: i32 = sqlx::query_scalar(
             "UPDATE outbox SET attempts = attempts + 1, last_error = 'refused by the broker',
                     dead_at = CASE WHEN attempts + 1 >= $2 THEN now() END
               WHERE id = $1 RETURNING attempts",
         )
-        .bind(id)
+        .bind(event.id)
         .bind(MAX_ATTEMPTS)
         .fetch_one(pool)
         .await?;
-        tracing::warn!(outbox_id = id, attempts, "the broker refused an event");
-        tokio::time::sleep(Duration::from_millis(100) * attempts.unsigned_abs().min(50)).await;
+        tracing::warn!(
+            outbox_id = event.id,
+            attempts,
+            dead = attempts >= MAX_ATTEMPTS,
+            "the broker refused an event"
+        );
+        most_attempts = most_attempts.max(attempts);
+    }
+    if most_attempts > 0 {
+        tokio::time::sleep(Duration::from_millis(100) * most_attempts.unsigned_abs().min(50)).await;
     }
     Ok(acked.len())
 }

@@ -452,3 +452,133 @@ async fn published_events_are_pruned_after_the_retention_window() {
     assert_eq!(kept, 0, "pruned");
     pool.close().await;
 }
+
+/// An event the broker keeps refusing is parked as dead after its attempts; its user's later
+/// events wait behind it, everyone else's flow on; once the cause is fixed and the event is
+/// released, the held events follow in order.
+#[tokio::test]
+async fn a_refused_event_is_parked_without_blocking_other_users() {
+    use lapin::options::QueueDeleteOptions;
+    use lapin::types::AMQPValue;
+    let app = TestApp::spawn().await;
+    let exchange_name = exchange(&app);
+    let mut events = Events::bind(&exchange_name).await;
+    // A queue that refuses every login event: the broker nacks those publishes.
+    let conn = Connection::connect(AMQP_URL, Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(0));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    let refusing = format!("{}.refusing", app.db_name);
+    ch.queue_declare(
+        refusing.clone().into(),
+        QueueDeclareOptions::default(),
+        args,
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        refusing.clone().into(),
+        exchange_name.into(),
+        "user.logged_in".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+
+    let u = app.create_user("U", "u@example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v = app.create_user("V", "v@example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.patch(
+        &format!("/api/internal/users/{u}/last-login"),
+        json!({"ipAddress": "10.0.0.1"}),
+    )
+    .await;
+    app.patch(
+        &format!("/api/internal/users/{u}/preferences"),
+        json!({"theme": "dark"}),
+    )
+    .await;
+    app.patch(
+        &format!("/api/internal/users/{v}/preferences"),
+        json!({"theme": "light"}),
+    )
+    .await;
+
+    let health = crate::helpers::eventually(Duration::from_secs(30), || async {
+        let (_, h) = app.get("/health").await;
+        (h["components"]["outbox"]["deadEvents"] == 1).then_some(h)
+    })
+    .await;
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(
+        health["components"]["outbox"]["outboxPending"], 2,
+        "the dead login and U's later event"
+    );
+    // V's change went through; U's preference change has not.
+    let mut seen = Vec::new();
+    while let Ok(Some(Ok(d))) =
+        tokio::time::timeout(Duration::from_millis(300), events.consumer.next()).await
+    {
+        let e: Value = serde_json::from_slice(&d.data).unwrap();
+        seen.push((
+            e["type"].as_str().unwrap().to_owned(),
+            e["userId"].as_str().unwrap().to_owned(),
+        ));
+    }
+    assert!(
+        seen.contains(&("PREFERENCES_CHANGED".to_owned(), v.clone())),
+        "{seen:?}"
+    );
+    // U's change waits behind the refused login (at most one early copy, when both went out
+    // in the same batch before the refusal was known).
+    let early = seen
+        .iter()
+        .filter(|(t, id)| t == "PREFERENCES_CHANGED" && *id == u)
+        .count();
+    assert!(early <= 1, "{seen:?}");
+
+    // Fix the cause, release the dead event: U's events follow, in order.
+    ch.queue_delete(refusing.into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let mut db = app.db().await;
+    sqlx::query("UPDATE outbox SET dead_at = NULL, attempts = 0 WHERE dead_at IS NOT NULL")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("NOTIFY user_service_outbox")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let mut after = Vec::new();
+    while after.last().map(String::as_str) != Some("PREFERENCES_CHANGED") {
+        let (_, _, e) = events.next().await;
+        if e["userId"] == u.as_str() {
+            after.push(e["type"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(
+        after.ends_with(&[
+            "USER_LOGGED_IN".to_owned(),
+            "PREFERENCES_CHANGED".to_owned()
+        ]),
+        "{after:?}"
+    );
+    crate::helpers::eventually(Duration::from_secs(10), || async {
+        let (_, h) = app.get("/health").await;
+        (h["components"]["outbox"]["outboxPending"] == 0).then_some(())
+    })
+    .await;
+}
