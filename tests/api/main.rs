@@ -5,6 +5,7 @@ mod helpers;
 mod auth;
 mod batch;
 mod billing;
+mod client;
 mod events;
 mod resilience;
 mod rpc;
