@@ -7,6 +7,7 @@ mod batch;
 mod billing;
 mod client;
 mod events;
+mod nestjs;
 mod resilience;
 mod rpc;
 mod users;
