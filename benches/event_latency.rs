@@ -17,7 +17,10 @@ use lapin::types::FieldTable;
 use serde_json::{Value, json};
 
 fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -35,18 +38,45 @@ async fn main() {
         Err(_) => r,
     };
 
-    let conn = lapin::Connection::connect(&env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"), Default::default())
-        .await
-        .expect("RabbitMQ");
+    let conn = lapin::Connection::connect(
+        &env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+        Default::default(),
+    )
+    .await
+    .expect("RabbitMQ");
     let ch = conn.create_channel().await.expect("channel");
-    let exclusive = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-    let queue = ch.queue_declare("".into(), exclusive, FieldTable::default()).await.expect("queue");
-    let exchange = env_or("EVENTS_EXCHANGE", "user-service.events");
-    ch.queue_bind(queue.name().clone(), exchange.into(), "user.*".into(), QueueBindOptions::default(), FieldTable::default())
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let queue = ch
+        .queue_declare("".into(), exclusive, FieldTable::default())
         .await
-        .expect("bind (is the service running? it declares the exchange)");
-    let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
-    let mut events = ch.basic_consume(queue.name().clone(), "".into(), no_ack, FieldTable::default()).await.expect("consume");
+        .expect("queue");
+    let exchange = env_or("EVENTS_EXCHANGE", "user-service.events");
+    ch.queue_bind(
+        queue.name().clone(),
+        exchange.into(),
+        "user.*".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("bind (is the service running? it declares the exchange)");
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let mut events = ch
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            no_ack,
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
 
     let email = format!("latency-{}@example.com", uuid::Uuid::new_v4().simple());
     let user: Value = auth(http.post(format!("{base}/api/internal/users")))
