@@ -40,42 +40,13 @@ fn rabbitmqctl(args: &[&str]) {
 /// A durable queue bound to the app's events, as a consuming service would have: it outlives
 /// the broker restart, so nothing published is missed.
 async fn bind_audit_queue(app: &TestApp) -> String {
-    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-    use lapin::types::FieldTable;
     let conn = lapin::Connection::connect(helpers::AMQP_URL, Default::default())
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
     let exchange = format!("{}.events", app.db_name);
     let queue = format!("{}.audit", app.db_name);
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    ch.exchange_declare(
-        exchange.clone().into(),
-        lapin::ExchangeKind::Topic,
-        durable,
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    ch.queue_declare(queue.clone().into(), durable, FieldTable::default())
-        .await
-        .unwrap();
-    ch.queue_bind(
-        queue.clone().into(),
-        exchange.into(),
-        "user.*".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    helpers::bind_events_queue(&ch, &exchange, Some(&queue)).await;
     conn.close(200, "bound".into()).await.unwrap();
     queue
 }

@@ -3,15 +3,13 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, Consumer, ExchangeKind};
+use lapin::{BasicProperties, Connection, Consumer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{AMQP_URL, HASH, TestApp, send};
+use crate::helpers::{AMQP_URL, HASH, TestApp, bind_events_queue, send};
 
 /// A consumer of everything the app publishes, as another service would bind it.
 struct Events {
@@ -25,47 +23,13 @@ impl Events {
             .await
             .unwrap();
         let ch = conn.create_channel().await.unwrap();
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        ch.exchange_declare(
-            exchange.into(),
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        let exclusive = QueueDeclareOptions {
-            exclusive: true,
-            auto_delete: true,
-            ..Default::default()
-        };
-        let queue = ch
-            .queue_declare("".into(), exclusive, FieldTable::default())
-            .await
-            .unwrap();
-        ch.queue_bind(
-            queue.name().clone(),
-            exchange.into(),
-            "user.*".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        let queue = bind_events_queue(&ch, exchange, None).await;
         let no_ack = BasicConsumeOptions {
             no_ack: true,
             ..Default::default()
         };
         let consumer = ch
-            .basic_consume(
-                queue.name().clone(),
-                "".into(),
-                no_ack,
-                FieldTable::default(),
-            )
+            .basic_consume(queue.into(), "".into(), no_ack, FieldTable::default())
             .await
             .unwrap();
         Self {

@@ -282,3 +282,60 @@ async fn delete_broker_objects(db: &str) {
     }
     let _ = conn.close(200, "test done".into()).await;
 }
+
+/// Declares the events exchange (as the service does) and a queue bound to it with `user.*`,
+/// as a consuming service would: a durable queue named `durable_name`, which outlives a broker
+/// restart, or else an exclusive server-named one. Returns the queue's name.
+pub async fn bind_events_queue(
+    channel: &lapin::Channel,
+    exchange: &str,
+    durable_name: Option<&str>,
+) -> String {
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            exchange.into(),
+            lapin::ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let (name, options) = match durable_name {
+        Some(name) => (
+            name,
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+        ),
+        None => (
+            "",
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+        ),
+    };
+    let queue = channel
+        .queue_declare(name.into(), options, FieldTable::default())
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            exchange.into(),
+            "user.*".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    queue.name().to_string()
+}
