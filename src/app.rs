@@ -50,7 +50,7 @@ impl Application {
             exchange: config.events_exchange.clone(),
             envelope: config.event_envelope,
             retention: config.outbox_retention,
-            redis: redis.map(|r| (r, config.cache_prefix.clone())),
+            redis: redis.clone().map(|r| (r, config.cache_prefix.clone())),
         };
         let (publisher_pool, publisher_health) = (pool.clone(), health.clone());
         Supervisor::start_in_arbiter(&Arbiter::current(), move |_| {
@@ -86,6 +86,7 @@ impl Application {
             auth,
             pool: pool.clone(),
             health,
+            redis,
             started: Instant::now(),
         });
         Ok(Self {

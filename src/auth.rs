@@ -53,6 +53,24 @@ impl Authenticator {
         self.config.is_open()
     }
 
+    /// What `/health/integrations` says about authentication: the mode and the callers'
+    /// names, never a key.
+    pub fn describe(&self) -> serde_json::Value {
+        let callers: Vec<&str> = self
+            .config
+            .api_keys
+            .iter()
+            .map(|k| k.caller.as_str())
+            .collect();
+        serde_json::json!({
+            "status": "ok",
+            "mode": if self.is_open() { "local-open" } else { "authenticated" },
+            "apiKeyCallers": callers,
+            "internalSecret": self.config.internal_secret.is_some(),
+            "ipAllowList": self.config.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        })
+    }
+
     /// Identifies the caller. `peer` is the REST caller's address; RPC callers have none
     /// (the broker connection is the boundary there).
     pub fn authenticate(

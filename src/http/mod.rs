@@ -1,6 +1,7 @@
 //! The REST edge: decode HTTP into a method name and params, authenticate, hand them to the
 //! core, and encode its answer. Routing is one table ([`routes`]); no operation logic here.
 
+mod health;
 mod respond;
 mod routes;
 
@@ -11,10 +12,10 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tracing::Instrument;
-use user_core::health::{HealthMonitor, Snapshot, Status};
-use user_core::{CallContext, Core, CoreError, ParamForm, Reply};
+use user_core::health::HealthMonitor;
+use user_core::{CallContext, Core, CoreError, ParamForm};
 use warp::Filter;
 use warp::http::{HeaderMap, Method as Http};
 
@@ -31,6 +32,7 @@ pub struct Edge {
     pub auth: Arc<Authenticator>,
     pub pool: sqlx::PgPool,
     pub health: Addr<HealthMonitor>,
+    pub redis: Option<deadpool_redis::Pool>,
     pub started: Instant,
 }
 
@@ -78,8 +80,9 @@ where
     let started = Instant::now();
     let result = async {
         match path.as_str() {
-            "/health" => return Ok(health(&edge).await),
-            "/health/ready" => return ready(&edge).await,
+            "/health" => return Ok(health::live(&edge).await),
+            "/health/ready" => return health::ready(&edge).await,
+            "/health/integrations" => return Ok(health::integrations(&edge).await),
             _ => {}
         }
         let segments = decode_segments(&path)?;
@@ -211,28 +214,4 @@ where
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
-}
-
-/// Liveness: answers without touching the database. `status` is `degraded` while an
-/// integration (RabbitMQ) is down; the service still serves what it can.
-async fn health(edge: &Edge) -> Reply {
-    let components = edge.health.send(Snapshot).await.unwrap_or_default();
-    let degraded = components.values().any(|c| c.status != Status::Up);
-    Reply::ok(json!({
-        "status": if degraded { "degraded" } else { "ok" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptimeSeconds": edge.started.elapsed().as_secs(),
-        "components": components,
-    }))
-}
-
-/// Readiness: 503 until the database answers.
-async fn ready(edge: &Edge) -> Result<Reply, CoreError> {
-    if crate::db::ping(&edge.pool, Duration::from_secs(2)).await {
-        Ok(Reply::ok(json!({"status": "ok", "database": "up"})))
-    } else {
-        Err(CoreError::Unavailable(
-            "database is not answering".to_owned(),
-        ))
-    }
 }

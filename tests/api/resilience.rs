@@ -196,3 +196,47 @@ async fn shutdown_lets_in_flight_requests_finish() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn integrations_report_each_part() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app.get("/health/integrations").await;
+    assert_eq!(status, StatusCode::OK);
+    for part in [
+        "redis",
+        "database",
+        "internalApis",
+        "eventPublishing",
+        "cachePerformance",
+    ] {
+        assert!(body[part]["status"].is_string(), "{part} in {body}");
+    }
+    assert_eq!(body["database"]["status"], "ok");
+    assert!(body["database"]["latencyMs"].is_number());
+    assert_eq!(body["redis"]["status"], "ok");
+    assert_eq!(body["internalApis"]["mode"], "authenticated");
+    assert_eq!(
+        body["internalApis"]["apiKeyCallers"],
+        json!(["auth-service", "game-catalog"])
+    );
+    assert!(
+        !body.to_string().contains(crate::helpers::AUTH_KEY),
+        "never a key"
+    );
+    crate::helpers::eventually(Duration::from_secs(10), || async {
+        let (_, b) = app.get("/health/integrations").await;
+        (b["eventPublishing"]["status"] == "ok" && b["eventPublishing"]["outboxPending"] == 0)
+            .then_some(())
+    })
+    .await;
+
+    let no_redis = TestApp::spawn_with(&[("REDIS_URL", "redis://127.0.0.1:1")]).await;
+    let (status, body) = no_redis.get("/health/integrations").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (body["redis"]["status"].clone(), body["status"].clone()),
+        (json!("down"), json!("degraded"))
+    );
+    let id = no_redis.create_user("NoRedis", "nr@example.com").await["id"].clone();
+    assert!(id.is_string(), "Redis down never fails a request");
+}

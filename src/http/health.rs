@@ -1,0 +1,134 @@
+//! The unauthenticated health endpoints of contract section 3.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use user_core::health::{Component, Snapshot, Status};
+use user_core::{CoreError, Reply};
+
+use super::Edge;
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Liveness: answers without touching the database. `status` is `degraded` while an
+/// integration (RabbitMQ, the outbox) is not well; the service still serves what it can.
+pub async fn live(edge: &Edge) -> Reply {
+    let components = edge.health.send(Snapshot).await.unwrap_or_default();
+    let degraded = components.values().any(|c| c.status != Status::Up);
+    Reply::ok(json!({
+        "status": if degraded { "degraded" } else { "ok" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptimeSeconds": edge.started.elapsed().as_secs(),
+        "components": components,
+    }))
+}
+
+/// Readiness: 503 until the database answers.
+pub async fn ready(edge: &Edge) -> Result<Reply, CoreError> {
+    if crate::db::ping(&edge.pool, PROBE_TIMEOUT).await {
+        Ok(Reply::ok(json!({"status": "ok", "database": "up"})))
+    } else {
+        Err(CoreError::Unavailable(
+            "database is not answering".to_owned(),
+        ))
+    }
+}
+
+/// How each integration is doing, probed now (database, Redis) or as last reported (events).
+/// Always 200: the body is the report (`/health/ready` is the probe that says 503).
+pub async fn integrations(edge: &Edge) -> Reply {
+    let components = edge.health.send(Snapshot).await.unwrap_or_default();
+    let (database, redis) = tokio::join!(probe_database(edge), probe_redis(edge));
+    let database_down = database["status"] == "down";
+    let parts = [
+        ("database", database),
+        ("redis", redis),
+        ("internalApis", edge.auth.describe()),
+        (
+            "eventPublishing",
+            event_publishing(components.get("eventPublishing"), components.get("outbox")),
+        ),
+        // The cache comes with its own step; until then every read goes to the database.
+        (
+            "cachePerformance",
+            json!({"status": "ok", "enabled": false, "hitRate": null}),
+        ),
+    ];
+    let worst = if database_down {
+        "down"
+    } else if parts.iter().any(|(_, p)| p["status"] != "ok") {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let mut body = json!({"status": worst});
+    for (name, part) in parts {
+        body[name] = part;
+    }
+    Reply::ok(body)
+}
+
+fn word(status: Status) -> &'static str {
+    match status {
+        Status::Up => "ok",
+        Status::Degraded => "degraded",
+        Status::Down => "down",
+    }
+}
+
+fn millis(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 1e5).round() / 100.0
+}
+
+async fn probe_database(edge: &Edge) -> Value {
+    let started = Instant::now();
+    let up = crate::db::ping(&edge.pool, PROBE_TIMEOUT).await;
+    json!({
+        "status": if up { "ok" } else { "down" },
+        "latencyMs": millis(started),
+        "connections": edge.pool.size(),
+        "idleConnections": edge.pool.num_idle(),
+    })
+}
+
+async fn probe_redis(edge: &Edge) -> Value {
+    let Some(pool) = &edge.redis else {
+        return json!({"status": "down", "error": "REDIS_URL is not usable"});
+    };
+    let started = Instant::now();
+    let ping = async {
+        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+        deadpool_redis::redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
+        Ok(Ok(_)) => json!({"status": "ok", "latencyMs": millis(started)}),
+        Ok(Err(e)) => json!({"status": "down", "error": e}),
+        Err(_) => json!({"status": "down", "error": "no answer within 2 s"}),
+    }
+}
+
+fn event_publishing(publisher: Option<&Component>, outbox: Option<&Component>) -> Value {
+    let status = [publisher, outbox]
+        .into_iter()
+        .flatten()
+        .map(|c| c.status)
+        .max_by_key(|s| match s {
+            Status::Up => 0,
+            Status::Degraded => 1,
+            Status::Down => 2,
+        })
+        .map_or("down", word);
+    let mut v = json!({"status": status});
+    if let Some(p) = publisher {
+        v["publisher"] = json!(p);
+    }
+    if let Some(o) = outbox {
+        for (k, figure) in &o.figures {
+            v[*k] = figure.clone();
+        }
+    }
+    v
+}
