@@ -39,6 +39,7 @@ impl Application {
         let store = Restarting::start("UserStore", Arbiter::current(), move || {
             UserStore::new(store_pool.clone())
         });
+        crate::metrics::handle();
         let health = HealthMonitor::default().start();
         let (stop, stopped) = watch::channel(false);
         let redis = deadpool_redis::Config::from_url(config.redis_url.clone())

@@ -7,5 +7,6 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod metrics;
 pub mod rpc;
 pub mod telemetry;

@@ -8,6 +8,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod json;
+pub mod metrics;
 pub mod publisher;
 pub mod request;
 pub mod store;

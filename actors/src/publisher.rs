@@ -383,6 +383,7 @@ async fn report_backlog(
 ) {
     loop {
         if let Ok(b) = backlog(&pool).await {
+            crate::metrics::record_backlog(b.pending, b.dead);
             let status = if b.dead > 0 {
                 Status::Degraded
             } else {

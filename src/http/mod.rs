@@ -15,6 +15,7 @@ use futures::{Stream, StreamExt};
 use serde_json::{Map, Value};
 use tracing::Instrument;
 use user_core::health::HealthMonitor;
+use user_core::metrics::{Transport, record_request};
 use user_core::{CallContext, Core, CoreError, ParamForm};
 use warp::Filter;
 use warp::http::{HeaderMap, Method as Http};
@@ -78,6 +79,12 @@ where
         caller = tracing::field::Empty,
     );
     let started = Instant::now();
+    if path == "/metrics" {
+        return crate::metrics::response();
+    }
+    // What the request turned out to be, for the metrics.
+    let mut operation = None;
+    let mut caller_name = None;
     let result = async {
         match path.as_str() {
             "/health" => return Ok(health::live(&edge).await),
@@ -87,11 +94,13 @@ where
         }
         let segments = decode_segments(&path)?;
         let route = routes::find(&method, &segments)?;
+        operation = Some(route.method);
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let caller = edge
             .auth
             .authenticate(&Credentials::from_headers(header), remote.map(|a| a.ip()))?;
         tracing::Span::current().record("caller", caller.name.as_str());
+        caller_name = Some(caller.name.clone());
         let mut params = route.path_params;
         add_query(&mut params, &query);
         let form = if method == Http::GET || method == Http::DELETE {
@@ -108,6 +117,21 @@ where
     }
     .instrument(span.clone())
     .await;
+    if let Some(op) = operation {
+        let status = result
+            .as_ref()
+            .map_or_else(|e| e.code().status(), |r| r.status.code());
+        let error = result.as_ref().err().map(CoreError::code);
+        let caller = caller_name.as_deref().unwrap_or("anonymous");
+        record_request(
+            caller,
+            op.as_str(),
+            Transport::Rest,
+            status,
+            started.elapsed(),
+            error,
+        );
+    }
     let response = respond::render(result, &correlation_id);
     span.in_scope(|| {
         tracing::info!(

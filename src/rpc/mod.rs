@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 use user_core::health::{HealthMonitor, Report, Status};
+use user_core::metrics::{Transport, record_request};
 use user_core::{CallContext, Core, CoreError, Method, ParamForm, Reply};
 
 use crate::auth::{Authenticator, Credentials};
@@ -238,8 +239,14 @@ async fn handle(edge: Arc<RpcEdge>, channel: Channel, delivery: Delivery) {
             let _ = delivery.ack(BasicAckOptions::default()).await;
             return;
         };
-        let result = call(&edge, props, decoded, correlation_id, deadline).await;
+        let mut seen = Seen::default();
+        let result = call(&edge, props, decoded, correlation_id, deadline, &mut seen).await;
         let status = result.as_ref().map_or_else(|e| e.code().status(), |r| r.status.code());
+        if let Some(method) = seen.method {
+            let caller = seen.caller.as_deref().unwrap_or("anonymous");
+            let error = result.as_ref().err().map(CoreError::code);
+            record_request(caller, method.as_str(), Transport::Rpc, status, started.elapsed(), error);
+        }
         let reply_to = text(props.reply_to());
         let answered = match (reply_to, dialect.wants_reply()) {
             (Some(reply_to), true) => {
@@ -279,20 +286,30 @@ async fn handle(edge: Arc<RpcEdge>, channel: Channel, delivery: Delivery) {
     .await;
 }
 
+/// What a request turned out to be, for the metrics.
+#[derive(Default)]
+struct Seen {
+    method: Option<Method>,
+    caller: Option<String>,
+}
+
 async fn call(
     edge: &RpcEdge,
     props: &BasicProperties,
     decoded: Result<wire::Incoming, CoreError>,
     correlation_id: String,
     deadline: Option<Instant>,
+    seen: &mut Seen,
 ) -> Result<Reply, CoreError> {
     let incoming = decoded?;
     let method = Method::parse(&incoming.method)
         .ok_or_else(|| CoreError::NotFound(format!("unknown method '{}'", incoming.method)))?;
+    seen.method = Some(method);
     let caller = edge
         .auth
         .authenticate(&Credentials::from_headers(|n| header(props, n)), None)?;
     tracing::Span::current().record("caller", caller.name.as_str());
+    seen.caller = Some(caller.name.clone());
     // The same message delivered twice carries the same id: that makes a create idempotent.
     let request_key = text(props.message_id())
         .or(text(props.correlation_id()))

@@ -240,3 +240,27 @@ async fn integrations_report_each_part() {
     let id = no_redis.create_user("NoRedis", "nr@example.com").await["id"].clone();
     assert!(id.is_string(), "Redis down never fails a request");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_caller_operation_and_transport() {
+    let app = TestApp::spawn().await;
+    let id = app.create_user("Met", "met@example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.get(&format!("/api/internal/users/{}", uuid::Uuid::new_v4()))
+        .await;
+    let client = app.rpc().await;
+    client.exists(&id).await.unwrap();
+    crate::helpers::eventually(Duration::from_secs(10), || async {
+        let text = app.client.get(app.url("/metrics")).send().await.ok()?.text().await.ok()?;
+        let has = |needle: &str| text.lines().any(|l| l.starts_with(needle));
+        let created = has(r#"user_service_integration_requests_total{service="auth-service",endpoint="users.create",status="201",transport="rest"}"#);
+        let not_found = has(r#"user_service_integration_errors_total{service="auth-service",error_type="USER_NOT_FOUND"}"#);
+        let rpc = has(r#"user_service_integration_requests_total{service="auth-service",endpoint="users.exists",status="200",transport="rpc"}"#);
+        let histogram = has("user_service_integration_duration_seconds_bucket{");
+        let outbox = has("user_service_outbox_pending");
+        (created && not_found && rpc && histogram && outbox).then_some(())
+    })
+    .await;
+}

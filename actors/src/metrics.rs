@@ -1,0 +1,76 @@
+//! The service's Prometheus series (contract section 8). Both edges record each request here,
+//! once, with the same labels.
+
+use std::time::Duration;
+
+use crate::error::ErrorCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Rest,
+    Rpc,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rest => "rest",
+            Self::Rpc => "rpc",
+        }
+    }
+}
+
+pub const REQUESTS: &str = "user_service_integration_requests_total";
+pub const DURATION: &str = "user_service_integration_duration_seconds";
+pub const ERRORS: &str = "user_service_integration_errors_total";
+pub const CACHE_HITS: &str = "user_service_integration_cache_hits_total";
+pub const CACHE_MISSES: &str = "user_service_integration_cache_misses_total";
+pub const OUTBOX_PENDING: &str = "user_service_outbox_pending";
+pub const OUTBOX_DEAD: &str = "user_service_outbox_dead";
+
+/// `service` is the caller's name, `endpoint` the operation's name.
+pub fn record_request(
+    service: &str,
+    endpoint: &str,
+    transport: Transport,
+    status: u16,
+    elapsed: Duration,
+    error: Option<ErrorCode>,
+) {
+    let (service, endpoint) = (service.to_owned(), endpoint.to_owned());
+    metrics::counter!(REQUESTS, "service" => service.clone(), "endpoint" => endpoint.clone(),
+        "status" => status.to_string(), "transport" => transport.as_str())
+    .increment(1);
+    metrics::histogram!(DURATION, "service" => service.clone(), "endpoint" => endpoint,
+        "transport" => transport.as_str())
+    .record(elapsed.as_secs_f64());
+    if let Some(code) = error {
+        metrics::counter!(ERRORS, "service" => service, "error_type" => code.as_str()).increment(1);
+    }
+}
+
+pub fn record_backlog(pending: i64, dead: i64) {
+    metrics::gauge!(OUTBOX_PENDING).set(pending as f64);
+    metrics::gauge!(OUTBOX_DEAD).set(dead as f64);
+}
+
+/// Help texts for the exporter.
+pub fn describe() {
+    metrics::describe_counter!(
+        REQUESTS,
+        "Requests by caller, operation, status and transport"
+    );
+    metrics::describe_histogram!(
+        DURATION,
+        metrics::Unit::Seconds,
+        "Request duration by caller, operation and transport"
+    );
+    metrics::describe_counter!(ERRORS, "Failed requests by caller and error code");
+    metrics::describe_counter!(CACHE_HITS, "Cache hits by caller and cache");
+    metrics::describe_counter!(CACHE_MISSES, "Cache misses by caller and cache");
+    metrics::describe_gauge!(OUTBOX_PENDING, "Events written but not yet published");
+    metrics::describe_gauge!(
+        OUTBOX_DEAD,
+        "Events parked after the broker kept refusing them"
+    );
+}

@@ -1,0 +1,42 @@
+//! The Prometheus exporter behind `GET /metrics`. One recorder per process, installed on
+//! first use; the series themselves are recorded in `user_core::metrics`.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use warp::http::{HeaderValue, header};
+use warp::reply::Response;
+
+/// Buckets for request durations: sub-millisecond reads up to slow batch writes.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The process's recorder; `None` if another recorder was installed first.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(user_core::metrics::DURATION.to_owned()),
+                    &BUCKETS,
+                )
+                .ok()?;
+            let handle = builder.install_recorder().ok()?;
+            user_core::metrics::describe();
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// The Prometheus text exposition.
+pub fn response() -> Response {
+    let text = handle().map(PrometheusHandle::render).unwrap_or_default();
+    let mut response = Response::new(text.into());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
