@@ -214,6 +214,9 @@ async fn lead(
         if !conn.status().connected() {
             return Err(PublishError::Disconnected);
         }
+        // The role lasts as long as the lock's connection: if that broke, so did the lock,
+        // and another instance may publish now.
+        sqlx::query("SELECT 1").execute(&mut lock_conn).await?;
     }
 }
 
