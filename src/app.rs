@@ -10,7 +10,9 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use user_core::Core;
+use user_core::cache::{CacheManager, CacheSettings, UserCache};
 use user_core::health::HealthMonitor;
+use user_core::limits::{RateLimiter, RateLimits};
 use user_core::publisher::{EventPublisher, PublisherConfig};
 use user_core::store::UserStore;
 use user_core::supervisor::Restarting;
@@ -35,17 +37,38 @@ impl Application {
     /// Connects and binds; must run inside an actix `System` (the actors start on its arbiter).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = db::connect(&config, DB_PATIENCE).await?;
-        let store_pool = pool.clone();
-        let store = Restarting::start("UserStore", Arbiter::current(), move || {
-            UserStore::new(store_pool.clone())
-        });
         crate::metrics::handle();
         let health = HealthMonitor::default().start();
         let (stop, stopped) = watch::channel(false);
         let redis = deadpool_redis::Config::from_url(config.redis_url.clone())
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .map_err(|e| tracing::warn!(error = %e, "REDIS_URL unusable; events are not mirrored to Redis"))
+            .map_err(|e| tracing::warn!(error = %e, "REDIS_URL unusable; no cache, events are not mirrored to Redis"))
             .ok();
+        let cache = UserCache::new(
+            redis.clone(),
+            CacheSettings {
+                prefix: config.cache_prefix.clone(),
+                ttl: config.cache_ttl,
+            },
+        );
+        let (manager_cache, redis_url, manager_health, manager_stop) = (
+            cache.clone(),
+            config.redis_url.clone(),
+            health.clone(),
+            stopped.clone(),
+        );
+        Supervisor::start_in_arbiter(&Arbiter::current(), move |_| {
+            CacheManager::new(manager_cache, redis_url, manager_health, manager_stop)
+        });
+        let (store_pool, store_cache) = (pool.clone(), cache.clone());
+        let store = Restarting::start("UserStore", Arbiter::current(), move || {
+            UserStore::new(store_pool.clone(), store_cache.clone())
+        });
+        let limits = RateLimits::new(config.rate_limits.clone());
+        let sweeper = limits.clone();
+        Supervisor::start_in_arbiter(&Arbiter::current(), move |_| {
+            RateLimiter::new(sweeper.clone())
+        });
         let publisher = PublisherConfig {
             amqp_url: config.amqp_url.clone(),
             exchange: config.events_exchange.clone(),
@@ -66,7 +89,7 @@ impl Application {
         let listener = TcpListener::bind(config.http_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.http_addr))?;
-        let core = Core::new(store);
+        let core = Core::new(store, limits);
         let rpc = Arc::new(rpc::RpcEdge {
             config: rpc::RpcConfig {
                 amqp_url: config.amqp_url.clone(),
@@ -88,6 +111,7 @@ impl Application {
             pool: pool.clone(),
             health,
             redis,
+            cache,
             started: Instant::now(),
         });
         Ok(Self {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use user_core::limits::RateLimit;
 use user_core::publisher::Envelope;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,13 +47,6 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
-/// Requests allowed per window, per caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    pub requests: u32,
-    pub window: Duration,
-}
-
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     pub api_keys: Vec<ApiKey>,
@@ -82,6 +76,8 @@ pub struct Config {
     pub rpc_prefetch: u16,
     pub events_exchange: String,
     pub cache_prefix: String,
+    /// Lifetime of a cached user in Redis; zero turns the cache off.
+    pub cache_ttl: Duration,
     pub event_envelope: Envelope,
     /// How long published events stay in the outbox before they are pruned.
     pub outbox_retention: Duration,
@@ -158,6 +154,11 @@ impl Config {
             rpc_prefetch: parse_num("RPC_PREFETCH", get("RPC_PREFETCH"), 200)?,
             events_exchange: or("EVENTS_EXCHANGE", "user-service.events"),
             cache_prefix: or("CACHE_PREFIX", "user-service"),
+            cache_ttl: Duration::from_secs(parse_num(
+                "CACHE_TTL_SECONDS",
+                get("CACHE_TTL_SECONDS"),
+                300,
+            )?),
             event_envelope: match or("EVENT_ENVELOPE", "plain").to_ascii_lowercase().as_str() {
                 "plain" => Envelope::Plain,
                 "nestjs" => Envelope::Nestjs,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::error::CoreError;
+use crate::limits::RateLimits;
 use crate::request::{Method, ParamForm, Request};
 use crate::store::{Execute, UserStore};
 use crate::supervisor::Restarting;
@@ -92,16 +93,19 @@ impl Reply {
 #[derive(Clone)]
 pub struct Core {
     store: Arc<Restarting<UserStore>>,
+    limits: RateLimits,
 }
 
 impl Core {
-    pub fn new(store: Restarting<UserStore>) -> Self {
+    pub fn new(store: Restarting<UserStore>, limits: RateLimits) -> Self {
         Self {
             store: Arc::new(store),
+            limits,
         }
     }
 
-    /// Decodes `params` for `method` and executes it.
+    /// Counts the request against the caller's rate limit, decodes `params` for `method`
+    /// and executes it.
     pub async fn call(
         &self,
         ctx: CallContext,
@@ -109,6 +113,7 @@ impl Core {
         params: Value,
         form: ParamForm,
     ) -> Result<Reply, CoreError> {
+        self.limits.check(&ctx.caller.name)?;
         let request = Request::parse(method, params, form)?;
         self.execute(ctx, request).await
     }

@@ -153,12 +153,16 @@ impl CoreError {
         }
     }
 
-    /// `{code, message, details?}`: the part of an error body every transport shares.
+    /// `{code, message, details?, retryAfter?}`: the part of an error body every transport
+    /// shares. `retryAfter` (seconds) repeats REST's `Retry-After` header for RPC callers.
     pub fn body(&self) -> serde_json::Value {
         let mut body =
             serde_json::json!({"code": self.code().as_str(), "message": self.to_string()});
         if !self.details().is_empty() {
             body["details"] = serde_json::json!(self.details());
+        }
+        if let Self::RateLimited { retry_after_secs } = self {
+            body["retryAfter"] = serde_json::json!(retry_after_secs);
         }
         body
     }

@@ -2,12 +2,14 @@
 //! [`Request`](request::Request) both transports decode into, the [`Core`](core::Core)
 //! dispatcher, and the actors that own state (starting with the [`UserStore`](store::UserStore)).
 
+pub mod cache;
 pub mod core;
 pub mod domain;
 pub mod error;
 pub mod events;
 pub mod health;
 pub mod json;
+pub mod limits;
 pub mod metrics;
 pub mod publisher;
 pub mod request;

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::domain::{ProfileVisibility, User};
+use crate::domain::{PasswordHash, ProfileVisibility, User};
 use crate::json::Projection;
 use crate::request::ProfileOptions;
 
@@ -12,13 +12,10 @@ pub fn user(u: &User) -> Value {
 }
 
 /// The full view plus `passwordHash`, for credential readers only.
-pub fn with_credentials(u: &User) -> Value {
+pub fn with_credentials(u: &User, hash: &PasswordHash) -> Value {
     let mut v = user(u);
     if let Value::Object(m) = &mut v {
-        m.insert(
-            "passwordHash".to_owned(),
-            Value::String(u.password_hash.to_string()),
-        );
+        m.insert("passwordHash".to_owned(), Value::String(hash.to_string()));
     }
     v
 }

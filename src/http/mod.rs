@@ -34,6 +34,7 @@ pub struct Edge {
     pub pool: sqlx::PgPool,
     pub health: Addr<HealthMonitor>,
     pub redis: Option<deadpool_redis::Pool>,
+    pub cache: user_core::cache::UserCache,
     pub started: Instant,
 }
 

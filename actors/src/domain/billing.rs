@@ -95,10 +95,11 @@ impl TaxId {
 }
 
 /// Running totals of a user's payments, kept by the service itself.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BillingStats {
     pub last_payment_at: Option<Timestamp>,
+    #[serde(deserialize_with = "Amount::deserialize_total")]
     pub total_spent: Amount,
     pub payments_count: i64,
 }

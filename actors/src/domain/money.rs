@@ -23,31 +23,41 @@ impl Amount {
 
     /// A payment amount: strictly positive and below [`Self::MAX_PAYMENT_MINOR`].
     pub fn parse_payment(s: &str) -> Result<Self, Invalid> {
-        let bad = || {
-            Invalid::new(
+        match Self::parse_minor(s) {
+            Some(minor) if minor > 0 && minor <= Self::MAX_PAYMENT_MINOR => Ok(Self(minor)),
+            _ => Err(Invalid::new(
                 "must be a positive decimal amount with at most 2 decimal places, e.g. \"199.99\"",
-            )
-        };
+            )),
+        }
+    }
+
+    /// A running total as the service prints it: zero or more.
+    pub fn parse_total(s: &str) -> Result<Self, Invalid> {
+        Self::parse_minor(s)
+            .map(Self)
+            .ok_or_else(|| Invalid::new("must be a decimal amount of zero or more, e.g. \"0.00\""))
+    }
+
+    /// Plain decimal text with at most two decimal places, in minor units.
+    fn parse_minor(s: &str) -> Option<i64> {
         let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
         if whole.is_empty()
-            || whole.len() > 15
             || frac.len() > 2
             || (s.contains('.') && frac.is_empty())
             || !whole.bytes().all(|b| b.is_ascii_digit())
             || !frac.bytes().all(|b| b.is_ascii_digit())
         {
-            return Err(bad());
+            return None;
         }
-        let whole: i64 = whole.parse().map_err(|_| bad())?;
-        let frac: i64 = format!("{frac:0<2}").parse().map_err(|_| bad())?;
-        let minor = whole
-            .checked_mul(100)
-            .and_then(|w| w.checked_add(frac))
-            .ok_or_else(bad)?;
-        if minor <= 0 || minor > Self::MAX_PAYMENT_MINOR {
-            return Err(bad());
-        }
-        Ok(Self(minor))
+        let whole: i64 = whole.parse().ok()?;
+        let frac: i64 = format!("{frac:0<2}").parse().ok()?;
+        whole.checked_mul(100)?.checked_add(frac)
+    }
+
+    /// For fields that hold a total rather than a payment (`#[serde(deserialize_with)]`).
+    pub fn deserialize_total<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse_total(&s).map_err(serde::de::Error::custom)
     }
 
     pub fn checked_add(self, other: Amount) -> Option<Amount> {
@@ -101,6 +111,14 @@ mod tests {
             assert!(Amount::parse_payment(bad).is_err(), "{bad} accepted");
         }
         assert!(Amount::try_from(json!(true)).is_err());
+        assert_eq!(Amount::parse_total("0.00").unwrap().minor(), 0);
+        assert_eq!(
+            Amount::parse_total("12345678901234567.89").unwrap().minor(),
+            1234567890123456789
+        );
+        for bad in ["-1.00", "1.234", "99999999999999999999", ""] {
+            assert!(Amount::parse_total(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -7,16 +7,15 @@ use super::{
     PrivacySettings, Timestamp, UserId, UserName,
 };
 
-/// One user as stored, with every default filled in. Serialises to the full public view;
-/// the password hash is never part of it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// One user with every default filled in: exactly the full public view (the JSON of
+/// `users.get`), which is also what the cache holds. The password hash is not part of it;
+/// it is read from the database, and only for credential readers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct User {
     pub id: UserId,
     pub email: Email,
     pub name: UserName,
-    #[serde(skip)]
-    pub password_hash: PasswordHash,
     pub avatar_url: Option<AvatarUrl>,
     pub is_active: bool,
     pub last_login_at: Option<Timestamp>,
@@ -68,5 +67,50 @@ impl From<&User> for EditableUser {
             is_active: u.is_active,
             metadata: u.metadata.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The cache stores users as their public JSON and reads them back: that must be lossless.
+    #[test]
+    fn the_public_view_reads_back_as_the_same_user() {
+        let view = json!({
+            "id": "01a211f3-41bb-7284-a5f7-560fc46c90f7",
+            "email": "gamer@example.com",
+            "name": "Gamer One",
+            "avatarUrl": "https://cdn.example.com/a.png",
+            "isActive": false,
+            "lastLoginAt": "2024-01-01T10:00:00.000Z",
+            "lastLoginIp": "2001:db8::1",
+            "createdAt": "2023-12-31T23:59:59.999Z",
+            "updatedAt": "2024-01-02T00:00:00.000Z",
+            "preferences": {
+                "language": "en", "timezone": "Europe/Berlin", "theme": "dark",
+                "notifications": {"email": false, "push": true, "sms": true},
+                "gameSettings": {"autoDownload": true, "cloudSave": false,
+                    "achievementNotifications": false, "preferredGenres": ["rpg", "action"]},
+                "downloadSettings": {"maxConcurrentDownloads": 5,
+                    "downloadPath": "/games", "autoUpdate": false}
+            },
+            "privacySettings": {"profileVisibility": "friends", "showOnlineStatus": false,
+                "showGameActivity": true, "allowFriendRequests": false, "showAchievements": true},
+            "billingInfo": {"billingAddress": "Москва", "paymentMethods": ["card"],
+                "currency": "RUB", "taxId": "123456789012"},
+            "billingStats": {"lastPaymentAt": "2024-01-01T00:00:00.000Z",
+                "totalSpent": "1234.50", "paymentsCount": 3},
+            "metadata": {"source": "import", "tags": [1, 2]}
+        });
+        let user: User = serde_json::from_value(view.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&user).unwrap(), view);
+        let mut extra = view;
+        extra["passwordHash"] = json!("$2b$10$abcdefghijklmnopqrstuv");
+        assert!(
+            serde_json::from_value::<User>(extra).is_err(),
+            "unknown fields are refused"
+        );
     }
 }

@@ -205,14 +205,13 @@ pub(super) fn payment(u: &User, p: &Payment, correlation_id: &str) -> Result<Edi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Email, PasswordHash, UserId, UserName};
+    use crate::domain::{Email, UserId, UserName};
 
     fn user() -> User {
         User {
             id: UserId::generate(),
             email: Email::parse("ann@example.com").unwrap(),
             name: UserName::parse("Ann").unwrap(),
-            password_hash: PasswordHash::parse("$2b$10$abcdefghijklmnopqrstuv").unwrap(),
             avatar_url: None,
             is_active: true,
             last_login_at: None,

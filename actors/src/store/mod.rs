@@ -12,6 +12,7 @@ use actix::{Actor, Context, Handler, Message, ResponseFuture};
 use sqlx::PgPool;
 use tracing::Instrument;
 
+use crate::cache::UserCache;
 use crate::core::{CallContext, Reply};
 use crate::error::CoreError;
 use crate::request::Request;
@@ -19,12 +20,15 @@ use crate::request::Request;
 pub use outbox::NOTIFY_CHANNEL;
 
 pub struct UserStore {
-    pool: PgPool,
+    db: ops::Db,
 }
 
 impl UserStore {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// Reads go through `cache`; writes invalidate it after they commit.
+    pub fn new(pool: PgPool, cache: UserCache) -> Self {
+        Self {
+            db: ops::Db { pool, cache },
+        }
     }
 }
 
@@ -50,7 +54,7 @@ impl Handler<Execute> for UserStore {
 
     fn handle(&mut self, msg: Execute, _: &mut Self::Context) -> Self::Result {
         let deadline = msg.ctx.deadline;
-        let work = ops::execute(self.pool.clone(), msg.ctx, msg.request);
+        let work = ops::execute(self.db.clone(), msg.ctx, msg.request);
         let work = async move {
             match deadline {
                 // Past the deadline the work is dropped mid-way: its transaction rolls back.

@@ -11,64 +11,66 @@ use sqlx::types::Uuid;
 use super::edits::{self, Edit};
 use super::error::is_email_taken;
 use super::{outbox, rows};
+use crate::cache::UserCache;
 use crate::core::{CallContext, Reply};
-use crate::domain::{NewUser, Timestamp, User, UserId};
+use crate::domain::{Email, NewUser, Timestamp, User, UserId};
 use crate::error::CoreError;
 use crate::events::{Event, EventType};
 use crate::request::{Payment, Request};
 use crate::views;
 
-pub(super) async fn execute(
-    pool: PgPool,
-    ctx: CallContext,
-    req: Request,
-) -> Result<Reply, CoreError> {
+/// What every operation works with: the database, and the cache in front of it.
+#[derive(Clone)]
+pub(super) struct Db {
+    pub(super) pool: PgPool,
+    pub(super) cache: UserCache,
+}
+
+pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Reply, CoreError> {
     let corr = ctx.correlation_id.as_str();
+    let caller = ctx.caller.name.as_str();
     match req {
-        Request::Create(new) => create(&pool, new, ctx.request_key.clone(), corr)
+        Request::Create(new) => create(&db.pool, new, ctx.request_key.clone(), corr)
             .await
             .map(|u| Reply::created(views::user(&u))),
         Request::Get { id, fields } => {
-            let u = get(&pool, id).await?;
+            let u = db.get(id, caller).await?;
             Ok(Reply::ok(views::projected(&u, fields.as_ref())))
         }
         Request::GetByEmail {
             email,
-            include_credentials,
+            include_credentials: true,
         } => {
-            let u = rows::fetch_by_email(&pool, &email)
+            let (u, hash) = rows::fetch_credentials(&db.pool, &email)
                 .await?
                 .ok_or_else(|| CoreError::UserNotFound(email.to_string()))?;
-            Ok(Reply::ok(if include_credentials {
-                views::with_credentials(&u)
-            } else {
-                views::user(&u)
-            }))
+            Ok(Reply::ok(views::with_credentials(&u, &hash)))
         }
+        Request::GetByEmail {
+            email,
+            include_credentials: false,
+        } => Ok(Reply::ok(views::user(
+            &db.get_by_email(&email, caller).await?,
+        ))),
         Request::Exists { id } => {
-            let exists: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL)",
-            )
-            .bind(id.as_uuid())
-            .fetch_one(&pool)
-            .await?;
+            let exists = db.find(&[id], caller).await?.contains_key(&id);
             Ok(Reply::ok(json!({ "exists": exists })))
         }
         Request::RecordLogin { id, at, ip } => {
-            let u = modify(&pool, id, |u| Ok(edits::login(u, at, ip, corr))).await?;
+            let u = modify(&db, id, |u| Ok(edits::login(u, at, ip, corr))).await?;
             Ok(Reply::ok(views::user(&u)))
         }
         Request::Update { id, patch } => {
-            let u = modify(&pool, id, |u| edits::update(u, &patch, corr)).await?;
+            let u = modify(&db, id, |u| edits::update(u, &patch, corr)).await?;
             Ok(Reply::ok(views::user(&u)))
         }
-        Request::Delete { id } => delete(&pool, id, corr).await.map(|()| Reply::no_content()),
+        Request::Delete { id } => delete(&db, id, corr).await.map(|()| Reply::no_content()),
         Request::GetProfile {
             id,
             options,
             public_only,
         } => {
-            let u = get(&pool, id).await?;
+            let u = db.get(id, caller).await?;
             Ok(Reply::ok(if public_only {
                 views::public_profile(&u)
             } else {
@@ -84,53 +86,90 @@ pub(super) async fn execute(
                 Some(p) => p.apply(&views::user(u)),
                 None => views::profile(u, options),
             };
-            batch(&pool, &ids, "profiles", view).await.map(Reply::ok)
+            batch(&db, &ids, caller, "profiles", view)
+                .await
+                .map(Reply::ok)
         }
-        Request::BatchLookup { ids, fields } => batch(&pool, &ids, "data", |u| {
+        Request::BatchLookup { ids, fields } => batch(&db, &ids, caller, "data", |u| {
             views::projected(u, fields.as_ref())
         })
         .await
         .map(Reply::ok),
         Request::BatchCreate { users } => {
-            batch_create(&pool, users, ctx.request_key.as_deref(), corr)
+            batch_create(&db.pool, users, ctx.request_key.as_deref(), corr)
                 .await
                 .map(Reply::ok)
         }
-        Request::GetBillingInfo { id } => Ok(Reply::ok(views::billing(&get(&pool, id).await?))),
+        Request::GetBillingInfo { id } => Ok(Reply::ok(views::billing(&db.get(id, caller).await?))),
         Request::UpdateBillingInfo { id, patch } => {
-            let u = modify(&pool, id, |u| edits::billing(u, &patch, corr)).await?;
+            let u = modify(&db, id, |u| edits::billing(u, &patch, corr)).await?;
             Ok(Reply::ok(views::billing(&u)))
         }
-        Request::RecordPayment { id, payment } => record_payment(&pool, id, payment, corr).await,
-        Request::GetPreferences { id } => Ok(Reply::ok(views::preferences(&get(&pool, id).await?))),
+        Request::RecordPayment { id, payment } => record_payment(&db, id, payment, corr).await,
+        Request::GetPreferences { id } => {
+            Ok(Reply::ok(views::preferences(&db.get(id, caller).await?)))
+        }
         Request::UpdatePreferences { id, patch } => {
-            let u = modify(&pool, id, |u| edits::preferences(u, &patch, corr)).await?;
+            let u = modify(&db, id, |u| edits::preferences(u, &patch, corr)).await?;
             Ok(Reply::ok(views::preferences(&u)))
         }
-        Request::GetPrivacySettings { id } => {
-            Ok(Reply::ok(views::privacy_settings(&get(&pool, id).await?)))
-        }
+        Request::GetPrivacySettings { id } => Ok(Reply::ok(views::privacy_settings(
+            &db.get(id, caller).await?,
+        ))),
         Request::UpdatePrivacySettings { id, patch } => {
-            let u = modify(&pool, id, |u| edits::privacy(u, &patch, corr)).await?;
+            let u = modify(&db, id, |u| edits::privacy(u, &patch, corr)).await?;
             Ok(Reply::ok(views::privacy_settings(&u)))
         }
     }
 }
 
-async fn get(pool: &PgPool, id: UserId) -> Result<User, CoreError> {
-    rows::fetch(pool, id)
-        .await?
-        .ok_or_else(|| CoreError::UserNotFound(id.to_string()))
+impl Db {
+    /// The live users among `ids`, from the cache where it has them.
+    async fn find(&self, ids: &[UserId], caller: &str) -> Result<HashMap<UserId, User>, CoreError> {
+        let (mut found, mark) = self.cache.get_many(ids, caller).await;
+        let missing: Vec<UserId> = ids
+            .iter()
+            .filter(|id| !found.contains_key(id))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            let fetched = rows::fetch_many(&self.pool, &missing).await?;
+            self.cache
+                .fill(mark, &fetched.iter().collect::<Vec<_>>(), false)
+                .await;
+            found.extend(fetched.into_iter().map(|u| (u.id, u)));
+        }
+        Ok(found)
+    }
+
+    async fn get(&self, id: UserId, caller: &str) -> Result<User, CoreError> {
+        self.find(&[id], caller)
+            .await?
+            .remove(&id)
+            .ok_or_else(|| CoreError::UserNotFound(id.to_string()))
+    }
+
+    async fn get_by_email(&self, email: &Email, caller: &str) -> Result<User, CoreError> {
+        let (cached, mark) = self.cache.get_by_email(email, caller).await;
+        if let Some(u) = cached {
+            return Ok(u);
+        }
+        let u = rows::fetch_by_email(&self.pool, email)
+            .await?
+            .ok_or_else(|| CoreError::UserNotFound(email.to_string()))?;
+        self.cache.fill(mark, &[&u], true).await;
+        Ok(u)
+    }
 }
 
 /// Loads the user under a row lock, applies `edit`, and saves the result with its events.
 /// An edit without events changed nothing: nothing is written and the user is returned as is.
 async fn modify(
-    pool: &PgPool,
+    db: &Db,
     id: UserId,
     edit: impl FnOnce(&User) -> Result<Edit, CoreError>,
 ) -> Result<User, CoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db.pool.begin().await?;
     let current = rows::fetch_for_update(&mut tx, id).await?;
     let Edit { mut user, events } = edit(&current)?;
     if events.is_empty() {
@@ -139,6 +178,9 @@ async fn modify(
     user.updated_at = Timestamp::now();
     save(&mut tx, &user, &events).await?;
     tx.commit().await?;
+    db.cache
+        .invalidate(id, &[&current.email, &user.email])
+        .await;
     Ok(user)
 }
 
@@ -225,7 +267,6 @@ async fn insert_users(
             id,
             email: n.email,
             name: n.name,
-            password_hash: n.password,
             avatar_url: None,
             is_active: true,
             last_login_at: None,
@@ -244,40 +285,41 @@ async fn insert_users(
     Ok(results)
 }
 
-async fn delete(pool: &PgPool, id: UserId, corr: &str) -> Result<(), CoreError> {
-    let mut tx = pool.begin().await?;
-    let deleted = sqlx::query(
+async fn delete(db: &Db, id: UserId, corr: &str) -> Result<(), CoreError> {
+    let mut tx = db.pool.begin().await?;
+    let email: Option<String> = sqlx::query_scalar(
         "UPDATE users SET deleted_at = now(), updated_at = now()
-         WHERE id = $1 AND deleted_at IS NULL",
+         WHERE id = $1 AND deleted_at IS NULL
+         RETURNING email",
     )
     .bind(id.as_uuid())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if deleted == 0 {
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(email) = email else {
         return Err(CoreError::UserNotFound(id.to_string()));
-    }
+    };
     outbox::append(
         &mut tx,
         &[Event::new(EventType::UserDeleted, id, corr, json!({}))],
     )
     .await?;
     tx.commit().await?;
+    let email = Email::parse(&email).ok();
+    db.cache
+        .invalidate(id, &email.iter().collect::<Vec<_>>())
+        .await;
     Ok(())
 }
 
 /// Answers in the order asked, each id once; ids not found (or deleted) are listed as missing.
 async fn batch(
-    pool: &PgPool,
+    db: &Db,
     ids: &[UserId],
+    caller: &str,
     key: &str,
     view: impl Fn(&User) -> Value,
 ) -> Result<Value, CoreError> {
-    let found: HashMap<UserId, User> = rows::fetch_many(pool, ids)
-        .await?
-        .into_iter()
-        .map(|u| (u.id, u))
-        .collect();
+    let found = db.find(ids, caller).await?;
     let mut items = Vec::with_capacity(found.len());
     let mut missing = Vec::new();
     for id in ids {
@@ -339,13 +381,8 @@ async fn batch_create(
 
 /// Adds a payment to the user's totals once: the payment row and the new totals commit
 /// together, and a payment id seen before changes nothing.
-async fn record_payment(
-    pool: &PgPool,
-    id: UserId,
-    p: Payment,
-    corr: &str,
-) -> Result<Reply, CoreError> {
-    let mut tx = pool.begin().await?;
+async fn record_payment(db: &Db, id: UserId, p: Payment, corr: &str) -> Result<Reply, CoreError> {
+    let mut tx = db.pool.begin().await?;
     let current = rows::fetch_for_update(&mut tx, id).await?;
     let currency = p
         .currency
@@ -392,5 +429,6 @@ async fn record_payment(
     user.updated_at = Timestamp::now();
     save(&mut tx, &user, &events).await?;
     tx.commit().await?;
+    db.cache.invalidate(id, &[&user.email]).await;
     Ok(Reply::created(views::billing(&user)))
 }

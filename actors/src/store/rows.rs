@@ -12,11 +12,17 @@ use crate::domain::{
 };
 use crate::error::{CoreError, from_json};
 
-/// `SELECT` of every column [`UserRow`] reads, followed by the rest of the statement.
+/// `SELECT` of every column [`UserRow`] reads (after any `$extra` columns), followed by the
+/// rest of the statement.
 macro_rules! select_users {
     ($rest:literal) => {
+        select_users!("", $rest)
+    };
+    ($extra:literal, $rest:literal) => {
         concat!(
-            "SELECT id, email, name, password_hash, avatar_url, is_active, last_login_at, ",
+            "SELECT ",
+            $extra,
+            "id, email, name, avatar_url, is_active, last_login_at, ",
             "last_login_ip, created_at, updated_at, preferences, privacy_settings, billing_info, ",
             "last_payment_at, total_spent_minor, payments_count, metadata, request_key FROM users ",
             $rest
@@ -29,7 +35,6 @@ pub(super) struct UserRow {
     id: Uuid,
     email: String,
     name: String,
-    password_hash: String,
     avatar_url: Option<String>,
     is_active: bool,
     last_login_at: Option<DateTime<Utc>>,
@@ -59,8 +64,6 @@ impl TryFrom<UserRow> for User {
             id: UserId::from(r.id),
             email: Email::parse(&r.email).map_err(|e| corrupt("email", &e))?,
             name: UserName::parse(&r.name).map_err(|e| corrupt("name", &e))?,
-            password_hash: PasswordHash::parse(r.password_hash.clone())
-                .map_err(|e| corrupt("password hash", &e))?,
             avatar_url: r
                 .avatar_url
                 .clone()
@@ -94,15 +97,6 @@ impl TryFrom<UserRow> for User {
     }
 }
 
-pub(super) async fn fetch(db: impl PgExecutor<'_>, id: UserId) -> Result<Option<User>, CoreError> {
-    let sql = select_users!("WHERE id = $1 AND deleted_at IS NULL");
-    let row: Option<UserRow> = sqlx::query_as(sql)
-        .bind(id.as_uuid())
-        .fetch_optional(db)
-        .await?;
-    row.map(User::try_from).transpose()
-}
-
 /// Locks the live user for the rest of the transaction.
 pub(super) async fn fetch_for_update(
     conn: &mut PgConnection,
@@ -126,6 +120,34 @@ pub(super) async fn fetch_many(
     let uuids: Vec<Uuid> = ids.iter().map(UserId::as_uuid).collect();
     let rows: Vec<UserRow> = sqlx::query_as(sql).bind(&uuids).fetch_all(db).await?;
     rows.into_iter().map(User::try_from).collect()
+}
+
+/// The live user with this address and its password hash, for credential readers.
+pub(super) async fn fetch_credentials(
+    db: impl PgExecutor<'_>,
+    email: &Email,
+) -> Result<Option<(User, PasswordHash)>, CoreError> {
+    #[derive(FromRow)]
+    struct Row {
+        password_hash: String,
+        #[sqlx(flatten)]
+        user: UserRow,
+    }
+    let sql = select_users!(
+        "password_hash, ",
+        "WHERE lower(email) = $1 AND deleted_at IS NULL"
+    );
+    let row: Option<Row> = sqlx::query_as(sql)
+        .bind(email.as_ref())
+        .fetch_optional(db)
+        .await?;
+    row.map(|r| {
+        let hash = PasswordHash::parse(r.password_hash).map_err(|e| {
+            CoreError::Internal(format!("stored user has an invalid password hash: {e}"))
+        })?;
+        Ok((User::try_from(r.user)?, hash))
+    })
+    .transpose()
 }
 
 pub(super) async fn fetch_by_email(

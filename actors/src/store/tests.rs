@@ -4,6 +4,7 @@ use actix::{Arbiter, Handler, Message};
 use sqlx::{Connection, PgConnection, PgPool};
 
 use super::*;
+use crate::cache::UserCache;
 use crate::core::{Caller, ReplyStatus};
 use crate::domain::UserId;
 use crate::supervisor::Restarting;
@@ -72,7 +73,7 @@ async fn a_panicked_store_is_restarted_and_the_next_request_succeeds() {
     let db = TestDb::new().await;
     let pool = db.pool.clone();
     let store = Restarting::start("UserStore", Arbiter::current(), move || {
-        UserStore::new(pool.clone())
+        UserStore::new(pool.clone(), UserCache::disabled())
     });
 
     let first = store.addr();

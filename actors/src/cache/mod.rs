@@ -1,0 +1,505 @@
+//! The user cache (contract section 7): an in-process copy in front of shared Redis, read
+//! through by the store. Entries hold the full public user, the JSON of `users.get`, under
+//! `{prefix}:user:{id}` and `{prefix}:email:{email}`; a batch reads the per-user keys with
+//! one `MGET`. Password hashes are never cached.
+//!
+//! Staying correct:
+//! * Every write, after its commit, deletes the user's keys and publishes `{userId}` on
+//!   `{prefix}:cache:invalidate`, which every instance's [`CacheManager`] turns into dropping
+//!   its in-process copy. The in-process copy is only used while that subscription is up.
+//! * A read that started before a write must not put the old user back. The invalidation
+//!   leaves a marker with Redis' clock; a fill only writes when its read began (by the same
+//!   clock) after the last marker. In process, the same rule holds with `Instant`s.
+//! * An invalidation that cannot reach Redis is remembered: that user is not read from Redis
+//!   until the [`CacheManager`] has delivered it.
+//! * Redis slow or down never fails a request: every call has a short timeout and a failure
+//!   is a miss.
+
+mod manager;
+mod scripts;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use deadpool_redis::Pool;
+use deadpool_redis::redis;
+
+use crate::domain::{Email, User, UserId};
+use crate::metrics;
+
+pub use manager::CacheManager;
+
+/// Most time a Redis call may take before the cache gives up on it (a miss).
+const REDIS_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long an invalidation marker lives; fills of reads older than this are dropped.
+const MARKER_TTL: Duration = Duration::from_secs(60);
+const MAX_FILL_AGE: Duration = Duration::from_secs(30);
+/// The in-process copy is bounded in time as well as by invalidations.
+const LOCAL_TTL: Duration = Duration::from_secs(30);
+const LOCAL_CAPACITY: u64 = 100_000;
+/// Invalidations remembered while Redis is away; past this, Redis is distrusted as a whole
+/// and this instance's keys are purged once it is back.
+const MAX_UNCLEAN: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// Namespace of every key and channel.
+    pub prefix: String,
+    /// Lifetime of a Redis entry; zero turns the cache off.
+    pub ttl: Duration,
+}
+
+/// Cheap to clone; every clone is the same cache.
+#[derive(Clone)]
+pub struct UserCache {
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    redis: Pool,
+    prefix: String,
+    ttl: Duration,
+    local: moka::sync::Cache<UserId, Arc<User>>,
+    emails: moka::sync::Cache<Email, UserId>,
+    /// When each user was last invalidated here.
+    dropped: moka::sync::Cache<UserId, Instant>,
+    /// Whether the invalidation subscription is up (the in-process copy is usable).
+    listening: AtomicBool,
+    /// Invalidations Redis has not seen yet, with the addresses to drop.
+    unclean: std::sync::Mutex<HashMap<UserId, Vec<Email>>>,
+    /// Too many invalidations were missed: Redis is not read until its keys are purged.
+    purge: AtomicBool,
+    stats: Stats,
+}
+
+/// Where reads were answered from, since start.
+#[derive(Debug, Default)]
+struct Stats {
+    local: AtomicU64,
+    redis: AtomicU64,
+    misses: AtomicU64,
+    errors: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheFigures {
+    pub enabled: bool,
+    pub local_hits: u64,
+    pub redis_hits: u64,
+    pub misses: u64,
+    pub redis_errors: u64,
+    pub local_entries: u64,
+    pub unclean: u64,
+}
+
+/// When a read began, by both clocks; a fill is allowed only if no invalidation came later.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadMark {
+    at: Instant,
+    /// Redis' clock in microseconds, when Redis answered.
+    redis_time: Option<u64>,
+}
+
+/// What a lookup is keyed by, for metrics.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    User,
+    Email,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Email => "email",
+        }
+    }
+}
+
+impl UserCache {
+    pub fn new(redis: Option<Pool>, settings: CacheSettings) -> Self {
+        let inner = redis.filter(|_| !settings.ttl.is_zero()).map(|redis| {
+            let local_ttl = settings.ttl.min(LOCAL_TTL);
+            Arc::new(Inner {
+                redis,
+                prefix: settings.prefix,
+                ttl: settings.ttl,
+                local: moka::sync::Cache::builder()
+                    .max_capacity(LOCAL_CAPACITY)
+                    .time_to_live(local_ttl)
+                    .build(),
+                emails: moka::sync::Cache::builder()
+                    .max_capacity(LOCAL_CAPACITY)
+                    .time_to_live(local_ttl)
+                    .build(),
+                dropped: moka::sync::Cache::builder()
+                    .max_capacity(LOCAL_CAPACITY)
+                    .time_to_live(MARKER_TTL)
+                    .build(),
+                listening: AtomicBool::new(false),
+                unclean: Default::default(),
+                purge: AtomicBool::new(false),
+                stats: Stats::default(),
+            })
+        });
+        Self { inner }
+    }
+
+    /// A cache that never holds anything: every read goes to the database.
+    pub fn disabled() -> Self {
+        Self { inner: None }
+    }
+
+    /// The users found, and the mark to fill the rest with.
+    pub async fn get_many(
+        &self,
+        ids: &[UserId],
+        caller: &str,
+    ) -> (HashMap<UserId, User>, ReadMark) {
+        let mut mark = ReadMark {
+            at: Instant::now(),
+            redis_time: None,
+        };
+        let mut found = HashMap::with_capacity(ids.len());
+        let Some(c) = &self.inner else {
+            return (found, mark);
+        };
+        let use_local = c.listening.load(Ordering::Acquire);
+        let mut rest = Vec::new();
+        for id in ids {
+            match c.local.get(id).filter(|_| use_local) {
+                Some(u) => {
+                    found.insert(*id, User::clone(&u));
+                }
+                None => rest.push(*id),
+            }
+        }
+        c.count(caller, Kind::User, Tier::Local, found.len());
+        if !rest.is_empty() && !c.purge.load(Ordering::Acquire) {
+            let keys: Vec<String> = rest.iter().map(|id| c.user_key(*id)).collect();
+            if let Some((values, time)) = c.mget(&keys).await {
+                mark.redis_time = Some(time);
+                let unclean = c.unclean_ids();
+                let mut hits = 0;
+                for (id, value) in rest.iter().zip(values) {
+                    let user = value
+                        .filter(|_| !unclean.contains(id))
+                        .and_then(|v| serde_json::from_str::<User>(&v).ok())
+                        .filter(|u| u.id == *id);
+                    if let Some(u) = user {
+                        c.keep_local(&u, mark, false);
+                        found.insert(*id, u);
+                        hits += 1;
+                    }
+                }
+                c.count(caller, Kind::User, Tier::Redis, hits);
+            }
+        }
+        c.count(caller, Kind::User, Tier::Miss, ids.len() - found.len());
+        (found, mark)
+    }
+
+    /// The live user with this address, if cached.
+    pub async fn get_by_email(&self, email: &Email, caller: &str) -> (Option<User>, ReadMark) {
+        let mut mark = ReadMark {
+            at: Instant::now(),
+            redis_time: None,
+        };
+        let Some(c) = &self.inner else {
+            return (None, mark);
+        };
+        let local = c
+            .emails
+            .get(email)
+            .filter(|_| c.listening.load(Ordering::Acquire))
+            .and_then(|id| c.local.get(&id))
+            .filter(|u| u.email == *email);
+        if let Some(u) = local {
+            c.count(caller, Kind::Email, Tier::Local, 1);
+            return (Some(User::clone(&u)), mark);
+        }
+        let mut user = None;
+        let answer = match c.purge.load(Ordering::Acquire) {
+            true => None,
+            false => c.mget(&[c.email_key(email)]).await,
+        };
+        if let Some((mut values, time)) = answer {
+            mark.redis_time = Some(time);
+            let unclean = c.unclean_ids();
+            user = values
+                .pop()
+                .flatten()
+                .and_then(|v| serde_json::from_str::<User>(&v).ok())
+                .filter(|u| u.email == *email && !unclean.contains(&u.id));
+        }
+        match &user {
+            Some(u) => {
+                c.keep_local(u, mark, true);
+                c.count(caller, Kind::Email, Tier::Redis, 1);
+            }
+            None => c.count(caller, Kind::Email, Tier::Miss, 1),
+        }
+        (user, mark)
+    }
+
+    /// Stores users read from the database after `mark`, unless a write came in between.
+    /// `by_email` also stores them under their address.
+    pub async fn fill(&self, mark: ReadMark, users: &[&User], by_email: bool) {
+        let Some(c) = &self.inner else { return };
+        if users.is_empty() || mark.at.elapsed() > MAX_FILL_AGE {
+            return;
+        }
+        for u in users {
+            c.keep_local(u, mark, by_email);
+        }
+        let Some(time) = mark.redis_time else { return };
+        let unclean = c.unclean_ids();
+        let mut invocation = scripts::FILL.prepare_invoke();
+        invocation.arg(time).arg(c.ttl.as_secs().max(1));
+        let mut any = false;
+        for u in users.iter().filter(|u| !unclean.contains(&u.id)) {
+            let Ok(value) = serde_json::to_string(u) else {
+                continue;
+            };
+            invocation.key(c.marker_key(u.id)).key(c.user_key(u.id));
+            if by_email {
+                invocation.key(c.email_key(&u.email));
+            }
+            invocation.arg(if by_email { 2 } else { 1 }).arg(value);
+            any = true;
+        }
+        if any {
+            let _: Option<i64> = c
+                .run(async |conn| invocation.invoke_async(conn).await)
+                .await;
+        }
+    }
+
+    /// After a committed write: forget the user everywhere. `emails` are the addresses the
+    /// user had before and after the write.
+    pub async fn invalidate(&self, id: UserId, emails: &[&Email]) {
+        let Some(c) = &self.inner else { return };
+        c.drop_local(id);
+        let emails: Vec<Email> = emails.iter().copied().cloned().collect();
+        if !c.deliver(id, &emails).await {
+            let mut unclean = c.unclean.lock().unwrap_or_else(|p| p.into_inner());
+            unclean.entry(id).or_default().extend(emails);
+            if unclean.len() > MAX_UNCLEAN {
+                c.purge.store(true, Ordering::Release);
+                unclean.clear();
+            }
+        }
+    }
+
+    pub fn figures(&self) -> CacheFigures {
+        let Some(c) = &self.inner else {
+            return CacheFigures {
+                enabled: false,
+                local_hits: 0,
+                redis_hits: 0,
+                misses: 0,
+                redis_errors: 0,
+                local_entries: 0,
+                unclean: 0,
+            };
+        };
+        CacheFigures {
+            enabled: true,
+            local_hits: c.stats.local.load(Ordering::Relaxed),
+            redis_hits: c.stats.redis.load(Ordering::Relaxed),
+            misses: c.stats.misses.load(Ordering::Relaxed),
+            redis_errors: c.stats.errors.load(Ordering::Relaxed),
+            local_entries: c.local.entry_count(),
+            unclean: c.unclean_ids().len() as u64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Tier {
+    Local,
+    Redis,
+    Miss,
+}
+
+impl Inner {
+    fn user_key(&self, id: UserId) -> String {
+        format!("{}:user:{id}", self.prefix)
+    }
+
+    fn email_key(&self, email: &Email) -> String {
+        format!("{}:email:{email}", self.prefix)
+    }
+
+    fn marker_key(&self, id: UserId) -> String {
+        format!("{}:written:{id}", self.prefix)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}:cache:invalidate", self.prefix)
+    }
+
+    fn count(&self, caller: &str, kind: Kind, tier: Tier, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let n = n as u64;
+        let (stat, series) = match tier {
+            Tier::Local => (&self.stats.local, metrics::CACHE_HITS),
+            Tier::Redis => (&self.stats.redis, metrics::CACHE_HITS),
+            Tier::Miss => (&self.stats.misses, metrics::CACHE_MISSES),
+        };
+        stat.fetch_add(n, Ordering::Relaxed);
+        ::metrics::counter!(series, "service" => caller.to_owned(), "cache_type" => kind.as_str())
+            .increment(n);
+    }
+
+    fn unclean_ids(&self) -> std::collections::HashSet<UserId> {
+        let unclean = self.unclean.lock().unwrap_or_else(|p| p.into_inner());
+        unclean.keys().copied().collect()
+    }
+
+    fn keep_local(&self, u: &User, mark: ReadMark, by_email: bool) {
+        if !self.listening.load(Ordering::Acquire) {
+            return;
+        }
+        if self.dropped.get(&u.id).is_some_and(|at| at >= mark.at) {
+            return;
+        }
+        self.local.insert(u.id, Arc::new(u.clone()));
+        if by_email {
+            self.emails.insert(u.email.clone(), u.id);
+        }
+    }
+
+    fn drop_local(&self, id: UserId) {
+        self.dropped.insert(id, Instant::now());
+        self.local.invalidate(&id);
+    }
+
+    /// Turns the in-process copy on or off; either way it starts empty, since invalidations
+    /// may have been missed.
+    fn set_listening(&self, on: bool) {
+        self.listening.store(false, Ordering::Release);
+        self.local.invalidate_all();
+        self.emails.invalidate_all();
+        self.listening.store(on, Ordering::Release);
+    }
+
+    /// `MGET` of `keys` and Redis' clock, in one round trip.
+    async fn mget(&self, keys: &[String]) -> Option<(Vec<Option<String>>, u64)> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("MGET").arg(keys).cmd("TIME");
+        let (values, (secs, micros)): (Vec<Option<String>>, (u64, u64)) =
+            self.run(async |conn| pipe.query_async(conn).await).await?;
+        Some((values, secs * 1_000_000 + micros))
+    }
+
+    /// Deletes the user's keys, leaves the marker, and tells every instance.
+    async fn deliver(&self, id: UserId, emails: &[Email]) -> bool {
+        let mut invocation = scripts::INVALIDATE.prepare_invoke();
+        invocation
+            .key(self.marker_key(id))
+            .key(self.user_key(id))
+            .arg(MARKER_TTL.as_millis() as u64)
+            .arg(self.channel())
+            .arg(serde_json::json!({ "userId": id }).to_string());
+        for e in emails {
+            invocation.key(self.email_key(e));
+        }
+        let done: Option<i64> = self
+            .run(async |conn| invocation.invoke_async(conn).await)
+            .await;
+        done.is_some()
+    }
+
+    /// Deletes every user and address key of this prefix, after too many missed
+    /// invalidations; true when done.
+    async fn purge(&self) -> bool {
+        for kind in ["user", "email"] {
+            let pattern = format!("{}:{kind}:*", self.prefix);
+            let mut cursor: u64 = 0;
+            loop {
+                let scan = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .to_owned();
+                let Some((next, keys)): Option<(u64, Vec<String>)> =
+                    self.run(async |c| scan.query_async(c).await).await
+                else {
+                    return false;
+                };
+                if !keys.is_empty() {
+                    let del = redis::cmd("DEL").arg(&keys).to_owned();
+                    if self
+                        .run(async |c| del.query_async::<i64>(c).await)
+                        .await
+                        .is_none()
+                    {
+                        return false;
+                    }
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        self.purge.store(false, Ordering::Release);
+        tracing::info!("cache keys purged after missed invalidations");
+        true
+    }
+
+    /// Retries the invalidations Redis missed; true when none is left.
+    async fn deliver_unclean(&self) -> bool {
+        if self.purge.load(Ordering::Acquire) && !self.purge().await {
+            return false;
+        }
+        let pending: Vec<(UserId, Vec<Email>)> = {
+            let unclean = self.unclean.lock().unwrap_or_else(|p| p.into_inner());
+            unclean.iter().map(|(id, e)| (*id, e.clone())).collect()
+        };
+        for (id, emails) in pending {
+            if !self.deliver(id, &emails).await {
+                return false;
+            }
+            let mut unclean = self.unclean.lock().unwrap_or_else(|p| p.into_inner());
+            // A write that failed meanwhile added addresses: keep those for the next round.
+            if unclean
+                .get(&id)
+                .is_some_and(|now| now.len() == emails.len())
+            {
+                unclean.remove(&id);
+            }
+        }
+        true
+    }
+
+    /// One Redis call with the cache's timeout; any failure is `None`.
+    async fn run<T>(
+        &self,
+        call: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
+    ) -> Option<T> {
+        let work = async {
+            let mut conn = self.redis.get().await.map_err(|e| e.to_string())?;
+            call(&mut conn).await.map_err(|e| e.to_string())
+        };
+        let error = match tokio::time::timeout(REDIS_TIMEOUT, work).await {
+            Ok(Ok(v)) => return Some(v),
+            Ok(Err(e)) => e,
+            Err(_) => format!("no answer within {REDIS_TIMEOUT:?}"),
+        };
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%error, "redis call failed; treated as a miss");
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests;

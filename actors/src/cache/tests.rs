@@ -1,0 +1,76 @@
+//! The cache against the local Redis: the ordering rule that keeps old reads out.
+
+use deadpool_redis::redis::AsyncCommands;
+
+use super::*;
+
+fn cache() -> (UserCache, Pool, String) {
+    let prefix = format!("cache_test_{}", uuid::Uuid::new_v4().simple());
+    let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:6379")
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .unwrap();
+    let settings = CacheSettings {
+        prefix: prefix.clone(),
+        ttl: Duration::from_secs(300),
+    };
+    (UserCache::new(Some(pool.clone()), settings), pool, prefix)
+}
+
+fn user(name: &str) -> User {
+    serde_json::from_value(serde_json::json!({
+        "id": UserId::generate(), "email": "ann@example.com", "name": name,
+        "avatarUrl": null, "isActive": true, "lastLoginAt": null, "lastLoginIp": null,
+        "createdAt": "2024-01-01T00:00:00.000Z", "updatedAt": "2024-01-01T00:00:00.000Z",
+        "preferences": {}, "privacySettings": {}, "billingInfo": null,
+        "billingStats": {"lastPaymentAt": null, "totalSpent": "0.00", "paymentsCount": 0},
+        "metadata": {}
+    }))
+    .unwrap()
+}
+
+async fn cleanup(pool: &Pool, prefix: &str) {
+    let mut conn = pool.get().await.unwrap();
+    let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
+    if !keys.is_empty() {
+        let _: i64 = conn.del(keys).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_read_that_began_before_a_write_does_not_put_the_old_user_back() {
+    let (cache, pool, prefix) = cache();
+    let old = user("Old");
+    let (found, before_write) = cache.get_many(&[old.id], "test").await;
+    assert!(found.is_empty());
+    assert!(before_write.redis_time.is_some(), "Redis answered");
+
+    // A write commits and invalidates while that read is still at the database.
+    cache.invalidate(old.id, &[&old.email]).await;
+    cache.fill(before_write, &[&old], true).await;
+    let (found, after_write) = cache.get_many(&[old.id], "test").await;
+    assert!(found.is_empty(), "the stale fill was refused");
+    assert_eq!(cache.get_by_email(&old.email, "test").await.0, None);
+
+    // A read that began after the write fills as usual, under both keys.
+    let new = User {
+        name: crate::domain::UserName::parse("New").unwrap(),
+        ..old.clone()
+    };
+    cache.fill(after_write, &[&new], true).await;
+    let (found, _) = cache.get_many(&[new.id], "test").await;
+    assert_eq!(found.get(&new.id), Some(&new));
+    assert_eq!(cache.get_by_email(&new.email, "test").await.0, Some(new));
+    let figures = cache.figures();
+    assert_eq!((figures.redis_hits, figures.unclean), (2, 0));
+    cleanup(&pool, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_disabled_cache_holds_nothing() {
+    let cache = UserCache::disabled();
+    let u = user("Ann");
+    let (_, mark) = cache.get_many(&[u.id], "test").await;
+    cache.fill(mark, &[&u], true).await;
+    assert!(cache.get_many(&[u.id], "test").await.0.is_empty());
+    assert!(!cache.figures().enabled);
+}

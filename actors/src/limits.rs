@@ -1,0 +1,241 @@
+//! Per-caller rate limits: a leaky bucket per caller name, refilled one request at a time
+//! (`window / requests` apart) up to `requests`, so a caller may burst its whole allowance
+//! and then goes at the average rate. Buckets are checked on the request path with no actor
+//! hop (`RateLimits` is shared, lock-free per caller); the [`RateLimiter`] actor owns their
+//! lifetime and forgets callers idle long enough for their bucket to be full again.
+//!
+//! Limits are per instance: N instances let a caller through N times as fast.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::CoreError;
+use actix::{Actor, AsyncContext, Context};
+use dashmap::DashMap;
+
+/// The caller name whose limit applies to callers not named in the configuration.
+pub const DEFAULT_CALLER: &str = "default";
+/// The caller of local open mode: a developer's machine, not limited unless named.
+pub const LOCAL_CALLER: &str = "local";
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Requests allowed per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub window: Duration,
+}
+
+impl RateLimit {
+    /// Time between two refilled requests.
+    fn interval(self) -> Duration {
+        (self.window / self.requests.max(1)).max(Duration::from_micros(1))
+    }
+
+    /// What `Retry-After` says: the next request is allowed within one interval.
+    fn retry_after_secs(self) -> u64 {
+        self.interval().as_secs_f64().ceil().max(1.0) as u64
+    }
+}
+
+struct Bucket {
+    limiter: leaky_bucket::RateLimiter,
+    limit: RateLimit,
+    /// Milliseconds since the limits were made, at the last request.
+    last_used: AtomicU64,
+}
+
+/// Cheap to clone; every clone shares the buckets.
+#[derive(Clone)]
+pub struct RateLimits {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    limits: BTreeMap<String, RateLimit>,
+    buckets: DashMap<String, Bucket>,
+    epoch: Instant,
+}
+
+impl RateLimits {
+    /// `limits` by caller name; [`DEFAULT_CALLER`] applies to everyone else. Without it,
+    /// callers not named are not limited.
+    pub fn new(limits: BTreeMap<String, RateLimit>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                limits,
+                buckets: DashMap::new(),
+                epoch: Instant::now(),
+            }),
+        }
+    }
+
+    /// Takes one request from the caller's allowance, or says when to come back.
+    pub fn check(&self, caller: &str) -> Result<(), CoreError> {
+        let Some(limit) = self.limit_of(caller) else {
+            return Ok(());
+        };
+        let now = self.inner.epoch.elapsed().as_millis() as u64;
+        let buckets = &self.inner.buckets;
+        let bucket = match buckets.get(caller) {
+            Some(b) => b,
+            None => buckets
+                .entry(caller.to_owned())
+                .or_insert_with(|| Bucket {
+                    limiter: leaky_bucket::RateLimiter::builder()
+                        .max(limit.requests as usize)
+                        .initial(limit.requests as usize)
+                        .refill(1)
+                        .interval(limit.interval())
+                        .build(),
+                    limit,
+                    last_used: AtomicU64::new(now),
+                })
+                .downgrade(),
+        };
+        bucket.last_used.store(now, Ordering::Relaxed);
+        if bucket.limiter.try_acquire(1) {
+            Ok(())
+        } else {
+            Err(CoreError::RateLimited {
+                retry_after_secs: bucket.limit.retry_after_secs(),
+            })
+        }
+    }
+
+    fn limit_of(&self, caller: &str) -> Option<RateLimit> {
+        let limits = &self.inner.limits;
+        limits.get(caller).copied().or_else(|| {
+            (caller != LOCAL_CALLER)
+                .then(|| limits.get(DEFAULT_CALLER).copied())
+                .flatten()
+        })
+    }
+
+    /// Forgets callers idle for a whole window: their bucket is full again, as a new one
+    /// would be. Returns how many buckets remain.
+    pub fn sweep(&self) -> usize {
+        let now = self.inner.epoch.elapsed().as_millis() as u64;
+        self.inner.buckets.retain(|_, b| {
+            let idle =
+                Duration::from_millis(now.saturating_sub(b.last_used.load(Ordering::Relaxed)));
+            idle < b.limit.window
+        });
+        self.inner.buckets.len()
+    }
+}
+
+/// Owns the buckets' lifetime: sweeps idle callers away every minute.
+pub struct RateLimiter {
+    limits: RateLimits,
+}
+
+impl RateLimiter {
+    pub fn new(limits: RateLimits) -> Self {
+        Self { limits }
+    }
+}
+
+impl Actor for RateLimiter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(SWEEP_EVERY, |act, _| {
+            let callers = act.limits.sweep();
+            tracing::debug!(callers, "rate limit buckets swept");
+        });
+    }
+}
+
+impl actix::Supervised for RateLimiter {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(spec: &[(&str, u32, u64)]) -> RateLimits {
+        RateLimits::new(
+            spec.iter()
+                .map(|(c, r, s)| {
+                    let limit = RateLimit {
+                        requests: *r,
+                        window: Duration::from_secs(*s),
+                    };
+                    (c.to_string(), limit)
+                })
+                .collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_caller_gets_its_allowance_then_a_retry_time() {
+        let l = limits(&[("game-catalog", 3, 60), ("default", 1, 60)]);
+        for _ in 0..3 {
+            l.check("game-catalog").unwrap();
+        }
+        match l.check("game-catalog") {
+            Err(CoreError::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 20),
+            other => panic!("expected a rate limit, got {other:?}"),
+        }
+        // Callers do not share buckets; unnamed ones get the default.
+        l.check("payment-service").unwrap();
+        assert!(l.check("payment-service").is_err());
+        l.check("social").unwrap();
+    }
+
+    #[tokio::test]
+    async fn without_a_default_unnamed_callers_and_local_mode_are_free() {
+        let l = limits(&[("auth-service", 1, 60)]);
+        for _ in 0..10 {
+            l.check("someone").unwrap();
+        }
+        let l = limits(&[("default", 1, 60)]);
+        for _ in 0..10 {
+            l.check(LOCAL_CALLER).unwrap();
+        }
+        let l = limits(&[("local", 1, 60)]);
+        l.check(LOCAL_CALLER).unwrap();
+        assert!(l.check(LOCAL_CALLER).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_allowance_refills_over_the_window() {
+        let l = limits(&[("default", 2, 2)]);
+        l.check("a").unwrap();
+        l.check("a").unwrap();
+        assert!(l.check("a").is_err());
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        l.check("a").unwrap();
+        assert!(l.check("a").is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_callers_are_forgotten_after_a_window() {
+        let l = limits(&[("default", 5, 10)]);
+        l.check("busy").unwrap();
+        l.check("idle").unwrap();
+        tokio::time::advance(Duration::from_secs(6)).await;
+        l.check("busy").unwrap();
+        assert_eq!(l.sweep(), 2);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(l.sweep(), 1, "only the caller seen within the window stays");
+    }
+
+    #[test]
+    fn retry_after_is_at_least_a_second() {
+        let fast = RateLimit {
+            requests: 1000,
+            window: Duration::from_secs(60),
+        };
+        assert_eq!(fast.retry_after_secs(), 1);
+        let slow = RateLimit {
+            requests: 1,
+            window: Duration::from_secs(90),
+        };
+        assert_eq!(slow.retry_after_secs(), 90);
+    }
+}

@@ -1,0 +1,271 @@
+//! The shared Redis cache (contract section 7), seen from outside: its keys, their lifetime,
+//! invalidation on every write, and instances dropping their in-process copies.
+
+use std::time::Duration;
+
+use deadpool_redis::redis::{self, AsyncCommands, aio::MultiplexedConnection};
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, eventually};
+
+async fn redis() -> (redis::Client, MultiplexedConnection) {
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    (client, conn)
+}
+
+fn user_key(app: &TestApp, id: &str) -> String {
+    format!("{}:user:{id}", app.db_name)
+}
+
+/// Reads this instance answered from its cache (either tier), from `/health/integrations`.
+async fn cache_hits(app: &TestApp) -> u64 {
+    let (_, health) = app.get("/health/integrations").await;
+    let figure = |name: &str| health["cachePerformance"][name].as_u64().unwrap();
+    figure("localHits") + figure("redisHits")
+}
+
+#[tokio::test]
+async fn reads_fill_the_keys_and_every_write_invalidates_them() {
+    let app = TestApp::spawn().await;
+    let (client, mut r) = redis().await;
+    let id = app.create_user("Cached", "Cached@Example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = user_key(&app, &id);
+    let email_key = format!("{}:email:cached@example.com", app.db_name);
+    assert!(
+        !r.exists::<_, bool>(&key).await.unwrap(),
+        "a create caches nothing"
+    );
+
+    let (_, got) = app.get(&format!("/api/internal/users/{id}")).await;
+    let cached: String = r.get(&key).await.unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&cached).unwrap(), got);
+    let ttl: i64 = r.ttl(&key).await.unwrap();
+    assert!((1..=300).contains(&ttl), "TTL {ttl}");
+
+    let (_, with_hash) = app
+        .get("/api/internal/users/email/cached@example.com?includeCredentials=true")
+        .await;
+    assert!(with_hash["passwordHash"].is_string());
+    app.get("/api/internal/users/email/CACHED@example.com")
+        .await;
+    let by_email: String = r.get(&email_key).await.unwrap();
+    assert!(
+        !by_email.contains("passwordHash"),
+        "hashes are never cached"
+    );
+
+    let mut invalidations = client.get_async_pubsub().await.unwrap();
+    invalidations
+        .subscribe(format!("{}:cache:invalidate", app.db_name))
+        .await
+        .unwrap();
+    let (status, _) = app
+        .patch(
+            &format!("/api/internal/users/{id}"),
+            json!({"name": "Renamed", "email": "renamed@example.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for k in [&key, &email_key] {
+        assert!(
+            !r.exists::<_, bool>(k).await.unwrap(),
+            "{k} is gone when the write answers"
+        );
+    }
+    let message = tokio::time::timeout(Duration::from_secs(5), invalidations.on_message().next())
+        .await
+        .expect("an invalidation within 5 s")
+        .unwrap();
+    let payload: Value = serde_json::from_slice(message.get_payload_bytes()).unwrap();
+    assert_eq!(payload, json!({"userId": id}));
+
+    let (_, again) = app.get(&format!("/api/internal/users/{id}")).await;
+    assert_eq!(
+        (again["name"].clone(), again["email"].clone()),
+        (json!("Renamed"), json!("renamed@example.com"))
+    );
+    let (status, _) = app
+        .get("/api/internal/users/email/cached@example.com")
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the old address is forgotten"
+    );
+
+    // Every other kind of write invalidates too.
+    let writes = [
+        (
+            reqwest::Method::PATCH,
+            "preferences",
+            json!({"theme": "dark"}),
+        ),
+        (
+            reqwest::Method::PATCH,
+            "privacy-settings",
+            json!({"showOnlineStatus": false}),
+        ),
+        (
+            reqwest::Method::PATCH,
+            "billing-info",
+            json!({"currency": "USD"}),
+        ),
+        (
+            reqwest::Method::PATCH,
+            "last-login",
+            json!({"ipAddress": "10.0.0.1"}),
+        ),
+        (
+            reqwest::Method::POST,
+            "billing-stats",
+            json!({"paymentId": "pay-1", "amount": "9.99"}),
+        ),
+    ];
+    for (method, path, body) in writes {
+        app.get(&format!("/api/internal/users/{id}")).await;
+        assert!(r.exists::<_, bool>(&key).await.unwrap());
+        let req = app.req(method, &format!("/api/internal/users/{id}/{path}"));
+        let status = req.json(&body).send().await.unwrap().status();
+        assert!(status.is_success(), "{path}: {status}");
+        assert!(
+            !r.exists::<_, bool>(&key).await.unwrap(),
+            "{path} invalidates"
+        );
+    }
+    let (_, last) = app.get(&format!("/api/internal/users/{id}")).await;
+    assert_eq!(last["billingStats"]["totalSpent"], "9.99");
+    assert_eq!(last["preferences"]["theme"], "dark");
+
+    let (status, _) = app.delete(&format!("/api/internal/users/{id}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(!r.exists::<_, bool>(&key).await.unwrap());
+    let (status, _) = app.get(&format!("/api/internal/users/{id}")).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a deleted user is not served from cache"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_is_served_from_the_per_user_keys() {
+    let app = TestApp::spawn().await;
+    let (_, mut r) = redis().await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let u = app
+            .create_user(&format!("B{i}"), &format!("b{i}@example.com"))
+            .await;
+        ids.push(u["id"].as_str().unwrap().to_owned());
+    }
+    let mut asked = ids.clone();
+    asked.push(uuid::Uuid::new_v4().to_string());
+    let lookup = || {
+        app.post(
+            "/api/batch/users/lookup",
+            json!({"ids": asked, "fields": ["name"]}),
+        )
+    };
+
+    let (status, first) = lookup().await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let keys: Vec<String> = r.keys(format!("{}:*", app.db_name)).await.unwrap();
+    let mut cached: Vec<&String> = keys.iter().filter(|k| !k.contains(":written:")).collect();
+    cached.sort();
+    let mut expected: Vec<String> = ids.iter().map(|id| user_key(&app, id)).collect();
+    expected.sort();
+    assert_eq!(
+        cached,
+        expected.iter().collect::<Vec<_>>(),
+        "one key per user, none per batch"
+    );
+
+    let before = cache_hits(&app).await;
+    let (_, second) = lookup().await;
+    assert_eq!(
+        second, first,
+        "the cache answers exactly what the database did"
+    );
+    let after = cache_hits(&app).await;
+    assert_eq!(after - before, 3, "the three users came from the cache");
+
+    // An instance with nothing in process reads them from Redis.
+    let db_url = format!("postgres://postgres@127.0.0.1:5432/{}", app.db_name);
+    let other =
+        TestApp::spawn_with(&[("DATABASE_URL", &db_url), ("CACHE_PREFIX", &app.db_name)]).await;
+    let (_, third) = other
+        .post(
+            "/api/batch/users/lookup",
+            json!({"ids": asked, "fields": ["name"]}),
+        )
+        .await;
+    assert_eq!(third, first);
+    let (_, health) = other.get("/health/integrations").await;
+    assert_eq!(health["cachePerformance"]["redisHits"], 3, "{health}");
+}
+
+#[tokio::test]
+async fn other_instances_drop_their_copies_when_one_writes() {
+    let first = TestApp::spawn().await;
+    let db_url = format!("postgres://postgres@127.0.0.1:5432/{}", first.db_name);
+    let second =
+        TestApp::spawn_with(&[("DATABASE_URL", &db_url), ("CACHE_PREFIX", &first.db_name)]).await;
+    let id = first.create_user("Shared", "shared@example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/internal/users/{id}/preferences");
+    // The second instance reads (and keeps a copy); the first writes.
+    for _ in 0..3 {
+        let (_, prefs) = second.get(&path).await;
+        assert_eq!(prefs["language"], "ru");
+    }
+    let (status, _) = first.patch(&path, json!({"language": "en"})).await;
+    assert_eq!(status, StatusCode::OK);
+    eventually(Duration::from_secs(5), || async {
+        let (_, prefs) = second.get(&path).await;
+        (prefs["language"] == "en").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_redis_every_read_goes_to_the_database() {
+    let app = TestApp::spawn_with(&[("REDIS_URL", "redis://127.0.0.1:1")]).await;
+    let id = app.create_user("NoCache", "nocache@example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..2 {
+        let (status, body) = app.get(&format!("/api/internal/users/{id}")).await;
+        assert_eq!(
+            (status, body["name"].clone()),
+            (StatusCode::OK, json!("NoCache"))
+        );
+        let (status, body) = app
+            .post("/api/batch/users/lookup", json!({"ids": [id]}))
+            .await;
+        assert_eq!(
+            (status, body["stats"]["found"].clone()),
+            (StatusCode::OK, json!(1))
+        );
+    }
+    let (status, _) = app
+        .patch(
+            &format!("/api/internal/users/{id}"),
+            json!({"name": "Still"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "a write needs no Redis either");
+    let (_, body) = app.get(&format!("/api/internal/users/{id}")).await;
+    assert_eq!(body["name"], "Still");
+    let (_, health) = app.get("/health/integrations").await;
+    assert_eq!(health["cachePerformance"]["localHits"], 0);
+    assert_eq!(health["cachePerformance"]["redisHits"], 0);
+}
