@@ -23,6 +23,8 @@ use crate::{db, http, rpc};
 
 /// How long start-up waits for PostgreSQL before giving up.
 const DB_PATIENCE: Duration = Duration::from_secs(60);
+/// Redis connections: every cached read takes one for a round trip, so more than the cores.
+const REDIS_POOL_SIZE: usize = 32;
 
 pub struct Application {
     listener: TcpListener,
@@ -40,7 +42,9 @@ impl Application {
         crate::metrics::handle();
         let health = HealthMonitor::default().start();
         let (stop, stopped) = watch::channel(false);
-        let redis = deadpool_redis::Config::from_url(config.redis_url.clone())
+        let mut redis_config = deadpool_redis::Config::from_url(config.redis_url.clone());
+        redis_config.pool = Some(deadpool_redis::PoolConfig::new(REDIS_POOL_SIZE));
+        let redis = redis_config
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .map_err(|e| tracing::warn!(error = %e, "REDIS_URL unusable; no cache, events are not mirrored to Redis"))
             .ok();

@@ -336,6 +336,10 @@ mod tests {
         assert_eq!(c.rate_limits["game-catalog"].requests, 500);
         assert!(c.auth.credential_readers.contains("auth-service"));
         assert_eq!(config(&[("PORT", "8080")]).unwrap().http_addr.port(), 8080);
+        assert_eq!(c.cache_ttl, Duration::from_secs(300));
+        let off = config(&[("CACHE_TTL_SECONDS", "0")]).unwrap();
+        assert!(off.cache_ttl.is_zero());
+        assert!(config(&[("CACHE_TTL_SECONDS", "soon")]).is_err());
     }
 
     #[test]
