@@ -83,7 +83,7 @@ struct Stats {
     errors: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CacheFigures {
     pub enabled: bool,
@@ -182,11 +182,10 @@ impl UserCache {
             let keys: Vec<String> = rest.iter().map(|id| c.user_key(*id)).collect();
             if let Some((values, time)) = c.mget(&keys).await {
                 mark.redis_time = Some(time);
-                let unclean = c.unclean_ids();
                 let mut hits = 0;
                 for (id, value) in rest.iter().zip(values) {
                     let user = value
-                        .filter(|_| !unclean.contains(id))
+                        .filter(|_| !c.is_unclean(id))
                         .and_then(|v| serde_json::from_str::<User>(&v).ok())
                         .filter(|u| u.id == *id);
                     if let Some(u) = user {
@@ -228,12 +227,11 @@ impl UserCache {
         };
         if let Some((mut values, time)) = answer {
             mark.redis_time = Some(time);
-            let unclean = c.unclean_ids();
             user = values
                 .pop()
                 .flatten()
                 .and_then(|v| serde_json::from_str::<User>(&v).ok())
-                .filter(|u| u.email == *email && !unclean.contains(&u.id));
+                .filter(|u| u.email == *email && !c.is_unclean(&u.id));
         }
         match &user {
             Some(u) => {
@@ -256,11 +254,10 @@ impl UserCache {
             c.keep_local(u, mark, by_email);
         }
         let Some(time) = mark.redis_time else { return };
-        let unclean = c.unclean_ids();
         let mut invocation = scripts::FILL.prepare_invoke();
         invocation.arg(time).arg(c.ttl.as_secs().max(1));
         let mut any = false;
-        for u in users.iter().filter(|u| !unclean.contains(&u.id)) {
+        for u in users.iter().filter(|u| !c.is_unclean(&u.id)) {
             let Ok(value) = serde_json::to_string(u) else {
                 continue;
             };
@@ -296,15 +293,7 @@ impl UserCache {
 
     pub fn figures(&self) -> CacheFigures {
         let Some(c) = &self.inner else {
-            return CacheFigures {
-                enabled: false,
-                local_hits: 0,
-                redis_hits: 0,
-                misses: 0,
-                redis_errors: 0,
-                local_entries: 0,
-                unclean: 0,
-            };
+            return CacheFigures::default();
         };
         CacheFigures {
             enabled: true,
@@ -313,7 +302,7 @@ impl UserCache {
             misses: c.stats.misses.load(Ordering::Relaxed),
             redis_errors: c.stats.errors.load(Ordering::Relaxed),
             local_entries: c.local.entry_count(),
-            unclean: c.unclean_ids().len() as u64,
+            unclean: c.unclean.lock().map_or(0, |u| u.len()) as u64,
         }
     }
 }
@@ -357,9 +346,9 @@ impl Inner {
             .increment(n);
     }
 
-    fn unclean_ids(&self) -> std::collections::HashSet<UserId> {
+    fn is_unclean(&self, id: &UserId) -> bool {
         let unclean = self.unclean.lock().unwrap_or_else(|p| p.into_inner());
-        unclean.keys().copied().collect()
+        unclean.contains_key(id)
     }
 
     fn keep_local(&self, u: &User, mark: ReadMark, by_email: bool) {
