@@ -1,8 +1,10 @@
-//! Per-caller rate limits: a leaky bucket per caller name, refilled one request at a time
-//! (`window / requests` apart) up to `requests`, so a caller may burst its whole allowance
-//! and then goes at the average rate. Buckets are checked on the request path with no actor
-//! hop (`RateLimits` is shared, lock-free per caller); the [`RateLimiter`] actor owns their
-//! lifetime and forgets callers idle long enough for their bucket to be full again.
+//! Per-caller rate limits: `requests` per `window`, as NestJS's throttler counts them (the
+//! seed's `{limit, ttl}`): a caller's window opens with its first request, at most `requests`
+//! pass in it, and the allowance is whole again when the next window opens. Each caller has
+//! a leaky bucket refilled with its whole allowance once per window; `Retry-After` is the
+//! time left until then. Buckets are checked on the request path with no actor hop
+//! (`RateLimits` is shared, lock-free per caller); the [`RateLimiter`] actor owns their
+//! lifetime and forgets callers idle for a whole window, whose bucket is full again.
 //!
 //! Limits are per instance: N instances let a caller through N times as fast.
 
@@ -30,23 +32,22 @@ pub struct RateLimit {
     pub window: Duration,
 }
 
-impl RateLimit {
-    /// Time between two refilled requests.
-    fn interval(self) -> Duration {
-        (self.window / self.requests.max(1)).max(Duration::from_micros(1))
-    }
-
-    /// What `Retry-After` says: the next request is allowed within one interval.
-    fn retry_after_secs(self) -> u64 {
-        self.interval().as_secs_f64().ceil().max(1.0) as u64
-    }
-}
-
 struct Bucket {
     limiter: leaky_bucket::RateLimiter,
     limit: RateLimit,
+    /// When the first window opened; the bucket refills at every whole window since.
+    opened: Instant,
     /// Milliseconds since the limits were made, at the last request.
     last_used: AtomicU64,
+}
+
+impl Bucket {
+    /// Whole seconds until the next window opens (at least 1).
+    fn retry_after_secs(&self) -> u64 {
+        let window = self.limit.window.as_millis().max(1);
+        let into = self.opened.elapsed().as_millis() % window;
+        (window - into).div_ceil(1000).max(1) as u64
+    }
 }
 
 /// Cheap to clone; every clone shares the buckets.
@@ -89,10 +90,11 @@ impl RateLimits {
                     limiter: leaky_bucket::RateLimiter::builder()
                         .max(limit.requests as usize)
                         .initial(limit.requests as usize)
-                        .refill(1)
-                        .interval(limit.interval())
+                        .refill(limit.requests as usize)
+                        .interval(limit.window)
                         .build(),
                     limit,
+                    opened: Instant::now(),
                     last_used: AtomicU64::new(now),
                 })
                 .downgrade(),
@@ -102,7 +104,7 @@ impl RateLimits {
             Ok(())
         } else {
             Err(CoreError::RateLimited {
-                retry_after_secs: bucket.limit.retry_after_secs(),
+                retry_after_secs: bucket.retry_after_secs(),
             })
         }
     }
@@ -178,7 +180,7 @@ mod tests {
             l.check("game-catalog").unwrap();
         }
         match l.check("game-catalog") {
-            Err(CoreError::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 20),
+            Err(CoreError::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 60),
             other => panic!("expected a rate limit, got {other:?}"),
         }
         // Callers do not share buckets; unnamed ones get the default.
@@ -203,14 +205,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_allowance_refills_over_the_window() {
-        let l = limits(&[("default", 2, 2)]);
+    async fn the_allowance_is_whole_again_when_the_next_window_opens() {
+        let l = limits(&[("default", 2, 10)]);
+        l.check("a").unwrap();
+        tokio::time::advance(Duration::from_secs(4)).await;
+        l.check("a").unwrap();
+        match l.check("a") {
+            Err(CoreError::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 6),
+            other => panic!("expected a rate limit, got {other:?}"),
+        }
+        tokio::time::advance(Duration::from_millis(5_900)).await;
+        assert!(l.check("a").is_err(), "still the first window");
+        tokio::time::advance(Duration::from_millis(100)).await;
         l.check("a").unwrap();
         l.check("a").unwrap();
-        assert!(l.check("a").is_err());
-        tokio::time::advance(Duration::from_millis(1001)).await;
-        l.check("a").unwrap();
-        assert!(l.check("a").is_err());
+        assert!(
+            l.check("a").is_err(),
+            "no more than the allowance in a window"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -223,19 +235,5 @@ mod tests {
         assert_eq!(l.sweep(), 2);
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(l.sweep(), 1, "only the caller seen within the window stays");
-    }
-
-    #[test]
-    fn retry_after_is_at_least_a_second() {
-        let fast = RateLimit {
-            requests: 1000,
-            window: Duration::from_secs(60),
-        };
-        assert_eq!(fast.retry_after_secs(), 1);
-        let slow = RateLimit {
-            requests: 1,
-            window: Duration::from_secs(90),
-        };
-        assert_eq!(slow.retry_after_secs(), 90);
     }
 }

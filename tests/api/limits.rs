@@ -16,17 +16,21 @@ async fn a_caller_over_its_limit_gets_429_with_retry_after_on_both_transports() 
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let response = app.req(Method::GET, &path).send().await.unwrap();
-    assert_eq!(
-        response
-            .headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap().to_owned()),
-        Some("20".to_owned()),
-        "3 per 60 s: one more every 20 s"
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (59..=60).contains(&retry_after),
+        "3 per 60 s, and the window opened just now: {retry_after}"
     );
     let (status, body) = send(app.req(Method::GET, &path)).await;
     assert_error(status, &body, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
-    assert_eq!(body["retryAfter"], 20);
+    assert!(
+        (59..=60).contains(&body["retryAfter"].as_u64().unwrap()),
+        "{body}"
+    );
 
     // Another caller has its own allowance; health checks are never limited.
     let other = app.client.get(app.url(&path)).header("x-api-key", AUTH_KEY);
@@ -45,11 +49,9 @@ async fn a_caller_over_its_limit_gets_429_with_retry_after_on_both_transports() 
         .await
         .unwrap();
     assert_eq!(reply["status"], 429, "{reply}");
-    assert_eq!(
-        (
-            reply["error"]["code"].clone(),
-            reply["error"]["retryAfter"].clone()
-        ),
-        (json!("RATE_LIMITED"), json!(20))
+    assert_eq!(reply["error"]["code"], "RATE_LIMITED");
+    assert!(
+        reply["error"]["retryAfter"].as_u64().unwrap() <= 60,
+        "{reply}"
     );
 }
