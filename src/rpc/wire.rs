@@ -170,4 +170,27 @@ mod tests {
             assert!(decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn bodies() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..200),
+                r#"\{"(method|pattern|x)": ("users\.get"|\{\}|null|[0-9]+|"[a-z.]*")(, "(params|data|id)": (\{\}|null|"x"|\[\]|7))*\}"#
+                    .prop_map(String::into_bytes),
+            ]
+        }
+
+        proptest! {
+            /// Whatever arrives on the queue decodes or is refused with a validation error.
+            #[test]
+            fn any_body_decodes_or_is_refused(body in bodies()) {
+                if let Err(e) = decode(&body) {
+                    prop_assert_eq!(e.code(), user_core::ErrorCode::ValidationFailed);
+                }
+            }
+        }
+    }
 }

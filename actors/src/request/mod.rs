@@ -647,4 +647,98 @@ mod tests {
         };
         assert!(options.include_preferences && !options.include_privacy_settings && !public_only);
     }
+
+    /// Any params for any method: a request or a validation error, never a panic and never
+    /// another kind of error.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// JSON built from the names and values requests use, nested a few levels.
+        fn params() -> impl Strategy<Value = Value> {
+            let names = prop::sample::select(vec![
+                "id",
+                "ids",
+                "userIds",
+                "fields",
+                "email",
+                "name",
+                "password",
+                "avatarUrl",
+                "isActive",
+                "metadata",
+                "lastLoginAt",
+                "ipAddress",
+                "includePreferences",
+                "includePrivacySettings",
+                "publicOnly",
+                "includeCredentials",
+                "users",
+                "paymentId",
+                "amount",
+                "currency",
+                "paidAt",
+                "language",
+                "theme",
+                "gameSettings",
+                "notifications",
+                "profileVisibility",
+                "billingAddress",
+                "paymentMethods",
+                "taxId",
+                "preferredGenres",
+                "x",
+            ]);
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(|f| serde_json::json!(f)),
+                prop::sample::select(vec![
+                    ID,
+                    "not-a-uuid",
+                    "a@b.co",
+                    "$2b$10$abcdefghijklmnopqrstuv",
+                    "199.99",
+                    "-1",
+                    "0.001",
+                    "true",
+                    "1,2",
+                    "name,preferences.theme",
+                    "",
+                    "dark",
+                    "2024-01-01T00:00:00.000Z",
+                    "::1",
+                    "RUB",
+                    "card",
+                    "1234567890",
+                ])
+                .prop_map(Value::from),
+                ".{0,40}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 48, 8, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                    prop::collection::vec((names.clone(), inner), 0..8).prop_map(|kv| {
+                        Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                    }),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn never_panics(
+                method in prop::sample::select(Method::ALL.to_vec()),
+                params in params(),
+                query in any::<bool>(),
+            ) {
+                let form = if query { ParamForm::Query } else { ParamForm::Json };
+                if let Err(e) = Request::parse(method, params, form) {
+                    prop_assert_eq!(e.code(), crate::error::ErrorCode::ValidationFailed, "{}", e);
+                }
+            }
+        }
+    }
 }
