@@ -221,11 +221,22 @@ async fn other_instances_drop_their_copies_when_one_writes() {
         .unwrap()
         .to_owned();
     let path = format!("/api/internal/users/{id}/preferences");
-    // The second instance reads (and keeps a copy); the first writes.
+    // The second instance reads and keeps a copy in process (it does once it listens for
+    // invalidations); then the first writes.
+    eventually(Duration::from_secs(10), || async {
+        let (_, health) = second.get("/health").await;
+        (health["components"]["redis"]["status"] == "up").then_some(())
+    })
+    .await;
     for _ in 0..3 {
         let (_, prefs) = second.get(&path).await;
         assert_eq!(prefs["language"], "ru");
     }
+    let (_, health) = second.get("/health/integrations").await;
+    assert!(
+        health["cachePerformance"]["localHits"].as_u64().unwrap() >= 2,
+        "{health}"
+    );
     let (status, _) = first.patch(&path, json!({"language": "en"})).await;
     assert_eq!(status, StatusCode::OK);
     eventually(Duration::from_secs(5), || async {
