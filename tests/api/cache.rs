@@ -31,10 +31,28 @@ async fn cache_hits(app: &TestApp) -> u64 {
 async fn reads_fill_the_keys_and_every_write_invalidates_them() {
     let app = TestApp::spawn().await;
     let (client, mut r) = redis().await;
+    let mut invalidations = client.get_async_pubsub().await.unwrap();
+    invalidations
+        .subscribe(format!("{}:cache:invalidate", app.db_name))
+        .await
+        .unwrap();
+    let mut next_invalidation = async || {
+        let message =
+            tokio::time::timeout(Duration::from_secs(5), invalidations.on_message().next())
+                .await
+                .expect("an invalidation within 5 s")
+                .unwrap();
+        serde_json::from_slice::<Value>(message.get_payload_bytes()).unwrap()
+    };
     let id = app.create_user("Cached", "Cached@Example.com").await["id"]
         .as_str()
         .unwrap()
         .to_owned();
+    assert_eq!(
+        next_invalidation().await,
+        json!({"userId": id}),
+        "every write, creates too"
+    );
     let key = user_key(&app, &id);
     let email_key = format!("{}:email:cached@example.com", app.db_name);
     assert!(
@@ -60,11 +78,6 @@ async fn reads_fill_the_keys_and_every_write_invalidates_them() {
         "hashes are never cached"
     );
 
-    let mut invalidations = client.get_async_pubsub().await.unwrap();
-    invalidations
-        .subscribe(format!("{}:cache:invalidate", app.db_name))
-        .await
-        .unwrap();
     let (status, _) = app
         .patch(
             &format!("/api/internal/users/{id}"),
@@ -78,12 +91,7 @@ async fn reads_fill_the_keys_and_every_write_invalidates_them() {
             "{k} is gone when the write answers"
         );
     }
-    let message = tokio::time::timeout(Duration::from_secs(5), invalidations.on_message().next())
-        .await
-        .expect("an invalidation within 5 s")
-        .unwrap();
-    let payload: Value = serde_json::from_slice(message.get_payload_bytes()).unwrap();
-    assert_eq!(payload, json!({"userId": id}));
+    assert_eq!(next_invalidation().await, json!({"userId": id}));
 
     let (_, again) = app.get(&format!("/api/internal/users/{id}")).await;
     assert_eq!(

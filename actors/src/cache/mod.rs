@@ -278,12 +278,24 @@ impl UserCache {
     /// After a committed write: forget the user everywhere. `emails` are the addresses the
     /// user had before and after the write.
     pub async fn invalidate(&self, id: UserId, emails: &[&Email]) {
+        self.invalidate_all(vec![(id, emails.iter().copied().cloned().collect())])
+            .await;
+    }
+
+    /// [`Self::invalidate`] for many users in one round trip (a batch create).
+    pub async fn invalidate_all(&self, users: Vec<(UserId, Vec<Email>)>) {
         let Some(c) = &self.inner else { return };
-        c.drop_local(id);
-        let emails: Vec<Email> = emails.iter().copied().cloned().collect();
-        if !c.deliver(id, &emails).await {
+        if users.is_empty() {
+            return;
+        }
+        for (id, _) in &users {
+            c.drop_local(*id);
+        }
+        if !c.deliver(&users).await {
             let mut unclean = c.unclean.lock().unwrap_or_else(|p| p.into_inner());
-            unclean.entry(id).or_default().extend(emails);
+            for (id, emails) in users {
+                unclean.entry(id).or_default().extend(emails);
+            }
             if unclean.len() > MAX_UNCLEAN {
                 c.purge.store(true, Ordering::Release);
                 unclean.clear();
@@ -388,16 +400,19 @@ impl Inner {
     }
 
     /// Deletes the user's keys, leaves the marker, and tells every instance.
-    async fn deliver(&self, id: UserId, emails: &[Email]) -> bool {
+    async fn deliver(&self, users: &[(UserId, Vec<Email>)]) -> bool {
         let mut invocation = scripts::INVALIDATE.prepare_invoke();
         invocation
-            .key(self.marker_key(id))
-            .key(self.user_key(id))
             .arg(MARKER_TTL.as_millis() as u64)
-            .arg(self.channel())
-            .arg(serde_json::json!({ "userId": id }).to_string());
-        for e in emails {
-            invocation.key(self.email_key(e));
+            .arg(self.channel());
+        for (id, emails) in users {
+            invocation.key(self.marker_key(*id)).key(self.user_key(*id));
+            for e in emails {
+                invocation.key(self.email_key(e));
+            }
+            invocation
+                .arg(1 + emails.len())
+                .arg(serde_json::json!({ "userId": id }).to_string());
         }
         let done: Option<i64> = self
             .run(async |conn| invocation.invoke_async(conn).await)
@@ -455,7 +470,7 @@ impl Inner {
             unclean.iter().map(|(id, e)| (*id, e.clone())).collect()
         };
         for (id, emails) in pending {
-            if !self.deliver(id, &emails).await {
+            if !self.deliver(&[(id, emails.clone())]).await {
                 return false;
             }
             let mut unclean = self.unclean.lock().unwrap_or_else(|p| p.into_inner());

@@ -29,15 +29,25 @@ return written
     )
 });
 
-/// KEYS: the marker, then the keys to delete. ARGV: the marker's lifetime (ms), the
-/// invalidation channel, the message. Marks the time, deletes, publishes.
+/// KEYS: per user, its marker then the keys to delete. ARGV: the markers' lifetime (ms), the
+/// invalidation channel, then per user the number of keys to delete and the message. Marks
+/// the time, deletes, publishes.
 pub(super) static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local t = redis.call('TIME')
-redis.call('SET', KEYS[1], t[1] .. string.format('%06d', tonumber(t[2])), 'PX', ARGV[1])
-redis.call('DEL', unpack(KEYS, 2))
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+local now = t[1] .. string.format('%06d', tonumber(t[2]))
+local k, a = 1, 3
+while a <= #ARGV do
+  local n = tonumber(ARGV[a])
+  redis.call('SET', KEYS[k], now, 'PX', ARGV[1])
+  for j = 1, n do
+    redis.call('DEL', KEYS[k + j])
+  end
+  redis.call('PUBLISH', ARGV[2], ARGV[a + 1])
+  k = k + n + 1
+  a = a + 2
+end
 return 1
 ",
     )

@@ -30,7 +30,7 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
     let corr = ctx.correlation_id.as_str();
     let caller = ctx.caller.name.as_str();
     match req {
-        Request::Create(new) => create(&db.pool, new, ctx.request_key.clone(), corr)
+        Request::Create(new) => create(&db, new, ctx.request_key.clone(), corr)
             .await
             .map(|u| Reply::created(views::user(&u))),
         Request::Get { id, fields } => {
@@ -96,7 +96,7 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
         .await
         .map(Reply::ok),
         Request::BatchCreate { users } => {
-            batch_create(&db.pool, users, ctx.request_key.as_deref(), corr)
+            batch_create(&db, users, ctx.request_key.as_deref(), corr)
                 .await
                 .map(Reply::ok)
         }
@@ -196,13 +196,8 @@ async fn save(tx: &mut sqlx::PgConnection, user: &User, events: &[Event]) -> Res
     Ok(())
 }
 
-async fn create(
-    pool: &PgPool,
-    new: NewUser,
-    key: Option<String>,
-    corr: &str,
-) -> Result<User, CoreError> {
-    match insert_users(pool, vec![(new, key)], corr).await?.pop() {
+async fn create(db: &Db, new: NewUser, key: Option<String>, corr: &str) -> Result<User, CoreError> {
+    match insert_users(db, vec![(new, key)], corr).await?.pop() {
         Some(Ok(user)) => Ok(user),
         Some(Err(email)) => Err(CoreError::EmailTaken(email)),
         None => Err(CoreError::Internal("insert returned nothing".to_owned())),
@@ -215,7 +210,7 @@ async fn create(
 /// created that user (a redelivered or retried request) gets the user back, with no second
 /// event.
 async fn insert_users(
-    pool: &PgPool,
+    db: &Db,
     new: Vec<(NewUser, Option<String>)>,
     corr: &str,
 ) -> Result<Vec<Result<User, String>>, CoreError> {
@@ -226,7 +221,7 @@ async fn insert_users(
     let emails: Vec<&str> = new.iter().map(|n| n.email.as_ref()).collect();
     let names: Vec<&str> = new.iter().map(|n| n.name.as_ref()).collect();
     let hashes: Vec<&str> = new.iter().map(|n| n.password.as_ref()).collect();
-    let mut tx = pool.begin().await?;
+    let mut tx = db.pool.begin().await?;
     let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO users (id, email, name, password_hash, request_key, created_at, updated_at)
          SELECT id, email, name, hash, key, $6, $6
@@ -282,6 +277,15 @@ async fn insert_users(
     }
     outbox::append(&mut tx, &events).await?;
     tx.commit().await?;
+    // Nothing can be cached for a new user; the invalidation tells every instance anyway,
+    // as for every write.
+    let created = results
+        .iter()
+        .flatten()
+        .filter(|u| inserted.contains(&u.id.as_uuid()));
+    db.cache
+        .invalidate_all(created.map(|u| (u.id, vec![u.email.clone()])).collect())
+        .await;
     Ok(results)
 }
 
@@ -337,7 +341,7 @@ async fn batch(
 
 /// Item `i` of a batch with request key `k` carries the key `k#i`.
 async fn batch_create(
-    pool: &PgPool,
+    db: &Db,
     items: Vec<Result<NewUser, CoreError>>,
     key: Option<&str>,
     corr: &str,
@@ -357,7 +361,7 @@ async fn batch_create(
             Err(e) => results.push(json!({"index": index, "status": "invalid", "error": e.body()})),
         }
     }
-    let inserted = insert_users(pool, valid, corr).await?;
+    let inserted = insert_users(db, valid, corr).await?;
     let (mut created, mut conflicts) = (0, 0);
     for (index, outcome) in valid_at.into_iter().zip(inserted) {
         results[index] = match outcome {
