@@ -38,7 +38,7 @@ const MARKER_TTL: Duration = Duration::from_secs(60);
 const MAX_FILL_AGE: Duration = Duration::from_secs(30);
 /// The in-process copy is bounded in time as well as by invalidations.
 const LOCAL_TTL: Duration = Duration::from_secs(30);
-const LOCAL_CAPACITY: u64 = 100_000;
+const LOCAL_CAPACITY: u64 = 20_000;
 /// Invalidations remembered while Redis is away; past this, Redis is distrusted as a whole
 /// and this instance's keys are purged once it is back.
 const MAX_UNCLEAN: usize = 10_000;
