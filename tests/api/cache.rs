@@ -288,3 +288,74 @@ async fn without_redis_every_read_goes_to_the_database() {
     assert_eq!(health["cachePerformance"]["localHits"], 0);
     assert_eq!(health["cachePerformance"]["redisHits"], 0);
 }
+
+/// Readers on two instances race a writer; once the writer is done, nothing stale remains:
+/// the writer's instance answers the last write at once, the other one shortly after, and
+/// Redis holds no older copy.
+#[tokio::test]
+async fn racing_reads_never_leave_a_stale_copy_behind() {
+    let unlimited = ("RATE_LIMITS", "auth-service=1000000/60");
+    let first = TestApp::spawn_with(&[unlimited]).await;
+    let db_url = format!("postgres://postgres@127.0.0.1:5432/{}", first.db_name);
+    let second = TestApp::spawn_with(&[
+        ("DATABASE_URL", &db_url),
+        ("CACHE_PREFIX", &first.db_name),
+        unlimited,
+    ])
+    .await;
+    let id = first.create_user("Race", "race@example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/internal/users/{id}");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..8)
+        .map(|i| {
+            let (done, path) = (done.clone(), path.clone());
+            let app = if i % 2 == 0 { &first } else { &second };
+            let (client, url) = (app.client.clone(), app.url(&path));
+            tokio::spawn(async move {
+                let mut reads = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let resp = client
+                        .get(&url)
+                        .header("x-api-key", crate::helpers::AUTH_KEY)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status(), StatusCode::OK);
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    let last = 150;
+    for n in 1..=last {
+        let (status, _) = first.patch(&path, json!({"metadata": {"n": n}})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut reads = 0;
+    for r in readers {
+        reads += r.await.unwrap();
+    }
+    assert!(reads > 100, "the readers raced the writer ({reads} reads)");
+
+    let (_, now) = first.get(&path).await;
+    assert_eq!(
+        now["metadata"]["n"], last,
+        "the writer's instance reads its write"
+    );
+    eventually(Duration::from_secs(5), || async {
+        let (_, now) = second.get(&path).await;
+        (now["metadata"]["n"] == last).then_some(())
+    })
+    .await;
+    let (_, mut r) = redis().await;
+    let cached: Option<String> = r.get(user_key(&first, &id)).await.unwrap();
+    if let Some(cached) = cached {
+        let cached: Value = serde_json::from_str(&cached).unwrap();
+        assert_eq!(cached["metadata"]["n"], last, "Redis holds no older copy");
+    }
+}
