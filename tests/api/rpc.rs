@@ -470,6 +470,48 @@ async fn a_redelivered_create_answers_with_the_user_it_created() {
 }
 
 #[tokio::test]
+async fn a_redelivered_delete_or_login_answers_as_the_first_delivery_did() {
+    let app = TestApp::spawn().await;
+    let id = app.create_user("Again", "again@example.com").await["id"].clone();
+    app.until_broker(true).await;
+    let mut raw = Raw::connect().await;
+    let q = app.rpc_queue.clone();
+    let props = |message_id: &str| {
+        BasicProperties::default()
+            .with_headers(table(&key(AUTH_KEY)))
+            .with_message_id(message_id.into())
+    };
+    let login =
+        json!({"method": "users.recordLogin", "params": {"id": id, "ipAddress": "10.0.0.1"}});
+    let login = login.to_string();
+    let (_, first) = raw.call(&q, login.as_bytes(), props("login-1")).await;
+    let (_, again) = raw.call(&q, login.as_bytes(), props("login-1")).await;
+    assert_eq!(first["status"], 200);
+    assert_eq!(again, first, "the same login, recorded once");
+    let (_, next) = raw.call(&q, login.as_bytes(), props("login-2")).await;
+    assert_eq!(next["status"], 200, "another request is another login");
+
+    let delete = json!({"method": "users.delete", "params": {"id": id}}).to_string();
+    let (_, first) = raw.call(&q, delete.as_bytes(), props("delete-1")).await;
+    let (_, again) = raw.call(&q, delete.as_bytes(), props("delete-1")).await;
+    assert_eq!(
+        (first["status"].clone(), again["status"].clone()),
+        (json!(204), json!(204))
+    );
+    let (_, other) = raw.call(&q, delete.as_bytes(), props("delete-2")).await;
+    assert_eq!(other["status"], 404, "another delete finds no user");
+
+    let mut db = app.db().await;
+    let events: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM outbox WHERE event_type IN ('USER_LOGGED_IN', 'USER_DELETED') ORDER BY id",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(events, ["USER_LOGGED_IN", "USER_LOGGED_IN", "USER_DELETED"]);
+}
+
+#[tokio::test]
 async fn two_instances_share_the_queue() {
     let first = TestApp::spawn().await;
     let db_url = format!("postgres://postgres@127.0.0.1:5432/{}", first.db_name);

@@ -57,14 +57,17 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
             Ok(Reply::ok(json!({ "exists": exists })))
         }
         Request::RecordLogin { id, at, ip } => {
-            let u = modify(&db, id, |u| Ok(edits::login(u, at, ip, corr))).await?;
+            let key = ctx.request_key.as_deref();
+            let u = modify(&db, id, key, |u| Ok(edits::login(u, at, ip, corr))).await?;
             Ok(Reply::ok(views::user(&u)))
         }
         Request::Update { id, patch } => {
-            let u = modify(&db, id, |u| edits::update(u, &patch, corr)).await?;
+            let u = modify(&db, id, None, |u| edits::update(u, &patch, corr)).await?;
             Ok(Reply::ok(views::user(&u)))
         }
-        Request::Delete { id } => delete(&db, id, corr).await.map(|()| Reply::no_content()),
+        Request::Delete { id } => delete(&db, id, ctx.request_key.as_deref(), corr)
+            .await
+            .map(|()| Reply::no_content()),
         Request::GetProfile {
             id,
             options,
@@ -102,7 +105,7 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
         }
         Request::GetBillingInfo { id } => Ok(Reply::ok(views::billing(&db.get(id, caller).await?))),
         Request::UpdateBillingInfo { id, patch } => {
-            let u = modify(&db, id, |u| edits::billing(u, &patch, corr)).await?;
+            let u = modify(&db, id, None, |u| edits::billing(u, &patch, corr)).await?;
             Ok(Reply::ok(views::billing(&u)))
         }
         Request::RecordPayment { id, payment } => record_payment(&db, id, payment, corr).await,
@@ -110,14 +113,14 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
             Ok(Reply::ok(views::preferences(&db.get(id, caller).await?)))
         }
         Request::UpdatePreferences { id, patch } => {
-            let u = modify(&db, id, |u| edits::preferences(u, &patch, corr)).await?;
+            let u = modify(&db, id, None, |u| edits::preferences(u, &patch, corr)).await?;
             Ok(Reply::ok(views::preferences(&u)))
         }
         Request::GetPrivacySettings { id } => Ok(Reply::ok(views::privacy_settings(
             &db.get(id, caller).await?,
         ))),
         Request::UpdatePrivacySettings { id, patch } => {
-            let u = modify(&db, id, |u| edits::privacy(u, &patch, corr)).await?;
+            let u = modify(&db, id, None, |u| edits::privacy(u, &patch, corr)).await?;
             Ok(Reply::ok(views::privacy_settings(&u)))
         }
     }
@@ -164,13 +167,33 @@ impl Db {
 
 /// Loads the user under a row lock, applies `edit`, and saves the result with its events.
 /// An edit without events changed nothing: nothing is written and the user is returned as is.
+/// A `login_key` (recording a login) makes the edit happen once per request: the same
+/// request delivered again finds its key and changes nothing.
 async fn modify(
     db: &Db,
     id: UserId,
+    login_key: Option<&str>,
     edit: impl FnOnce(&User) -> Result<Edit, CoreError>,
 ) -> Result<User, CoreError> {
     let mut tx = db.pool.begin().await?;
     let current = rows::fetch_for_update(&mut tx, id).await?;
+    if let Some(key) = login_key {
+        let seen: bool = sqlx::query_scalar(
+            "SELECT last_login_key IS NOT DISTINCT FROM $2 FROM users WHERE id = $1",
+        )
+        .bind(id.as_uuid())
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await?;
+        if seen {
+            return Ok(current);
+        }
+        sqlx::query("UPDATE users SET last_login_key = $2 WHERE id = $1")
+            .bind(id.as_uuid())
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+    }
     let Edit { mut user, events } = edit(&current)?;
     if events.is_empty() {
         return Ok(current);
@@ -289,18 +312,31 @@ async fn insert_users(
     Ok(results)
 }
 
-async fn delete(db: &Db, id: UserId, corr: &str) -> Result<(), CoreError> {
+/// Soft-deletes once: the same request (by its key) delivered again answers as the first did.
+async fn delete(db: &Db, id: UserId, key: Option<&str>, corr: &str) -> Result<(), CoreError> {
     let mut tx = db.pool.begin().await?;
     let email: Option<String> = sqlx::query_scalar(
-        "UPDATE users SET deleted_at = now(), updated_at = now()
+        "UPDATE users SET deleted_at = now(), updated_at = now(), deleted_by = $2
          WHERE id = $1 AND deleted_at IS NULL
          RETURNING email",
     )
     .bind(id.as_uuid())
+    .bind(key)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(email) = email else {
-        return Err(CoreError::UserNotFound(id.to_string()));
+        let replay: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deleted_by = $2)",
+        )
+        .bind(id.as_uuid())
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await?;
+        return if replay {
+            Ok(())
+        } else {
+            Err(CoreError::UserNotFound(id.to_string()))
+        };
     };
     outbox::append(
         &mut tx,
