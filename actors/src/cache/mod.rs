@@ -39,6 +39,9 @@ const MAX_FILL_AGE: Duration = Duration::from_secs(30);
 /// The in-process copy is bounded in time as well as by invalidations.
 const LOCAL_TTL: Duration = Duration::from_secs(30);
 const LOCAL_CAPACITY: u64 = 20_000;
+/// Recent invalidations kept to refuse stale fills: small entries, one per write in the last
+/// [`MARKER_TTL`].
+const DROPPED_CAPACITY: u64 = 200_000;
 /// Invalidations remembered while Redis is away; past this, Redis is distrusted as a whole
 /// and this instance's keys are purged once it is back.
 const MAX_UNCLEAN: usize = 10_000;
@@ -136,7 +139,7 @@ impl UserCache {
                     .time_to_live(local_ttl)
                     .build(),
                 dropped: moka::sync::Cache::builder()
-                    .max_capacity(LOCAL_CAPACITY)
+                    .max_capacity(DROPPED_CAPACITY)
                     .time_to_live(MARKER_TTL)
                     .build(),
                 listening: AtomicBool::new(false),
