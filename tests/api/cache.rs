@@ -359,3 +359,63 @@ async fn racing_reads_never_leave_a_stale_copy_behind() {
         assert_eq!(cached["metadata"]["n"], last, "Redis holds no older copy");
     }
 }
+
+/// Redis goes away while the service runs: requests go on, the invalidation Redis missed is
+/// remembered (that user is not read from Redis meanwhile) and delivered once it is back,
+/// and the instance listens again.
+#[tokio::test]
+async fn redis_cut_mid_run_changes_no_answer() {
+    let relay = crate::helpers::RedisRelay::start().await;
+    let app = TestApp::spawn_with(&[("REDIS_URL", &relay.url)]).await;
+    let redis_status = || async {
+        let (_, health) = app.get("/health").await;
+        health["components"]["redis"]["status"].clone()
+    };
+    let unclean = || async {
+        let (_, health) = app.get("/health/integrations").await;
+        health["cachePerformance"]["unclean"].as_u64().unwrap()
+    };
+    eventually(Duration::from_secs(10), || async {
+        (redis_status().await == "up").then_some(())
+    })
+    .await;
+    let id = app.create_user("Before", "cut@example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/internal/users/{id}");
+    app.get(&path).await;
+    let (_, mut r) = redis().await;
+    let key = user_key(&app, &id);
+    assert!(r.exists::<_, bool>(&key).await.unwrap());
+
+    relay.cut();
+    let (status, _) = app.patch(&path, json!({"name": "After"})).await;
+    assert_eq!(status, StatusCode::OK, "writes go on without Redis");
+    assert_eq!(unclean().await, 1, "the missed invalidation is remembered");
+    assert!(
+        r.exists::<_, bool>(&key).await.unwrap(),
+        "Redis still holds the old user"
+    );
+    let (status, body) = app.get(&path).await;
+    assert_eq!(
+        (status, body["name"].clone()),
+        (StatusCode::OK, json!("After"))
+    );
+    eventually(Duration::from_secs(10), || async {
+        (redis_status().await == "down").then_some(())
+    })
+    .await;
+
+    relay.restore();
+    eventually(Duration::from_secs(15), || async {
+        (unclean().await == 0 && redis_status().await == "up").then_some(())
+    })
+    .await;
+    assert!(
+        !r.exists::<_, bool>(&key).await.unwrap(),
+        "the invalidation was delivered"
+    );
+    let (_, body) = app.get(&path).await;
+    assert_eq!(body["name"], "After");
+}
