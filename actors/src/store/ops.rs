@@ -178,21 +178,19 @@ async fn modify(
     let mut tx = db.pool.begin().await?;
     let current = rows::fetch_for_update(&mut tx, id).await?;
     if let Some(key) = login_key {
-        let seen: bool = sqlx::query_scalar(
-            "SELECT last_login_key IS NOT DISTINCT FROM $2 FROM users WHERE id = $1",
+        let first = sqlx::query(
+            "UPDATE users SET last_login_key = $2
+             WHERE id = $1 AND last_login_key IS DISTINCT FROM $2",
         )
         .bind(id.as_uuid())
         .bind(key)
-        .fetch_one(&mut *tx)
-        .await?;
-        if seen {
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !first {
             return Ok(current);
         }
-        sqlx::query("UPDATE users SET last_login_key = $2 WHERE id = $1")
-            .bind(id.as_uuid())
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
     }
     let Edit { mut user, events } = edit(&current)?;
     if events.is_empty() {
