@@ -86,7 +86,7 @@ impl Authenticator {
                         .to_owned(),
                 ));
             }
-            "local".to_owned()
+            Caller::LOCAL.to_owned()
         } else {
             self.identify(creds)?
         };

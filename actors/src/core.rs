@@ -18,6 +18,11 @@ pub struct Caller {
     pub can_read_credentials: bool,
 }
 
+impl Caller {
+    /// The caller of local open mode (no keys configured, loopback only).
+    pub const LOCAL: &str = "local";
+}
+
 /// What travels with every request into the core: the caller and the correlation id that
 /// ties logs, replies and events together.
 #[derive(Debug, Clone)]
@@ -39,6 +44,13 @@ impl CallContext {
             request_key: None,
             deadline: None,
         }
+    }
+
+    /// Sets the key that identifies this request across deliveries (an RPC message id, an
+    /// `Idempotency-Key`). Keys are the caller's own: two callers may use the same one.
+    pub fn keyed(mut self, key: Option<&str>) -> Self {
+        self.request_key = key.map(|k| format!("{}:{k}", self.caller.name));
+        self
     }
 }
 
@@ -144,5 +156,25 @@ fn authorize(ctx: &CallContext, request: &Request) -> Result<(), CoreError> {
             ctx.caller.name
         ))),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_keys_belong_to_their_caller() {
+        let ctx = |name: &str| {
+            let caller = Caller {
+                name: name.to_owned(),
+                can_read_credentials: false,
+            };
+            CallContext::new(caller, "c")
+        };
+        let (a, b) = (ctx("a").keyed(Some("k")), ctx("b").keyed(Some("k")));
+        assert_eq!(a.request_key.as_deref(), Some("a:k"));
+        assert_ne!(a.request_key, b.request_key);
+        assert_eq!(ctx("a").keyed(None).request_key, None);
     }
 }

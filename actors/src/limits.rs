@@ -15,14 +15,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::core::Caller;
 use crate::error::CoreError;
 use actix::{Actor, AsyncContext, Context};
 use dashmap::DashMap;
 
 /// The caller name whose limit applies to callers not named in the configuration.
 pub const DEFAULT_CALLER: &str = "default";
-/// The caller of local open mode: a developer's machine, not limited unless named.
-pub const LOCAL_CALLER: &str = "local";
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Requests allowed per window.
@@ -112,7 +111,8 @@ impl RateLimits {
     fn limit_of(&self, caller: &str) -> Option<RateLimit> {
         let limits = &self.inner.limits;
         limits.get(caller).copied().or_else(|| {
-            (caller != LOCAL_CALLER)
+            // Local open mode is a developer's machine: not limited unless named.
+            (caller != Caller::LOCAL)
                 .then(|| limits.get(DEFAULT_CALLER).copied())
                 .flatten()
         })
@@ -197,11 +197,11 @@ mod tests {
         }
         let l = limits(&[("default", 1, 60)]);
         for _ in 0..10 {
-            l.check(LOCAL_CALLER).unwrap();
+            l.check(Caller::LOCAL).unwrap();
         }
         let l = limits(&[("local", 1, 60)]);
-        l.check(LOCAL_CALLER).unwrap();
-        assert!(l.check(LOCAL_CALLER).is_err());
+        l.check(Caller::LOCAL).unwrap();
+        assert!(l.check(Caller::LOCAL).is_err());
     }
 
     #[tokio::test(start_paused = true)]

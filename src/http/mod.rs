@@ -110,8 +110,7 @@ where
             add_body(&mut params, read_body(&headers, body).await?)?;
             ParamForm::Json
         };
-        let mut ctx = CallContext::new(caller, correlation_id.clone());
-        ctx.request_key = header("idempotency-key").map(str::to_owned);
+        let ctx = CallContext::new(caller, correlation_id.clone()).keyed(header("idempotency-key"));
         edge.core
             .call(ctx, route.method, Value::Object(params), form)
             .await

@@ -310,12 +310,9 @@ async fn call(
         .authenticate(&Credentials::from_headers(|n| header(props, n)), None)?;
     tracing::Span::current().record("caller", caller.name.as_str());
     seen.caller = Some(caller.name.clone());
-    // The same message delivered twice carries the same id: that makes a create idempotent.
-    let request_key = text(props.message_id())
-        .or(text(props.correlation_id()))
-        .map(|k| format!("{}:{k}", caller.name));
-    let mut ctx = CallContext::new(caller, correlation_id);
-    ctx.request_key = request_key;
+    // The same message delivered twice carries the same id: that makes writes idempotent.
+    let request_key = text(props.message_id()).or(text(props.correlation_id()));
+    let mut ctx = CallContext::new(caller, correlation_id).keyed(request_key);
     ctx.deadline = deadline;
     edge.core
         .call(ctx, method, incoming.params, ParamForm::Json)

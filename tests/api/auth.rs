@@ -102,11 +102,7 @@ async fn wrong_or_missing_credentials_are_401() {
     )
     .await;
     assert_error(status, &err, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
-    let mut db = app.db().await;
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+    let count = app.count("SELECT count(*) FROM users").await;
     assert_eq!(count, 0);
 }
 
@@ -405,11 +401,7 @@ fn assert_413(head: &str, err: &Value, correlation_id: &str) {
 }
 
 async fn user_count(app: &TestApp) -> i64 {
-    let mut db = app.db().await;
-    sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(&mut db)
-        .await
-        .unwrap()
+    app.count("SELECT count(*) FROM users").await
 }
 
 /// A declared length over 1 MiB is refused from the headers alone, before any body byte.

@@ -268,11 +268,7 @@ async fn batch_create_answers_per_item() {
         (status, fetched["email"].clone()),
         (StatusCode::OK, json!("fresh@example.com"))
     );
-    let mut db = app.db().await;
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+    let count = app.count("SELECT count(*) FROM users").await;
     assert_eq!(count, 3, "the existing user and the two created");
 
     let too_many: Vec<Value> = (0..1001)
@@ -282,10 +278,7 @@ async fn batch_create_answers_per_item() {
         .post("/api/batch/users/create", json!({"users": too_many}))
         .await;
     assert_error(status, &err, StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+    let count = app.count("SELECT count(*) FROM users").await;
     assert_eq!(count, 3, "a rejected batch writes nothing");
 }
 
@@ -300,11 +293,8 @@ async fn batch_create_of_a_thousand_users() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["stats"]["created"], 1000);
-    let mut db = app.db().await;
-    let events: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'USER_CREATED'")
-            .fetch_one(&mut db)
-            .await
-            .unwrap();
+    let events = app
+        .count("SELECT count(*) FROM outbox WHERE event_type = 'USER_CREATED'")
+        .await;
     assert_eq!(events, 1000, "one event per created user, same transaction");
 }

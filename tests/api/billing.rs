@@ -305,11 +305,7 @@ async fn payment_replay_is_idempotent() {
         read["billingStats"],
         json!({"lastPaymentAt": "2024-03-01T09:30:00.000Z", "totalSpent": "250.00", "paymentsCount": 1})
     );
-    let mut db = app.db().await;
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+    let rows = app.count("SELECT count(*) FROM payments").await;
     assert_eq!(rows, 1);
 }
 
@@ -412,11 +408,7 @@ async fn bad_payments_are_rejected_and_change_nothing() {
         read["billingStats"],
         json!({"lastPaymentAt": null, "totalSpent": "0.00", "paymentsCount": 0})
     );
-    let mut db = app.db().await;
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+    let rows = app.count("SELECT count(*) FROM payments").await;
     assert_eq!(rows, 0, "no payment was recorded");
 
     // The payment ids of rejected requests stay free.

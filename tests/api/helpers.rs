@@ -180,6 +180,14 @@ impl TestApp {
         .expect("test database")
     }
 
+    /// `SELECT count(*) …` against this test's database.
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut self.db().await)
+            .await
+            .expect("count query")
+    }
+
     /// Asks the service to stop, as SIGTERM does; in-flight requests go on.
     pub fn begin_stop(&self) {
         if let Some(tx) = self.shutdown.lock().unwrap().take() {

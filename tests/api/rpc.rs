@@ -460,12 +460,9 @@ async fn a_redelivered_create_answers_with_the_user_it_created() {
         different["error"]["code"], "EMAIL_TAKEN",
         "another request for the same email is a conflict"
     );
-    let mut db = app.db().await;
-    let events: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'USER_CREATED'")
-            .fetch_one(&mut db)
-            .await
-            .unwrap();
+    let events = app
+        .count("SELECT count(*) FROM outbox WHERE event_type = 'USER_CREATED'")
+        .await;
     assert_eq!(events, 1, "one user, one event");
 }
 

@@ -77,11 +77,7 @@ async fn create_rejects_bad_input_and_writes_nothing() {
     )
     .await;
     assert_error(status, &err, StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-    let mut db = app.db().await;
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+    let count = app.count("SELECT count(*) FROM users").await;
     assert_eq!(count, 0, "rejected requests change nothing");
 }
 
@@ -307,11 +303,9 @@ async fn delete_is_soft_and_frees_the_email() {
     assert_error(status, &err, StatusCode::NOT_FOUND, "USER_NOT_FOUND");
     let again = app.create_user("Del again", "DEL@example.com").await;
     assert_ne!(again["id"], id);
-    let mut db = app.db().await;
-    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE deleted_at IS NOT NULL")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+    let kept = app
+        .count("SELECT count(*) FROM users WHERE deleted_at IS NOT NULL")
+        .await;
     assert_eq!(kept, 1, "the row is kept, marked deleted");
 }
 
