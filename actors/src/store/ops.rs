@@ -29,8 +29,9 @@ pub(super) struct Db {
 pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Reply, CoreError> {
     let corr = ctx.correlation_id.as_str();
     let caller = ctx.caller.name.as_str();
+    let key = ctx.request_key.as_deref();
     match req {
-        Request::Create(new) => create(&db, new, ctx.request_key.clone(), corr)
+        Request::Create(new) => create(&db, new, key.map(str::to_owned), corr)
             .await
             .map(|u| Reply::created(views::user(&u))),
         Request::Get { id, fields } => {
@@ -57,15 +58,14 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
             Ok(Reply::ok(json!({ "exists": exists })))
         }
         Request::RecordLogin { id, at, ip } => {
-            let key = ctx.request_key.as_deref();
             let u = modify(&db, id, key, |u| Ok(edits::login(u, at, ip, corr))).await?;
             Ok(Reply::ok(views::user(&u)))
         }
         Request::Update { id, patch } => {
-            let u = modify(&db, id, None, |u| edits::update(u, &patch, corr)).await?;
+            let u = modify(&db, id, key, |u| edits::update(u, &patch, corr)).await?;
             Ok(Reply::ok(views::user(&u)))
         }
-        Request::Delete { id } => delete(&db, id, ctx.request_key.as_deref(), corr)
+        Request::Delete { id } => delete(&db, id, key, corr)
             .await
             .map(|()| Reply::no_content()),
         Request::GetProfile {
@@ -98,14 +98,10 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
         })
         .await
         .map(Reply::ok),
-        Request::BatchCreate { users } => {
-            batch_create(&db, users, ctx.request_key.as_deref(), corr)
-                .await
-                .map(Reply::ok)
-        }
+        Request::BatchCreate { users } => batch_create(&db, users, key, corr).await.map(Reply::ok),
         Request::GetBillingInfo { id } => Ok(Reply::ok(views::billing(&db.get(id, caller).await?))),
         Request::UpdateBillingInfo { id, patch } => {
-            let u = modify(&db, id, None, |u| edits::billing(u, &patch, corr)).await?;
+            let u = modify(&db, id, key, |u| edits::billing(u, &patch, corr)).await?;
             Ok(Reply::ok(views::billing(&u)))
         }
         Request::RecordPayment { id, payment } => record_payment(&db, id, payment, corr).await,
@@ -113,14 +109,14 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
             Ok(Reply::ok(views::preferences(&db.get(id, caller).await?)))
         }
         Request::UpdatePreferences { id, patch } => {
-            let u = modify(&db, id, None, |u| edits::preferences(u, &patch, corr)).await?;
+            let u = modify(&db, id, key, |u| edits::preferences(u, &patch, corr)).await?;
             Ok(Reply::ok(views::preferences(&u)))
         }
         Request::GetPrivacySettings { id } => Ok(Reply::ok(views::privacy_settings(
             &db.get(id, caller).await?,
         ))),
         Request::UpdatePrivacySettings { id, patch } => {
-            let u = modify(&db, id, None, |u| edits::privacy(u, &patch, corr)).await?;
+            let u = modify(&db, id, key, |u| edits::privacy(u, &patch, corr)).await?;
             Ok(Reply::ok(views::privacy_settings(&u)))
         }
     }
@@ -167,20 +163,20 @@ impl Db {
 
 /// Loads the user under a row lock, applies `edit`, and saves the result with its events.
 /// An edit without events changed nothing: nothing is written and the user is returned as is.
-/// A `login_key` (recording a login) makes the edit happen once per request: the same
-/// request delivered again finds its key and changes nothing.
+/// A request `key` makes the edit happen once: the same request delivered again finds its
+/// key on the user and changes nothing (a login is not recorded twice).
 async fn modify(
     db: &Db,
     id: UserId,
-    login_key: Option<&str>,
+    key: Option<&str>,
     edit: impl FnOnce(&User) -> Result<Edit, CoreError>,
 ) -> Result<User, CoreError> {
     let mut tx = db.pool.begin().await?;
     let current = rows::fetch_for_update(&mut tx, id).await?;
-    if let Some(key) = login_key {
+    if let Some(key) = key {
         let first = sqlx::query(
-            "UPDATE users SET last_login_key = $2
-             WHERE id = $1 AND last_login_key IS DISTINCT FROM $2",
+            "UPDATE users SET last_request_key = $2
+             WHERE id = $1 AND last_request_key IS DISTINCT FROM $2",
         )
         .bind(id.as_uuid())
         .bind(key)
