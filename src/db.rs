@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
+use user_core::retry::Backoff;
 
 use crate::config::Config;
 
@@ -16,14 +17,14 @@ pub async fn connect(config: &Config, patience: Duration) -> anyhow::Result<PgPo
         // A query that hangs must not hold a request (or a connection) forever.
         .options([("statement_timeout", "15s"), ("lock_timeout", "5s")]);
     let deadline = tokio::time::Instant::now() + patience;
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::reconnect();
     loop {
+        let delay = backoff.next_delay();
         match try_connect(config, &options).await {
             Ok(pool) => return Ok(pool),
             Err(e) if tokio::time::Instant::now() + delay < deadline => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database not ready");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err(e),
         }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::domain::CorrelationId;
 use crate::error::CoreError;
 use crate::limits::RateLimits;
 use crate::request::{Method, ParamForm, Request};
@@ -28,7 +29,7 @@ impl Caller {
 #[derive(Debug, Clone)]
 pub struct CallContext {
     pub caller: Caller,
-    pub correlation_id: String,
+    pub correlation_id: CorrelationId,
     /// Identifies one request across redeliveries and retries (an RPC message id); a create
     /// that carries a key it already succeeded with answers with the user it created.
     pub request_key: Option<String>,
@@ -37,10 +38,10 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    pub fn new(caller: Caller, correlation_id: impl Into<String>) -> Self {
+    pub fn new(caller: Caller, correlation_id: CorrelationId) -> Self {
         Self {
             caller,
-            correlation_id: correlation_id.into(),
+            correlation_id,
             request_key: None,
             deadline: None,
         }
@@ -170,7 +171,7 @@ mod tests {
                 name: name.to_owned(),
                 can_read_credentials: false,
             };
-            CallContext::new(caller, "c")
+            CallContext::new(caller, CorrelationId::generate())
         };
         let (a, b) = (ctx("a").keyed(Some("k")), ctx("b").keyed(Some("k")));
         assert_eq!(a.request_key.as_deref(), Some("a:k"));

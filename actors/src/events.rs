@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::domain::{Timestamp, UserId};
+use crate::domain::{CorrelationId, Timestamp, UserId};
 use crate::json::Changes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -53,19 +53,24 @@ pub struct Event {
     pub event_type: EventType,
     pub user_id: UserId,
     pub timestamp: Timestamp,
-    pub correlation_id: String,
+    pub correlation_id: CorrelationId,
     pub source: &'static str,
     pub data: Value,
 }
 
 impl Event {
-    pub fn new(event_type: EventType, user_id: UserId, correlation_id: &str, data: Value) -> Self {
+    pub fn new(
+        event_type: EventType,
+        user_id: UserId,
+        correlation_id: &CorrelationId,
+        data: Value,
+    ) -> Self {
         Self {
             event_id: Uuid::now_v7(),
             event_type,
             user_id,
             timestamp: Timestamp::now(),
-            correlation_id: correlation_id.to_owned(),
+            correlation_id: correlation_id.clone(),
             source: "user-service",
             data,
         }
@@ -75,7 +80,7 @@ impl Event {
     pub fn for_changes(
         event_type: EventType,
         user_id: UserId,
-        correlation_id: &str,
+        correlation_id: &CorrelationId,
         changes: Changes,
     ) -> Option<Self> {
         if changes.is_empty() {

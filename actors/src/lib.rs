@@ -13,6 +13,7 @@ pub mod limits;
 pub mod metrics;
 pub mod publisher;
 pub mod request;
+pub mod retry;
 pub mod store;
 pub mod supervisor;
 pub mod views;

@@ -1,23 +1,23 @@
 //! Encoding the core's answer as HTTP, and the error body of contract section 4.
 
 use serde_json::{Value, json};
+use user_core::domain::CorrelationId;
 use user_core::{CoreError, Reply, ReplyStatus};
 use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
-/// The caller's correlation id when it is a sane token, else a new one.
-pub fn correlation_id(headers: &HeaderMap) -> String {
-    headers
+/// The caller's correlation id when it follows the rule, else a new one.
+pub fn correlation_id(headers: &HeaderMap) -> CorrelationId {
+    let sent = headers
         .get(CORRELATION_HEADER)
         .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+        .map(str::trim);
+    CorrelationId::or_generate(sent)
 }
 
-pub fn render(result: Result<Reply, CoreError>, correlation_id: &str) -> Response {
+pub fn render(result: Result<Reply, CoreError>, correlation_id: &CorrelationId) -> Response {
     let retry_after = match &result {
         Err(CoreError::RateLimited { retry_after_secs }) => Some(*retry_after_secs),
         _ => None,
@@ -27,7 +27,10 @@ pub fn render(result: Result<Reply, CoreError>, correlation_id: &str) -> Respons
             let body = (reply.status != ReplyStatus::NoContent).then_some(reply.data);
             (reply.status.code(), body)
         }
-        Err(e) => (e.code().status(), Some(error_body(&e, correlation_id))),
+        Err(e) => (
+            e.code().status(),
+            Some(error_body(&e, correlation_id.as_str())),
+        ),
     };
     let mut response = match body {
         Some(body) => {
@@ -43,7 +46,7 @@ pub fn render(result: Result<Reply, CoreError>, correlation_id: &str) -> Respons
     };
     *response.status_mut() =
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if let Ok(v) = HeaderValue::from_str(correlation_id) {
+    if let Ok(v) = HeaderValue::from_str(correlation_id.as_str()) {
         response.headers_mut().insert(CORRELATION_HEADER, v);
     }
     if let Some(secs) = retry_after {

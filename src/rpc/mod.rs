@@ -22,15 +22,15 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
+use user_core::domain::CorrelationId;
 use user_core::health::{HealthMonitor, Report, Status};
 use user_core::metrics::{Transport, record_request};
+use user_core::retry::Backoff;
 use user_core::{CallContext, Core, CoreError, Method, ParamForm, Reply};
 
 use crate::auth::{Authenticator, Credentials};
 use wire::Dialect;
 
-const MIN_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How long a request that failed for a passing reason (database down) waits before it is
 /// handed back to the queue: long enough not to spin, short enough to recover promptly.
 const REQUEUE_DELAY: Duration = Duration::from_secs(1);
@@ -74,22 +74,20 @@ impl RpcEdge {
     }
 }
 
-/// Serves until `stop` turns true, reconnecting with exponential backoff after any failure.
+/// Serves until `stop` turns true, reconnecting with the shared backoff after any failure.
 pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = Backoff::reconnect();
     loop {
         match serve(&edge, &mut stop, &mut backoff).await {
             Ok(()) => return,
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "RabbitMQ connection lost");
+                tracing::warn!(error = %e, "RabbitMQ connection lost; reconnecting");
                 edge.report(Status::Down, Some(e.to_string()));
             }
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = stop.wait_for(|s| *s) => return,
+        if !backoff.wait(&mut stop).await {
+            return;
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -98,7 +96,7 @@ pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
 async fn serve(
     edge: &Arc<RpcEdge>,
     stop: &mut watch::Receiver<bool>,
-    backoff: &mut Duration,
+    backoff: &mut Backoff,
 ) -> Result<(), RpcError> {
     let properties =
         ConnectionProperties::default().with_connection_name("user-service rpc".into());
@@ -130,7 +128,7 @@ async fn serve(
         .await?;
     tracing::info!(queue = %edge.config.queue, prefetch = edge.config.prefetch, "consuming RPC requests");
     edge.report(Status::Up, None);
-    *backoff = MIN_BACKOFF;
+    backoff.reset();
 
     let mut in_flight = JoinSet::new();
     loop {
@@ -217,10 +215,9 @@ async fn handle(edge: Arc<RpcEdge>, channel: Channel, delivery: Delivery) {
         Dialect::Plain => None,
     };
     let amqp_correlation = text(props.correlation_id()).or(nest_id).map(str::to_owned);
-    let correlation_id = header(props, "x-correlation-id")
-        .map(str::to_owned)
-        .or_else(|| amqp_correlation.clone())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let correlation_id = CorrelationId::or_generate(
+        header(props, "x-correlation-id").or(amqp_correlation.as_deref()),
+    );
     let method_name = decoded
         .as_ref()
         .map_or("?", |i| i.method.as_str())
@@ -297,7 +294,7 @@ async fn call(
     edge: &RpcEdge,
     props: &BasicProperties,
     decoded: Result<wire::Incoming, CoreError>,
-    correlation_id: String,
+    correlation_id: CorrelationId,
     deadline: Option<Instant>,
     seen: &mut Seen,
 ) -> Result<Reply, CoreError> {

@@ -19,7 +19,9 @@ pub use preferences::{
 };
 pub use privacy::{PrivacySettings, ProfileVisibility};
 pub(crate) use scalars::truncate;
-pub use scalars::{AvatarUrl, BoundedText, Metadata, PasswordHash, PaymentId, UserId, UserName};
+pub use scalars::{
+    AvatarUrl, BoundedText, CorrelationId, Metadata, PasswordHash, PaymentId, UserId, UserName,
+};
 pub use timestamp::Timestamp;
 pub use user::{EditableUser, NewUser, User};
 

@@ -203,6 +203,47 @@ impl PaymentId {
     }
 }
 
+/// Ties logs, replies and events of one request together (contract section 4): 1–128
+/// printable ASCII characters, so it fits every header and AMQP property it is copied into.
+/// A caller's id that breaks the rule is not used; a fresh one is generated instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CorrelationId(String);
+string_newtype!(CorrelationId);
+
+impl CorrelationId {
+    pub const MAX_LEN: usize = 128;
+
+    pub fn parse(s: impl Into<String>) -> Result<Self, Invalid> {
+        let s = s.into();
+        if Self::is_valid(&s) {
+            Ok(Self(s))
+        } else {
+            Err(Invalid::new("must be 1–128 printable ASCII characters"))
+        }
+    }
+
+    /// Does `s` follow the rule? (Also the rule for other ids taken from a message.)
+    pub fn is_valid(s: &str) -> bool {
+        !s.is_empty() && s.len() <= Self::MAX_LEN && s.bytes().all(|b| b.is_ascii_graphic())
+    }
+
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// The caller's id when it follows the rule, else a fresh one.
+    pub fn or_generate(candidate: Option<&str>) -> Self {
+        candidate
+            .and_then(|c| Self::parse(c).ok())
+            .unwrap_or_else(Self::generate)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Free JSON owned by the callers, bounded to 16 KiB of serialised JSON.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(try_from = "serde_json::Map<String, serde_json::Value>")]

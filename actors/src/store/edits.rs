@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
-use crate::domain::{EditableUser, Timestamp, User};
+use crate::domain::{CorrelationId, EditableUser, Timestamp, User};
 use crate::error::{CoreError, from_json};
 use crate::events::{Event, EventType};
 use crate::json::diff;
@@ -39,7 +39,7 @@ fn under(key: &str, v: Value) -> Value {
 
 fn events(
     u: &User,
-    correlation_id: &str,
+    correlation_id: &CorrelationId,
     parts: impl IntoIterator<Item = (EventType, Value, Value)>,
 ) -> Vec<Event> {
     parts
@@ -52,7 +52,11 @@ fn events(
 
 /// `users.update`: name, email, isActive and metadata are account data (USER_UPDATED);
 /// avatarUrl is profile data (PROFILE_UPDATED).
-pub(super) fn update(u: &User, patch: &Patch, correlation_id: &str) -> Result<Edit, CoreError> {
+pub(super) fn update(
+    u: &User,
+    patch: &Patch,
+    correlation_id: &CorrelationId,
+) -> Result<Edit, CoreError> {
     let before = EditableUser::from(u);
     let after = merged(&before, patch)?;
     let split = |e: &EditableUser| {
@@ -84,7 +88,7 @@ pub(super) fn update(u: &User, patch: &Patch, correlation_id: &str) -> Result<Ed
 pub(super) fn preferences(
     u: &User,
     patch: &Patch,
-    correlation_id: &str,
+    correlation_id: &CorrelationId,
 ) -> Result<Edit, CoreError> {
     let after = merged(&u.preferences, patch)?;
     let events = events(
@@ -105,7 +109,11 @@ pub(super) fn preferences(
     })
 }
 
-pub(super) fn privacy(u: &User, patch: &Patch, correlation_id: &str) -> Result<Edit, CoreError> {
+pub(super) fn privacy(
+    u: &User,
+    patch: &Patch,
+    correlation_id: &CorrelationId,
+) -> Result<Edit, CoreError> {
     let after = merged(&u.privacy_settings, patch)?;
     let events = events(
         u,
@@ -126,7 +134,11 @@ pub(super) fn privacy(u: &User, patch: &Patch, correlation_id: &str) -> Result<E
 }
 
 /// Billing info starts out null; the first patch creates it, with defaults for the rest.
-pub(super) fn billing(u: &User, patch: &Patch, correlation_id: &str) -> Result<Edit, CoreError> {
+pub(super) fn billing(
+    u: &User,
+    patch: &Patch,
+    correlation_id: &CorrelationId,
+) -> Result<Edit, CoreError> {
     if patch.is_empty() {
         return Ok(Edit {
             user: u.clone(),
@@ -157,7 +169,7 @@ pub(super) fn login(
     u: &User,
     at: Option<Timestamp>,
     ip: Option<IpAddr>,
-    correlation_id: &str,
+    correlation_id: &CorrelationId,
 ) -> Edit {
     let at = at.unwrap_or_else(Timestamp::now);
     let user = User {
@@ -175,7 +187,11 @@ pub(super) fn login(
     Edit { user, events }
 }
 
-pub(super) fn payment(u: &User, p: &Payment, correlation_id: &str) -> Result<Edit, CoreError> {
+pub(super) fn payment(
+    u: &User,
+    p: &Payment,
+    correlation_id: &CorrelationId,
+) -> Result<Edit, CoreError> {
     let paid_at = p.paid_at.unwrap_or_else(Timestamp::now);
     let mut stats = u.billing_stats.clone();
     stats.total_spent = stats
@@ -226,6 +242,10 @@ mod tests {
         }
     }
 
+    fn corr(s: &str) -> CorrelationId {
+        CorrelationId::parse(s).unwrap()
+    }
+
     fn patch(v: Value) -> Patch {
         v.as_object().unwrap().clone()
     }
@@ -235,13 +255,13 @@ mod tests {
         let e = preferences(
             &user(),
             &patch(json!({"language": "en", "gameSettings": {"autoDownload": true}})),
-            "req-456",
+            &corr("req-456"),
         )
         .unwrap();
         assert_eq!(e.events.len(), 1);
         let ev = &e.events[0];
         assert_eq!(ev.event_type, EventType::PreferencesChanged);
-        assert_eq!(ev.correlation_id, "req-456");
+        assert_eq!(ev.correlation_id.as_str(), "req-456");
         assert_eq!(
             ev.data,
             json!({"changed": ["gameSettings.autoDownload", "language"],
@@ -259,12 +279,12 @@ mod tests {
         let e = preferences(
             &user(),
             &patch(json!({"language": "ru", "theme": "auto"})),
-            "c",
+            &corr("c"),
         )
         .unwrap();
         assert!(e.events.is_empty());
         assert!(
-            billing(&user(), &Patch::new(), "c")
+            billing(&user(), &Patch::new(), &corr("c"))
                 .unwrap()
                 .events
                 .is_empty()
@@ -275,7 +295,7 @@ mod tests {
     fn null_resets_to_the_default() {
         let mut u = user();
         u.preferences.theme = crate::domain::Theme::Dark;
-        let e = preferences(&u, &patch(json!({"theme": null})), "c").unwrap();
+        let e = preferences(&u, &patch(json!({"theme": null})), &corr("c")).unwrap();
         assert_eq!(e.user.preferences.theme, crate::domain::Theme::Auto);
     }
 
@@ -287,19 +307,19 @@ mod tests {
             json!({"gameSettings": 5}),
         ] {
             assert!(
-                preferences(&user(), &patch(bad.clone()), "c").is_err(),
+                preferences(&user(), &patch(bad.clone()), &corr("c")).is_err(),
                 "{bad}"
             );
         }
         assert!(
-            update(&user(), &patch(json!({"name": null})), "c").is_err(),
+            update(&user(), &patch(json!({"name": null})), &corr("c")).is_err(),
             "name is required"
         );
         assert!(
             update(
                 &user(),
                 &patch(json!({"password": "$2b$10$abcdefghijklmnop"})),
-                "c"
+                &corr("c")
             )
             .is_err()
         );
@@ -310,7 +330,7 @@ mod tests {
         let e = update(
             &user(),
             &patch(json!({"name": "Bob", "avatarUrl": "https://x.io/a.png"})),
-            "c",
+            &corr("c"),
         )
         .unwrap();
         let types: Vec<_> = e.events.iter().map(|e| e.event_type).collect();
@@ -330,7 +350,7 @@ mod tests {
         let e = update(
             &u,
             &patch(json!({"metadata": {"a": {"x": null, "z": 3}}})),
-            "c",
+            &corr("c"),
         )
         .unwrap();
         assert_eq!(
@@ -345,7 +365,7 @@ mod tests {
 
     #[test]
     fn first_billing_patch_creates_the_object() {
-        let e = billing(&user(), &patch(json!({"taxId": "1234567890"})), "c").unwrap();
+        let e = billing(&user(), &patch(json!({"taxId": "1234567890"})), &corr("c")).unwrap();
         let info = e.user.billing_info.unwrap();
         assert_eq!(info.currency.as_ref(), "RUB");
         assert_eq!(e.events[0].data["changed"], json!(["billingInfo"]));
@@ -357,7 +377,7 @@ mod tests {
             serde_json::from_value(json!({"paymentId": "p1", "amount": "0.10"})).unwrap();
         let mut u = user();
         for _ in 0..3 {
-            u = payment(&u, &p, "c").unwrap().user;
+            u = payment(&u, &p, &corr("c")).unwrap().user;
         }
         assert_eq!(u.billing_stats.total_spent.to_string(), "0.30");
         assert_eq!(u.billing_stats.payments_count, 3);

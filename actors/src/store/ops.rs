@@ -13,7 +13,7 @@ use super::error::is_email_taken;
 use super::{outbox, rows};
 use crate::cache::UserCache;
 use crate::core::{CallContext, Reply};
-use crate::domain::{Email, NewUser, Timestamp, User, UserId};
+use crate::domain::{CorrelationId, Email, NewUser, Timestamp, User, UserId};
 use crate::error::CoreError;
 use crate::events::{Event, EventType};
 use crate::request::{Payment, Request};
@@ -27,7 +27,7 @@ pub(super) struct Db {
 }
 
 pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Reply, CoreError> {
-    let corr = ctx.correlation_id.as_str();
+    let corr = &ctx.correlation_id;
     let caller = ctx.caller.name.as_str();
     let key = ctx.request_key.as_deref();
     match req {
@@ -213,7 +213,12 @@ async fn save(tx: &mut sqlx::PgConnection, user: &User, events: &[Event]) -> Res
     Ok(())
 }
 
-async fn create(db: &Db, new: NewUser, key: Option<String>, corr: &str) -> Result<User, CoreError> {
+async fn create(
+    db: &Db,
+    new: NewUser,
+    key: Option<String>,
+    corr: &CorrelationId,
+) -> Result<User, CoreError> {
     match insert_users(db, vec![(new, key)], corr).await?.pop() {
         Some(Ok(user)) => Ok(user),
         Some(Err(email)) => Err(CoreError::EmailTaken(email)),
@@ -229,7 +234,7 @@ async fn create(db: &Db, new: NewUser, key: Option<String>, corr: &str) -> Resul
 async fn insert_users(
     db: &Db,
     new: Vec<(NewUser, Option<String>)>,
-    corr: &str,
+    corr: &CorrelationId,
 ) -> Result<Vec<Result<User, String>>, CoreError> {
     let (new, keys): (Vec<NewUser>, Vec<Option<String>>) = new.into_iter().unzip();
     let now = Timestamp::now();
@@ -307,7 +312,12 @@ async fn insert_users(
 }
 
 /// Soft-deletes once: the same request (by its key) delivered again answers as the first did.
-async fn delete(db: &Db, id: UserId, key: Option<&str>, corr: &str) -> Result<(), CoreError> {
+async fn delete(
+    db: &Db,
+    id: UserId,
+    key: Option<&str>,
+    corr: &CorrelationId,
+) -> Result<(), CoreError> {
     let mut tx = db.pool.begin().await?;
     let email: Option<String> = sqlx::query_scalar(
         "UPDATE users SET deleted_at = now(), updated_at = now(), deleted_by = $2
@@ -374,7 +384,7 @@ async fn batch_create(
     db: &Db,
     items: Vec<Result<NewUser, CoreError>>,
     key: Option<&str>,
-    corr: &str,
+    corr: &CorrelationId,
 ) -> Result<Value, CoreError> {
     let requested = items.len();
     // Valid items go to the database in one insert; the rest are answered from here.
@@ -415,7 +425,12 @@ async fn batch_create(
 
 /// Adds a payment to the user's totals once: the payment row and the new totals commit
 /// together, and a payment id seen before changes nothing.
-async fn record_payment(db: &Db, id: UserId, p: Payment, corr: &str) -> Result<Reply, CoreError> {
+async fn record_payment(
+    db: &Db,
+    id: UserId,
+    p: Payment,
+    corr: &CorrelationId,
+) -> Result<Reply, CoreError> {
     let mut tx = db.pool.begin().await?;
     let current = rows::fetch_for_update(&mut tx, id).await?;
     let currency = p

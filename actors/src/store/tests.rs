@@ -62,7 +62,7 @@ fn exists(id: UserId) -> Execute {
                 name: "test".into(),
                 can_read_credentials: false,
             },
-            "test",
+            crate::domain::CorrelationId::generate(),
         ),
         request: Request::Exists { id },
     }

@@ -1,0 +1,84 @@
+//! The one reconnect policy. Every loop that waits for a server (the RPC consumer, the event
+//! publisher, the cache listener, the database at start-up) and every actor restart waits
+//! with the same exponential backoff with jitter, built on `backon`, so a recovering server
+//! is not hit by every instance in step.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use tokio::sync::watch;
+
+/// Growing waits between attempts; [`Backoff::reset`] after a success.
+pub struct Backoff {
+    builder: ExponentialBuilder,
+    delays: ExponentialBackoff,
+    last: Duration,
+}
+
+impl Backoff {
+    /// Reconnecting to PostgreSQL, RabbitMQ or Redis: from a quarter second up to ten.
+    pub fn reconnect() -> Self {
+        Self::new(Duration::from_millis(250), Duration::from_secs(10))
+    }
+
+    /// From `min` (first wait) doubling up to `max`, each wait stretched by up to itself at random.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        let builder = ExponentialBuilder::new()
+            .with_min_delay(min)
+            .with_max_delay(max)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times();
+        Self {
+            delays: builder.build(),
+            builder,
+            last: min,
+        }
+    }
+
+    /// The next wait; the sequence never ends.
+    pub fn next_delay(&mut self) -> Duration {
+        self.last = self.delays.next().unwrap_or(self.last);
+        self.last
+    }
+
+    /// Back to the shortest wait, after the thing waited for worked.
+    pub fn reset(&mut self) {
+        self.delays = self.builder.build();
+    }
+
+    /// Sleeps the next wait; false when `stop` turned true first (the caller should end).
+    pub async fn wait(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+        let delay = self.next_delay();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => true,
+            _ = stop.wait_for(|s| *s) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_grow_to_the_cap_and_reset() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(1));
+        let mut b = Backoff::new(min, max);
+        let first = b.next_delay();
+        assert!(first >= min && first <= min * 2, "{first:?}");
+        let later: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
+        assert!(later.iter().all(|d| *d <= max * 2), "{later:?}");
+        assert!(later[9] >= max, "reaches the cap: {later:?}");
+        b.reset();
+        assert!(b.next_delay() <= min * 2);
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_the_wait() {
+        let (tx, mut rx) = watch::channel(false);
+        let mut b = Backoff::new(Duration::from_secs(60), Duration::from_secs(60));
+        tx.send(true).unwrap();
+        assert!(!b.wait(&mut rx).await);
+    }
+}
