@@ -25,6 +25,7 @@ pub const DURATION: &str = "user_service_integration_duration_seconds";
 pub const ERRORS: &str = "user_service_integration_errors_total";
 pub const CACHE_HITS: &str = "user_service_integration_cache_hits_total";
 pub const CACHE_MISSES: &str = "user_service_integration_cache_misses_total";
+pub const RPC_DELIVERIES: &str = "user_service_rpc_deliveries_total";
 pub const OUTBOX_PENDING: &str = "user_service_outbox_pending";
 pub const OUTBOX_DEAD: &str = "user_service_outbox_dead";
 
@@ -49,6 +50,11 @@ pub fn record_request(
     }
 }
 
+/// Every RPC delivery, by how it was settled (a closed set of outcomes).
+pub fn record_delivery(outcome: &'static str) {
+    metrics::counter!(RPC_DELIVERIES, "outcome" => outcome).increment(1);
+}
+
 pub fn record_backlog(pending: i64, dead: i64) {
     metrics::gauge!(OUTBOX_PENDING).set(pending as f64);
     metrics::gauge!(OUTBOX_DEAD).set(dead as f64);
@@ -68,6 +74,10 @@ pub fn describe() {
     metrics::describe_counter!(ERRORS, "Failed requests by caller and error code");
     metrics::describe_counter!(CACHE_HITS, "Cache hits by caller and cache");
     metrics::describe_counter!(CACHE_MISSES, "Cache misses by caller and cache");
+    metrics::describe_counter!(
+        RPC_DELIVERIES,
+        "RPC deliveries by how they were settled: answered, done, dead_lettered, requeued, expired, dropped, unsettled"
+    );
     metrics::describe_gauge!(OUTBOX_PENDING, "Events written but not yet published");
     metrics::describe_gauge!(
         OUTBOX_DEAD,

@@ -2,7 +2,13 @@
 //! encoding the reply. Pure functions; the AMQP plumbing is in the parent module.
 
 use serde_json::{Map, Value, json};
+use user_core::domain::CorrelationId;
 use user_core::{CoreError, Reply, ReplyStatus};
+
+/// Bodies above this size get 413 `PAYLOAD_TOO_LARGE` unread.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How much of a caller's text (a method name) goes into logs and error messages.
+const LOGGABLE_CHARS: usize = 64;
 
 /// How the caller spoke, and so how to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +33,12 @@ pub struct Incoming {
     pub params: Value,
 }
 
-/// Reads a request body. On failure the caller still gets an answer in the plain dialect.
+/// Reads a request body. On failure the caller still gets an answer, in the dialect
+/// [`guess_dialect`] finds.
 pub fn decode(body: &[u8]) -> Result<Incoming, CoreError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(CoreError::PayloadTooLarge(MAX_BODY_BYTES));
+    }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| CoreError::invalid("body", format!("is not valid JSON: {e}")))?;
     let Value::Object(mut map) = value else {
@@ -77,6 +87,33 @@ pub fn decode(body: &[u8]) -> Result<Incoming, CoreError> {
     })
 }
 
+/// How to answer a body that could not be decoded: NestJS when it looks like a NestJS
+/// packet (its id is not known, so none is echoed), else plain.
+pub fn guess_dialect(body: &[u8]) -> Dialect {
+    let head = &body[..body.len().min(4096)];
+    if head.windows(9).any(|w| w == b"\"pattern\"") {
+        Dialect::Nestjs {
+            id: Some(String::new()),
+        }
+    } else {
+        Dialect::Plain
+    }
+}
+
+/// The dialect of any body, decodable or not.
+pub fn dialect_of(body: &[u8]) -> Dialect {
+    decode(body).map_or_else(|_| guess_dialect(body), |i| i.dialect)
+}
+
+/// A caller's text cut to a length fit for logs and error messages.
+pub fn loggable(text: &str) -> String {
+    let mut out: String = text.chars().take(LOGGABLE_CHARS).collect();
+    if out.len() < text.len() {
+        out.push('…');
+    }
+    out
+}
+
 /// The reply body for `result` in the caller's dialect.
 pub fn encode(dialect: &Dialect, result: &Result<Reply, CoreError>) -> Value {
     match (dialect, result) {
@@ -95,7 +132,8 @@ pub fn encode(dialect: &Dialect, result: &Result<Reply, CoreError>) -> Value {
                 }
             };
             out.insert("isDisposed".to_owned(), Value::Bool(true));
-            if let Some(id) = id {
+            // An id that breaks the id rule is not echoed.
+            if let Some(id) = id.as_ref().filter(|id| CorrelationId::is_valid(id)) {
                 out.insert("id".to_owned(), Value::String(id.clone()));
             }
             Value::Object(out)

@@ -27,7 +27,11 @@ impl UserStore {
     /// Reads go through `cache`; writes invalidate it after they commit.
     pub fn new(pool: PgPool, cache: UserCache) -> Self {
         Self {
-            db: ops::Db { pool, cache },
+            db: ops::Db {
+                pool,
+                cache,
+                deadline: None,
+            },
         }
     }
 }
@@ -53,20 +57,13 @@ impl Handler<Execute> for UserStore {
     type Result = ResponseFuture<Result<Reply, CoreError>>;
 
     fn handle(&mut self, msg: Execute, _: &mut Self::Context) -> Self::Result {
-        let deadline = msg.ctx.deadline;
-        let work = ops::execute(self.db.clone(), msg.ctx, msg.request);
-        let work = async move {
-            match deadline {
-                // Past the deadline the work is dropped mid-way: its transaction rolls back.
-                Some(at) => tokio::time::timeout_at(at, work).await.unwrap_or_else(|_| {
-                    Err(CoreError::Unavailable(
-                        "deadline passed; nothing was done".to_owned(),
-                    ))
-                }),
-                None => work.await,
-            }
-        }
-        .instrument(tracing::Span::current());
+        // The deadline is checked where a write would commit, never by dropping the work
+        // mid-way: a commit once started finishes, and so does its cache invalidation.
+        let db = ops::Db {
+            deadline: msg.ctx.deadline,
+            ..self.db.clone()
+        };
+        let work = ops::execute(db, msg.ctx, msg.request).instrument(tracing::Span::current());
         Box::pin(async move {
             // A panic inside the task fails this one request, not the actor.
             tokio::spawn(work)

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::types::Uuid;
+use tokio::time::Instant;
 
 use super::edits::{self, Edit};
 use super::error::is_email_taken;
@@ -24,6 +25,9 @@ use crate::views;
 pub(super) struct Db {
     pub(super) pool: PgPool,
     pub(super) cache: UserCache,
+    /// The request's deadline (an RPC `expiration`): a write not committing by then is
+    /// rolled back. Once a commit starts it finishes, with its invalidation.
+    pub(super) deadline: Option<Instant>,
 }
 
 pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Reply, CoreError> {
@@ -123,6 +127,18 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
 }
 
 impl Db {
+    /// Commits, unless the request's deadline has passed: then nothing was done, truly.
+    async fn commit(&self, tx: sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), CoreError> {
+        if self.deadline.is_some_and(|at| Instant::now() >= at) {
+            tx.rollback().await?;
+            return Err(CoreError::Unavailable(
+                "deadline passed; nothing was done".to_owned(),
+            ));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The live users among `ids`, from the cache where it has them.
     async fn find(&self, ids: &[UserId], caller: &str) -> Result<HashMap<UserId, User>, CoreError> {
         let (mut found, mark) = self.cache.get_many(ids, caller).await;
@@ -194,7 +210,7 @@ async fn modify(
     }
     user.updated_at = Timestamp::now();
     save(&mut tx, &user, &events).await?;
-    tx.commit().await?;
+    db.commit(tx).await?;
     db.cache
         .invalidate(id, &[&current.email, &user.email])
         .await;
@@ -298,7 +314,7 @@ async fn insert_users(
         }));
     }
     outbox::append(&mut tx, &events).await?;
-    tx.commit().await?;
+    db.commit(tx).await?;
     // Nothing can be cached for a new user; the invalidation tells every instance anyway,
     // as for every write.
     let created = results
@@ -347,7 +363,7 @@ async fn delete(
         &[Event::new(EventType::UserDeleted, id, corr, json!({}))],
     )
     .await?;
-    tx.commit().await?;
+    db.commit(tx).await?;
     let email = Email::parse(&email).ok();
     db.cache
         .invalidate(id, &email.iter().collect::<Vec<_>>())
@@ -477,7 +493,7 @@ async fn record_payment(
     )?;
     user.updated_at = Timestamp::now();
     save(&mut tx, &user, &events).await?;
-    tx.commit().await?;
+    db.commit(tx).await?;
     db.cache.invalidate(id, &[&user.email]).await;
     Ok(Reply::created(views::billing(&user)))
 }

@@ -93,3 +93,48 @@ async fn a_panicked_store_is_restarted_and_the_next_request_succeeds() {
     assert_eq!(reply.data, serde_json::json!({"exists": false}));
     db.drop_now().await;
 }
+
+/// A write whose deadline passed before it could commit is rolled back, and says so truly.
+#[actix::test]
+async fn a_write_past_its_deadline_commits_nothing() {
+    let db = TestDb::new().await;
+    let store = UserStore::new(db.pool.clone(), UserCache::disabled()).start();
+    let new = crate::domain::NewUser {
+        name: crate::domain::UserName::parse("Late").unwrap(),
+        email: crate::domain::Email::parse("late@example.com").unwrap(),
+        password: crate::domain::PasswordHash::parse(
+            "$2b$10$abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX",
+        )
+        .unwrap(),
+    };
+    let Execute { mut ctx, .. } = exists(UserId::generate());
+    ctx.deadline = Some(tokio::time::Instant::now());
+    let late = store
+        .send(Execute {
+            ctx: ctx.clone(),
+            request: Request::Create(new.clone()),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(late, Err(CoreError::Unavailable(_))), "{late:?}");
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!((users, events), (0, 0), "nothing was written");
+
+    ctx.deadline = Some(tokio::time::Instant::now() + std::time::Duration::from_secs(30));
+    let in_time = store
+        .send(Execute {
+            ctx,
+            request: Request::Create(new),
+        })
+        .await
+        .unwrap();
+    assert!(in_time.is_ok(), "{in_time:?}");
+    db.drop_now().await;
+}
