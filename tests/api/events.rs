@@ -12,13 +12,13 @@ use serde_json::{Value, json};
 use crate::helpers::{AMQP_URL, HASH, TestApp, bind_events_queue, send};
 
 /// A consumer of everything the app publishes, as another service would bind it.
-struct Events {
+pub struct Events {
     _conn: Connection,
     consumer: Consumer,
 }
 
 impl Events {
-    async fn bind(exchange: &str) -> Self {
+    pub async fn bind(exchange: &str) -> Self {
         let conn = Connection::connect(AMQP_URL, Default::default())
             .await
             .unwrap();
@@ -39,7 +39,7 @@ impl Events {
     }
 
     /// The next event: (routing key, properties, body).
-    async fn next(&mut self) -> (String, BasicProperties, Value) {
+    pub async fn next(&mut self) -> (String, BasicProperties, Value) {
         let d = tokio::time::timeout(Duration::from_secs(15), self.consumer.next())
             .await
             .expect("an event within 15 s")

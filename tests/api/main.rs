@@ -1,5 +1,6 @@
 //! Integration tests: the real service over HTTP against the local PostgreSQL.
 
+mod amqp;
 mod helpers;
 
 mod auth;
@@ -8,6 +9,7 @@ mod billing;
 mod cache;
 mod client;
 mod events;
+mod hostile;
 mod limits;
 mod nestjs;
 mod resilience;

@@ -4,114 +4,13 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicGetOptions, BasicPublishOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, Consumer};
+use lapin::BasicProperties;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use user_core::Method;
 
-use crate::helpers::{AMQP_URL, AUTH_KEY, CATALOG_KEY, HASH, SECRET, TestApp, eventually};
-
-/// A bare AMQP caller, to send exactly the messages a test needs.
-struct Raw {
-    _conn: Connection,
-    channel: Channel,
-    replies: Consumer,
-}
-
-impl Raw {
-    async fn connect() -> Self {
-        let conn = Connection::connect(AMQP_URL, Default::default())
-            .await
-            .unwrap();
-        let channel = conn.create_channel().await.unwrap();
-        let no_ack = BasicConsumeOptions {
-            no_ack: true,
-            ..Default::default()
-        };
-        let replies = channel
-            .basic_consume(
-                "amq.rabbitmq.reply-to".into(),
-                "".into(),
-                no_ack,
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        Self {
-            _conn: conn,
-            channel,
-            replies,
-        }
-    }
-
-    async fn publish(&self, queue: &str, body: &[u8], props: BasicProperties) {
-        self.channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                body,
-                props,
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
-
-    /// Sends with a reply address and waits for the matching reply.
-    async fn call(
-        &mut self,
-        queue: &str,
-        body: &[u8],
-        props: BasicProperties,
-    ) -> (BasicProperties, Value) {
-        let correlation = uuid::Uuid::new_v4().to_string();
-        let props = props
-            .with_reply_to("amq.rabbitmq.reply-to".into())
-            .with_correlation_id(correlation.clone().into());
-        self.publish(queue, body, props).await;
-        let wait = async {
-            while let Some(Ok(d)) = self.replies.next().await {
-                if d.properties.correlation_id().as_ref().map(|c| c.as_str())
-                    == Some(correlation.as_str())
-                {
-                    return (
-                        d.properties.clone(),
-                        serde_json::from_slice(&d.data).unwrap(),
-                    );
-                }
-            }
-            panic!("reply consumer ended");
-        };
-        tokio::time::timeout(Duration::from_secs(10), wait)
-            .await
-            .expect("a reply within 10 s")
-    }
-
-    async fn call_json(&mut self, queue: &str, body: Value, headers: &[(&str, &str)]) -> Value {
-        let props = BasicProperties::default().with_headers(table(headers));
-        self.call(queue, body.to_string().as_bytes(), props).await.1
-    }
-}
-
-fn table(headers: &[(&str, &str)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in headers {
-        t.insert(
-            (*k).into(),
-            AMQPValue::LongString(LongString::from(v.as_bytes())),
-        );
-    }
-    t
-}
-
-fn key(k: &str) -> [(&str, &str); 1] {
-    [("x-api-key", k)]
-}
+use crate::amqp::{Raw, dead_letters, key, table};
+use crate::helpers::{AUTH_KEY, CATALOG_KEY, HASH, SECRET, TestApp, eventually};
 
 #[tokio::test]
 async fn rpc_answers_exactly_what_rest_answers() {
@@ -312,25 +211,6 @@ async fn malformed_messages_get_error_replies_and_the_consumer_goes_on() {
     );
 }
 
-async fn dead_letters(channel: &Channel, dlq: &str) -> Vec<(Value, String)> {
-    let mut out = Vec::new();
-    while let Some(m) = channel
-        .basic_get(dlq.into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-    {
-        let error = m.delivery.properties.headers().as_ref().and_then(|h| {
-            h.inner().get("x-error").map(|v| match v {
-                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-                other => format!("{other:?}"),
-            })
-        });
-        let body = serde_json::from_slice(&m.delivery.data).unwrap_or(Value::Null);
-        out.push((body, error.unwrap_or_default()));
-    }
-    out
-}
-
 #[tokio::test]
 async fn failures_without_a_reply_address_go_to_the_dead_letter_queue() {
     let app = TestApp::spawn().await;
@@ -377,7 +257,7 @@ async fn failures_without_a_reply_address_go_to_the_dead_letter_queue() {
     }
     let errors: Vec<&str> = all
         .iter()
-        .map(|(_, e)| e.split(':').next().unwrap_or(""))
+        .map(|(_, e, _)| e.split(':').next().unwrap_or(""))
         .collect();
     assert_eq!(all.len(), 2, "{all:?}");
     assert!(
@@ -385,7 +265,8 @@ async fn failures_without_a_reply_address_go_to_the_dead_letter_queue() {
         "{errors:?}"
     );
     assert!(
-        all.iter().any(|(body, _)| body["params"]["id"] == "nope"),
+        all.iter()
+            .any(|(body, _, _)| body["params"]["id"] == "nope"),
         "the original body is kept"
     );
 }

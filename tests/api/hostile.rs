@@ -1,0 +1,437 @@
+//! Hostile input on the primary path (issue 8): a corpus of malformed deliveries, several
+//! prefetch windows of them. Afterwards ordinary calls are answered at once, every delivery
+//! was settled and counted, events still flow, and dead letters carry no credentials.
+
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, DecimalValue, FieldArray, FieldTable, LongString, ShortString};
+use serde_json::json;
+
+use crate::amqp::{Raw, dead_letters, key, table};
+use crate::events::Events;
+use crate::helpers::{AUTH_KEY, HASH, SECRET, TestApp, eventually};
+
+const PREFETCH: usize = 8;
+/// Each case is sent this many times: together several prefetch windows.
+const COPIES: usize = 3;
+
+fn long(bytes: &[u8]) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(bytes))
+}
+
+fn with_headers(headers: Vec<(&str, AMQPValue)>) -> BasicProperties {
+    let mut t = FieldTable::default();
+    for (k, v) in headers {
+        t.insert(ShortString::from(k), v);
+    }
+    BasicProperties::default().with_headers(t)
+}
+
+fn authed() -> BasicProperties {
+    BasicProperties::default().with_headers(table(&key(AUTH_KEY)))
+}
+
+fn reply_to(props: BasicProperties) -> BasicProperties {
+    props.with_reply_to(ShortString::from("amq.rabbitmq.reply-to"))
+}
+
+fn exists() -> Vec<u8> {
+    json!({"method": "users.exists", "params": {"id": uuid::Uuid::new_v4()}})
+        .to_string()
+        .into_bytes()
+}
+
+/// Every kind of delivery a careless or hostile caller can produce: (what, body, properties).
+/// (RabbitMQ itself refuses a NaN or a short-string header value, an expiration beyond
+/// 2^32 ms and an unknown delivery mode, so those never arrive.)
+fn corpus() -> Vec<(&'static str, Vec<u8>, BasicProperties)> {
+    let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let huge = format!(
+        r#"{{"method": "users.exists", "params": {{"id": "{}"}}}}"#,
+        "a".repeat(1024 * 1024)
+    );
+    let id_1000 = "i".repeat(1000);
+    let nest_long_id =
+        json!({"pattern": "users.exists", "data": {"id": uuid::Uuid::new_v4()}, "id": id_1000});
+    let every_type = vec![
+        ("x-bool", AMQPValue::Boolean(true)),
+        ("x-int", AMQPValue::LongLongInt(i64::MIN)),
+        ("x-double", AMQPValue::Double(f64::MAX)),
+        ("x-small", AMQPValue::ShortShortInt(-3)),
+        ("x-float", AMQPValue::Float(f32::MIN)),
+        (
+            "x-decimal",
+            AMQPValue::DecimalValue(DecimalValue {
+                scale: 255,
+                value: u32::MAX,
+            }),
+        ),
+        ("x-time", AMQPValue::Timestamp(u64::MAX)),
+        ("x-void", AMQPValue::Void),
+        ("x-bytes", AMQPValue::ByteArray(vec![0u8, 255, 254].into())),
+        ("x-table", AMQPValue::FieldTable(FieldTable::default())),
+        ("x-array", AMQPValue::FieldArray(FieldArray::default())),
+        ("x-correlation-id", AMQPValue::LongLongInt(5)),
+    ];
+    let mut many = Vec::new();
+    for i in 0..500 {
+        many.push((format!("x-h{i}"), long(b"v")));
+    }
+    let many = {
+        let mut t = FieldTable::default();
+        for (k, v) in many {
+            t.insert(ShortString::from(k), v);
+        }
+        BasicProperties::default().with_headers(t)
+    };
+    let max_short = "c".repeat(255);
+    vec![
+        ("empty body", vec![], reply_to(authed())),
+        ("not JSON", b"{oops".to_vec(), reply_to(authed())),
+        (
+            "invalid UTF-8",
+            vec![0xff, 0xfe, 0xfd, b'{'],
+            reply_to(authed()),
+        ),
+        ("JSON array", b"[1,2]".to_vec(), reply_to(authed())),
+        ("JSON string", b"\"users.get\"".to_vec(), reply_to(authed())),
+        ("JSON null", b"null".to_vec(), reply_to(authed())),
+        ("deep nesting", nested.into_bytes(), reply_to(authed())),
+        ("over 1 MiB", huge.into_bytes(), reply_to(authed())),
+        (
+            "method not a string",
+            br#"{"method": 7}"#.to_vec(),
+            reply_to(authed()),
+        ),
+        (
+            "unknown method",
+            br#"{"method": "users.nope"}"#.to_vec(),
+            reply_to(authed()),
+        ),
+        (
+            "100 KB method",
+            json!({"method": "m".repeat(100_000)})
+                .to_string()
+                .into_bytes(),
+            reply_to(authed()),
+        ),
+        (
+            "params an array",
+            br#"{"method": "users.get", "params": [1]}"#.to_vec(),
+            reply_to(authed()),
+        ),
+        (
+            "unknown params",
+            br#"{"method": "users.create", "params": {"evil": true}}"#.to_vec(),
+            reply_to(authed()),
+        ),
+        (
+            "extra top-level field",
+            br#"{"method": "users.get", "params": {}, "x": 1}"#.to_vec(),
+            reply_to(authed()),
+        ),
+        (
+            "NestJS id of 1000 characters, no correlation id",
+            nest_long_id.to_string().into_bytes(),
+            reply_to(authed()),
+        ),
+        (
+            "NestJS pattern not a string",
+            br#"{"pattern": {"cmd": "x"}, "id": "1"}"#.to_vec(),
+            reply_to(authed()),
+        ),
+        (
+            "NestJS emit with bad data, no reply address",
+            br#"{"pattern": "users.recordLogin", "data": {"id": "nope"}}"#.to_vec(),
+            authed(),
+        ),
+        (
+            "correlation id of 255 characters",
+            exists(),
+            reply_to(authed().with_correlation_id(ShortString::from(max_short.as_str()))),
+        ),
+        (
+            "correlation id with spaces",
+            exists(),
+            reply_to(authed().with_correlation_id(ShortString::from("a b\tc"))),
+        ),
+        (
+            "message id of 255 characters",
+            exists(),
+            reply_to(authed().with_message_id(ShortString::from(max_short.as_str()))),
+        ),
+        (
+            "x-correlation-id of 10 000 characters",
+            exists(),
+            reply_to(with_headers(vec![
+                ("x-api-key", long(AUTH_KEY.as_bytes())),
+                ("x-correlation-id", long("r".repeat(10_000).as_bytes())),
+            ])),
+        ),
+        (
+            "x-correlation-id of invalid UTF-8",
+            exists(),
+            reply_to(with_headers(vec![
+                ("x-api-key", long(AUTH_KEY.as_bytes())),
+                ("x-correlation-id", long(&[0xc3, 0x28, 0xff])),
+            ])),
+        ),
+        (
+            "headers of every type",
+            exists(),
+            reply_to(with_headers(every_type)),
+        ),
+        (
+            "credentials of the wrong types",
+            exists(),
+            reply_to(with_headers(vec![
+                ("x-api-key", AMQPValue::FieldTable(FieldTable::default())),
+                (
+                    "authorization",
+                    AMQPValue::FieldArray(FieldArray::default()),
+                ),
+                ("x-internal-service", AMQPValue::LongLongInt(1)),
+            ])),
+        ),
+        (
+            "a 100 KB bearer token",
+            exists(),
+            reply_to(with_headers(vec![(
+                "authorization",
+                long(format!("Bearer {}", "t".repeat(100_000)).as_bytes()),
+            )])),
+        ),
+        (
+            "secret with a 10 000 character service name",
+            exists(),
+            reply_to(with_headers(vec![
+                ("x-internal-service", long(SECRET.as_bytes())),
+                ("x-service-name", long("s".repeat(10_000).as_bytes())),
+            ])),
+        ),
+        ("500 headers", exists(), reply_to(many)),
+        (
+            "empty reply address",
+            exists(),
+            authed().with_reply_to(ShortString::from("")),
+        ),
+        (
+            "reply address of no queue",
+            exists(),
+            authed().with_reply_to(ShortString::from("no such queue")),
+        ),
+        (
+            "malformed direct reply-to",
+            exists(),
+            authed().with_reply_to(ShortString::from("amq.rabbitmq.reply-to.garbage")),
+        ),
+        (
+            "sent in 1970, expiring in a minute",
+            exists(),
+            reply_to(
+                authed()
+                    .with_timestamp(1)
+                    .with_expiration(ShortString::from("60000")),
+            ),
+        ),
+        (
+            "sent in the far future",
+            exists(),
+            reply_to(
+                authed()
+                    .with_timestamp(u64::MAX)
+                    .with_expiration(ShortString::from("60000")),
+            ),
+        ),
+        (
+            "expiration of over a day",
+            exists(),
+            reply_to(authed().with_expiration(ShortString::from("86400001"))),
+        ),
+        (
+            "odd content type, encoding, priority",
+            exists(),
+            reply_to(
+                authed()
+                    .with_content_type(ShortString::from(max_short.as_str()))
+                    .with_content_encoding(ShortString::from("gzip"))
+                    .with_priority(255)
+                    .with_delivery_mode(1),
+            ),
+        ),
+        (
+            "no credentials, no reply address",
+            exists(),
+            BasicProperties::default(),
+        ),
+    ]
+}
+
+/// Sum of `user_service_rpc_deliveries_total` by outcome, from `/metrics`.
+async fn deliveries(app: &TestApp) -> Vec<(String, f64)> {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("user_service_rpc_deliveries_total{outcome=\""))
+        .filter_map(|l| {
+            let (outcome, rest) = l.split_once('"')?;
+            let n = rest.rsplit(' ').next()?.parse().ok()?;
+            Some((outcome.to_owned(), n))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_corpus_of_hostile_deliveries_is_settled_and_ordinary_calls_go_on() {
+    let prefetch = PREFETCH.to_string();
+    let app = TestApp::spawn_with(&[("RPC_PREFETCH", prefetch.as_str())]).await;
+    app.until_broker(true).await;
+    let mut events = Events::bind(&format!("{}.events", app.db_name)).await;
+    let mut raw = Raw::connect().await;
+    let q = app.rpc_queue.clone();
+
+    let mut corpus = corpus();
+    assert!(corpus.len() >= 30, "{} kinds", corpus.len());
+    // More of the kind that used to kill its handler than a prefetch window holds.
+    let killer = corpus
+        .iter()
+        .find(|(what, ..)| what.starts_with("NestJS id of 1000"))
+        .cloned()
+        .unwrap();
+    corpus.extend(std::iter::repeat_n(killer, PREFETCH));
+    let sent = corpus.len() * COPIES;
+    assert!(sent > 3 * PREFETCH);
+    for _ in 0..COPIES {
+        for (what, body, props) in &corpus {
+            raw.publish(&q, body, props.clone()).await;
+            assert!(raw.channel.status().connected(), "after {what}");
+        }
+    }
+
+    // Ordinary calls behind the whole corpus are answered promptly.
+    for _ in 0..3 {
+        let answer =
+            tokio::time::timeout(Duration::from_secs(5), raw.call(&q, &exists(), authed()))
+                .await
+                .expect("answered within 5 s");
+        assert_eq!(answer.1["status"], 200, "{}", answer.1);
+    }
+
+    // Every hostile delivery was settled one way or another, and counted.
+    let settled = eventually(Duration::from_secs(20), || async {
+        let counts = deliveries(&app).await;
+        let total: f64 = counts.iter().map(|(_, n)| n).sum();
+        (total >= (sent + 3) as f64).then_some(counts)
+    })
+    .await;
+    assert!(
+        settled
+            .iter()
+            .all(|(outcome, _)| !matches!(outcome.as_str(), "unsettled" | "dropped")),
+        "{settled:?}"
+    );
+
+    // A body over 1 MiB is told so.
+    let (_, body, props) = corpus
+        .iter()
+        .find(|(what, ..)| *what == "over 1 MiB")
+        .unwrap();
+    let (_, reply) = raw.call(&q, body, props.clone()).await;
+    assert_eq!(reply["status"], 413, "{reply}");
+    assert_eq!(reply["error"]["code"], "PAYLOAD_TOO_LARGE");
+
+    // A write with an overlong x-correlation-id is done; its event and later ones flow.
+    let create = json!({"method": "users.create",
+        "params": {"name": "Long", "email": "long@example.com", "password": HASH}});
+    let props = with_headers(vec![
+        ("x-api-key", long(AUTH_KEY.as_bytes())),
+        ("x-correlation-id", long("q".repeat(300).as_bytes())),
+    ]);
+    let (_, reply) = raw.call(&q, create.to_string().as_bytes(), props).await;
+    assert_eq!(reply["status"], 201, "{reply}");
+    let (_, event_props, event) = events.next().await;
+    assert_eq!(event["type"], "USER_CREATED");
+    let corr = event["correlationId"].as_str().unwrap();
+    assert!(!corr.is_empty() && corr.len() <= 128, "a fresh id: {corr}");
+    assert_eq!(
+        event_props.correlation_id().as_ref().map(|c| c.as_str()),
+        Some(corr)
+    );
+    app.create_user("After", "after@example.com").await;
+    let (_, _, next) = events.next().await;
+    assert_eq!(next["data"]["email"], "after@example.com");
+}
+
+#[tokio::test]
+async fn dead_letters_carry_no_credentials_and_name_the_caller() {
+    let app = TestApp::spawn().await;
+    app.until_broker(true).await;
+    let raw = Raw::connect().await;
+    let q = app.rpc_queue.clone();
+    let bad = json!({"method": "users.get", "params": {"id": "nope"}}).to_string();
+    let by_key = with_headers(vec![
+        ("X-Api-Key", long(AUTH_KEY.as_bytes())),
+        ("x-trace", long(b"kept")),
+        ("x-caller", long(b"forged")),
+    ]);
+    let by_bearer = with_headers(vec![(
+        "Authorization",
+        long(format!("Bearer {AUTH_KEY}").as_bytes()),
+    )]);
+    let by_secret = with_headers(vec![
+        ("x-internal-service", long(SECRET.as_bytes())),
+        ("x-service-name", long(b"game-catalog")),
+    ]);
+    let wrong_key = with_headers(vec![("x-api-key", long(b"not-a-key"))]);
+    for props in [by_key, by_bearer, by_secret, wrong_key] {
+        raw.publish(&q, bad.as_bytes(), props).await;
+    }
+
+    let dlq = format!("{q}.dlq");
+    let mut letters = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while letters.len() < 4 && std::time::Instant::now() < deadline {
+        letters.extend(dead_letters(&raw.channel, &dlq).await);
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(letters.len(), 4, "{letters:?}");
+    let mut callers = Vec::new();
+    for (body, error, headers) in &letters {
+        assert_eq!(body["params"]["id"], "nope", "the request is kept");
+        assert!(!error.is_empty());
+        let names: Vec<String> = headers
+            .inner()
+            .keys()
+            .map(|k| k.as_str().to_ascii_lowercase())
+            .collect();
+        for secret in ["authorization", "x-api-key", "x-internal-service"] {
+            assert!(!names.contains(&secret.to_owned()), "{secret} in {names:?}");
+        }
+        let text = format!("{headers:?}");
+        assert!(!text.contains(AUTH_KEY) && !text.contains(SECRET), "{text}");
+        callers.push(match headers.inner().get("x-caller") {
+            Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            _ => String::new(),
+        });
+    }
+    assert!(
+        letters
+            .iter()
+            .any(|(_, _, h)| h.inner().contains_key("x-trace")),
+        "other headers are kept"
+    );
+    callers.sort();
+    assert_eq!(
+        callers,
+        ["", "auth-service", "auth-service", "game-catalog"],
+        "x-caller names the authenticated caller, never a forged one"
+    );
+}
