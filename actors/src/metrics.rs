@@ -76,7 +76,7 @@ pub fn describe() {
     metrics::describe_counter!(CACHE_MISSES, "Cache misses by caller and cache");
     metrics::describe_counter!(
         RPC_DELIVERIES,
-        "RPC deliveries by how they were settled: answered, done, dead_lettered, requeued, expired, dropped, unsettled"
+        "RPC deliveries by how they were settled: answered, done, dead_lettered, requeued, expired, dropped, unsettled, unreadable"
     );
     metrics::describe_gauge!(OUTBOX_PENDING, "Events written but not yet published");
     metrics::describe_gauge!(

@@ -46,6 +46,8 @@ pub enum Outcome {
     Dropped,
     /// The broker went away before the delivery could be settled; it will be redelivered.
     Unsettled,
+    /// Its AMQP properties could not be parsed at all: taken off the queue unread.
+    Unreadable,
 }
 
 impl Outcome {
@@ -58,6 +60,7 @@ impl Outcome {
             Self::Expired => "expired",
             Self::Dropped => "dropped",
             Self::Unsettled => "unsettled",
+            Self::Unreadable => "unreadable",
         }
     }
 }

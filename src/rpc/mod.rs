@@ -12,7 +12,7 @@ use std::sync::Arc;
 use actix::Addr;
 use futures::StreamExt;
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
@@ -21,9 +21,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use user_core::Core;
 use user_core::health::{HealthMonitor, Report, Status};
+use user_core::metrics::record_delivery;
 use user_core::retry::Backoff;
 
 use crate::auth::Authenticator;
+
+/// How long setting an unreadable request aside waits for each message.
+const GET_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct RpcConfig {
@@ -56,6 +60,17 @@ enum RpcError {
     Nacked,
     #[error("the broker ended the consumer")]
     ConsumerEnded,
+    #[error("an unreadable request was taken off the queue")]
+    SetAside,
+}
+
+impl RpcError {
+    /// The broker delivered something lapin cannot parse (such as invalid UTF-8 in a
+    /// short-string property): the connection is lost, and the request goes back to the
+    /// queue, where it would end the next connection too.
+    fn is_unreadable(&self) -> bool {
+        matches!(self, Self::Amqp(e) if matches!(e.kind(), lapin::ErrorKind::ParsingError(_)))
+    }
 }
 
 impl RpcEdge {
@@ -67,9 +82,23 @@ impl RpcEdge {
 /// Serves until `stop` turns true, reconnecting with the shared backoff after any failure.
 pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
     let mut backoff = Backoff::reconnect();
+    let mut set_aside = false;
     loop {
-        match serve(&edge, &mut stop, &mut backoff).await {
+        let result = serve(&edge, &mut stop, &mut backoff, set_aside).await;
+        set_aside = false;
+        match result {
             Ok(()) => return,
+            // Each round takes at least one unreadable request away: reconnect at once.
+            Err(RpcError::SetAside) => {
+                tracing::error!("an unreadable request (malformed AMQP properties) was dropped");
+                record_delivery(delivery::Outcome::Unreadable.as_str());
+                continue;
+            }
+            Err(e) if e.is_unreadable() => {
+                tracing::warn!(error = %e, "unreadable request; setting it aside");
+                set_aside = true;
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "RabbitMQ connection lost; reconnecting");
                 edge.report(Status::Down, Some(e.to_string()));
@@ -81,12 +110,38 @@ pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// After an unreadable delivery ended a connection, it is back among the first `prefetch`
+/// requests of the queue. Takes those one at a time with auto-ack: a readable one goes back
+/// to the queue as it was (its place in line is lost, nothing else); the unreadable one ends
+/// this connection too, but is gone from the queue for good.
+async fn set_aside_unreadable(
+    channel: &Channel,
+    queue: &str,
+    count: usize,
+) -> Result<(), RpcError> {
+    let take = BasicGetOptions { no_ack: true };
+    for _ in 0..count {
+        // A get whose answer could not be parsed never completes: the bound ends the wait.
+        let got = tokio::time::timeout(GET_PATIENCE, channel.basic_get(queue.into(), take))
+            .await
+            .map_err(|_| RpcError::SetAside)?
+            .map_err(|_| RpcError::SetAside)?;
+        let Some(message) = got else {
+            return Ok(());
+        };
+        let d = message.delivery;
+        publish(channel, "", queue, &d.data, d.properties.clone()).await?;
+    }
+    Ok(())
+}
+
 /// One connection's life: declare, consume, and hand each delivery to a task of its own.
 /// At most `prefetch` deliveries are unacked, which bounds the work in flight.
 async fn serve(
     edge: &Arc<RpcEdge>,
     stop: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
+    set_aside: bool,
 ) -> Result<(), RpcError> {
     let properties =
         ConnectionProperties::default().with_connection_name("user-service rpc".into());
@@ -103,6 +158,10 @@ async fn serve(
         channel
             .queue_declare(queue.into(), durable, FieldTable::default())
             .await?;
+    }
+    if set_aside {
+        let count = usize::from(edge.config.prefetch) + 1;
+        set_aside_unreadable(&channel, &edge.config.queue, count).await?;
     }
     channel
         .basic_qos(edge.config.prefetch, BasicQosOptions::default())

@@ -130,3 +130,88 @@ pub async fn dead_letters(channel: &Channel, dlq: &str) -> Vec<(Value, String, F
     }
     out
 }
+
+/// Publishes a request whose `correlation_id` property is not UTF-8, which no client
+/// library will send (the AMQP framing is written by hand here) but RabbitMQ accepts.
+pub async fn publish_unreadable(queue: &str, body: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    fn frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![kind];
+        f.extend(channel.to_be_bytes());
+        f.extend((payload.len() as u32).to_be_bytes());
+        f.extend(payload);
+        f.push(0xCE);
+        f
+    }
+    fn method(class: u16, id: u16, args: &[u8]) -> Vec<u8> {
+        let mut p = class.to_be_bytes().to_vec();
+        p.extend(id.to_be_bytes());
+        p.extend(args);
+        p
+    }
+    fn short(s: &[u8]) -> Vec<u8> {
+        let mut v = vec![s.len() as u8];
+        v.extend(s);
+        v
+    }
+    async fn read_frame(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let mut head = [0u8; 7];
+        s.read_exact(&mut head).await.unwrap();
+        let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
+        let mut payload = vec![0u8; size + 1];
+        s.read_exact(&mut payload).await.unwrap();
+        payload.truncate(size);
+        payload
+    }
+    let mut s = tokio::net::TcpStream::connect("127.0.0.1:5672")
+        .await
+        .unwrap();
+    s.write_all(b"AMQP\x00\x00\x09\x01").await.unwrap();
+    read_frame(&mut s).await; // connection.start
+    let mut start_ok = 0u32.to_be_bytes().to_vec();
+    start_ok.extend(short(b"PLAIN"));
+    let response = b"\x00guest\x00guest";
+    start_ok.extend((response.len() as u32).to_be_bytes());
+    start_ok.extend(response);
+    start_ok.extend(short(b"en_US"));
+    s.write_all(&frame(1, 0, &method(10, 11, &start_ok)))
+        .await
+        .unwrap();
+    let tune = read_frame(&mut s).await;
+    s.write_all(&frame(1, 0, &method(10, 31, &tune[4..12])))
+        .await
+        .unwrap();
+    let mut open = short(b"/");
+    open.extend([0, 0]);
+    s.write_all(&frame(1, 0, &method(10, 40, &open)))
+        .await
+        .unwrap();
+    read_frame(&mut s).await; // connection.open-ok
+    s.write_all(&frame(1, 1, &method(20, 10, &[0])))
+        .await
+        .unwrap();
+    read_frame(&mut s).await; // channel.open-ok
+    let mut publish = vec![0, 0];
+    publish.extend(short(b""));
+    publish.extend(short(queue.as_bytes()));
+    publish.push(0);
+    s.write_all(&frame(1, 1, &method(60, 40, &publish)))
+        .await
+        .unwrap();
+    let mut header = 60u16.to_be_bytes().to_vec();
+    header.extend(0u16.to_be_bytes());
+    header.extend((body.len() as u64).to_be_bytes());
+    header.extend((1u16 << 10).to_be_bytes()); // only correlation-id
+    header.extend(short(&[0xff, 0xfe, 0xc3, 0x28]));
+    s.write_all(&frame(2, 1, &header)).await.unwrap();
+    s.write_all(&frame(3, 1, body)).await.unwrap();
+    // Close, and wait for close-ok: by then the broker has taken the message.
+    let mut close = 200u16.to_be_bytes().to_vec();
+    close.extend(short(b""));
+    close.extend([0, 0, 0, 0]);
+    s.write_all(&frame(1, 0, &method(10, 50, &close)))
+        .await
+        .unwrap();
+    let close_ok = read_frame(&mut s).await;
+    assert_eq!(&close_ok[..4], &[0, 10, 0, 51], "connection.close-ok");
+}

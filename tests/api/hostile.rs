@@ -8,7 +8,7 @@ use lapin::BasicProperties;
 use lapin::types::{AMQPValue, DecimalValue, FieldArray, FieldTable, LongString, ShortString};
 use serde_json::json;
 
-use crate::amqp::{Raw, dead_letters, key, table};
+use crate::amqp::{Raw, dead_letters, key, publish_unreadable, table};
 use crate::events::Events;
 use crate::helpers::{AUTH_KEY, HASH, SECRET, TestApp, eventually};
 
@@ -434,4 +434,32 @@ async fn dead_letters_carry_no_credentials_and_name_the_caller() {
         ["", "auth-service", "auth-service", "game-catalog"],
         "x-caller names the authenticated caller, never a forged one"
     );
+}
+
+/// A property lapin cannot parse ends the consuming connection, and the request comes back
+/// at the head of the queue: it is set aside unread, and the requests behind it are served.
+#[tokio::test]
+async fn a_request_with_unreadable_properties_is_set_aside() {
+    let app = TestApp::spawn().await;
+    app.until_broker(true).await;
+    let mut raw = Raw::connect().await;
+    let q = app.rpc_queue.clone();
+    for _ in 0..2 {
+        publish_unreadable(&q, &exists()).await;
+    }
+    for _ in 0..3 {
+        let (_, answer) =
+            tokio::time::timeout(Duration::from_secs(15), raw.call(&q, &exists(), authed()))
+                .await
+                .expect("answered behind the unreadable requests");
+        assert_eq!(answer["status"], 200, "{answer}");
+    }
+    let counts = deliveries(&app).await;
+    let unreadable: f64 = counts
+        .iter()
+        .filter(|(o, _)| o == "unreadable")
+        .map(|(_, n)| n)
+        .sum();
+    assert!(unreadable >= 2.0, "{counts:?}");
+    app.until_broker(true).await;
 }
