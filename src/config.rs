@@ -150,9 +150,17 @@ impl Config {
             )?),
             redis_url: or("REDIS_URL", "redis://127.0.0.1:6379"),
             amqp_url: or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
-            rpc_queue: or("RPC_QUEUE", "user-service.rpc"),
-            rpc_prefetch: parse_num("RPC_PREFETCH", get("RPC_PREFETCH"), 200)?,
-            events_exchange: or("EVENTS_EXCHANGE", "user-service.events"),
+            // AMQP names are at most 255 bytes; the queue's dead-letter twin adds ".dlq".
+            rpc_queue: broker_name("RPC_QUEUE", or("RPC_QUEUE", "user-service.rpc"), 251)?,
+            rpc_prefetch: match parse_num("RPC_PREFETCH", get("RPC_PREFETCH"), 200)? {
+                0 => return Err(err("RPC_PREFETCH", "expected 1 or more (0 means unbounded)")),
+                n => n,
+            },
+            events_exchange: broker_name(
+                "EVENTS_EXCHANGE",
+                or("EVENTS_EXCHANGE", "user-service.events"),
+                255,
+            )?,
             cache_prefix: or("CACHE_PREFIX", "user-service"),
             cache_ttl: Duration::from_secs(parse_num(
                 "CACHE_TTL_SECONDS",
@@ -165,11 +173,9 @@ impl Config {
                 _ => return Err(err("EVENT_ENVELOPE", "expected plain or nestjs")),
             },
             outbox_retention: Duration::from_secs(
-                3600 * parse_num::<u64>(
-                    "OUTBOX_RETENTION_HOURS",
-                    get("OUTBOX_RETENTION_HOURS"),
-                    24,
-                )?,
+                parse_num::<u64>("OUTBOX_RETENTION_HOURS", get("OUTBOX_RETENTION_HOURS"), 24)?
+                    .checked_mul(3600)
+                    .ok_or_else(|| err("OUTBOX_RETENTION_HOURS", "too large"))?,
             ),
             auth,
             rate_limits: parse_rate_limits(&or("RATE_LIMITS", DEFAULT_RATE_LIMITS))?,
@@ -315,6 +321,14 @@ fn parse_rate_limits(s: &str) -> Result<BTreeMap<String, RateLimit>, ConfigError
     Ok(out)
 }
 
+/// A queue or exchange name that fits an AMQP short string.
+fn broker_name(var: &'static str, name: String, max: usize) -> Result<String, ConfigError> {
+    if name.len() > max {
+        return Err(err(var, format!("at most {max} bytes")));
+    }
+    Ok(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +397,12 @@ mod tests {
         assert!(config(&[("RATE_LIMITS", "a=10")]).is_err());
         assert!(config(&[("HTTP_ADDR", "nowhere")]).is_err());
         assert!(config(&[("EVENT_ENVELOPE", "xml")]).is_err());
+        let long = "q".repeat(252);
+        assert!(config(&[("RPC_QUEUE", long.as_str())]).is_err());
+        assert!(config(&[("RPC_QUEUE", &long[..251])]).is_ok());
+        assert!(config(&[("EVENTS_EXCHANGE", "e".repeat(256).as_str())]).is_err());
+        assert!(config(&[("RPC_PREFETCH", "0")]).is_err());
+        assert!(config(&[("OUTBOX_RETENTION_HOURS", &u64::MAX.to_string())]).is_err());
         let c = config(&[("INTERNAL_ALLOWED_IPS", "127.0.0.1, ::1, 192.168.1.0/24")]).unwrap();
         assert_eq!(c.auth.allowed_ips.len(), 3);
     }
