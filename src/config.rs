@@ -153,7 +153,12 @@ impl Config {
             // AMQP names are at most 255 bytes; the queue's dead-letter twin adds ".dlq".
             rpc_queue: broker_name("RPC_QUEUE", or("RPC_QUEUE", "user-service.rpc"), 251)?,
             rpc_prefetch: match parse_num("RPC_PREFETCH", get("RPC_PREFETCH"), 200)? {
-                0 => return Err(err("RPC_PREFETCH", "expected 1 or more (0 means unbounded)")),
+                0 => {
+                    return Err(err(
+                        "RPC_PREFETCH",
+                        "expected 1 or more (0 means unbounded)",
+                    ));
+                }
                 n => n,
             },
             events_exchange: broker_name(

@@ -49,8 +49,11 @@ impl CallContext {
 
     /// Sets the key that identifies this request across deliveries (an RPC message id, an
     /// `Idempotency-Key`). Keys are the caller's own: two callers may use the same one.
+    /// A key that breaks the id rule (1–128 printable ASCII characters) is not used.
     pub fn keyed(mut self, key: Option<&str>) -> Self {
-        self.request_key = key.map(|k| format!("{}:{k}", self.caller.name));
+        self.request_key = key
+            .filter(|k| CorrelationId::is_valid(k))
+            .map(|k| format!("{}:{k}", self.caller.name));
         self
     }
 }
@@ -177,5 +180,8 @@ mod tests {
         assert_eq!(a.request_key.as_deref(), Some("a:k"));
         assert_ne!(a.request_key, b.request_key);
         assert_eq!(ctx("a").keyed(None).request_key, None);
+        let long = "k".repeat(129);
+        assert_eq!(ctx("a").keyed(Some(&long)).request_key, None);
+        assert_eq!(ctx("a").keyed(Some("a b")).request_key, None);
     }
 }

@@ -14,6 +14,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use serde_json::{Map, Value};
 use tracing::Instrument;
+use user_core::domain::CorrelationId;
 use user_core::health::HealthMonitor;
 use user_core::metrics::{Transport, record_request};
 use user_core::{CallContext, Core, CoreError, ParamForm};
@@ -110,7 +111,14 @@ where
             add_body(&mut params, read_body(&headers, body).await?)?;
             ParamForm::Json
         };
-        let ctx = CallContext::new(caller, correlation_id.clone()).keyed(header("idempotency-key"));
+        let key = header("idempotency-key");
+        if key.is_some_and(|k| !CorrelationId::is_valid(k)) {
+            return Err(CoreError::invalid(
+                "Idempotency-Key",
+                "must be 1–128 printable ASCII characters",
+            ));
+        }
+        let ctx = CallContext::new(caller, correlation_id.clone()).keyed(key);
         edge.core
             .call(ctx, route.method, Value::Object(params), form)
             .await

@@ -463,3 +463,33 @@ async fn a_request_with_unreadable_properties_is_set_aside() {
     assert!(unreadable >= 2.0, "{counts:?}");
     app.until_broker(true).await;
 }
+
+/// REST takes ids by the same rule: an overlong correlation id is replaced, an overlong
+/// `Idempotency-Key` is refused before anything is done.
+#[tokio::test]
+async fn rest_ids_that_break_the_rule() {
+    use reqwest::Method;
+    let app = TestApp::spawn().await;
+    let body = json!({"name": "Key", "email": "key@example.com", "password": HASH});
+    let resp = app
+        .req(Method::POST, "/api/internal/users")
+        .header("idempotency-key", "k".repeat(200))
+        .header("x-correlation-id", "c".repeat(5000))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::BAD_REQUEST);
+    let corr = resp.headers()["x-correlation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(corr.len() <= 128 && !corr.starts_with("ccc"), "{corr}");
+    let error: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(error["details"][0]["field"], "Idempotency-Key", "{error}");
+    assert_eq!(
+        app.count("SELECT count(*) FROM users").await,
+        0,
+        "nothing done"
+    );
+}
