@@ -1,11 +1,11 @@
 //! Configuration, read once from the environment into typed values (contract section 1).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use user_core::limits::RateLimit;
+use user_core::limits::{DEFAULT_CALLER, RateLimit};
 use user_core::publisher::Envelope;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,8 @@ pub enum LogFormat {
 pub struct ApiKey {
     pub caller: String,
     pub key: String,
+    /// Written without `name=`; production refuses those.
+    pub bare: bool,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -51,8 +53,13 @@ impl std::fmt::Debug for ApiKey {
 pub struct AuthConfig {
     pub api_keys: Vec<ApiKey>,
     pub internal_secret: Option<String>,
+    /// The names a holder of the shared secret may claim with `x-service-name`.
+    pub service_names: BTreeSet<String>,
     pub allowed_ips: Vec<IpNet>,
+    /// May read password hashes, when authenticated by their own API key.
     pub credential_readers: HashSet<String>,
+    /// Failed authentications allowed per source address (REST) before it is refused.
+    pub failures_per_address: RateLimit,
 }
 
 impl AuthConfig {
@@ -91,8 +98,8 @@ pub struct Config {
 const DEFAULT_RATE_LIMITS: &str =
     "auth-service=1000/60,game-catalog=500/60,payment-service=200/60,default=100/60";
 
-/// Keys shorter than this are refused in production.
-pub const MIN_KEY_LEN: usize = 16;
+/// Keys and secrets shorter than this are refused in production.
+pub const MIN_KEY_LEN: usize = 32;
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -122,13 +129,32 @@ impl Config {
             (None, None) => SocketAddr::from(([0, 0, 0, 0], 3001)),
         };
 
+        let rate_limits = parse_rate_limits(&or("RATE_LIMITS", DEFAULT_RATE_LIMITS))?;
+        let service_names: BTreeSet<String> = match get("INTERNAL_SERVICE_NAMES") {
+            Some(names) => list(&names).map(str::to_owned).collect(),
+            None => rate_limits
+                .keys()
+                .filter(|n| *n != DEFAULT_CALLER)
+                .cloned()
+                .collect(),
+        };
+        if let Some(bad) = service_names.iter().find(|n| !is_caller_name(n)) {
+            return Err(err(
+                "INTERNAL_SERVICE_NAMES",
+                format!("'{bad}' is not a name (letters, digits, - _ . up to 64)"),
+            ));
+        }
+        let failures = or("AUTH_FAILURES_PER_ADDRESS", "20/60");
         let auth = AuthConfig {
             api_keys: parse_api_keys(&or("INTERNAL_API_KEYS", ""))?,
             internal_secret: get("INTERNAL_SERVICE_SECRET"),
+            service_names,
             allowed_ips: parse_ips(&or("INTERNAL_ALLOWED_IPS", ""))?,
             credential_readers: list(&or("CREDENTIAL_READERS", "auth-service"))
                 .map(str::to_owned)
                 .collect(),
+            failures_per_address: parse_rate(&failures)
+                .ok_or_else(|| err("AUTH_FAILURES_PER_ADDRESS", "expected requests/seconds"))?,
         };
 
         let app_env = match or("APP_ENV", "development").to_ascii_lowercase().as_str() {
@@ -183,7 +209,7 @@ impl Config {
                     .ok_or_else(|| err("OUTBOX_RETENTION_HOURS", "too large"))?,
             ),
             auth,
-            rate_limits: parse_rate_limits(&or("RATE_LIMITS", DEFAULT_RATE_LIMITS))?,
+            rate_limits,
             app_env,
             log_format: match or("LOG_FORMAT", "pretty").to_ascii_lowercase().as_str() {
                 "json" => LogFormat::Json,
@@ -203,6 +229,15 @@ impl Config {
             return Err(err(
                 "INTERNAL_API_KEYS",
                 "APP_ENV=production requires INTERNAL_API_KEYS or INTERNAL_SERVICE_SECRET",
+            ));
+        }
+        if let Some(k) = self.auth.api_keys.iter().find(|k| k.bare) {
+            return Err(err(
+                "INTERNAL_API_KEYS",
+                format!(
+                    "the key of '{}' is bare; production keys are name=key",
+                    k.caller
+                ),
             ));
         }
         if let Some(k) = self
@@ -253,16 +288,26 @@ fn parse_num<T: std::str::FromStr>(
 fn parse_api_keys(s: &str) -> Result<Vec<ApiKey>, ConfigError> {
     let mut keys: Vec<ApiKey> = Vec::new();
     for (i, entry) in list(s).enumerate() {
-        let (caller, key) = match entry.split_once('=') {
-            Some((name, key)) => (name.trim().to_owned(), key.trim().to_owned()),
+        let (caller, key, bare) = match entry.split_once('=') {
+            Some((name, key)) => (name.trim().to_owned(), key.trim().to_owned(), false),
             None => {
-                let caller = entry.strip_suffix("-key").filter(|c| !c.is_empty());
+                let caller = entry.strip_suffix("-key").filter(|c| is_caller_name(c));
                 (
                     caller.map_or_else(|| format!("api-key-{}", i + 1), str::to_owned),
                     entry.to_owned(),
+                    true,
                 )
             }
         };
+        if !is_caller_name(&caller) {
+            return Err(err(
+                "INTERNAL_API_KEYS",
+                format!(
+                    "entry {}: the name is not letters, digits, - _ . up to 64",
+                    i + 1
+                ),
+            ));
+        }
         if caller.is_empty() || key.is_empty() {
             return Err(err(
                 "INTERNAL_API_KEYS",
@@ -275,7 +320,7 @@ fn parse_api_keys(s: &str) -> Result<Vec<ApiKey>, ConfigError> {
                 format!("entry {} repeats a key", i + 1),
             ));
         }
-        keys.push(ApiKey { caller, key });
+        keys.push(ApiKey { caller, key, bare });
     }
     Ok(keys)
 }
@@ -309,21 +354,35 @@ fn parse_rate_limits(s: &str) -> Result<BTreeMap<String, RateLimit>, ConfigError
     let mut out = BTreeMap::new();
     for entry in list(s) {
         let (caller, rate) = entry.split_once('=').ok_or_else(|| bad(entry))?;
-        let (requests, secs) = rate.split_once('/').ok_or_else(|| bad(entry))?;
-        let requests: u32 = requests.trim().parse().map_err(|_| bad(entry))?;
-        let secs: u64 = secs.trim().parse().map_err(|_| bad(entry))?;
-        if requests == 0 || secs == 0 {
+        let caller = caller.trim();
+        if caller != DEFAULT_CALLER && !is_caller_name(caller) {
             return Err(bad(entry));
         }
         out.insert(
-            caller.trim().to_owned(),
-            RateLimit {
-                requests,
-                window: Duration::from_secs(secs),
-            },
+            caller.to_owned(),
+            parse_rate(rate).ok_or_else(|| bad(entry))?,
         );
     }
     Ok(out)
+}
+
+/// `requests/seconds`, both at least 1.
+fn parse_rate(rate: &str) -> Option<RateLimit> {
+    let (requests, secs) = rate.split_once('/')?;
+    let requests: u32 = requests.trim().parse().ok().filter(|n| *n > 0)?;
+    let secs: u64 = secs.trim().parse().ok().filter(|n| *n > 0)?;
+    Some(RateLimit {
+        requests,
+        window: Duration::from_secs(secs),
+    })
+}
+
+/// Caller names end up in logs and metric labels: short and plain.
+pub fn is_caller_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// A queue or exchange name that fits an AMQP short string.
