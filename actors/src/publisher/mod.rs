@@ -28,6 +28,8 @@ use tokio::sync::watch;
 use crate::health::{Figures, HealthMonitor, Report, Status};
 use crate::store::NOTIFY_CHANNEL;
 
+pub mod encode;
+
 /// Refusals of one event before it is parked as dead.
 pub const MAX_ATTEMPTS: i32 = 10;
 /// Advisory lock key for the publishing role ("usr.outb").
