@@ -28,6 +28,25 @@ pub const CACHE_MISSES: &str = "user_service_integration_cache_misses_total";
 pub const RPC_DELIVERIES: &str = "user_service_rpc_deliveries_total";
 pub const OUTBOX_PENDING: &str = "user_service_outbox_pending";
 pub const OUTBOX_DEAD: &str = "user_service_outbox_dead";
+pub const EVENTS_DEAD: &str = "user_service_events_dead_total";
+
+/// Why an event was set aside as dead (the `reason` label of [`EVENTS_DEAD`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// A stored value could not become a message; never retried.
+    Unencodable,
+    /// The broker refused it on every attempt.
+    Refused,
+}
+
+impl DeadReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unencodable => "unencodable",
+            Self::Refused => "refused",
+        }
+    }
+}
 
 /// `service` is the caller's name, `endpoint` the operation's name.
 pub fn record_request(
@@ -60,6 +79,10 @@ pub fn record_backlog(pending: i64, dead: i64) {
     metrics::gauge!(OUTBOX_DEAD).set(dead as f64);
 }
 
+pub fn record_dead_events(reason: DeadReason, count: u64) {
+    metrics::counter!(EVENTS_DEAD, "reason" => reason.as_str()).increment(count);
+}
+
 /// Help texts for the exporter.
 pub fn describe() {
     metrics::describe_counter!(
@@ -78,9 +101,13 @@ pub fn describe() {
         RPC_DELIVERIES,
         "RPC deliveries by how they were settled: answered, done, dead_lettered, requeued, expired, dropped, unsettled, unreadable"
     );
-    metrics::describe_gauge!(OUTBOX_PENDING, "Events written but not yet published");
     metrics::describe_gauge!(
-        OUTBOX_DEAD,
-        "Events parked after the broker kept refusing them"
+        OUTBOX_PENDING,
+        "Events written but not yet published (dead ones not included)"
+    );
+    metrics::describe_gauge!(OUTBOX_DEAD, "Events set aside as dead, still in the outbox");
+    metrics::describe_counter!(
+        EVENTS_DEAD,
+        "Events set aside as dead, by reason (unencodable, refused)"
     );
 }

@@ -9,7 +9,7 @@ use lapin::{BasicProperties, Connection, Consumer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{AMQP_URL, HASH, TestApp, bind_events_queue, send};
+use crate::helpers::{AMQP_URL, HASH, TestApp, bind_events_queue, eventually, send};
 
 /// A consumer of everything the app publishes, as another service would bind it.
 pub struct Events {
@@ -417,11 +417,12 @@ async fn published_events_are_pruned_after_the_retention_window() {
     pool.close().await;
 }
 
-/// An event the broker keeps refusing is parked as dead after its attempts; its user's later
-/// events wait behind it, everyone else's flow on; once the cause is fixed and the event is
-/// released, the held events follow in order.
+/// An event the broker keeps refusing is retried, each time after a longer wait; meanwhile its
+/// user's later events wait and everyone else's flow on. After its attempts it is dead, set
+/// aside for itself alone: its user's later events follow. Released by an operator once the
+/// cause is fixed, it is delivered.
 #[tokio::test]
-async fn a_refused_event_is_parked_without_blocking_other_users() {
+async fn a_refused_event_is_retried_then_set_aside_without_holding_anything() {
     use lapin::options::QueueDeleteOptions;
     use lapin::types::AMQPValue;
     let app = TestApp::spawn().await;
@@ -464,85 +465,346 @@ async fn a_refused_event_is_parked_without_blocking_other_users() {
         .as_str()
         .unwrap()
         .to_owned();
-    app.patch(
-        &format!("/api/internal/users/{u}/last-login"),
-        json!({"ipAddress": "10.0.0.1"}),
-    )
-    .await;
-    app.patch(
-        &format!("/api/internal/users/{u}/preferences"),
-        json!({"theme": "dark"}),
-    )
-    .await;
-    app.patch(
-        &format!("/api/internal/users/{v}/preferences"),
-        json!({"theme": "light"}),
-    )
-    .await;
+    let ok = |r: (StatusCode, Value)| assert_eq!(r.0, StatusCode::OK, "{r:?}");
+    ok(app
+        .patch(
+            &format!("/api/internal/users/{u}/last-login"),
+            json!({"ipAddress": "10.0.0.1"}),
+        )
+        .await);
+    ok(app
+        .patch(
+            &format!("/api/internal/users/{u}/preferences"),
+            json!({"theme": "dark"}),
+        )
+        .await);
+    ok(app
+        .patch(
+            &format!("/api/internal/users/{v}/preferences"),
+            json!({"theme": "light"}),
+        )
+        .await);
 
-    let health = crate::helpers::eventually(Duration::from_secs(30), || async {
-        let (_, h) = app.get("/health").await;
-        (h["components"]["outbox"]["deadEvents"] == 1).then_some(h)
+    // While the login is retried, V's change goes through...
+    loop {
+        let (key, _, e) = events.next().await;
+        if key == "user.preferences_changed" && e["userId"] == v.as_str() {
+            break;
+        }
+    }
+    let db = pool(&app).await;
+    let state = |what: &str| {
+        format!(
+            "SELECT {what} FROM outbox l, outbox p
+              WHERE l.user_id = '{u}' AND l.event_type = 'USER_LOGGED_IN'
+                AND p.user_id = '{u}' AND p.event_type = 'PREFERENCES_CHANGED'"
+        )
+    };
+    // ... and U's waits behind it (read in one snapshot).
+    let sql = state(
+        "l.attempts, l.dead_at IS NULL, l.next_attempt_at IS NOT NULL, p.published_at IS NULL",
+    );
+    let retried = eventually(Duration::from_secs(20), || async {
+        let r: (i32, bool, bool, bool) = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        (r.0 >= 2 && r.1).then_some(r)
     })
     .await;
-    assert_eq!(health["status"], "degraded");
     assert_eq!(
-        health["components"]["outbox"]["outboxPending"], 2,
-        "the dead login and U's later event"
+        retried,
+        (retried.0, true, true, true),
+        "refused at least twice, waiting for its next attempt, U's later event held"
     );
-    // V's change went through; U's preference change has not.
-    let mut seen = Vec::new();
-    while let Ok(Some(Ok(d))) =
-        tokio::time::timeout(Duration::from_millis(300), events.consumer.next()).await
-    {
-        let e: Value = serde_json::from_slice(&d.data).unwrap();
-        seen.push((
-            e["type"].as_str().unwrap().to_owned(),
-            e["userId"].as_str().unwrap().to_owned(),
-        ));
-    }
-    assert!(
-        seen.contains(&("PREFERENCES_CHANGED".to_owned(), v.clone())),
-        "{seen:?}"
-    );
-    // U's change waits behind the refused login (at most one early copy, when both went out
-    // in the same batch before the refusal was known).
-    let early = seen
-        .iter()
-        .filter(|(t, id)| t == "PREFERENCES_CHANGED" && *id == u)
-        .count();
-    assert!(early <= 1, "{seen:?}");
 
-    // Fix the cause, release the dead event: U's events follow, in order.
+    // After its attempts the login is dead, and holds nothing: U's change is published.
+    let health = eventually(Duration::from_secs(60), || async {
+        let (_, h) = app.get("/health").await;
+        let o = &h["components"]["outbox"];
+        (o["deadEvents"] == 1 && o["outboxPending"] == 0).then_some(h)
+    })
+    .await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["components"]["outbox"]["retryingEvents"], 0);
+    let sql =
+        state("l.attempts, l.last_error, l.next_attempt_at IS NULL, p.published_at >= l.dead_at");
+    let dead: (i32, String, bool, bool) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        dead,
+        (
+            user_core::publisher::MAX_ATTEMPTS,
+            "refused by the broker".to_owned(),
+            true,
+            true
+        ),
+        "U's change was published only once the login was dead"
+    );
+    assert!(
+        dead_counter(&app, "refused").await >= 1,
+        "counted in user_service_events_dead_total"
+    );
+
+    // Fix the cause, release the dead event: it is delivered.
     ch.queue_delete(refusing.into(), QueueDeleteOptions::default())
         .await
         .unwrap();
-    let mut db = app.db().await;
-    sqlx::query("UPDATE outbox SET dead_at = NULL, attempts = 0 WHERE dead_at IS NOT NULL")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE outbox SET dead_at = NULL, attempts = 0, next_attempt_at = NULL
+          WHERE dead_at IS NOT NULL",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
     sqlx::query("NOTIFY user_service_outbox")
-        .execute(&mut db)
+        .execute(&db)
         .await
         .unwrap();
-    let mut after = Vec::new();
-    while after.last().map(String::as_str) != Some("PREFERENCES_CHANGED") {
-        let (_, _, e) = events.next().await;
-        if e["userId"] == u.as_str() {
-            after.push(e["type"].as_str().unwrap().to_owned());
-        }
-    }
-    assert!(
-        after.ends_with(&[
-            "USER_LOGGED_IN".to_owned(),
-            "PREFERENCES_CHANGED".to_owned()
-        ]),
-        "{after:?}"
-    );
-    crate::helpers::eventually(Duration::from_secs(10), || async {
+    eventually(Duration::from_secs(10), || async {
         let (_, h) = app.get("/health").await;
-        (h["components"]["outbox"]["outboxPending"] == 0).then_some(())
+        let o = &h["components"]["outbox"];
+        (o["outboxPending"] == 0 && o["deadEvents"] == 0).then_some(())
     })
     .await;
+    let sql = state("l.published_at IS NOT NULL");
+    let published: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(published, "the released login is published");
+}
+
+/// A pool on the test's database.
+async fn pool(app: &TestApp) -> sqlx::PgPool {
+    let url = format!("postgres://postgres@127.0.0.1:5432/{}", app.db_name);
+    sqlx::PgPool::connect(&url).await.unwrap()
+}
+
+/// `user_service_events_dead_total{reason}` as `/metrics` shows it (one recorder per test
+/// process, so other tests may add to it).
+async fn dead_counter(app: &TestApp, reason: &str) -> u64 {
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let text = response.text().await.unwrap();
+    let series = format!("user_service_events_dead_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Writes an outbox row directly, as a bug or a hand edit could; returns its event id.
+async fn insert_raw(db: &sqlx::PgPool, user: &str, key: &str, payload: &str) -> String {
+    let event_id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, user_id, event_type, routing_key, payload)
+         VALUES ($1, $2::uuid, 'USER_UPDATED', $3, $4::json)",
+    )
+    .bind(event_id)
+    .bind(user)
+    .bind(key)
+    .bind(payload)
+    .execute(db)
+    .await
+    .unwrap();
+    sqlx::query("NOTIFY user_service_outbox")
+        .execute(db)
+        .await
+        .unwrap();
+    event_id.to_string()
+}
+
+/// A well-formed event body for `user`, with `corr` as its correlation id.
+fn raw_event(user: &str, corr: &str) -> String {
+    json!({"eventId": uuid::Uuid::now_v7(), "type": "USER_UPDATED", "userId": user,
+           "timestamp": "2024-01-01T00:00:00.000Z", "correlationId": corr,
+           "source": "user-service", "data": {"changed": [], "previous": {}, "current": {}}})
+    .to_string()
+}
+
+/// The outbox rows set aside as dead: (event id, attempts, reason), in outbox order.
+async fn dead_rows(db: &sqlx::PgPool) -> Vec<(String, i32, String)> {
+    sqlx::query_as(
+        "SELECT event_id::text, attempts, last_error FROM outbox
+          WHERE dead_at IS NOT NULL ORDER BY id",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap()
+}
+
+/// Waits for the next PREFERENCES_CHANGED of `user` and returns its body; no event in
+/// `never` may arrive meanwhile.
+async fn next_change_of(events: &mut Events, user: &str, never: &[String]) -> Value {
+    loop {
+        let (key, _, e) = events.next().await;
+        let id = e["eventId"].as_str().unwrap_or_default().to_owned();
+        assert!(!never.contains(&id), "a corrupt event was published: {e}");
+        if key == "user.preferences_changed" && e["userId"] == user {
+            return e;
+        }
+    }
+}
+
+/// Corrupt rows in the outbox (a correlation id of 1000 characters, a routing key of 300,
+/// a payload that is a JSON array) are each set aside as dead with the reason, at once;
+/// events written after them, of their user and of others, arrive. The same after the
+/// publishing instance stops and the other one takes over.
+#[tokio::test]
+async fn corrupt_events_are_set_aside_alone_also_after_a_leader_change() {
+    let first = TestApp::spawn().await;
+    let db_url = format!("postgres://postgres@127.0.0.1:5432/{}", first.db_name);
+    let exchange_name = exchange(&first);
+    let second = TestApp::spawn_with(&[
+        ("DATABASE_URL", &db_url),
+        ("EVENTS_EXCHANGE", &exchange_name),
+    ])
+    .await;
+    let mut events = Events::bind(&exchange_name).await;
+    let a = first.create_user("A", "a@example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = second.create_user("B", "b@example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created = events.take(2).await;
+    assert!(created.iter().all(|(k, _, _)| k == "user.created"));
+
+    let db = pool(&first).await;
+    let long_key = format!("user.{}", "x".repeat(295));
+    let mut corrupt = vec![
+        insert_raw(&db, &a, "user.updated", &raw_event(&a, &"c".repeat(1000))).await,
+        insert_raw(&db, &a, &long_key, &raw_event(&a, "req-1")).await,
+        insert_raw(&db, &b, "user.updated", "[1, 2, 3]").await,
+    ];
+    let prefs = |user: &str, theme: &str| {
+        (
+            format!("/api/internal/users/{user}/preferences"),
+            json!({ "theme": theme }),
+        )
+    };
+    let (path, body) = prefs(&a, "dark");
+    assert_eq!(first.patch(&path, body).await.0, StatusCode::OK);
+    let (path, body) = prefs(&b, "dark");
+    assert_eq!(second.patch(&path, body).await.0, StatusCode::OK);
+
+    // The later events of both users arrive (the corrupt ones never do)...
+    for user in [&a, &b] {
+        let e = next_change_of(&mut events, user, &corrupt).await;
+        assert_eq!(e["data"]["current"]["theme"], "dark");
+    }
+    // ... and each corrupt row is dead at once, with its reason.
+    let dead = eventually(Duration::from_secs(10), || async {
+        let rows = dead_rows(&db).await;
+        (rows.len() == 3).then_some(rows)
+    })
+    .await;
+    let ids: Vec<String> = dead.iter().map(|r| r.0.clone()).collect();
+    assert_eq!(ids, corrupt);
+    for ((_, attempts, reason), expected) in dead.iter().zip([
+        "correlationId must be 1–128 printable ASCII characters",
+        "routing key (300 bytes) is not `user.<word>`",
+        "not a JSON object",
+    ]) {
+        assert_eq!(*attempts, 0, "never retried: {reason}");
+        assert!(reason.starts_with("cannot be encoded: "), "{reason}");
+        assert!(reason.contains(expected), "{reason}");
+    }
+    for app in [&first, &second] {
+        eventually(Duration::from_secs(10), || async {
+            let (_, h) = app.get("/health").await;
+            let o = &h["components"]["outbox"];
+            (o["deadEvents"] == 3 && o["outboxPending"] == 0 && o["status"] == "degraded")
+                .then_some(())
+        })
+        .await;
+    }
+
+    // The publishing instance stops; the other one takes over.
+    let leader = eventually(Duration::from_secs(10), || async {
+        for (i, app) in [&first, &second].into_iter().enumerate() {
+            let (_, h) = app.get("/health").await;
+            let p = &h["components"]["eventPublishing"];
+            if p["status"] == "up" && p["detail"].is_null() {
+                return Some(i);
+            }
+        }
+        None
+    })
+    .await;
+    let (stopping, survivor) = if leader == 0 {
+        (&first, &second)
+    } else {
+        (&second, &first)
+    };
+    assert!(
+        dead_counter(stopping, "unencodable").await >= 3,
+        "counted in user_service_events_dead_total"
+    );
+    stopping.begin_stop();
+    eventually(Duration::from_secs(15), || async {
+        stopping.has_stopped().then_some(())
+    })
+    .await;
+    corrupt.push(insert_raw(&db, &b, "user.updated", &raw_event(&b, "has space")).await);
+    let (path, body) = prefs(&b, "light");
+    assert_eq!(survivor.patch(&path, body).await.0, StatusCode::OK);
+    let e = next_change_of(&mut events, &b, &corrupt).await;
+    assert_eq!(
+        e["data"]["current"]["theme"], "light",
+        "through the survivor"
+    );
+    let dead = eventually(Duration::from_secs(10), || async {
+        let rows = dead_rows(&db).await;
+        (rows.len() == 4).then_some(rows)
+    })
+    .await;
+    assert_eq!(dead[3].0, corrupt[3]);
+    assert!(dead[3].2.contains("correlationId"), "{:?}", dead[3]);
+    eventually(Duration::from_secs(10), || async {
+        let (_, h) = survivor.get("/health").await;
+        (h["components"]["outbox"]["deadEvents"] == 4).then_some(())
+    })
+    .await;
+}
+
+/// An event over the publisher's bounds (here: metadata nested so deep that the event would
+/// be deeper than 64 levels) fails its write, which changes nothing.
+#[tokio::test]
+async fn a_write_whose_event_is_over_the_bounds_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let id = app.create_user("D", "d@example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deep = (0..70).fold(json!(1), |inner, _| json!({ "k": inner }));
+    let (status, body) = app
+        .patch(
+            &format!("/api/internal/users/{id}"),
+            json!({"name": "D2", "metadata": deep}),
+        )
+        .await;
+    crate::helpers::assert_error(status, &body, StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+    let (_, user) = app.get(&format!("/api/internal/users/{id}")).await;
+    assert_eq!(
+        (user["name"].clone(), user["metadata"].clone()),
+        (json!("D"), json!({}))
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox").await,
+        1,
+        "only USER_CREATED"
+    );
+    let shallow = (0..10).fold(json!(1), |inner, _| json!({ "k": inner }));
+    let (status, _) = app
+        .patch(
+            &format!("/api/internal/users/{id}"),
+            json!({"metadata": shallow}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
 }

@@ -3,24 +3,28 @@
 
 use sqlx::{PgConnection, types::Uuid};
 
+use crate::error::CoreError;
 use crate::events::Event;
+use crate::publisher::encode;
 
 /// Channel notified on commit of new events, so the publisher wakes without polling.
 pub const NOTIFY_CHANNEL: &str = "user_service_outbox";
 
-pub(super) async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<(), sqlx::Error> {
+/// Adds `events` to the outbox. Every event is checked against the publisher's bounds first:
+/// one that breaks them fails the whole write, before anything is written.
+pub(super) async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<(), CoreError> {
     if events.is_empty() {
         return Ok(());
     }
+    // Sent as text so that the stored JSON keeps the event's key order.
+    let payloads = events
+        .iter()
+        .map(stored)
+        .collect::<Result<Vec<String>, CoreError>>()?;
     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
     let users: Vec<Uuid> = events.iter().map(|e| e.user_id.as_uuid()).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let keys: Vec<&str> = events.iter().map(|e| e.event_type.routing_key()).collect();
-    // Sent as text so that the stored JSON keeps the event's key order.
-    let payloads: Vec<String> = events
-        .iter()
-        .map(|e| serde_json::to_string(e).unwrap_or_default())
-        .collect();
     sqlx::query(
         "INSERT INTO outbox (event_id, user_id, event_type, routing_key, payload)
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[]::json[])",
@@ -37,4 +41,17 @@ pub(super) async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// The event's JSON as stored, within the size and depth the publisher accepts.
+fn stored(event: &Event) -> Result<String, CoreError> {
+    let value = serde_json::to_value(event)
+        .map_err(|e| CoreError::Internal(format!("event not serialisable: {e}")))?;
+    encode::check_bounds(&value).map_err(|refusal| {
+        tracing::warn!(event_type = event.event_type.as_str(), %refusal, "event refused on write");
+        CoreError::invalid(
+            "",
+            format!("the change cannot be published as an event: {refusal}"),
+        )
+    })
 }

@@ -138,3 +138,37 @@ async fn a_write_past_its_deadline_commits_nothing() {
     assert!(in_time.is_ok(), "{in_time:?}");
     db.drop_now().await;
 }
+
+/// An event over the publisher's bounds fails the write that makes it, before anything is
+/// written; events within them go in.
+#[tokio::test]
+async fn events_over_the_bounds_are_refused_on_write() {
+    use crate::domain::CorrelationId;
+    use crate::events::{Event, EventType};
+    use crate::publisher::encode::MAX_DEPTH;
+    use serde_json::json;
+
+    let db = TestDb::new().await;
+    let corr = CorrelationId::generate();
+    let event = |data| Event::new(EventType::UserUpdated, UserId::generate(), &corr, data);
+    let deep = (0..MAX_DEPTH).fold(json!(1), |inner, _| json!([inner]));
+    let big = json!("x".repeat(crate::publisher::encode::MAX_EVENT_BYTES));
+    let count = "SELECT count(*) FROM outbox";
+
+    for bad in [deep, big] {
+        let mut tx = db.pool.begin().await.unwrap();
+        let err = outbox::append(&mut tx, &[event(json!({})), event(bad)])
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), crate::ErrorCode::ValidationFailed, "{err:?}");
+        let n: i64 = sqlx::query_scalar(count).fetch_one(&mut *tx).await.unwrap();
+        assert_eq!(n, 0, "nothing of the write is in the outbox");
+    }
+    let mut tx = db.pool.begin().await.unwrap();
+    let fine = json!({"nested": (2..MAX_DEPTH).fold(json!(1), |inner, _| json!([inner]))});
+    outbox::append(&mut tx, &[event(fine)]).await.unwrap();
+    tx.commit().await.unwrap();
+    let n: i64 = sqlx::query_scalar(count).fetch_one(&db.pool).await.unwrap();
+    assert_eq!(n, 1);
+    db.drop_now().await;
+}

@@ -8,28 +8,40 @@
 //!   a standby instance takes over within a tick.
 //! * **At least once.** An event is marked published only after the broker confirms it. A
 //!   crash between confirm and mark means it is published again (a duplicate, never a loss).
-//! * **No poison pill.** An event the broker keeps refusing is retried with backoff and, after
-//!   [`MAX_ATTEMPTS`], parked as dead (counted in health); it and its user's later events wait,
-//!   every other user's events flow on.
+//! * **No poison pill.** Every stored value is checked before it becomes a message
+//!   ([`encode`]): an event that cannot be encoded is set aside as dead at once, with the
+//!   reason in `last_error`. An event the broker refuses is retried after a growing delay of
+//!   its own (`next_attempt_at`); meanwhile its user's later events wait (per-user order) and
+//!   every other event flows. After [`MAX_ATTEMPTS`] it is dead too. A dead event holds
+//!   nothing back; dead events are counted in `/health` and in `user_service_events_dead_total`.
 
 use std::time::Duration;
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Supervised, WrapFuture};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-};
-use serde_json::{Value, json};
+use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
-use crate::health::{Figures, HealthMonitor, Report, Status};
+use crate::health::{HealthMonitor, Report, Status};
+use crate::retry::Backoff;
 use crate::store::NOTIFY_CHANNEL;
 
-/// Refusals of one event before it is parked as dead.
+mod backlog;
+pub mod encode;
+mod settle;
+
+pub use backlog::{Backlog, backlog, prune};
+
+/// Refusals of one event before it is set aside as dead.
 pub const MAX_ATTEMPTS: i32 = 10;
+/// Wait after an event's first refusal, doubling with each further one up to [`RETRY_MAX`]
+/// (about half a minute in all before it is dead).
+pub const RETRY_FIRST: Duration = Duration::from_millis(100);
+pub const RETRY_MAX: Duration = Duration::from_secs(10);
 /// Advisory lock key for the publishing role ("usr.outb").
 const LEADER_LOCK: i64 = 0x7573_722e_6f75_7462;
 const BATCH: i64 = 500;
@@ -110,6 +122,8 @@ enum PublishError {
     Amqp(#[from] lapin::Error),
     #[error("RabbitMQ connection lost")]
     Disconnected,
+    #[error("the exchange name is longer than 255 bytes")]
+    ExchangeName,
 }
 
 /// Runs until `stop`; returns true when stopped on purpose.
@@ -119,33 +133,31 @@ async fn run(
     health: actix::Addr<HealthMonitor>,
     mut stop: watch::Receiver<bool>,
 ) -> bool {
-    let monitor = tokio::spawn(report_backlog(pool.clone(), health.clone(), stop.clone()));
-    let mut backoff = Duration::from_millis(250);
+    let monitor = tokio::spawn(backlog::report_backlog(
+        pool.clone(),
+        health.clone(),
+        stop.clone(),
+    ));
+    let mut backoff = Backoff::reconnect();
     loop {
         let result = tokio::select! {
             r = lead(&pool, &config, &health, &mut backoff) => r,
-            _ = stop.wait_for(|s| *s) => {
-                monitor.abort();
-                return true;
-            }
+            _ = stop.wait_for(|s| *s) => break,
         };
         if let Err(e) = result {
-            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "event publishing interrupted");
+            tracing::warn!(error = %e, "event publishing interrupted");
             health.do_send(Report::new(
                 "eventPublishing",
                 Status::Down,
                 Some(e.to_string()),
             ));
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = stop.wait_for(|s| *s) => {
-                monitor.abort();
-                return true;
-            }
+        if !backoff.wait(&mut stop).await {
+            break;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
+    monitor.abort();
+    true
 }
 
 /// Waits for the publishing role, then publishes until something breaks.
@@ -153,8 +165,10 @@ async fn lead(
     pool: &PgPool,
     config: &PublisherConfig,
     health: &actix::Addr<HealthMonitor>,
-    backoff: &mut Duration,
+    backoff: &mut Backoff,
 ) -> Result<(), PublishError> {
+    let exchange =
+        ShortString::try_new(config.exchange.as_str()).map_err(|_| PublishError::ExchangeName)?;
     // The lock lives as long as this connection, which is not returned to the pool.
     let mut lock_conn = pool.acquire().await?.detach();
     let mut listener = PgListener::connect_with(pool).await?;
@@ -187,7 +201,7 @@ async fn lead(
     };
     channel
         .exchange_declare(
-            config.exchange.clone().into(),
+            exchange.clone(),
             ExchangeKind::Topic,
             durable,
             FieldTable::default(),
@@ -195,20 +209,22 @@ async fn lead(
         .await?;
     tracing::info!(exchange = %config.exchange, "publishing events");
     health.do_send(Report::new("eventPublishing", Status::Up, None));
-    *backoff = Duration::from_millis(250);
+    backoff.reset();
 
     let mut last_prune = tokio::time::Instant::now() - Duration::from_secs(3600);
     loop {
-        let published = publish_batch(pool, config, &channel).await?;
-        if published > 0 {
+        // Every event of a batch is settled (published, waiting for a retry, held behind
+        // one, or dead), so the next batch moves on.
+        if publish_batch(pool, config, &exchange, &channel).await? > 0 {
             continue;
         }
         if last_prune.elapsed() > Duration::from_secs(60) {
             prune(pool, config.retention).await?;
             last_prune = tokio::time::Instant::now();
         }
-        // Idle: wait for a commit's NOTIFY (or the tick, in case one was missed).
-        if let Ok(Err(e)) = tokio::time::timeout(TICK, listener.recv()).await {
+        // Idle: wait for a commit's NOTIFY, the next retry that falls due, or the tick.
+        let wait = settle::next_retry_in(pool).await?.unwrap_or(TICK).min(TICK);
+        if let Ok(Err(e)) = tokio::time::timeout(wait, listener.recv()).await {
             return Err(e.into());
         }
         if !conn.status().connected() {
@@ -225,65 +241,83 @@ struct Pending {
     id: i64,
     user_id: sqlx::types::Uuid,
     routing_key: String,
-    payload: sqlx::types::Json<Value>,
+    attempts: i32,
+    /// The stored JSON text; not even read (NULL) when it is over the bound.
+    payload: Option<String>,
+    payload_bytes: i64,
 }
 
-/// Publishes the next batch in outbox order and marks what the broker confirmed. A refused
-/// event is retried later (or parked as dead); returns how many were marked published.
+/// Publishes the next batch in outbox order and settles each event: published once the
+/// broker confirms it, dead at once when it cannot be encoded, retried later when refused.
+/// Returns how many events it settled.
 async fn publish_batch(
     pool: &PgPool,
     config: &PublisherConfig,
+    exchange: &ShortString,
     channel: &Channel,
 ) -> Result<usize, PublishError> {
     let batch: Vec<Pending> = sqlx::query_as(
-        "SELECT o.id, o.user_id, o.routing_key, o.payload FROM outbox o
+        "SELECT o.id, o.user_id, o.routing_key, o.attempts,
+                CASE WHEN octet_length(o.payload::text) <= $2 THEN o.payload::text END AS payload,
+                octet_length(o.payload::text)::int8 AS payload_bytes
+           FROM outbox o
           WHERE o.published_at IS NULL AND o.dead_at IS NULL
-            -- Behind a refused (or dead) event of the same user, an event waits its turn.
+            AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())
+            -- Behind a user's refused event that waits for its retry, that user's later
+            -- events wait too. A dead event holds nothing back.
             AND NOT EXISTS (SELECT 1 FROM outbox p
                              WHERE p.user_id = o.user_id AND p.published_at IS NULL AND p.id < o.id
-                               AND (p.attempts > 0 OR p.dead_at IS NOT NULL))
+                               AND p.attempts > 0 AND p.dead_at IS NULL)
           ORDER BY o.id LIMIT $1",
     )
     .bind(BATCH)
+    .bind(i64::try_from(encode::MAX_EVENT_BYTES).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await?;
     if batch.is_empty() {
         return Ok(0);
     }
     // Publish the whole batch, then collect the confirms in order.
-    let mut confirms = Vec::with_capacity(batch.len());
+    let mut sent = Vec::with_capacity(batch.len());
+    let mut unencodable = Vec::new();
     for event in &batch {
-        let body = match config.envelope {
-            Envelope::Plain => serde_json::to_vec(&event.payload.0),
-            Envelope::Nestjs => {
-                serde_json::to_vec(&json!({"pattern": event.routing_key, "data": event.payload.0}))
+        let message = match &event.payload {
+            Some(payload) => encode::encode(&event.routing_key, payload, config.envelope),
+            None => Err(encode::Refusal::TooLarge {
+                bytes: usize::try_from(event.payload_bytes).unwrap_or(usize::MAX),
+            }),
+        };
+        match message {
+            Ok(m) => {
+                let confirm = channel
+                    .basic_publish(
+                        exchange.clone(),
+                        m.routing_key,
+                        BasicPublishOptions::default(),
+                        &m.body,
+                        m.properties,
+                    )
+                    .await?;
+                sent.push((event, m.event, confirm));
             }
+            Err(reason) => unencodable.push((event.id, reason.to_string())),
         }
-        .unwrap_or_default();
-        let confirm = channel
-            .basic_publish(
-                config.exchange.clone().into(),
-                event.routing_key.clone().into(),
-                BasicPublishOptions::default(),
-                &body,
-                properties(&event.payload.0),
-            )
-            .await?;
-        confirms.push(confirm);
     }
+    settle::set_aside(pool, &unencodable).await?;
     // A refused event holds back its user's later events (they are published again after
     // it); other users' confirmed events are done.
-    let mut acked = Vec::with_capacity(batch.len());
-    let mut refused = Vec::new();
-    for (event, confirm) in batch.iter().zip(confirms) {
-        let held = refused
-            .iter()
-            .any(|r: &&Pending| r.user_id == event.user_id);
+    let mut acked = Vec::with_capacity(sent.len());
+    let mut mirrored = Vec::with_capacity(sent.len());
+    let mut refused: Vec<&Pending> = Vec::new();
+    for (event, value, confirm) in sent {
+        let held = refused.iter().any(|r| r.user_id == event.user_id);
         match confirm.await? {
-            Confirmation::Nack(_) if !held => refused.push(event),
             _ if held => {}
-            Confirmation::Nack(_) => {}
-            _ => acked.push(event.id),
+            Confirmation::Nack(_) => refused.push(event),
+            _ => {
+                acked.push(event.id);
+                mirrored.push(value);
+            }
         }
     }
     if !acked.is_empty() {
@@ -291,55 +325,12 @@ async fn publish_batch(
             .bind(&acked)
             .execute(pool)
             .await?;
-        mirror(
-            config,
-            batch
-                .iter()
-                .filter(|e| acked.contains(&e.id))
-                .map(|e| &e.payload.0),
-        )
-        .await;
+        mirror(config, mirrored.iter()).await;
     }
-    let mut most_attempts = 0;
     for event in refused {
-        let attempts: i32 = sqlx::query_scalar(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = 'refused by the broker',
-                    dead_at = CASE WHEN attempts + 1 >= $2 THEN now() END
-              WHERE id = $1 RETURNING attempts",
-        )
-        .bind(event.id)
-        .bind(MAX_ATTEMPTS)
-        .fetch_one(pool)
-        .await?;
-        tracing::warn!(
-            outbox_id = event.id,
-            attempts,
-            dead = attempts >= MAX_ATTEMPTS,
-            "the broker refused an event"
-        );
-        most_attempts = most_attempts.max(attempts);
+        settle::retry_later(pool, event.id, event.attempts).await?;
     }
-    if most_attempts > 0 {
-        tokio::time::sleep(Duration::from_millis(100) * most_attempts.unsigned_abs().min(50)).await;
-    }
-    Ok(acked.len())
-}
-
-/// Persistent, with the event's id, type and correlation id as message properties.
-fn properties(event: &Value) -> BasicProperties {
-    let text = |k: &str| ShortString::from(event[k].as_str().unwrap_or_default().to_owned());
-    let timestamp =
-        chrono::DateTime::parse_from_rfc3339(event["timestamp"].as_str().unwrap_or_default())
-            .map(|t| t.timestamp().max(0) as u64)
-            .unwrap_or_default();
-    BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type("application/json".into())
-        .with_message_id(text("eventId"))
-        .with_type(text("type"))
-        .with_correlation_id(text("correlationId"))
-        .with_app_id("user-service".into())
-        .with_timestamp(timestamp)
+    Ok(batch.len())
 }
 
 /// Best effort: a slow or absent Redis never holds up publishing.
@@ -361,76 +352,4 @@ async fn mirror<'a>(config: &PublisherConfig, events: impl Iterator<Item = &'a V
         Some(())
     };
     let _ = tokio::time::timeout(Duration::from_millis(250), work).await;
-}
-
-/// Deletes published events older than `retention`, so the outbox cannot grow without bound.
-pub async fn prune(pool: &PgPool, retention: Duration) -> Result<(), sqlx::Error> {
-    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
-    let deleted =
-        sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-            .bind(cutoff)
-            .execute(pool)
-            .await?
-            .rows_affected();
-    if deleted > 0 {
-        tracing::info!(deleted, "pruned published events");
-    }
-    Ok(())
-}
-
-/// Every instance reports the backlog (the outbox is shared), leader or not.
-async fn report_backlog(
-    pool: PgPool,
-    health: actix::Addr<HealthMonitor>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        if let Ok(b) = backlog(&pool).await {
-            crate::metrics::record_backlog(b.pending, b.dead);
-            let status = if b.dead > 0 {
-                Status::Degraded
-            } else {
-                Status::Up
-            };
-            let detail = (b.dead > 0)
-                .then(|| format!("{} dead event(s) hold their users' later events", b.dead));
-            let mut figures = Figures::new();
-            figures.insert("outboxPending", json!(b.pending));
-            figures.insert("oldestPendingSeconds", json!(b.oldest_seconds));
-            figures.insert("deadEvents", json!(b.dead));
-            health.do_send(Report {
-                component: "outbox",
-                status,
-                detail,
-                figures,
-            });
-        }
-        tokio::select! {
-            () = tokio::time::sleep(TICK) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backlog {
-    pub pending: i64,
-    pub oldest_seconds: f64,
-    pub dead: i64,
-}
-
-pub async fn backlog(db: &PgPool) -> Result<Backlog, sqlx::Error> {
-    let (pending, oldest_seconds, dead): (i64, f64, i64) = sqlx::query_as(
-        "SELECT count(*),
-                COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0),
-                count(*) FILTER (WHERE dead_at IS NOT NULL)
-           FROM outbox WHERE published_at IS NULL",
-    )
-    .fetch_one(db)
-    .await?;
-    Ok(Backlog {
-        pending,
-        oldest_seconds,
-        dead,
-    })
 }
