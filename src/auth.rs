@@ -4,8 +4,14 @@
 
 use std::net::IpAddr;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
 use ipnet::IpNet;
 use subtle::ConstantTimeEq;
+use user_core::limits::{DEFAULT_CALLER, RateLimit, RateLimits};
+use user_core::metrics::{Transport, record_auth_failure};
 use user_core::{Caller, CoreError};
 
 use crate::config::AuthConfig;
@@ -42,11 +48,13 @@ impl<'a> Credentials<'a> {
 
 pub struct Authenticator {
     config: AuthConfig,
+    gate: FailureGate,
 }
 
 impl Authenticator {
     pub fn new(config: AuthConfig) -> Self {
-        Self { config }
+        let gate = FailureGate::new(config.failures_per_address);
+        Self { config, gate }
     }
 
     pub fn is_open(&self) -> bool {
@@ -79,14 +87,36 @@ impl Authenticator {
         peer: Option<IpAddr>,
     ) -> Result<Caller, CoreError> {
         let peer = peer.map(|ip| ip.to_canonical());
-        let name = if self.config.is_open() {
+        let transport = if peer.is_some() {
+            Transport::Rest
+        } else {
+            Transport::Rpc
+        };
+        if let Some(ip) = peer {
+            self.gate.check(ip).inspect_err(|_| {
+                record_auth_failure(transport, "blocked");
+            })?;
+        }
+        let result = self.check(creds, peer);
+        if let (Err(e), Some(ip)) = (&result, peer) {
+            self.gate.failed(ip);
+            tracing::info!(%ip, error = %e, "authentication failed");
+        }
+        if let Err(e) = &result {
+            record_auth_failure(transport, e.code().as_str());
+        }
+        result
+    }
+
+    fn check(&self, creds: &Credentials<'_>, peer: Option<IpAddr>) -> Result<Caller, CoreError> {
+        let (name, own_key) = if self.config.is_open() {
             if peer.is_some_and(|ip| !ip.is_loopback()) {
                 return Err(CoreError::Forbidden(
                     "local open mode serves loopback callers only; configure INTERNAL_API_KEYS"
                         .to_owned(),
                 ));
             }
-            Caller::LOCAL.to_owned()
+            (Caller::LOCAL.to_owned(), false)
         } else {
             self.identify(creds)?
         };
@@ -97,14 +127,18 @@ impl Authenticator {
         if let Some(ip) = peer.filter(|ip| !allowed(ip)) {
             return Err(CoreError::Forbidden(format!("address {ip} is not allowed")));
         }
-        let can_read_credentials = self.config.credential_readers.contains(&name);
+        // A name claimed with the shared secret never reads credentials: only a caller's
+        // own key proves who it is.
+        let can_read_credentials = own_key && self.config.credential_readers.contains(&name);
         Ok(Caller {
             name,
             can_read_credentials,
         })
     }
 
-    fn identify(&self, creds: &Credentials<'_>) -> Result<String, CoreError> {
+    /// The caller's name, and whether its own API key said so (rather than a name claimed
+    /// with the shared secret). Names come only from the configuration: a closed set.
+    fn identify(&self, creds: &Credentials<'_>) -> Result<(String, bool), CoreError> {
         if creds.api_key.is_none() && creds.internal_secret.is_none() {
             return Err(CoreError::Unauthenticated(
                 "missing credentials: send an API key (Authorization: Bearer or x-api-key) or x-internal-service".to_owned(),
@@ -119,25 +153,81 @@ impl Authenticator {
                 }
             }
             if let Some(caller) = found {
-                return Ok(caller);
+                return Ok((caller, true));
             }
         }
         if let (Some(presented), Some(secret)) =
             (creds.internal_secret, &self.config.internal_secret)
             && bool::from(secret.as_bytes().ct_eq(presented.as_bytes()))
         {
-            let name = creds.service_name.filter(|n| is_service_name(n));
-            return Ok(name.unwrap_or("internal").to_owned());
+            let declared = creds
+                .service_name
+                .and_then(|n| self.config.service_names.get(n));
+            let name = declared.map_or(Caller::INTERNAL, String::as_str);
+            return Ok((name.to_owned(), false));
         }
         Err(CoreError::Unauthenticated("invalid credentials".to_owned()))
     }
+
+    /// Every name a request can be counted under: the closed set of caller names.
+    pub fn caller_names(&self) -> impl Iterator<Item = &str> {
+        let c = &self.config;
+        c.api_keys
+            .iter()
+            .map(|k| k.caller.as_str())
+            .chain(c.service_names.iter().map(String::as_str))
+            .chain([Caller::INTERNAL, Caller::LOCAL, Caller::ANONYMOUS])
+    }
 }
 
-/// Caller names end up in logs and metric labels: keep them short and plain.
-fn is_service_name(s: &str) -> bool {
-    s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+/// Failed authentications per source address (REST): past the allowance of a window the
+/// address is refused with 429 until the window ends, before its credentials are even
+/// looked at, so keys cannot be guessed at speed. Counting reuses the callers' rate limits.
+struct FailureGate {
+    failures: RateLimits,
+    blocked: DashMap<IpAddr, Instant>,
+    recorded: AtomicU64,
+}
+
+impl FailureGate {
+    /// Forget idle addresses every so many failures.
+    const SWEEP_EVERY: u64 = 1024;
+
+    fn new(limit: RateLimit) -> Self {
+        Self {
+            failures: RateLimits::new([(DEFAULT_CALLER.to_owned(), limit)].into()),
+            blocked: DashMap::new(),
+            recorded: AtomicU64::new(0),
+        }
+    }
+
+    fn check(&self, ip: IpAddr) -> Result<(), CoreError> {
+        let Some(until) = self.blocked.get(&ip).map(|u| *u) else {
+            return Ok(());
+        };
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            self.blocked.remove(&ip);
+            return Ok(());
+        }
+        Err(CoreError::RateLimited {
+            retry_after_secs: left.as_secs().max(1),
+        })
+    }
+
+    fn failed(&self, ip: IpAddr) {
+        if let Err(CoreError::RateLimited { retry_after_secs }) =
+            self.failures.check(&ip.to_string())
+        {
+            let until = Instant::now() + Duration::from_secs(retry_after_secs);
+            self.blocked.insert(ip, until);
+        }
+        if self.recorded.fetch_add(1, Ordering::Relaxed) % Self::SWEEP_EVERY == 0 {
+            self.failures.sweep();
+            let now = Instant::now();
+            self.blocked.retain(|_, until| *until > now);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -152,11 +242,17 @@ mod tests {
                 .map(|(c, k)| ApiKey {
                     caller: c.to_string(),
                     key: k.to_string(),
+                    bare: false,
                 })
                 .collect(),
             internal_secret: secret.map(str::to_owned),
+            service_names: ["library-service".to_owned(), "auth-service".to_owned()].into(),
             allowed_ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
             credential_readers: ["auth-service".to_owned()].into(),
+            failures_per_address: user_core::limits::RateLimit {
+                requests: 3,
+                window: std::time::Duration::from_secs(60),
+            },
         })
     }
 
@@ -203,6 +299,26 @@ mod tests {
         assert_eq!(
             a.authenticate(&creds, None).unwrap().name,
             "library-service"
+        );
+        let claims = |name| Credentials {
+            internal_secret: Some("s3cret"),
+            service_name: Some(name),
+            ..Default::default()
+        };
+        // An undeclared name is not taken: the caller is `internal`.
+        let long = "x".repeat(5000);
+        for invented in ["payment-service-7", long.as_str(), ""] {
+            assert_eq!(
+                a.authenticate(&claims(invented), None).unwrap().name,
+                "internal"
+            );
+        }
+        // A declared name is, but never with the right to read credentials.
+        let auth = a.authenticate(&claims("auth-service"), None).unwrap();
+        assert_eq!(auth.name, "auth-service");
+        assert!(
+            !auth.can_read_credentials,
+            "the secret cannot claim credential reads"
         );
         let creds = Credentials {
             internal_secret: Some("s3cret"),
@@ -268,5 +384,32 @@ mod tests {
         assert_eq!(Credentials::from_headers(h).api_key, Some("abc"));
         let h = |name: &str| (name == "authorization").then_some("Basic abc");
         assert_eq!(Credentials::from_headers(h).api_key, None);
+    }
+
+    #[tokio::test]
+    async fn failed_authentications_are_limited_per_address() {
+        let a = auth(&[("svc", "k")], None, &[]);
+        let (attacker, other) = (ip("10.9.9.9"), ip("10.1.1.1"));
+        for _ in 0..3 {
+            assert!(matches!(
+                a.authenticate(&key("guess"), attacker),
+                Err(CoreError::Unauthenticated(_))
+            ));
+        }
+        // Past the allowance, even the right key is refused from that address.
+        match a.authenticate(&key("guess"), attacker) {
+            Err(CoreError::Unauthenticated(_)) => {}
+            other => panic!("the 4th failure is counted: {other:?}"),
+        }
+        assert!(matches!(
+            a.authenticate(&key("k"), attacker),
+            Err(CoreError::RateLimited { .. })
+        ));
+        assert_eq!(a.authenticate(&key("k"), other).unwrap().name, "svc");
+        // RPC has no address to hold against anyone.
+        for _ in 0..10 {
+            assert!(a.authenticate(&key("guess"), None).is_err());
+        }
+        assert!(a.authenticate(&key("k"), None).is_ok());
     }
 }

@@ -437,22 +437,36 @@ mod tests {
 
     #[test]
     fn production_refuses_weak_setups() {
-        assert!(config(&[("APP_ENV", "production")]).is_err());
-        assert!(config(&[("APP_ENV", "production"), ("INTERNAL_API_KEYS", "svc-key")]).is_err());
+        let prod = |vars: &[(&str, &str)]| {
+            let mut all = vec![("APP_ENV", "production")];
+            all.extend_from_slice(vars);
+            config(&all)
+        };
+        let strong = "0123456789abcdef0123456789abcdef";
+        let bare = format!("auth-service-{strong}");
+        let short = format!("auth={}", &strong[..31]);
+        assert!(prod(&[]).is_err(), "never open");
         assert!(
-            config(&[
-                ("APP_ENV", "production"),
-                ("INTERNAL_SERVICE_SECRET", "short")
-            ])
-            .is_err()
+            prod(&[("INTERNAL_API_KEYS", &short)]).is_err(),
+            "31 characters"
         );
-        assert!(
-            config(&[
-                ("APP_ENV", "production"),
-                ("INTERNAL_API_KEYS", "auth=0123456789abcdef")
-            ])
-            .is_ok()
-        );
+        assert!(prod(&[("INTERNAL_API_KEYS", &bare)]).is_err(), "bare");
+        assert!(prod(&[("INTERNAL_SERVICE_SECRET", &strong[..31])]).is_err());
+        let named = format!("auth={strong}");
+        assert!(prod(&[("INTERNAL_API_KEYS", &named)]).is_ok());
+        assert!(prod(&[("INTERNAL_SERVICE_SECRET", strong)]).is_ok());
+    }
+
+    #[test]
+    fn shared_secret_names_are_declared() {
+        let c = config(&[]).unwrap();
+        let names: Vec<&str> = c.auth.service_names.iter().map(String::as_str).collect();
+        assert_eq!(names, ["auth-service", "game-catalog", "payment-service"]);
+        let c = config(&[("INTERNAL_SERVICE_NAMES", "social, review")]).unwrap();
+        assert_eq!(c.auth.service_names.len(), 2);
+        assert!(config(&[("INTERNAL_SERVICE_NAMES", "bad name")]).is_err());
+        assert!(config(&[("RATE_LIMITS", "bad name=1/1")]).is_err());
+        assert!(config(&[("AUTH_FAILURES_PER_ADDRESS", "0/60")]).is_err());
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub struct Caller {
 impl Caller {
     /// The caller of local open mode (no keys configured, loopback only).
     pub const LOCAL: &str = "local";
+    /// A holder of the shared secret that named no declared service.
+    pub const INTERNAL: &str = "internal";
+    /// A request that did not authenticate (for metrics only).
+    pub const ANONYMOUS: &str = "anonymous";
 }
 
 /// What travels with every request into the core: the caller and the correlation id that

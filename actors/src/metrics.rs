@@ -26,6 +26,7 @@ pub const ERRORS: &str = "user_service_integration_errors_total";
 pub const CACHE_HITS: &str = "user_service_integration_cache_hits_total";
 pub const CACHE_MISSES: &str = "user_service_integration_cache_misses_total";
 pub const RPC_DELIVERIES: &str = "user_service_rpc_deliveries_total";
+pub const AUTH_FAILURES: &str = "user_service_auth_failures_total";
 pub const OUTBOX_PENDING: &str = "user_service_outbox_pending";
 pub const OUTBOX_DEAD: &str = "user_service_outbox_dead";
 pub const EVENTS_DEAD: &str = "user_service_events_dead_total";
@@ -69,6 +70,13 @@ pub fn record_request(
     }
 }
 
+/// A request that did not authenticate, by error code (or `blocked`: its address had failed
+/// too often).
+pub fn record_auth_failure(transport: Transport, reason: &'static str) {
+    metrics::counter!(AUTH_FAILURES, "transport" => transport.as_str(), "reason" => reason)
+        .increment(1);
+}
+
 /// Every RPC delivery, by how it was settled (a closed set of outcomes).
 pub fn record_delivery(outcome: &'static str) {
     metrics::counter!(RPC_DELIVERIES, "outcome" => outcome).increment(1);
@@ -97,6 +105,10 @@ pub fn describe() {
     metrics::describe_counter!(ERRORS, "Failed requests by caller and error code");
     metrics::describe_counter!(CACHE_HITS, "Cache hits by caller and cache");
     metrics::describe_counter!(CACHE_MISSES, "Cache misses by caller and cache");
+    metrics::describe_counter!(
+        AUTH_FAILURES,
+        "Failed authentications by transport and reason (UNAUTHENTICATED, FORBIDDEN, blocked)"
+    );
     metrics::describe_counter!(
         RPC_DELIVERIES,
         "RPC deliveries by how they were settled: answered, done, dead_lettered, requeued, expired, dropped, unsettled, unreadable"

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use user_core::domain::CorrelationId;
 use user_core::health::HealthMonitor;
 use user_core::metrics::{Transport, record_request};
-use user_core::{CallContext, Core, CoreError, ParamForm};
+use user_core::{CallContext, Caller, Core, CoreError, ParamForm};
 use warp::Filter;
 use warp::http::{HeaderMap, Method as Http};
 
@@ -130,7 +130,7 @@ where
             .as_ref()
             .map_or_else(|e| e.code().status(), |r| r.status.code());
         let error = result.as_ref().err().map(CoreError::code);
-        let caller = caller_name.as_deref().unwrap_or("anonymous");
+        let caller = caller_name.as_deref().unwrap_or(Caller::ANONYMOUS);
         record_request(
             caller,
             op.as_str(),

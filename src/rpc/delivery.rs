@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use user_core::domain::CorrelationId;
 use user_core::metrics::{Transport, record_delivery, record_request};
-use user_core::{CallContext, CoreError, Method, ParamForm, Reply};
+use user_core::{CallContext, Caller, CoreError, Method, ParamForm, Reply};
 
 use super::wire::{self, Dialect};
 use super::{RpcEdge, RpcError, publish};
@@ -166,7 +166,7 @@ async fn process(edge: &RpcEdge, channel: &Channel, delivery: &Delivery) -> Outc
         let result = call(edge, props, decoded, &envelope, deadline, &mut seen).await;
         let status = result.as_ref().map_or_else(|e| e.code().status(), |r| r.status.code());
         if let Some(method) = seen.method {
-            let caller = seen.caller.as_deref().unwrap_or("anonymous");
+            let caller = seen.caller.as_deref().unwrap_or(Caller::ANONYMOUS);
             let error = result.as_ref().err().map(CoreError::code);
             record_request(caller, method.as_str(), Transport::Rpc, status, started.elapsed(), error);
         }

@@ -81,6 +81,13 @@ impl RpcEdge {
 
 /// Serves until `stop` turns true, reconnecting with the shared backoff after any failure.
 pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
+    if edge.auth.is_open() && !broker_is_loopback(&edge.config.amqp_url) {
+        let why = "local open mode: RPC is served only over a broker on this machine (AMQP_URL on \
+                   localhost); configure INTERNAL_API_KEYS or INTERNAL_SERVICE_SECRET";
+        tracing::warn!("{why}");
+        edge.report(Status::Down, Some(why.to_owned()));
+        return;
+    }
     let mut backoff = Backoff::reconnect();
     let mut set_aside = false;
     loop {
@@ -108,6 +115,23 @@ pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
             return;
         }
     }
+}
+
+/// Is the broker on this machine? Anyone who can reach a remote broker could call an
+/// unauthenticated service through it.
+fn broker_is_loopback(url: &str) -> bool {
+    let Ok(uri) = url.parse::<lapin::uri::AMQPUri>() else {
+        return false;
+    };
+    let host = uri
+        .authority
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 /// After an unreadable delivery ended a connection, it is back among the first `prefetch`
@@ -230,5 +254,29 @@ async fn publish(
     match confirm {
         Confirmation::Nack(_) => Err(RpcError::Nacked),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_broker_on_this_machine_is_loopback() {
+        for local in [
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            "amqp://localhost",
+            "amqp://[::1]:5672",
+            "amqp://127.8.9.10",
+        ] {
+            assert!(broker_is_loopback(local), "{local}");
+        }
+        for remote in [
+            "amqp://rabbit.internal:5672",
+            "amqp://10.0.0.5",
+            "not a url",
+        ] {
+            assert!(!broker_is_loopback(remote), "{remote}");
+        }
     }
 }

@@ -137,6 +137,18 @@ async fn internal_secret_with_or_without_service_name() {
     )
     .await;
     assert_error(status, &err, StatusCode::FORBIDDEN, "FORBIDDEN");
+    // Nor is a declared credential reader's name claimed with the secret: only its own key
+    // proves who it is.
+    let (status, err) = send(
+        app.req(
+            Method::GET,
+            &format!("{USERS}/email/sec@example.com?includeCredentials=true"),
+        )
+        .header("x-internal-service", SECRET)
+        .header("x-service-name", "auth-service"),
+    )
+    .await;
+    assert_error(status, &err, StatusCode::FORBIDDEN, "FORBIDDEN");
 
     for wrong in ["wrong-secret-0123456789", &SECRET[..SECRET.len() - 1]] {
         let (status, err) = send(
@@ -547,13 +559,13 @@ fn production_refuses_short_keys() {
         ("APP_ENV", "production"),
         ("INTERNAL_API_KEYS", "svc=short-key"),
     ])
-    .expect_err("a key under 16 characters is refused in production");
+    .expect_err("a key under 32 characters is refused in production");
     assert_eq!(err.var, "INTERNAL_API_KEYS");
     let err = config(&[("APP_ENV", "production")]).expect_err("production needs credentials");
     assert_eq!(err.var, "INTERNAL_API_KEYS");
     let err = config(&[
         ("APP_ENV", "production"),
-        ("INTERNAL_API_KEYS", "svc=0123456789abcdef"),
+        ("INTERNAL_API_KEYS", "svc=0123456789abcdef0123456789abcdef"),
         ("INTERNAL_SERVICE_SECRET", "short"),
     ])
     .expect_err("a short secret is refused in production");
@@ -562,7 +574,7 @@ fn production_refuses_short_keys() {
     assert!(
         config(&[
             ("APP_ENV", "production"),
-            ("INTERNAL_API_KEYS", "svc=0123456789abcdef")
+            ("INTERNAL_API_KEYS", "svc=0123456789abcdef0123456789abcdef")
         ])
         .is_ok()
     );
@@ -573,5 +585,73 @@ fn production_refuses_short_keys() {
         ])
         .is_ok(),
         "development accepts short keys"
+    );
+}
+
+/// Caller names are a closed set: invented `x-service-name` values neither add metric series
+/// nor get an allowance of their own.
+#[tokio::test]
+async fn invented_service_names_are_one_caller() {
+    let app = TestApp::spawn_with(&[("RATE_LIMITS", "default=50/60")])
+        .await
+        .with_key(None);
+    let path = exists_path();
+    let mut limited = 0;
+    for i in 0..120 {
+        let (status, _) = send(
+            app.req(Method::GET, &path)
+                .header("x-internal-service", SECRET)
+                .header("x-service-name", format!("invented-{i}")),
+        )
+        .await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 70, "120 requests, one allowance of 50");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("invented-"),
+        "no series per invented name"
+    );
+    assert!(metrics.contains("service=\"internal\""));
+}
+
+/// Failed authentications from one address are limited, and counted (a unit test shows other
+/// addresses unaffected).
+#[tokio::test]
+async fn repeated_failed_authentications_are_refused_early() {
+    let app = TestApp::spawn_with(&[("AUTH_FAILURES_PER_ADDRESS", "5/60")])
+        .await
+        .with_key(None);
+    let path = exists_path();
+    let guess = |k: &'static str| app.req(Method::GET, &path).header("x-api-key", k);
+    for _ in 0..6 {
+        let (status, _) = send(guess("guess-0123456789")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // Now even the right key is refused from this address until the window ends.
+    let (status, err) = send(guess(AUTH_KEY)).await;
+    assert_error(status, &err, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("user_service_auth_failures_total{transport=\"rest\",reason=\"blocked\"}"),
+        "{metrics}"
     );
 }
