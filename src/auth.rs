@@ -222,7 +222,11 @@ impl FailureGate {
             let until = Instant::now() + Duration::from_secs(retry_after_secs);
             self.blocked.insert(ip, until);
         }
-        if self.recorded.fetch_add(1, Ordering::Relaxed) % Self::SWEEP_EVERY == 0 {
+        if self
+            .recorded
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(Self::SWEEP_EVERY)
+        {
             self.failures.sweep();
             let now = Instant::now();
             self.blocked.retain(|_, until| *until > now);
