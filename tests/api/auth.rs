@@ -609,15 +609,7 @@ async fn invented_service_names_are_one_caller() {
         }
     }
     assert_eq!(limited, 70, "120 requests, one allowance of 50");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         !metrics.contains("invented-"),
         "no series per invented name"
@@ -641,15 +633,7 @@ async fn repeated_failed_authentications_are_refused_early() {
     // Now even the right key is refused from this address until the window ends.
     let (status, err) = send(guess(AUTH_KEY)).await;
     assert_error(status, &err, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("user_service_auth_failures_total{transport=\"rest\",reason=\"blocked\"}"),
         "{metrics}"

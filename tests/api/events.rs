@@ -273,14 +273,9 @@ async fn events_committed_before_a_crash_are_delivered_by_the_next_instance() {
     assert!(health["components"]["outbox"]["oldestPendingSeconds"].is_number());
     first.begin_stop();
 
-    let db_url = format!("postgres://postgres@127.0.0.1:5432/{}", first.db_name);
     let exchange_name = exchange(&first);
     let mut events = Events::bind(&exchange_name).await;
-    let second = TestApp::spawn_with(&[
-        ("DATABASE_URL", &db_url),
-        ("EVENTS_EXCHANGE", &exchange_name),
-    ])
-    .await;
+    let second = first.twin(&[("EVENTS_EXCHANGE", &exchange_name)]).await;
     let got = events.take(4).await;
     let themes: Vec<Value> = got[1..]
         .iter()
@@ -299,13 +294,8 @@ async fn events_committed_before_a_crash_are_delivered_by_the_next_instance() {
 #[tokio::test]
 async fn two_instances_keep_per_user_order() {
     let first = TestApp::spawn().await;
-    let db_url = format!("postgres://postgres@127.0.0.1:5432/{}", first.db_name);
     let exchange_name = exchange(&first);
-    let second = TestApp::spawn_with(&[
-        ("DATABASE_URL", &db_url),
-        ("EVENTS_EXCHANGE", &exchange_name),
-    ])
-    .await;
+    let second = first.twin(&[("EVENTS_EXCHANGE", &exchange_name)]).await;
     let mut events = Events::bind(&exchange_name).await;
     let a = first.create_user("A", "a@example.com").await["id"]
         .as_str()
@@ -655,13 +645,8 @@ async fn next_change_of(events: &mut Events, user: &str, never: &[String]) -> Va
 #[tokio::test]
 async fn corrupt_events_are_set_aside_alone_also_after_a_leader_change() {
     let first = TestApp::spawn().await;
-    let db_url = format!("postgres://postgres@127.0.0.1:5432/{}", first.db_name);
     let exchange_name = exchange(&first);
-    let second = TestApp::spawn_with(&[
-        ("DATABASE_URL", &db_url),
-        ("EVENTS_EXCHANGE", &exchange_name),
-    ])
-    .await;
+    let second = first.twin(&[("EVENTS_EXCHANGE", &exchange_name)]).await;
     let mut events = Events::bind(&exchange_name).await;
     let a = first.create_user("A", "a@example.com").await["id"]
         .as_str()

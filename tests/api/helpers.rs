@@ -169,6 +169,25 @@ impl TestApp {
         body
     }
 
+    /// Another instance of the service on this test's database, with `vars` on top (e.g.
+    /// the same `EVENTS_EXCHANGE`, `RPC_QUEUE` or `CACHE_PREFIX`).
+    pub async fn twin(&self, vars: &[(&str, &str)]) -> TestApp {
+        let db_url = format!("postgres://postgres@127.0.0.1:5432/{}", self.db_name);
+        let mut all = vec![("DATABASE_URL", db_url.as_str())];
+        all.extend_from_slice(vars);
+        TestApp::spawn_with(&all).await
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await;
+        response
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Runs one SQL query against this test's database.
     pub async fn db(&self) -> sqlx::PgConnection {
         use sqlx::Connection;
