@@ -251,6 +251,8 @@ pub struct Metadata(serde_json::Map<String, serde_json::Value>);
 
 impl Metadata {
     pub const MAX_BYTES: usize = 16 * 1024;
+    /// Well within what an event may nest (metadata travels in `USER_UPDATED`).
+    pub const MAX_DEPTH: usize = 32;
 
     pub fn into_inner(self) -> serde_json::Map<String, serde_json::Value> {
         self.0
@@ -269,6 +271,15 @@ impl TryFrom<serde_json::Map<String, serde_json::Value>> for Metadata {
                 Self::MAX_BYTES
             )));
         }
+        if map
+            .values()
+            .any(|v| crate::json::deeper_than(v, Self::MAX_DEPTH - 1))
+        {
+            return Err(Invalid::new(format!(
+                "must nest objects and arrays at most {} levels deep",
+                Self::MAX_DEPTH
+            )));
+        }
         Ok(Self(map))
     }
 }
@@ -277,6 +288,16 @@ impl TryFrom<serde_json::Map<String, serde_json::Value>> for Metadata {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn metadata_is_bounded_in_depth() {
+        let nested = |levels: usize| {
+            (1..levels).fold(serde_json::json!(1), |inner, _| serde_json::json!([inner]))
+        };
+        let meta = |v| serde_json::from_value::<Metadata>(serde_json::json!({ "k": v }));
+        assert!(meta(nested(Metadata::MAX_DEPTH)).is_ok());
+        assert!(meta(nested(Metadata::MAX_DEPTH + 1)).is_err());
+    }
 
     proptest! {
         #[test]

@@ -6,3 +6,15 @@ mod projection;
 
 pub use diff::{Changes, diff};
 pub use projection::{Projection, allowed_paths};
+
+use serde_json::Value;
+
+/// True when `value` nests objects and arrays more than `max` levels deep. Recurses at most
+/// `max + 1` levels, whatever the input.
+pub fn deeper_than(value: &Value, max: usize) -> bool {
+    match value {
+        Value::Array(items) => max == 0 || items.iter().any(|v| deeper_than(v, max - 1)),
+        Value::Object(map) => max == 0 || map.values().any(|v| deeper_than(v, max - 1)),
+        _ => false,
+    }
+}

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::Envelope;
 use crate::domain::CorrelationId;
+use crate::json::deeper_than;
 
 /// Largest serialised event accepted into the outbox (and published).
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
@@ -123,16 +124,6 @@ pub fn routing_key_ok(key: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         })
-}
-
-/// True when `value` nests objects and arrays more than `max` levels deep. Recurses at most
-/// `max + 1` levels, whatever the input.
-pub fn deeper_than(value: &Value, max: usize) -> bool {
-    match value {
-        Value::Array(items) => max == 0 || items.iter().any(|v| deeper_than(v, max - 1)),
-        Value::Object(map) => max == 0 || map.values().any(|v| deeper_than(v, max - 1)),
-        _ => false,
-    }
 }
 
 /// Persistent, with the event's id, type and correlation id as message properties.
