@@ -13,6 +13,7 @@ use tokio::sync::{Notify, watch};
 use super::{Inner, UserCache};
 use crate::domain::UserId;
 use crate::health::{HealthMonitor, Report, Status};
+use crate::retry::Backoff;
 
 const TICK: Duration = Duration::from_secs(1);
 /// Failed checks in a row before the subscription is presumed dead and reopened.
@@ -102,7 +103,7 @@ async fn listen(
         }
     };
     let channel = cache.channel();
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::reconnect();
     loop {
         let subscribe = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -113,7 +114,7 @@ async fn listen(
             Ok(Ok(mut pubsub)) => {
                 cache.set_listening(true);
                 report(Status::Up, None);
-                backoff = Duration::from_millis(250);
+                backoff.reset();
                 let mut messages = pubsub.on_message();
                 loop {
                     tokio::select! {
@@ -138,13 +139,11 @@ async fn listen(
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {CONNECT_TIMEOUT:?}"),
         };
-        tracing::warn!(error = %problem, retry_in_ms = backoff.as_millis() as u64, "Redis cache unavailable; reads go to the database");
+        tracing::warn!(error = %problem, "Redis cache unavailable; reads go to the database");
         report(Status::Down, Some(problem));
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = stop.wait_for(|s| *s) => return,
+        if !backoff.wait(&mut stop).await {
+            return;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
