@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Supervised, WrapFuture};
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{
@@ -25,7 +25,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
-use crate::health::{Figures, HealthMonitor, Report, Status};
+use crate::health::{Figures, Health, Report, Status};
 use crate::store::NOTIFY_CHANNEL;
 
 /// Refusals of one event before it is parked as dead.
@@ -57,7 +57,7 @@ pub struct PublisherConfig {
 pub struct EventPublisher {
     pool: PgPool,
     config: PublisherConfig,
-    health: actix::Addr<HealthMonitor>,
+    health: Health,
     stop: watch::Receiver<bool>,
 }
 
@@ -65,7 +65,7 @@ impl EventPublisher {
     pub fn new(
         pool: PgPool,
         config: PublisherConfig,
-        health: actix::Addr<HealthMonitor>,
+        health: Health,
         stop: watch::Receiver<bool>,
     ) -> Self {
         Self {
@@ -80,7 +80,11 @@ impl EventPublisher {
 impl Actor for EventPublisher {
     type Context = Context<Self>;
 
+    /// Both loops run in the actor's context: they die with it, and its supervisor starts
+    /// them again with the next publisher.
     fn started(&mut self, ctx: &mut Self::Context) {
+        let backlog = report_backlog(self.pool.clone(), self.health.clone(), self.stop.clone());
+        ctx.spawn(backlog.into_actor(self));
         let work = run(
             self.pool.clone(),
             self.config.clone(),
@@ -93,12 +97,6 @@ impl Actor for EventPublisher {
                 ctx.stop();
             }
         }));
-    }
-}
-
-impl Supervised for EventPublisher {
-    fn restarting(&mut self, _: &mut Self::Context) {
-        tracing::warn!("event publisher restarting");
     }
 }
 
@@ -116,18 +114,14 @@ enum PublishError {
 async fn run(
     pool: PgPool,
     config: PublisherConfig,
-    health: actix::Addr<HealthMonitor>,
+    health: Health,
     mut stop: watch::Receiver<bool>,
 ) -> bool {
-    let monitor = tokio::spawn(report_backlog(pool.clone(), health.clone(), stop.clone()));
     let mut backoff = Duration::from_millis(250);
     loop {
         let result = tokio::select! {
             r = lead(&pool, &config, &health, &mut backoff) => r,
-            _ = stop.wait_for(|s| *s) => {
-                monitor.abort();
-                return true;
-            }
+            _ = stop.wait_for(|s| *s) => return true,
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "event publishing interrupted");
@@ -139,10 +133,7 @@ async fn run(
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
-            _ = stop.wait_for(|s| *s) => {
-                monitor.abort();
-                return true;
-            }
+            _ = stop.wait_for(|s| *s) => return true,
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
@@ -152,7 +143,7 @@ async fn run(
 async fn lead(
     pool: &PgPool,
     config: &PublisherConfig,
-    health: &actix::Addr<HealthMonitor>,
+    health: &Health,
     backoff: &mut Duration,
 ) -> Result<(), PublishError> {
     // The lock lives as long as this connection, which is not returned to the pool.
@@ -379,11 +370,7 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<(), sqlx::Error
 }
 
 /// Every instance reports the backlog (the outbox is shared), leader or not.
-async fn report_backlog(
-    pool: PgPool,
-    health: actix::Addr<HealthMonitor>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn report_backlog(pool: PgPool, health: Health, mut stop: watch::Receiver<bool>) {
     loop {
         if let Ok(b) = backlog(&pool).await {
             crate::metrics::record_backlog(b.pending, b.dead);

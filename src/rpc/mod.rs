@@ -9,7 +9,6 @@ pub mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -23,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 use user_core::domain::CorrelationId;
-use user_core::health::{HealthMonitor, Report, Status};
+use user_core::health::{Health, Report, Status};
 use user_core::metrics::{Transport, record_request};
 use user_core::retry::Backoff;
 use user_core::{CallContext, Core, CoreError, Method, ParamForm, Reply};
@@ -55,7 +54,7 @@ pub struct RpcEdge {
     pub instance: String,
     pub core: Core,
     pub auth: Arc<Authenticator>,
-    pub health: Addr<HealthMonitor>,
+    pub health: Health,
 }
 
 #[derive(Debug, thiserror::Error)]
