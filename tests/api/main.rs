@@ -12,4 +12,5 @@ mod limits;
 mod nestjs;
 mod resilience;
 mod rpc;
+mod supervision;
 mod users;
