@@ -5,17 +5,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Arbiter, Supervisor};
+use actix::Arbiter;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use user_core::Core;
 use user_core::cache::{CacheManager, CacheSettings, UserCache};
-use user_core::health::HealthMonitor;
+use user_core::health::{Health, HealthMonitor, HealthState};
 use user_core::limits::{RateLimiter, RateLimits};
 use user_core::publisher::{EventPublisher, PublisherConfig};
 use user_core::store::UserStore;
-use user_core::supervisor::Restarting;
+use user_core::supervisor::{ActorHandle, Supervision};
 
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -33,6 +33,18 @@ pub struct Application {
     pool: PgPool,
     /// Turns true when the service should stop; every part watches it.
     stop: watch::Sender<bool>,
+    actors: Actors,
+}
+
+/// The supervised actors. Not an API: for tests that inject faults (`fault-injection`).
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub struct Actors {
+    pub user_store: ActorHandle<UserStore>,
+    pub cache_manager: ActorHandle<CacheManager>,
+    pub event_publisher: ActorHandle<EventPublisher>,
+    pub rate_limiter: ActorHandle<RateLimiter>,
+    pub health_monitor: Health,
 }
 
 impl Application {
@@ -40,8 +52,13 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = db::connect(&config, DB_PATIENCE).await?;
         crate::metrics::handle();
-        let health = HealthMonitor::default().start();
         let (stop, stopped) = watch::channel(false);
+        // Every actor restarts (on this arbiter) when it dies, until the service stops.
+        let supervision = Supervision::new(Arbiter::current(), stopped.clone());
+        let health_state = HealthState::default();
+        let health = supervision.start("healthMonitor", move || {
+            HealthMonitor::with_state(health_state.clone())
+        });
         let mut redis_config = deadpool_redis::Config::from_url(config.redis_url.clone());
         redis_config.pool = Some(deadpool_redis::PoolConfig::new(REDIS_POOL_SIZE));
         let redis = redis_config
@@ -61,17 +78,22 @@ impl Application {
             health.clone(),
             stopped.clone(),
         );
-        Supervisor::start_in_arbiter(&Arbiter::current(), move |_| {
-            CacheManager::new(manager_cache, redis_url, manager_health, manager_stop)
+        let cache_manager = supervision.start("cacheManager", move || {
+            CacheManager::new(
+                manager_cache.clone(),
+                redis_url.clone(),
+                manager_health.clone(),
+                manager_stop.clone(),
+            )
         });
         let (store_pool, store_cache) = (pool.clone(), cache.clone());
-        let store = Restarting::start("UserStore", Arbiter::current(), move || {
+        let store = supervision.start("userStore", move || {
             UserStore::new(store_pool.clone(), store_cache.clone())
         });
         let limits = RateLimits::new(config.rate_limits.clone());
-        let sweeper = limits.clone();
-        Supervisor::start_in_arbiter(&Arbiter::current(), move |_| {
-            RateLimiter::new(sweeper.clone())
+        let (sweeper, limiter_health) = (limits.clone(), health.clone());
+        let rate_limiter = supervision.start("rateLimiter", move || {
+            RateLimiter::new(sweeper.clone(), limiter_health.clone())
         });
         let publisher = PublisherConfig {
             amqp_url: config.amqp_url.clone(),
@@ -81,9 +103,21 @@ impl Application {
             redis: redis.clone().map(|r| (r, config.cache_prefix.clone())),
         };
         let (publisher_pool, publisher_health) = (pool.clone(), health.clone());
-        Supervisor::start_in_arbiter(&Arbiter::current(), move |_| {
-            EventPublisher::new(publisher_pool, publisher, publisher_health, stopped)
+        let event_publisher = supervision.start("eventPublisher", move || {
+            EventPublisher::new(
+                publisher_pool.clone(),
+                publisher.clone(),
+                publisher_health.clone(),
+                stopped.clone(),
+            )
         });
+        let actors = Actors {
+            user_store: store.clone(),
+            cache_manager,
+            event_publisher,
+            rate_limiter,
+            health_monitor: health.clone(),
+        };
         let auth = Arc::new(Authenticator::new(config.auth.clone()));
         if auth.is_open() {
             tracing::warn!(
@@ -114,6 +148,7 @@ impl Application {
             auth,
             pool: pool.clone(),
             health,
+            actors: supervision,
             redis,
             cache,
             started: Instant::now(),
@@ -124,7 +159,14 @@ impl Application {
             rpc,
             pool,
             stop,
+            actors,
         })
+    }
+
+    /// The supervised actors, for tests that inject faults. Not an API.
+    #[doc(hidden)]
+    pub fn actors(&self) -> Actors {
+        self.actors.clone()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

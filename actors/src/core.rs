@@ -1,6 +1,6 @@
 //! The dispatcher both edges call: parse, authorise, hand to the owning actor.
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -9,7 +9,10 @@ use crate::error::CoreError;
 use crate::limits::RateLimits;
 use crate::request::{Method, ParamForm, Request};
 use crate::store::{Execute, UserStore};
-use crate::supervisor::Restarting;
+use crate::supervisor::ActorHandle;
+
+/// How long a request waits for a UserStore that is restarting before it answers 503.
+const STORE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Who is calling, as the edge authenticated them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,16 +115,13 @@ impl Reply {
 /// The one entry point for every operation. Cheap to clone; shared by both edges.
 #[derive(Clone)]
 pub struct Core {
-    store: Arc<Restarting<UserStore>>,
+    store: ActorHandle<UserStore>,
     limits: RateLimits,
 }
 
 impl Core {
-    pub fn new(store: Restarting<UserStore>, limits: RateLimits) -> Self {
-        Self {
-            store: Arc::new(store),
-            limits,
-        }
+    pub fn new(store: ActorHandle<UserStore>, limits: RateLimits) -> Self {
+        Self { store, limits }
     }
 
     /// Counts the request against the caller's rate limit, decodes `params` for `method`
@@ -140,9 +140,10 @@ impl Core {
 
     pub async fn execute(&self, ctx: CallContext, request: Request) -> Result<Reply, CoreError> {
         authorize(&ctx, &request)?;
-        let result = self
-            .store
-            .addr()
+        let store = self.store.ready(STORE_PATIENCE).await.ok_or_else(|| {
+            CoreError::Unavailable("user store is restarting; nothing was done".to_owned())
+        })?;
+        let result = store
             .send(Execute { ctx, request })
             .await
             .map_err(|e| CoreError::Unavailable(format!("user store is restarting ({e})")))?;

@@ -1,12 +1,19 @@
 //! The HealthMonitor actor: the one place that knows how each integration is doing. Parts
-//! report changes to it (`do_send`, never waiting); `/health` asks it for a snapshot.
+//! report changes to it (`do_send`, never waiting); `/health` asks it for a snapshot. What it
+//! knows lives in a [`HealthState`] its supervisor's factory hands to every incarnation, so a
+//! restarted monitor still knows every part.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use actix::{Actor, Context, Handler, Message, MessageResult};
 use serde::Serialize;
 
 use crate::domain::Timestamp;
+use crate::supervisor::ActorHandle;
+
+/// How the parts reach the (current) HealthMonitor.
+pub type Health = ActorHandle<HealthMonitor>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -31,9 +38,28 @@ pub struct Component {
 
 pub type Figures = BTreeMap<&'static str, serde_json::Value>;
 
+pub type Components = BTreeMap<&'static str, Component>;
+
+/// Every part's last report; outlives any one HealthMonitor. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct HealthState(Arc<Mutex<Components>>);
+
+impl HealthState {
+    fn lock(&self) -> MutexGuard<'_, Components> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 #[derive(Default)]
 pub struct HealthMonitor {
-    components: BTreeMap<&'static str, Component>,
+    components: HealthState,
+}
+
+impl HealthMonitor {
+    /// A monitor that keeps what it learns in `state` (shared with the monitor it replaces).
+    pub fn with_state(state: HealthState) -> Self {
+        Self { components: state }
+    }
 }
 
 impl Actor for HealthMonitor {
@@ -69,7 +95,8 @@ impl Handler<Report> for HealthMonitor {
     type Result = ();
 
     fn handle(&mut self, r: Report, _: &mut Self::Context) {
-        let since = match self.components.get(r.component) {
+        let mut components = self.components.lock();
+        let since = match components.get(r.component) {
             Some(c) if c.status == r.status => c.since,
             _ => {
                 tracing::info!(component = r.component, status = ?r.status, detail = ?r.detail, "health changed");
@@ -82,20 +109,20 @@ impl Handler<Report> for HealthMonitor {
             since,
             figures: r.figures,
         };
-        self.components.insert(r.component, c);
+        components.insert(r.component, c);
     }
 }
 
 /// Every part's state, by name.
 #[derive(Message)]
-#[rtype(result = "BTreeMap<&'static str, Component>")]
+#[rtype(result = "Components")]
 pub struct Snapshot;
 
 impl Handler<Snapshot> for HealthMonitor {
     type Result = MessageResult<Snapshot>;
 
     fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.components.clone())
+        MessageResult(self.components.lock().clone())
     }
 }
 
@@ -115,5 +142,16 @@ mod tests {
         monitor.do_send(report(Status::Up));
         let now = monitor.send(Snapshot).await.unwrap();
         assert_eq!(now["rabbitmq"].status, Status::Up);
+    }
+
+    #[actix::test]
+    async fn a_new_monitor_on_the_same_state_knows_what_the_old_one_did() {
+        let state = HealthState::default();
+        let old = HealthMonitor::with_state(state.clone()).start();
+        old.do_send(Report::new("redis", Status::Down, Some("gone".into())));
+        let before = old.send(Snapshot).await.unwrap();
+        let new = HealthMonitor::with_state(state).start();
+        assert_eq!(new.send(Snapshot).await.unwrap(), before);
+        assert_eq!(before["redis"].status, Status::Down);
     }
 }

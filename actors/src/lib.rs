@@ -7,6 +7,8 @@ pub mod core;
 pub mod domain;
 pub mod error;
 pub mod events;
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod fault;
 pub mod health;
 pub mod json;
 pub mod limits;

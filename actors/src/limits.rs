@@ -4,7 +4,9 @@
 //! a leaky bucket refilled with its whole allowance once per window; `Retry-After` is the
 //! time left until then. Buckets are checked on the request path with no actor hop
 //! (`RateLimits` is shared, lock-free per caller); the [`RateLimiter`] actor owns their
-//! lifetime and forgets callers idle for a whole window, whose bucket is full again.
+//! lifetime and forgets callers idle for a whole window, whose bucket is full again. It
+//! sweeps when it starts (so also after a restart) and every minute, and reports the callers
+//! it keeps as the `rateLimits` health component.
 //!
 //! Limits are per instance: N instances let a caller through N times as fast.
 
@@ -17,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::core::Caller;
 use crate::error::CoreError;
+use crate::health::{Figures, Health, Report, Status};
 use actix::{Actor, AsyncContext, Context};
 use dashmap::DashMap;
 
@@ -59,6 +62,8 @@ struct Inner {
     limits: BTreeMap<String, RateLimit>,
     buckets: DashMap<String, Bucket>,
     epoch: Instant,
+    /// Sweeps done since start, by every RateLimiter.
+    sweeps: AtomicU64,
 }
 
 impl RateLimits {
@@ -70,6 +75,7 @@ impl RateLimits {
                 limits,
                 buckets: DashMap::new(),
                 epoch: Instant::now(),
+                sweeps: AtomicU64::new(0),
             }),
         }
     }
@@ -127,18 +133,39 @@ impl RateLimits {
                 Duration::from_millis(now.saturating_sub(b.last_used.load(Ordering::Relaxed)));
             idle < b.limit.window
         });
+        self.inner.sweeps.fetch_add(1, Ordering::Relaxed);
         self.inner.buckets.len()
+    }
+
+    /// How many sweeps were done since start.
+    pub fn sweeps(&self) -> u64 {
+        self.inner.sweeps.load(Ordering::Relaxed)
     }
 }
 
 /// Owns the buckets' lifetime: sweeps idle callers away every minute.
 pub struct RateLimiter {
     limits: RateLimits,
+    health: Health,
 }
 
 impl RateLimiter {
-    pub fn new(limits: RateLimits) -> Self {
-        Self { limits }
+    pub fn new(limits: RateLimits, health: Health) -> Self {
+        Self { limits, health }
+    }
+
+    fn sweep(&mut self) {
+        let callers = self.limits.sweep();
+        tracing::debug!(callers, "rate limit buckets swept");
+        let mut figures = Figures::new();
+        figures.insert("callers", callers.into());
+        figures.insert("sweeps", self.limits.sweeps().into());
+        self.health.do_send(Report {
+            component: "rateLimits",
+            status: Status::Up,
+            detail: None,
+            figures,
+        });
     }
 }
 
@@ -146,14 +173,10 @@ impl Actor for RateLimiter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(SWEEP_EVERY, |act, _| {
-            let callers = act.limits.sweep();
-            tracing::debug!(callers, "rate limit buckets swept");
-        });
+        self.sweep();
+        ctx.run_interval(SWEEP_EVERY, |act, _| act.sweep());
     }
 }
-
-impl actix::Supervised for RateLimiter {}
 
 #[cfg(test)]
 mod tests {
@@ -235,5 +258,6 @@ mod tests {
         assert_eq!(l.sweep(), 2);
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(l.sweep(), 1, "only the caller seen within the window stays");
+        assert_eq!(l.sweeps(), 2);
     }
 }

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use user_core::health::{Component, Snapshot, Status};
+use user_core::supervisor::ActorStatus;
 use user_core::{CoreError, Reply};
 
 use super::Edge;
@@ -11,15 +12,23 @@ use super::Edge;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Liveness: answers without touching the database. `status` is `degraded` while an
-/// integration (RabbitMQ, the outbox) is not well; the service still serves what it can.
+/// integration (RabbitMQ, the outbox) is not well or an actor is restarting; the service
+/// still serves what it can. Each supervised actor is a component of its own, read from the
+/// supervisors (so it shows even while the HealthMonitor is the one restarting).
 pub async fn live(edge: &Edge) -> Reply {
-    let components = edge.health.send(Snapshot).await.unwrap_or_default();
-    let degraded = components.values().any(|c| c.status != Status::Up);
+    let components = edge.health.addr().send(Snapshot).await.unwrap_or_default();
+    let actors = edge.actors.states();
+    let degraded = components.values().any(|c| c.status != Status::Up)
+        || actors.values().any(|a| a.status != ActorStatus::Up);
+    let mut parts = json!(components);
+    for (name, state) in actors {
+        parts[name] = json!(state);
+    }
     Reply::ok(json!({
         "status": if degraded { "degraded" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
         "uptimeSeconds": edge.started.elapsed().as_secs(),
-        "components": components,
+        "components": parts,
     }))
 }
 
@@ -37,7 +46,7 @@ pub async fn ready(edge: &Edge) -> Result<Reply, CoreError> {
 /// How each integration is doing, probed now (database, Redis) or as last reported (events).
 /// Always 200: the body is the report (`/health/ready` is the probe that says 503).
 pub async fn integrations(edge: &Edge) -> Reply {
-    let components = edge.health.send(Snapshot).await.unwrap_or_default();
+    let components = edge.health.addr().send(Snapshot).await.unwrap_or_default();
     let (database, redis) = tokio::join!(probe_database(edge), probe_redis(edge));
     let database_down = database["status"] == "down";
     let parts = [

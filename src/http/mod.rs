@@ -9,13 +9,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::Addr;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use serde_json::{Map, Value};
 use tracing::Instrument;
 use user_core::domain::CorrelationId;
-use user_core::health::HealthMonitor;
+use user_core::health::Health;
 use user_core::metrics::{Transport, record_request};
 use user_core::{CallContext, Caller, Core, CoreError, ParamForm};
 use warp::Filter;
@@ -33,7 +32,9 @@ pub struct Edge {
     pub core: Core,
     pub auth: Arc<Authenticator>,
     pub pool: sqlx::PgPool,
-    pub health: Addr<HealthMonitor>,
+    pub health: Health,
+    /// Every supervised actor's state, read directly (even while the HealthMonitor restarts).
+    pub actors: user_core::supervisor::Supervision,
     pub redis: Option<deadpool_redis::Pool>,
     pub cache: user_core::cache::UserCache,
     pub started: Instant,

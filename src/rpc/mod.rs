@@ -9,7 +9,6 @@ pub mod wire;
 
 use std::sync::Arc;
 
-use actix::Addr;
 use futures::StreamExt;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
@@ -20,7 +19,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use user_core::Core;
-use user_core::health::{HealthMonitor, Report, Status};
+use user_core::health::{Health, Report, Status};
 use user_core::metrics::record_delivery;
 use user_core::retry::Backoff;
 
@@ -49,7 +48,7 @@ pub struct RpcEdge {
     pub instance: String,
     pub core: Core,
     pub auth: Arc<Authenticator>,
-    pub health: Addr<HealthMonitor>,
+    pub health: Health,
 }
 
 #[derive(Debug, thiserror::Error)]

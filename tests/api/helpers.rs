@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
-use user_service::app::Application;
+use user_service::app::{Actors, Application};
 use user_service::config::Config;
 
 pub const AUTH_KEY: &str = "auth-key-0123456789";
@@ -25,6 +25,8 @@ pub struct TestApp {
     pub api_key: Option<&'static str>,
     /// The queue this instance consumes.
     pub rpc_queue: String,
+    /// Its supervised actors, to inject faults into.
+    pub actors: Actors,
     shutdown: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     stopped: Mutex<std::sync::mpsc::Receiver<()>>,
 }
@@ -82,7 +84,7 @@ impl TestApp {
             actix::System::with_tokio_rt(move || rt).block_on(async move {
                 let app = Application::build(config).await.expect("service starts");
                 addr_tx
-                    .send(app.local_addr().expect("bound"))
+                    .send((app.local_addr().expect("bound"), app.actors()))
                     .expect("test is waiting");
                 app.run_until(async {
                     let _ = shutdown_rx.await;
@@ -91,13 +93,14 @@ impl TestApp {
             });
             let _ = stopped_tx.send(());
         });
-        let addr = addr_rx.await.expect("service started");
+        let (addr, actors) = addr_rx.await.expect("service started");
         Self {
             addr,
             client: reqwest::Client::new(),
             db_name,
             api_key: Some(AUTH_KEY),
             rpc_queue,
+            actors,
             shutdown: Mutex::new(Some(shutdown_tx)),
             stopped: Mutex::new(stopped_rx),
         }

@@ -14,4 +14,5 @@ mod limits;
 mod nestjs;
 mod resilience;
 mod rpc;
+mod supervision;
 mod users;

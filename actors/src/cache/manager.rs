@@ -1,18 +1,21 @@
 //! The CacheManager actor: keeps this instance's cache coherent with the others. It listens
 //! on the invalidation channel (dropping in-process copies as other instances write), checks
-//! Redis every second, redelivers invalidations Redis missed, and reports to health.
+//! Redis every second, redelivers invalidations Redis missed, and reports to health. It is
+//! supervised: if it dies, the in-process copy is off (its listener's guard sees to that)
+//! until a new one has subscribed again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, ActorFutureExt, AsyncContext, Context, Supervised, WrapFuture};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use deadpool_redis::redis;
 use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 
 use super::{Inner, UserCache};
 use crate::domain::UserId;
-use crate::health::{HealthMonitor, Report, Status};
+use crate::health::{Health, Report, Status};
+use crate::retry::Backoff;
 
 const TICK: Duration = Duration::from_secs(1);
 /// Failed checks in a row before the subscription is presumed dead and reopened.
@@ -22,7 +25,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct CacheManager {
     cache: UserCache,
     redis_url: String,
-    health: actix::Addr<HealthMonitor>,
+    health: Health,
     stop: watch::Receiver<bool>,
     reconnect: Arc<Notify>,
     failed_checks: u32,
@@ -32,7 +35,7 @@ impl CacheManager {
     pub fn new(
         cache: UserCache,
         redis_url: String,
-        health: actix::Addr<HealthMonitor>,
+        health: Health,
         stop: watch::Receiver<bool>,
     ) -> Self {
         Self {
@@ -80,14 +83,12 @@ impl Actor for CacheManager {
     }
 }
 
-impl Supervised for CacheManager {}
-
 /// Follows the invalidation channel until `stop`, reconnecting with backoff. The in-process
 /// copy is on only while subscribed.
 async fn listen(
     cache: Arc<Inner>,
     url: String,
-    health: actix::Addr<HealthMonitor>,
+    health: Health,
     mut stop: watch::Receiver<bool>,
     reconnect: Arc<Notify>,
 ) {
@@ -102,7 +103,11 @@ async fn listen(
         }
     };
     let channel = cache.channel();
-    let mut backoff = Duration::from_millis(250);
+    let _off = ListeningOff {
+        cache: cache.clone(),
+        health: health.clone(),
+    };
+    let mut backoff = Backoff::reconnect();
     loop {
         let subscribe = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -113,7 +118,7 @@ async fn listen(
             Ok(Ok(mut pubsub)) => {
                 cache.set_listening(true);
                 report(Status::Up, None);
-                backoff = Duration::from_millis(250);
+                backoff.reset();
                 let mut messages = pubsub.on_message();
                 loop {
                     tokio::select! {
@@ -126,10 +131,7 @@ async fn listen(
                             None => break,
                         },
                         () = reconnect.notified() => break,
-                        _ = stop.wait_for(|s| *s) => {
-                            cache.set_listening(false);
-                            return;
-                        }
+                        _ = stop.wait_for(|s| *s) => return,
                     }
                 }
                 cache.set_listening(false);
@@ -138,13 +140,27 @@ async fn listen(
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {CONNECT_TIMEOUT:?}"),
         };
-        tracing::warn!(error = %problem, retry_in_ms = backoff.as_millis() as u64, "Redis cache unavailable; reads go to the database");
+        tracing::warn!(error = %problem, "Redis cache unavailable; reads go to the database");
         report(Status::Down, Some(problem));
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = stop.wait_for(|s| *s) => return,
+        if !backoff.wait(&mut stop).await {
+            return;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// However the listener ends (the service stops, the manager panics or stops), the
+/// in-process copy is off: without the subscription it could serve a stale user.
+struct ListeningOff {
+    cache: Arc<Inner>,
+    health: Health,
+}
+
+impl Drop for ListeningOff {
+    fn drop(&mut self) {
+        self.cache.set_listening(false);
+        let detail = "the cache manager is not listening".to_owned();
+        self.health
+            .do_send(Report::new("redis", Status::Down, Some(detail)));
     }
 }
 

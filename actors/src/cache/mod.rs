@@ -90,6 +90,8 @@ struct Stats {
 #[serde(rename_all = "camelCase")]
 pub struct CacheFigures {
     pub enabled: bool,
+    /// The invalidation subscription is up, so the in-process copy is in use.
+    pub listening: bool,
     pub local_hits: u64,
     pub redis_hits: u64,
     pub misses: u64,
@@ -312,6 +314,7 @@ impl UserCache {
         };
         CacheFigures {
             enabled: true,
+            listening: c.listening.load(Ordering::Acquire),
             local_hits: c.stats.local.load(Ordering::Relaxed),
             redis_hits: c.stats.redis.load(Ordering::Relaxed),
             misses: c.stats.misses.load(Ordering::Relaxed),

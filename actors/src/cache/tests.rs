@@ -80,3 +80,28 @@ async fn a_disabled_cache_holds_nothing() {
     assert!(cache.get_many(&[u.id], "test").await.0.is_empty());
     assert!(!cache.figures().enabled);
 }
+
+/// A CacheManager that dies takes the in-process copy with it: without its subscription, a
+/// copy could outlive another instance's write.
+#[actix::test]
+async fn the_in_process_copy_is_off_as_soon_as_the_manager_dies() {
+    use actix::{Actor, Arbiter};
+
+    use crate::fault::Crash;
+    use crate::health::HealthMonitor;
+    use crate::supervisor::Supervision;
+
+    let (cache, pool, prefix) = cache();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let health = Supervision::new(Arbiter::current(), stopped.clone())
+        .start("healthMonitor", HealthMonitor::default);
+    let manager = CacheManager::new(cache.clone(), REDIS.to_owned(), health, stopped).start();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cache.figures().listening {
+        assert!(Instant::now() < deadline, "subscribed within 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(manager.send(Crash::InHandler).await.is_err(), "it died");
+    assert!(!cache.figures().listening);
+    cleanup(&pool, &prefix).await;
+}

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use super::TICK;
-use crate::health::{Figures, HealthMonitor, Report, Status};
+use crate::health::{Figures, Health, Report, Status};
 
 /// Deletes published events older than `retention`, so the outbox cannot grow without bound.
 pub async fn prune(pool: &PgPool, retention: Duration) -> Result<(), sqlx::Error> {
@@ -26,11 +26,7 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<(), sqlx::Error
 }
 
 /// Reports the backlog every tick. Dead events are counted apart: they stay until an operator acts, and must not hide a live backlog.
-pub(super) async fn report_backlog(
-    pool: PgPool,
-    health: actix::Addr<HealthMonitor>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub(super) async fn report_backlog(pool: PgPool, health: Health, mut stop: watch::Receiver<bool>) {
     loop {
         if let Ok(b) = backlog(&pool).await {
             crate::metrics::record_backlog(b.pending, b.dead);

@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Supervised, WrapFuture};
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
@@ -26,7 +26,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
-use crate::health::{HealthMonitor, Report, Status};
+use crate::health::{Health, Report, Status};
 use crate::retry::Backoff;
 use crate::store::NOTIFY_CHANNEL;
 
@@ -69,7 +69,7 @@ pub struct PublisherConfig {
 pub struct EventPublisher {
     pool: PgPool,
     config: PublisherConfig,
-    health: actix::Addr<HealthMonitor>,
+    health: Health,
     stop: watch::Receiver<bool>,
 }
 
@@ -77,7 +77,7 @@ impl EventPublisher {
     pub fn new(
         pool: PgPool,
         config: PublisherConfig,
-        health: actix::Addr<HealthMonitor>,
+        health: Health,
         stop: watch::Receiver<bool>,
     ) -> Self {
         Self {
@@ -92,7 +92,12 @@ impl EventPublisher {
 impl Actor for EventPublisher {
     type Context = Context<Self>;
 
+    /// Both loops run in the actor's context: they die with it, and its supervisor starts
+    /// them again with the next publisher.
     fn started(&mut self, ctx: &mut Self::Context) {
+        let backlog =
+            backlog::report_backlog(self.pool.clone(), self.health.clone(), self.stop.clone());
+        ctx.spawn(backlog.into_actor(self));
         let work = run(
             self.pool.clone(),
             self.config.clone(),
@@ -105,12 +110,6 @@ impl Actor for EventPublisher {
                 ctx.stop();
             }
         }));
-    }
-}
-
-impl Supervised for EventPublisher {
-    fn restarting(&mut self, _: &mut Self::Context) {
-        tracing::warn!("event publisher restarting");
     }
 }
 
@@ -130,19 +129,14 @@ enum PublishError {
 async fn run(
     pool: PgPool,
     config: PublisherConfig,
-    health: actix::Addr<HealthMonitor>,
+    health: Health,
     mut stop: watch::Receiver<bool>,
 ) -> bool {
-    let monitor = tokio::spawn(backlog::report_backlog(
-        pool.clone(),
-        health.clone(),
-        stop.clone(),
-    ));
     let mut backoff = Backoff::reconnect();
     loop {
         let result = tokio::select! {
             r = lead(&pool, &config, &health, &mut backoff) => r,
-            _ = stop.wait_for(|s| *s) => break,
+            _ = stop.wait_for(|s| *s) => return true,
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, "event publishing interrupted");
@@ -153,18 +147,16 @@ async fn run(
             ));
         }
         if !backoff.wait(&mut stop).await {
-            break;
+            return true;
         }
     }
-    monitor.abort();
-    true
 }
 
 /// Waits for the publishing role, then publishes until something breaks.
 async fn lead(
     pool: &PgPool,
     config: &PublisherConfig,
-    health: &actix::Addr<HealthMonitor>,
+    health: &Health,
     backoff: &mut Backoff,
 ) -> Result<(), PublishError> {
     let exchange =

@@ -1,13 +1,17 @@
 //! The store actor against a real PostgreSQL database of its own.
 
-use actix::{Arbiter, Handler, Message};
+use std::time::Duration;
+
+use actix::Arbiter;
 use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::watch;
 
 use super::*;
 use crate::cache::UserCache;
 use crate::core::{Caller, ReplyStatus};
 use crate::domain::UserId;
-use crate::supervisor::Restarting;
+use crate::fault::Crash;
+use crate::supervisor::{ActorStatus, Supervision};
 
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -43,18 +47,6 @@ impl TestDb {
     }
 }
 
-/// Makes the actor itself panic, as a bug in a handler would.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Crash;
-
-impl Handler<Crash> for UserStore {
-    type Result = ();
-    fn handle(&mut self, _: Crash, _: &mut Self::Context) {
-        panic!("induced crash");
-    }
-}
-
 fn exists(id: UserId) -> Execute {
     Execute {
         ctx: CallContext::new(
@@ -72,25 +64,31 @@ fn exists(id: UserId) -> Execute {
 async fn a_panicked_store_is_restarted_and_the_next_request_succeeds() {
     let db = TestDb::new().await;
     let pool = db.pool.clone();
-    let store = Restarting::start("UserStore", Arbiter::current(), move || {
+    let (_stop, stopped) = watch::channel(false);
+    let actors = Supervision::new(Arbiter::current(), stopped);
+    let store = actors.start("userStore", move || {
         UserStore::new(pool.clone(), UserCache::disabled())
     });
 
     let first = store.addr();
     assert!(
-        first.send(Crash).await.is_err(),
+        first.send(Crash::InHandler).await.is_err(),
         "the crash kills the actor"
     );
     assert!(!first.connected());
 
     let reply = store
-        .addr()
+        .ready(Duration::from_secs(2))
+        .await
+        .expect("restarted within 2 s")
         .send(exists(UserId::generate()))
         .await
         .expect("a new actor answers")
         .unwrap();
     assert_eq!(reply.status, ReplyStatus::Ok);
     assert_eq!(reply.data, serde_json::json!({"exists": false}));
+    let state = &actors.states()["userStore"];
+    assert_eq!((state.status, state.restarts), (ActorStatus::Up, 1));
     db.drop_now().await;
 }
 

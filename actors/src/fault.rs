@@ -1,0 +1,51 @@
+//! Test-only fault injection (cargo feature `fault-injection`): a [`Crash`] message that makes
+//! any of the supervised actors panic, the way a bug would.
+
+use actix::{Actor, AsyncContext, Context, Handler, Message, fut};
+
+use crate::cache::CacheManager;
+use crate::health::HealthMonitor;
+use crate::limits::RateLimiter;
+use crate::publisher::EventPublisher;
+use crate::store::UserStore;
+
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub enum Crash {
+    /// Panics in the handler of this message.
+    InHandler,
+    /// Panics in a future spawned in the actor's context, where its run loops (listeners,
+    /// intervals) are polled: as a panic inside a run loop does.
+    InRunLoop,
+}
+
+fn crash<A: Actor<Context = Context<A>>>(crash: Crash, ctx: &mut Context<A>) {
+    match crash {
+        Crash::InHandler => panic!("injected fault: crash in a handler"),
+        Crash::InRunLoop => {
+            ctx.spawn(fut::wrap_future(async {
+                panic!("injected fault: crash in a run loop")
+            }));
+        }
+    }
+}
+
+macro_rules! crashable {
+    ($($actor:ty),*) => {$(
+        impl Handler<Crash> for $actor {
+            type Result = ();
+
+            fn handle(&mut self, c: Crash, ctx: &mut Context<Self>) {
+                crash(c, ctx);
+            }
+        }
+    )*};
+}
+
+crashable!(
+    UserStore,
+    CacheManager,
+    EventPublisher,
+    RateLimiter,
+    HealthMonitor
+);
