@@ -4,7 +4,9 @@
 //! acked only after its reply (or its dead-letter copy) is confirmed by the broker, so a crash
 //! means redelivery, not loss. The connection is re-established with backoff whenever it drops.
 
+mod dead_letter;
 mod delivery;
+mod envelope;
 pub mod wire;
 
 use std::sync::Arc;

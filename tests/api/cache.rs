@@ -384,10 +384,18 @@ async fn redis_cut_mid_run_changes_no_answer() {
         .unwrap()
         .to_owned();
     let path = format!("/api/internal/users/{id}");
-    app.get(&path).await;
     let (_, mut r) = redis().await;
     let key = user_key(&app, &id);
-    assert!(r.exists::<_, bool>(&key).await.unwrap());
+    // A fill has 100 ms to reach Redis; on a busy machine a read may have to try again.
+    eventually(Duration::from_secs(10), || {
+        let mut r = r.clone();
+        let (app, path, key) = (&app, &path, &key);
+        async move {
+            app.get(path).await;
+            r.exists::<_, bool>(key).await.unwrap().then_some(())
+        }
+    })
+    .await;
 
     relay.cut();
     let (status, _) = app.patch(&path, json!({"name": "After"})).await;

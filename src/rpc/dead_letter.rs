@@ -1,0 +1,106 @@
+//! The dead-letter queue: where a request goes that failed with nobody to tell.
+
+use lapin::message::Delivery;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel};
+use user_core::CoreError;
+
+use super::{RpcEdge, RpcError, publish};
+
+/// Headers that carry credentials: never copied into a dead letter.
+const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "x-internal-service"];
+
+/// Moves a request that failed and has no reply address to the dead-letter queue, with the
+/// reason in `x-error` and the authenticated caller in `x-caller`; credentials are left
+/// out. Its `expiration` is dropped so that it stays there.
+pub(super) async fn dead_letter(
+    edge: &RpcEdge,
+    channel: &Channel,
+    delivery: &Delivery,
+    e: &CoreError,
+    caller: Option<&str>,
+) -> Result<(), RpcError> {
+    let props = &delivery.properties;
+    let reason = format!("{}: {e}", e.code().as_str());
+    let mut headers = dead_letter_headers(props.headers().as_ref());
+    let mut text = |name: &str, value: &str| {
+        headers.insert(
+            ShortString::from(name),
+            AMQPValue::LongString(LongString::from(value.as_bytes())),
+        );
+    };
+    text("x-error", &reason);
+    text("x-original-queue", &edge.config.queue);
+    if let Some(caller) = caller {
+        text("x-caller", caller);
+    }
+    let mut out = BasicProperties::default()
+        .with_headers(headers)
+        .with_delivery_mode(2);
+    if let Some(t) = props.content_type() {
+        out = out.with_content_type(t.clone());
+    }
+    if let Some(c) = props.correlation_id() {
+        out = out.with_correlation_id(c.clone());
+    }
+    if let Some(m) = props.message_id() {
+        out = out.with_message_id(m.clone());
+    }
+    tracing::warn!(error = %reason, "unanswerable request moved to the dead-letter queue");
+    publish(
+        channel,
+        "",
+        &edge.config.dead_letter_queue(),
+        &delivery.data,
+        out,
+    )
+    .await
+}
+
+/// The request's headers without credentials or anything the service sets itself.
+fn dead_letter_headers(headers: Option<&FieldTable>) -> FieldTable {
+    let mut out = FieldTable::default();
+    for (name, value) in headers.map(|h| h.inner().iter()).into_iter().flatten() {
+        let name_str = name.as_str();
+        let dropped = CREDENTIAL_HEADERS
+            .iter()
+            .chain(&["x-error", "x-original-queue", "x-caller"])
+            .any(|c| name_str.eq_ignore_ascii_case(c));
+        if !dropped {
+            out.insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props_with(headers: &[(&str, AMQPValue)]) -> BasicProperties {
+        let mut table = FieldTable::default();
+        for (k, v) in headers {
+            table.insert(ShortString::from(*k), v.clone());
+        }
+        BasicProperties::default().with_headers(table)
+    }
+
+    fn long(s: &str) -> AMQPValue {
+        AMQPValue::LongString(LongString::from(s.as_bytes()))
+    }
+
+    #[test]
+    fn dead_letters_carry_no_credentials() {
+        let props = props_with(&[
+            ("Authorization", long("Bearer k")),
+            ("X-API-Key", long("k")),
+            ("x-internal-service", long("s")),
+            ("x-caller", long("forged")),
+            ("x-service-name", long("auth-service")),
+            ("x-trace", AMQPValue::LongLongInt(7)),
+        ]);
+        let out = dead_letter_headers(props.headers().as_ref());
+        let names: Vec<&str> = out.inner().keys().map(ShortString::as_str).collect();
+        assert_eq!(names, ["x-service-name", "x-trace"]);
+    }
+}
