@@ -133,6 +133,8 @@ impl Core {
         params: Value,
         form: ParamForm,
     ) -> Result<Reply, CoreError> {
+        #[cfg(feature = "fault-injection")]
+        crate::fault::panic_if_asked(ctx.correlation_id.as_str());
         self.limits.check(&ctx.caller.name)?;
         let request = Request::parse(method, params, form)?;
         self.execute(ctx, request).await

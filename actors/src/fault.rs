@@ -19,6 +19,16 @@ pub enum Crash {
     InRunLoop,
 }
 
+/// A request with this correlation id panics on the edge's task, inside `Core::call`, as a
+/// bug in request handling would.
+pub const PANIC_CORRELATION_ID: &str = "fault-injection:panic";
+
+pub fn panic_if_asked(correlation_id: &str) {
+    if correlation_id == PANIC_CORRELATION_ID {
+        panic!("injected fault: a request handler panicked");
+    }
+}
+
 fn crash<A: Actor<Context = Context<A>>>(crash: Crash, ctx: &mut Context<A>) {
     match crash {
         Crash::InHandler => panic!("injected fault: crash in a handler"),

@@ -503,3 +503,45 @@ async fn rest_ids_that_break_the_rule() {
         "nothing done"
     );
 }
+
+/// A handler that panics anyway still settles its delivery: answered 500 when someone waits,
+/// dead-lettered when not; the consumer goes on.
+#[tokio::test]
+async fn a_panicking_handler_still_settles_its_delivery() {
+    use user_core::fault::PANIC_CORRELATION_ID;
+    let app = TestApp::spawn_with(&[("RPC_PREFETCH", "2")]).await;
+    app.until_broker(true).await;
+    let mut raw = Raw::connect().await;
+    let q = app.rpc_queue.clone();
+    let doomed = with_headers(vec![
+        ("x-api-key", long(AUTH_KEY.as_bytes())),
+        ("x-correlation-id", long(PANIC_CORRELATION_ID.as_bytes())),
+    ]);
+    for _ in 0..3 {
+        let (_, reply) = raw.call(&q, &exists(), doomed.clone()).await;
+        assert_eq!(reply["status"], 500, "{reply}");
+        assert_eq!(reply["error"]["code"], "INTERNAL");
+        assert!(
+            !reply.to_string().contains("injected"),
+            "no internals leak: {reply}"
+        );
+    }
+    // Nobody waiting: it goes to the dead-letter queue, more of them than the prefetch.
+    for _ in 0..3 {
+        raw.publish(&q, &exists(), doomed.clone()).await;
+    }
+    let (_, fine) = raw.call(&q, &exists(), authed()).await;
+    assert_eq!(fine["status"], 200, "{fine}");
+    let dlq = format!("{q}.dlq");
+    let mut letters = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while letters.len() < 3 && std::time::Instant::now() < deadline {
+        letters.extend(dead_letters(&raw.channel, &dlq).await);
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(letters.len(), 3);
+    assert!(
+        letters.iter().all(|(_, e, _)| e.starts_with("INTERNAL")),
+        "{letters:?}"
+    );
+}
