@@ -4,8 +4,10 @@
 
 mod edits;
 mod error;
+pub mod ledger;
 mod ops;
 mod outbox;
+mod payments;
 mod rows;
 
 use actix::{Actor, Context, Handler, Message, ResponseFuture};
