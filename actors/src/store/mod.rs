@@ -2,6 +2,7 @@
 //! on the runtime's worker pool, so database work runs concurrently over the sqlx pool and
 //! uses every core; the actor itself is never a queue that requests wait in.
 
+mod creates;
 mod edits;
 mod error;
 pub mod ledger;
