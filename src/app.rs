@@ -100,6 +100,7 @@ impl Application {
             exchange: config.events_exchange.clone(),
             envelope: config.event_envelope,
             retention: config.outbox_retention,
+            idempotency_retention: config.idempotency_retention,
             redis: redis.clone().map(|r| (r, config.cache_prefix.clone())),
         };
         let (publisher_pool, publisher_health) = (pool.clone(), health.clone());

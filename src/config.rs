@@ -88,6 +88,8 @@ pub struct Config {
     pub event_envelope: Envelope,
     /// How long published events stay in the outbox before they are pruned.
     pub outbox_retention: Duration,
+    /// How long the ledger of applied requests remembers a request key (and its reply).
+    pub idempotency_retention: Duration,
     pub auth: AuthConfig,
     /// Per caller name; `default` applies to everyone else.
     pub rate_limits: BTreeMap<String, RateLimit>,
@@ -207,6 +209,16 @@ impl Config {
                 parse_num::<u64>("OUTBOX_RETENTION_HOURS", get("OUTBOX_RETENTION_HOURS"), 24)?
                     .checked_mul(3600)
                     .ok_or_else(|| err("OUTBOX_RETENTION_HOURS", "too large"))?,
+            ),
+            idempotency_retention: Duration::from_secs(
+                match parse_num::<u64>(
+                    "IDEMPOTENCY_RETENTION_HOURS",
+                    get("IDEMPOTENCY_RETENTION_HOURS"),
+                    24,
+                )? {
+                    hours @ 1..=87_600 => hours * 3600,
+                    _ => return Err(err("IDEMPOTENCY_RETENTION_HOURS", "expected 1 to 87600")),
+                },
             ),
             auth,
             rate_limits,
@@ -481,6 +493,14 @@ mod tests {
         assert!(config(&[("EVENTS_EXCHANGE", "e".repeat(256).as_str())]).is_err());
         assert!(config(&[("RPC_PREFETCH", "0")]).is_err());
         assert!(config(&[("OUTBOX_RETENTION_HOURS", &u64::MAX.to_string())]).is_err());
+        assert!(config(&[("IDEMPOTENCY_RETENTION_HOURS", "0")]).is_err());
+        assert!(config(&[("IDEMPOTENCY_RETENTION_HOURS", &u64::MAX.to_string())]).is_err());
+        let c = config(&[("IDEMPOTENCY_RETENTION_HOURS", "48")]).unwrap();
+        assert_eq!(c.idempotency_retention, Duration::from_secs(48 * 3600));
+        assert_eq!(
+            config(&[]).unwrap().idempotency_retention,
+            Duration::from_secs(24 * 3600)
+        );
         let c = config(&[("INTERNAL_ALLOWED_IPS", "127.0.0.1, ::1, 192.168.1.0/24")]).unwrap();
         assert_eq!(c.auth.allowed_ips.len(), 3);
     }

@@ -37,8 +37,9 @@ impl Caller {
 pub struct CallContext {
     pub caller: Caller,
     pub correlation_id: CorrelationId,
-    /// Identifies one request across redeliveries and retries (an RPC message id); a create
-    /// that carries a key it already succeeded with answers with the user it created.
+    /// Identifies one request across redeliveries and retries (an RPC message id, an
+    /// `Idempotency-Key`): a write that carries a key it already succeeded with answers as it
+    /// did then, from the ledger of applied requests, and changes nothing.
     pub request_key: Option<String>,
     /// Work not finished by then is abandoned and rolled back (an RPC `expiration`).
     pub deadline: Option<tokio::time::Instant>,
@@ -79,6 +80,12 @@ impl ReplyStatus {
             Self::Created => 201,
             Self::NoContent => 204,
         }
+    }
+
+    pub fn from_code(code: u16) -> Option<Self> {
+        [Self::Ok, Self::Created, Self::NoContent]
+            .into_iter()
+            .find(|s| s.code() == code)
     }
 }
 

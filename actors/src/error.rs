@@ -29,6 +29,11 @@ pub enum ErrorCode {
     NotFound,
     MethodNotAllowed,
     EmailTaken,
+    /// A `paymentId` already recorded with another amount, currency or user; a retry whose
+    /// request key is still being processed.
+    Conflict,
+    /// A request key reused with different content (IETF Idempotency-Key draft).
+    IdempotencyKeyReused,
     PayloadTooLarge,
     RateLimited,
     Unavailable,
@@ -43,8 +48,9 @@ impl ErrorCode {
             Self::Forbidden => 403,
             Self::UserNotFound | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
-            Self::EmailTaken => 409,
+            Self::EmailTaken | Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
+            Self::IdempotencyKeyReused => 422,
             Self::RateLimited => 429,
             Self::Unavailable => 503,
             Self::Internal => 500,
@@ -60,6 +66,8 @@ impl ErrorCode {
             Self::NotFound => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::EmailTaken => "EMAIL_TAKEN",
+            Self::Conflict => "CONFLICT",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::RateLimited => "RATE_LIMITED",
             Self::Unavailable => "UNAVAILABLE",
@@ -77,6 +85,7 @@ impl ErrorCode {
             405 => "Method Not Allowed",
             409 => "Conflict",
             413 => "Payload Too Large",
+            422 => "Unprocessable Entity",
             429 => "Too Many Requests",
             503 => "Service Unavailable",
             _ => "Internal Server Error",
@@ -104,6 +113,10 @@ pub enum CoreError {
     MethodNotAllowed(String),
     #[error("email {0} is already taken")]
     EmailTaken(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("rate limit exceeded, retry in {retry_after_secs} s")]
@@ -125,6 +138,8 @@ impl CoreError {
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             Self::EmailTaken(_) => ErrorCode::EmailTaken,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::IdempotencyKeyReused(_) => ErrorCode::IdempotencyKeyReused,
             Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Unavailable(_) => ErrorCode::Unavailable,

@@ -293,12 +293,14 @@ async fn payment_replay_is_idempotent() {
     assert_eq!(status, StatusCode::OK, "a replay is 200: {again}");
     assert_eq!(again, first, "a replay answers with the unchanged totals");
 
-    // Same id, different amount: still the same payment, not counted again.
-    let mut changed = payment.clone();
-    changed["amount"] = json!("999.00");
-    let (status, again) = app.post(&path, changed).await;
-    assert_eq!(status, StatusCode::OK, "{again}");
-    assert_eq!(again["billingStats"], first["billingStats"]);
+    // Same id, another amount or currency: another payment under a used id, a conflict.
+    for (field, value) in [("amount", "999.00"), ("currency", "USD")] {
+        let mut changed = payment.clone();
+        changed[field] = json!(value);
+        let (status, err) = app.post(&path, changed).await;
+        assert_error(status, &err, StatusCode::CONFLICT, "CONFLICT");
+        assert!(err["message"].as_str().unwrap().contains(field), "{err}");
+    }
 
     let (_, read) = app.get(&format!("{USERS}/{id}/billing-info")).await;
     assert_eq!(
@@ -342,7 +344,7 @@ async fn concurrent_replays_count_once() {
 }
 
 #[tokio::test]
-async fn payment_id_of_another_user_is_rejected() {
+async fn payment_id_of_another_user_is_a_conflict() {
     let app = TestApp::spawn().await;
     let owner = new_user(&app, "owner@example.com").await;
     let other = new_user(&app, "other@example.com").await;
@@ -356,7 +358,7 @@ async fn payment_id_of_another_user_is_rejected() {
     let (status, err) = app
         .post(&format!("{USERS}/{other}/billing-stats"), payment)
         .await;
-    assert_invalid(status, &err, "paymentId", &json!("shared-1"));
+    assert_error(status, &err, StatusCode::CONFLICT, "CONFLICT");
     let (_, read) = app.get(&format!("{USERS}/{other}/billing-info")).await;
     assert_eq!(
         read["billingStats"],

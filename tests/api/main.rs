@@ -10,6 +10,8 @@ mod cache;
 mod client;
 mod events;
 mod hostile;
+mod ledger;
+mod ledger_rpc;
 mod limits;
 mod nestjs;
 mod resilience;

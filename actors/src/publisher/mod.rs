@@ -62,6 +62,9 @@ pub struct PublisherConfig {
     pub envelope: Envelope,
     /// Published events older than this are deleted.
     pub retention: Duration,
+    /// Entries of the ledger of applied requests older than this are deleted (pruned on the
+    /// same step as the outbox).
+    pub idempotency_retention: Duration,
     /// Best-effort mirror of each event on `{prefix}:events`.
     pub redis: Option<(deadpool_redis::Pool, String)>,
 }
@@ -212,6 +215,7 @@ async fn lead(
         }
         if last_prune.elapsed() > Duration::from_secs(60) {
             prune(pool, config.retention).await?;
+            crate::store::ledger::prune(pool, config.idempotency_retention).await?;
             last_prune = tokio::time::Instant::now();
         }
         // Idle: wait for a commit's NOTIFY, the next retry that falls due, or the tick.

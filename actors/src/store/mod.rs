@@ -2,10 +2,13 @@
 //! on the runtime's worker pool, so database work runs concurrently over the sqlx pool and
 //! uses every core; the actor itself is never a queue that requests wait in.
 
+mod creates;
 mod edits;
 mod error;
+pub mod ledger;
 mod ops;
 mod outbox;
+mod payments;
 mod rows;
 
 use actix::{Actor, Context, Handler, Message, ResponseFuture};

@@ -1,7 +1,5 @@
 //! The users table, row by row.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::{Json, Uuid};
@@ -24,7 +22,7 @@ macro_rules! select_users {
             $extra,
             "id, email, name, avatar_url, is_active, last_login_at, ",
             "last_login_ip, created_at, updated_at, preferences, privacy_settings, billing_info, ",
-            "last_payment_at, total_spent_minor, payments_count, metadata, request_key FROM users ",
+            "last_payment_at, total_spent_minor, payments_count, metadata FROM users ",
             $rest
         )
     };
@@ -48,7 +46,6 @@ pub(super) struct UserRow {
     total_spent_minor: i64,
     payments_count: i64,
     metadata: Json<Value>,
-    request_key: Option<String>,
 }
 
 impl TryFrom<UserRow> for User {
@@ -160,24 +157,6 @@ pub(super) async fn fetch_by_email(
         .fetch_optional(db)
         .await?;
     row.map(User::try_from).transpose()
-}
-
-/// Live users created by the given request keys, by key.
-pub(super) async fn fetch_by_request_keys(
-    db: impl PgExecutor<'_>,
-    keys: &[&str],
-) -> Result<HashMap<String, User>, CoreError> {
-    if keys.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let sql = select_users!("WHERE request_key = ANY($1) AND deleted_at IS NULL");
-    let rows: Vec<UserRow> = sqlx::query_as(sql).bind(keys).fetch_all(db).await?;
-    rows.into_iter()
-        .map(|r| {
-            let key = r.request_key.clone().unwrap_or_default();
-            User::try_from(r).map(|u| (key, u))
-        })
-        .collect()
 }
 
 /// Writes every mutable column of `u`: one statement serves every kind of update.

@@ -1,0 +1,249 @@
+//! The ledger of applied requests: one table, `applied_requests`, makes every keyed write
+//! happen once. A write that carries a request key (an RPC `message_id`, an
+//! `Idempotency-Key`, scoped to the caller) takes the key's advisory lock in its own
+//! transaction and looks the key up:
+//!
+//! * lock held by another transaction → 409 `CONFLICT` (that request is still being processed);
+//! * found with the same fingerprint → the stored reply, and nothing new is written;
+//! * found with another fingerprint → 422 `IDEMPOTENCY_KEY_REUSED`;
+//! * not found → the write is done and its reply recorded in the same transaction.
+//!
+//! A failed write records nothing. A crash releases the lock with the connection.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use crate::core::{Reply, ReplyStatus};
+use crate::domain::NewUser;
+use crate::error::CoreError;
+use crate::request::Request;
+
+/// A write's request key with what identifies the request it first came with.
+#[derive(Debug, Clone)]
+pub(super) struct Keyed {
+    key: String,
+    method: &'static str,
+    fingerprint: String,
+}
+
+impl Keyed {
+    /// `None` without a key, or for a read (reads change nothing and need no ledger).
+    pub(super) fn new(key: Option<&str>, req: &Request) -> Option<Self> {
+        let key = key?;
+        if req.method().is_read() {
+            return None;
+        }
+        Some(Self {
+            key: key.to_owned(),
+            method: req.method().as_str(),
+            fingerprint: fingerprint(req),
+        })
+    }
+}
+
+/// The advisory lock that a request key takes while its write runs: the first 8 bytes of
+/// SHA-256 of the (caller-scoped) key.
+pub fn lock_id(key: &str) -> i64 {
+    let digest = Sha256::digest(format!("user-service:applied_requests\n{key}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// SHA-256 (hex) of the method name and the canonical form of what the request asks: keys
+/// sorted at every level, so the order the caller wrote them in does not matter.
+pub fn fingerprint(req: &Request) -> String {
+    let text = format!("{}\n{}", req.method(), canonical(content(req)));
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn new_user(n: &NewUser) -> Value {
+    json!({"name": n.name, "email": n.email, "password": n.password})
+}
+
+/// What a write asks for, as JSON; reads have no content worth keeping.
+fn content(req: &Request) -> Value {
+    match req {
+        Request::Create(n) => new_user(n),
+        Request::BatchCreate { users } => Value::Array(
+            users
+                .iter()
+                .map(|u| match u {
+                    Ok(n) => new_user(n),
+                    Err(e) => json!({"invalid": e.body()}),
+                })
+                .collect(),
+        ),
+        Request::RecordLogin { id, at, ip } => {
+            json!({"id": id, "lastLoginAt": at, "ipAddress": ip})
+        }
+        Request::Update { id, patch }
+        | Request::UpdateBillingInfo { id, patch }
+        | Request::UpdatePreferences { id, patch }
+        | Request::UpdatePrivacySettings { id, patch } => json!({"id": id, "patch": patch}),
+        Request::Delete { id } => json!({"id": id}),
+        Request::RecordPayment { id, payment: p } => json!({
+            "id": id, "paymentId": p.payment_id, "amount": p.amount,
+            "currency": p.currency, "paidAt": p.paid_at,
+        }),
+        _ => Value::Null,
+    }
+}
+
+/// `v` with every object's keys in sorted order (serde_json keeps insertion order here).
+fn canonical(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut entries: Vec<(String, Value)> = m.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, canonical(v)))
+                    .collect::<Map<_, _>>(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
+        other => other,
+    }
+}
+
+/// How a keyed write starts.
+pub(super) enum Begun {
+    /// Do the write in this transaction, then [`record`] its reply.
+    Fresh(Transaction<'static, Postgres>),
+    /// The request was answered before: answer the same, do nothing.
+    Replay(Reply),
+}
+
+/// Opens the write's transaction; with a key, takes its lock and looks it up.
+pub(super) async fn begin(pool: &PgPool, keyed: Option<&Keyed>) -> Result<Begun, CoreError> {
+    let mut tx = pool.begin().await?;
+    let Some(k) = keyed else {
+        return Ok(Begun::Fresh(tx));
+    };
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(lock_id(&k.key))
+        .fetch_one(&mut *tx)
+        .await?;
+    if !locked {
+        return Err(CoreError::Conflict(
+            "a request with this key is still being processed; retry later".to_owned(),
+        ));
+    }
+    let row: Option<(String, i16, Json<Value>)> = sqlx::query_as(
+        "SELECT fingerprint, status, body FROM applied_requests WHERE request_key = $1",
+    )
+    .bind(&k.key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((fingerprint, status, Json(data))) = row else {
+        return Ok(Begun::Fresh(tx));
+    };
+    tx.rollback().await?;
+    if fingerprint != k.fingerprint {
+        return Err(CoreError::IdempotencyKeyReused(
+            "this request key was already used for a different request".to_owned(),
+        ));
+    }
+    let status = u16::try_from(status)
+        .ok()
+        .and_then(ReplyStatus::from_code)
+        .ok_or_else(|| CoreError::Internal(format!("ledger holds status {status}")))?;
+    Ok(Begun::Replay(Reply { status, data }))
+}
+
+/// Records the reply of a keyed write, in the write's transaction.
+pub(super) async fn record(
+    conn: &mut PgConnection,
+    keyed: Option<&Keyed>,
+    reply: &Reply,
+) -> Result<(), CoreError> {
+    let Some(k) = keyed else {
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO applied_requests (request_key, method, fingerprint, status, body)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&k.key)
+    .bind(k.method)
+    .bind(&k.fingerprint)
+    .bind(i16::try_from(reply.status.code()).unwrap_or(i16::MAX))
+    .bind(Json(&reply.data))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes ledger rows older than `retention`: a request redelivered after that is new again.
+pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
+    let deleted = sqlx::query("DELETE FROM applied_requests WHERE created_at < $1")
+        .bind(cutoff)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    if deleted > 0 {
+        tracing::info!(deleted, "pruned applied requests");
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{Method, ParamForm};
+
+    fn parse(method: Method, params: Value) -> Request {
+        Request::parse(method, params, ParamForm::Json).unwrap()
+    }
+
+    #[test]
+    fn fingerprints_ignore_key_order_and_see_content() {
+        let id = "6f1c1c3e-8a55-4c2e-9d7a-0a3c1f2b4d5e";
+        let a = parse(
+            Method::UpdatePreferences,
+            json!({"id": id, "language": "en", "gameSettings": {"autoDownload": true, "cloudSave": false}}),
+        );
+        let b = parse(
+            Method::UpdatePreferences,
+            json!({"gameSettings": {"cloudSave": false, "autoDownload": true}, "language": "en", "id": id}),
+        );
+        let c = parse(
+            Method::UpdatePreferences,
+            json!({"id": id, "language": "de", "gameSettings": {"autoDownload": true, "cloudSave": false}}),
+        );
+        let other_method = parse(
+            Method::UpdatePrivacySettings,
+            json!({"id": id, "language": "en", "gameSettings": {"autoDownload": true, "cloudSave": false}}),
+        );
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+        assert_ne!(fingerprint(&a), fingerprint(&other_method));
+        assert_eq!(fingerprint(&a).len(), 64);
+    }
+
+    #[test]
+    fn reads_and_unkeyed_writes_need_no_ledger() {
+        let id = "6f1c1c3e-8a55-4c2e-9d7a-0a3c1f2b4d5e";
+        let get = parse(Method::Get, json!({"id": id}));
+        let delete = parse(Method::Delete, json!({"id": id}));
+        assert!(Keyed::new(Some("a:k"), &get).is_none());
+        assert!(Keyed::new(None, &delete).is_none());
+        assert!(Keyed::new(Some("a:k"), &delete).is_some());
+    }
+
+    #[test]
+    fn lock_ids_are_stable_and_per_key() {
+        assert_eq!(lock_id("a:k"), lock_id("a:k"));
+        assert_ne!(lock_id("a:k"), lock_id("b:k"));
+    }
+}
