@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::domain::{CorrelationId, EditableUser, Timestamp, User};
 use crate::error::{CoreError, from_json};
 use crate::events::{Event, EventType};
-use crate::json::diff;
+use crate::json::{Changes, diff};
 use crate::request::{Patch, Payment};
 
 /// The outcome of an edit. No events means nothing changed and nothing is written.
@@ -146,15 +146,22 @@ pub(super) fn billing(
         });
     }
     let after = merged(&u.billing_info.clone().unwrap_or_default(), patch)?;
-    let events = events(
-        u,
-        correlation_id,
-        [(
-            EventType::UserUpdated,
-            under("billingInfo", to_json(&u.billing_info)),
-            under("billingInfo", to_json(&after)),
-        )],
-    );
+    // Billing values never leave the service: the event names the changed paths only
+    // (every leaf, when the billing info is new).
+    let before = u.billing_info.as_ref().map_or_else(|| json!({}), to_json);
+    let changed = diff(
+        &under("billingInfo", before),
+        &under("billingInfo", to_json(&after)),
+    )
+    .changed;
+    let paths_only = Changes {
+        changed,
+        previous: json!({}),
+        current: json!({}),
+    };
+    let events = Event::for_changes(EventType::UserUpdated, u.id, correlation_id, paths_only)
+        .into_iter()
+        .collect();
     Ok(Edit {
         user: User {
             billing_info: Some(after),
@@ -366,9 +373,33 @@ mod tests {
     #[test]
     fn first_billing_patch_creates_the_object() {
         let e = billing(&user(), &patch(json!({"taxId": "1234567890"})), &corr("c")).unwrap();
-        let info = e.user.billing_info.unwrap();
+        let info = e.user.billing_info.clone().unwrap();
         assert_eq!(info.currency.as_ref(), "RUB");
-        assert_eq!(e.events[0].data["changed"], json!(["billingInfo"]));
+        let data = &e.events[0].data;
+        assert_eq!(
+            data["changed"],
+            json!([
+                "billingInfo.currency",
+                "billingInfo.paymentMethods",
+                "billingInfo.taxId"
+            ])
+        );
+        assert_eq!(
+            (&data["previous"], &data["current"]),
+            (&json!({}), &json!({}))
+        );
+        assert!(!data.to_string().contains("1234567890"), "no billing value");
+        let again = billing(
+            &e.user,
+            &patch(json!({"taxId": "123456789012"})),
+            &corr("c"),
+        )
+        .unwrap();
+        assert_eq!(
+            again.events[0].data["changed"],
+            json!(["billingInfo.taxId"])
+        );
+        assert!(!again.events[0].data.to_string().contains("123456789012"));
     }
 
     #[test]
