@@ -75,19 +75,8 @@ fn dead_letter_headers(headers: Option<&FieldTable>) -> FieldTable {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_props::{long, props_with};
     use super::*;
-
-    fn props_with(headers: &[(&str, AMQPValue)]) -> BasicProperties {
-        let mut table = FieldTable::default();
-        for (k, v) in headers {
-            table.insert(ShortString::from(*k), v.clone());
-        }
-        BasicProperties::default().with_headers(table)
-    }
-
-    fn long(s: &str) -> AMQPValue {
-        AMQPValue::LongString(LongString::from(s.as_bytes()))
-    }
 
     #[test]
     fn dead_letters_carry_no_credentials() {

@@ -91,21 +91,8 @@ pub(super) fn deadline(props: &BasicProperties) -> Result<Option<Instant>, ()> {
 
 #[cfg(test)]
 mod tests {
-    use lapin::types::{FieldTable, LongString};
-
+    use super::super::test_props::{long, props_with};
     use super::*;
-
-    fn props_with(headers: &[(&str, AMQPValue)]) -> BasicProperties {
-        let mut table = FieldTable::default();
-        for (k, v) in headers {
-            table.insert(ShortString::from(*k), v.clone());
-        }
-        BasicProperties::default().with_headers(table)
-    }
-
-    fn long(s: &str) -> AMQPValue {
-        AMQPValue::LongString(LongString::from(s.as_bytes()))
-    }
 
     #[test]
     fn ids_that_break_the_rule_are_not_used() {

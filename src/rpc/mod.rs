@@ -258,6 +258,25 @@ async fn publish(
     }
 }
 
+/// Message properties for the unit tests of this edge.
+#[cfg(test)]
+mod test_props {
+    use lapin::BasicProperties;
+    use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+
+    pub fn props_with(headers: &[(&str, AMQPValue)]) -> BasicProperties {
+        let mut table = FieldTable::default();
+        for (k, v) in headers {
+            table.insert(ShortString::from(*k), v.clone());
+        }
+        BasicProperties::default().with_headers(table)
+    }
+
+    pub fn long(s: &str) -> AMQPValue {
+        AMQPValue::LongString(LongString::from(s.as_bytes()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -291,13 +291,13 @@ async fn events_committed_before_a_crash_are_delivered_by_the_next_instance() {
     .await;
 }
 
-/// Writes go through two instances; one of them publishes, in commit order per user.
-#[tokio::test]
-async fn two_instances_keep_per_user_order() {
+/// Two instances on one database and exchange, a consumer bound to it, and users `A`
+/// (created through the first) and `B` (through the second).
+async fn two_instances_and_two_users() -> (TestApp, TestApp, Events, String, String) {
     let first = TestApp::spawn().await;
     let exchange_name = exchange(&first);
     let second = first.twin(&[("EVENTS_EXCHANGE", &exchange_name)]).await;
-    let mut events = Events::bind(&exchange_name).await;
+    let events = Events::bind(&exchange_name).await;
     let a = first.create_user("A", "a@example.com").await["id"]
         .as_str()
         .unwrap()
@@ -306,6 +306,13 @@ async fn two_instances_keep_per_user_order() {
         .as_str()
         .unwrap()
         .to_owned();
+    (first, second, events, a, b)
+}
+
+/// Writes go through two instances; one of them publishes, in commit order per user.
+#[tokio::test]
+async fn two_instances_keep_per_user_order() {
+    let (first, second, mut events, a, b) = two_instances_and_two_users().await;
     for i in 0..10 {
         let (via_a, via_b) = if i % 2 == 0 {
             (&first, &second)
@@ -645,18 +652,7 @@ async fn next_change_of(events: &mut Events, user: &str, never: &[String]) -> Va
 /// publishing instance stops and the other one takes over.
 #[tokio::test]
 async fn corrupt_events_are_set_aside_alone_also_after_a_leader_change() {
-    let first = TestApp::spawn().await;
-    let exchange_name = exchange(&first);
-    let second = first.twin(&[("EVENTS_EXCHANGE", &exchange_name)]).await;
-    let mut events = Events::bind(&exchange_name).await;
-    let a = first.create_user("A", "a@example.com").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let b = second.create_user("B", "b@example.com").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (first, second, mut events, a, b) = two_instances_and_two_users().await;
     let created = events.take(2).await;
     assert!(created.iter().all(|(k, _, _)| k == "user.created"));
 
