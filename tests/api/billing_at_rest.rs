@@ -74,7 +74,7 @@ async fn billing_values_are_sealed_in_postgres_redis_and_events() {
     }
 
     let client = redis::Client::open("redis://127.0.0.1:6379").expect("redis URL");
-    let mut r = client
+    let r = client
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
