@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use deadpool_redis::redis::{self, AsyncCommands};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use user_core::crypto::{BillingKeys, DEVELOPMENT_KEYS};
 
-use crate::helpers::{TestApp, eventually};
+use crate::helpers::{TestApp, eventually, send};
 
 const USERS: &str = "/api/internal/users";
 const TAX_ID: &str = "770123456789";
@@ -48,11 +48,24 @@ async fn stored_billing(app: &TestApp) -> Vec<String> {
 async fn billing_values_are_sealed_in_postgres_redis_and_events() {
     let app = TestApp::spawn().await;
     let id = new_user(&app, "sealed@example.com").await;
-    let (status, body) = app
-        .patch(&format!("{USERS}/{id}/billing-info"), billing())
-        .await;
+    // A keyed write: its reply is kept in the ledger of applied requests too.
+    let keyed = || {
+        app.req(Method::PATCH, &format!("{USERS}/{id}/billing-info"))
+            .header("idempotency-key", "billing-at-rest-1")
+            .json(&billing())
+    };
+    let (status, body) = send(keyed()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["billingInfo"], billing(), "the API answers plain text");
+    let (status, replay) = send(keyed()).await;
+    assert_eq!(status, StatusCode::OK, "{replay}");
+    assert_eq!(replay, body, "a replay answers the stored reply, opened");
+    let ledger: Vec<String> = sqlx::query_scalar("SELECT body::text FROM applied_requests")
+        .fetch_all(&mut app.db().await)
+        .await
+        .expect("ledger rows");
+    assert_eq!(ledger.len(), 1);
+    assert_no_plain("applied_requests.body", &ledger[0]);
 
     let rows = stored_billing(&app).await;
     assert_eq!(rows.len(), 1);

@@ -187,7 +187,7 @@ impl Db {
 /// same answer, returned at once by the calling function.
 macro_rules! begin {
     ($db:expr, $keyed:expr) => {
-        match $crate::store::ledger::begin(&$db.pool, $keyed).await? {
+        match $crate::store::ledger::begin(&$db.pool, &$db.keys, $keyed).await? {
             $crate::store::ledger::Begun::Fresh(tx) => tx,
             $crate::store::ledger::Begun::Replay(reply) => return Ok(reply),
         }
@@ -203,7 +203,7 @@ impl Db {
         keyed: Option<&Keyed>,
         reply: &Reply,
     ) -> Result<(), CoreError> {
-        ledger::record(&mut tx, keyed, reply).await?;
+        ledger::record(&mut tx, &self.keys, keyed, reply).await?;
         self.commit(tx).await
     }
 }
