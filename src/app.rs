@@ -65,12 +65,19 @@ impl Application {
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .map_err(|e| tracing::warn!(error = %e, "REDIS_URL unusable; no cache, events are not mirrored to Redis"))
             .ok();
+        let (billing_keys, configured) = config.billing_keys();
+        if !configured {
+            tracing::warn!(
+                "no BILLING_KEYS set: billing data is sealed with the fixed development key; never use this in production"
+            );
+        }
         let cache = UserCache::new(
             redis.clone(),
             CacheSettings {
                 prefix: config.cache_prefix.clone(),
                 ttl: config.cache_ttl,
             },
+            billing_keys.clone(),
         );
         let (manager_cache, redis_url, manager_health, manager_stop) = (
             cache.clone(),
@@ -88,7 +95,11 @@ impl Application {
         });
         let (store_pool, store_cache) = (pool.clone(), cache.clone());
         let store = supervision.start("userStore", move || {
-            UserStore::new(store_pool.clone(), store_cache.clone())
+            UserStore::new(
+                store_pool.clone(),
+                store_cache.clone(),
+                billing_keys.clone(),
+            )
         });
         let limits = RateLimits::new(config.rate_limits.clone());
         let (sweeper, limiter_health) = (limits.clone(), health.clone());

@@ -2,9 +2,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use user_core::crypto::BillingKeys;
 use user_core::limits::{DEFAULT_CALLER, RateLimit};
 use user_core::publisher::Envelope;
 
@@ -95,6 +97,9 @@ pub struct Config {
     pub rate_limits: BTreeMap<String, RateLimit>,
     pub app_env: AppEnv,
     pub log_format: LogFormat,
+    /// `BILLING_KEYS`: the keys that seal billing data at rest; `None` when unset (the
+    /// development key is used then, outside production only).
+    pub billing_keys: Option<Arc<BillingKeys>>,
 }
 
 const DEFAULT_RATE_LIMITS: &str =
@@ -227,9 +232,22 @@ impl Config {
                 "json" => LogFormat::Json,
                 _ => LogFormat::Pretty,
             },
+            billing_keys: get("BILLING_KEYS")
+                .map(|k| BillingKeys::parse(&k).map(Arc::new))
+                .transpose()
+                .map_err(|e| err("BILLING_KEYS", e))?,
         };
         config.check_production()?;
         Ok(config)
+    }
+
+    /// The billing keys, or the development key when none are configured (never in
+    /// production: [`Config::from_lookup`] refuses that); says which with `true`.
+    pub fn billing_keys(&self) -> (Arc<BillingKeys>, bool) {
+        match &self.billing_keys {
+            Some(k) => (k.clone(), true),
+            None => (Arc::new(BillingKeys::development()), false),
+        }
     }
 
     /// Production never runs open, and never with guessable keys.
@@ -275,6 +293,12 @@ impl Config {
             return Err(err(
                 "INTERNAL_SERVICE_SECRET",
                 format!("shorter than {MIN_KEY_LEN} characters"),
+            ));
+        }
+        if self.billing_keys.is_none() {
+            return Err(err(
+                "BILLING_KEYS",
+                "APP_ENV=production requires BILLING_KEYS (kid:base64key,...)",
             ));
         }
         Ok(())
@@ -449,8 +473,9 @@ mod tests {
 
     #[test]
     fn production_refuses_weak_setups() {
+        let billing = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
         let prod = |vars: &[(&str, &str)]| {
-            let mut all = vec![("APP_ENV", "production")];
+            let mut all = vec![("APP_ENV", "production"), ("BILLING_KEYS", billing)];
             all.extend_from_slice(vars);
             config(&all)
         };
@@ -467,6 +492,24 @@ mod tests {
         let named = format!("auth={strong}");
         assert!(prod(&[("INTERNAL_API_KEYS", &named)]).is_ok());
         assert!(prod(&[("INTERNAL_SERVICE_SECRET", strong)]).is_ok());
+        let no_billing = config(&[("APP_ENV", "production"), ("INTERNAL_API_KEYS", &named)]);
+        assert_eq!(no_billing.err().map(|e| e.var), Some("BILLING_KEYS"));
+    }
+
+    #[test]
+    fn billing_keys_are_parsed_once_the_last_one_current() {
+        let c = config(&[]).unwrap();
+        assert!(c.billing_keys.is_none());
+        let (dev, configured) = c.billing_keys();
+        assert_eq!((dev.current_kid(), configured), ("dev", false));
+        let two = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=,\
+                   k2:ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+        let (keys, configured) = config(&[("BILLING_KEYS", two)]).unwrap().billing_keys();
+        assert_eq!((keys.current_kid(), configured), ("k2", true));
+        for bad in ["k1", "k1:c2hvcnQ=", "k1:***"] {
+            let e = config(&[("BILLING_KEYS", bad)]).err().map(|e| e.var);
+            assert_eq!(e, Some("BILLING_KEYS"), "{bad}");
+        }
     }
 
     #[test]

@@ -1,8 +1,10 @@
 use std::process::ExitCode;
+use std::time::Duration;
 
 use user_service::app::{Application, shutdown_signal};
 use user_service::client::{Client, ClientConfig};
 use user_service::config::Config;
+use user_service::db;
 use user_service::telemetry;
 
 const USAGE: &str = "\
@@ -10,8 +12,17 @@ usage:
   user-service                       serve REST and RPC (configuration from the environment)
   user-service call METHOD [JSON]    send one RPC request and print the reply, e.g.
                                      user-service call users.exists '{\"id\": \"…\"}'
+  user-service rekey                 re-seal the stored billing data (taxId, billingAddress)
+                                     under the newest key of BILLING_KEYS
 The call uses AMQP_URL and RPC_QUEUE, and USER_SERVICE_API_KEY (or INTERNAL_SERVICE_SECRET
-with SERVICE_NAME) as credentials.";
+with SERVICE_NAME) as credentials.
+The rekey uses the service's configuration (DATABASE_URL, BILLING_KEYS). It is safe while the
+service runs (short batches in id order, row locks as a write takes) and can be run again:
+values already under the newest key are skipped. Keep the old keys in BILLING_KEYS until it
+has finished (cached users sealed under them still open, so nothing is invalidated).";
+
+/// Users re-sealed per transaction by `user-service rekey`.
+const REKEY_BATCH: i64 = 500;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,6 +31,7 @@ fn main() -> ExitCode {
         Some("call") if (2..=3).contains(&args.len()) => {
             call(&args[1], args.get(2).map(String::as_str))
         }
+        Some("rekey") if args.len() == 1 => rekey(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -82,6 +94,51 @@ fn call(method: &str, params: Option<&str>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("user-service call: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `user-service rekey`: prints how many users' billing data changed.
+fn rekey() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("user-service rekey: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (keys, configured) = config.billing_keys();
+    if !configured {
+        eprintln!("user-service rekey: no BILLING_KEYS set; using the development key");
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("user-service rekey: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let done = runtime.block_on(async {
+        let pool = db::connect(&config, Duration::from_secs(10)).await?;
+        let stats = user_core::store::rekey(&pool, &keys, REKEY_BATCH).await?;
+        anyhow::Ok(stats)
+    });
+    match done {
+        Ok(stats) => {
+            println!(
+                "user-service rekey: {} of {} users with billing data re-sealed under key '{}'",
+                stats.changed,
+                stats.scanned,
+                keys.current_kid()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("user-service rekey: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod core;
+pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod events;

@@ -571,10 +571,20 @@ fn production_refuses_short_keys() {
     .expect_err("a short secret is refused in production");
     assert_eq!(err.var, "INTERNAL_SERVICE_SECRET");
 
+    let err = config(&[
+        ("APP_ENV", "production"),
+        ("INTERNAL_API_KEYS", "svc=0123456789abcdef0123456789abcdef"),
+    ])
+    .expect_err("production needs billing keys");
+    assert_eq!(err.var, "BILLING_KEYS");
     assert!(
         config(&[
             ("APP_ENV", "production"),
-            ("INTERNAL_API_KEYS", "svc=0123456789abcdef0123456789abcdef")
+            ("INTERNAL_API_KEYS", "svc=0123456789abcdef0123456789abcdef"),
+            (
+                "BILLING_KEYS",
+                "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+            ),
         ])
         .is_ok()
     );

@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod batch;
 mod billing;
+mod billing_at_rest;
 mod cache;
 mod client;
 mod events;

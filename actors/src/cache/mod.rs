@@ -1,7 +1,8 @@
 //! The user cache (contract section 7): an in-process copy in front of shared Redis, read
 //! through by the store. Entries hold the full public user, the JSON of `users.get`, under
 //! `{prefix}:user:{id}` and `{prefix}:email:{email}`; a batch reads the per-user keys with
-//! one `MGET`. Password hashes are never cached.
+//! one `MGET`. Password hashes are never cached; the billing fields `taxId` and
+//! `billingAddress` are sealed (see [`crate::crypto`]), as in the users table.
 //!
 //! Staying correct:
 //! * Every write, after its commit, deletes the user's keys and publishes `{userId}` on
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 use deadpool_redis::Pool;
 use deadpool_redis::redis;
 
+use crate::crypto::BillingKeys;
 use crate::domain::{Email, User, UserId};
 use crate::metrics;
 
@@ -64,6 +66,8 @@ struct Inner {
     redis: Pool,
     prefix: String,
     ttl: Duration,
+    /// Seal and open the billing fields of the Redis entries.
+    keys: Arc<BillingKeys>,
     local: moka::sync::Cache<UserId, Arc<User>>,
     emails: moka::sync::Cache<Email, UserId>,
     /// When each user was last invalidated here.
@@ -125,13 +129,14 @@ impl Kind {
 }
 
 impl UserCache {
-    pub fn new(redis: Option<Pool>, settings: CacheSettings) -> Self {
+    pub fn new(redis: Option<Pool>, settings: CacheSettings, keys: Arc<BillingKeys>) -> Self {
         let inner = redis.filter(|_| !settings.ttl.is_zero()).map(|redis| {
             let local_ttl = settings.ttl.min(LOCAL_TTL);
             Arc::new(Inner {
                 redis,
                 prefix: settings.prefix,
                 ttl: settings.ttl,
+                keys,
                 local: moka::sync::Cache::builder()
                     .max_capacity(LOCAL_CAPACITY)
                     .time_to_live(local_ttl)
@@ -191,7 +196,7 @@ impl UserCache {
                 for (id, value) in rest.iter().zip(values) {
                     let user = value
                         .filter(|_| !c.is_unclean(id))
-                        .and_then(|v| serde_json::from_str::<User>(&v).ok())
+                        .and_then(|v| c.keys.open_user(&v).ok())
                         .filter(|u| u.id == *id);
                     if let Some(u) = user {
                         c.keep_local(&u, mark, false);
@@ -235,7 +240,7 @@ impl UserCache {
             user = values
                 .pop()
                 .flatten()
-                .and_then(|v| serde_json::from_str::<User>(&v).ok())
+                .and_then(|v| c.keys.open_user(&v).ok())
                 .filter(|u| u.email == *email && !c.is_unclean(&u.id));
         }
         match &user {
@@ -263,7 +268,7 @@ impl UserCache {
         invocation.arg(time).arg(c.ttl.as_secs().max(1));
         let mut any = false;
         for u in users.iter().filter(|u| !c.is_unclean(&u.id)) {
-            let Ok(value) = serde_json::to_string(u) else {
+            let Ok(value) = c.keys.seal_user(u) else {
                 continue;
             };
             invocation.key(c.marker_key(u.id)).key(c.user_key(u.id));

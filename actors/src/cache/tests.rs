@@ -19,7 +19,12 @@ fn cache() -> (UserCache, Pool, String) {
         prefix: prefix.clone(),
         ttl: Duration::from_secs(300),
     };
-    (UserCache::new(Some(pool.clone()), settings), pool, prefix)
+    let keys = Arc::new(BillingKeys::development());
+    (
+        UserCache::new(Some(pool.clone()), settings, keys),
+        pool,
+        prefix,
+    )
 }
 
 fn user(name: &str) -> User {

@@ -18,6 +18,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::core::{Reply, ReplyStatus};
+use crate::crypto::BillingKeys;
 use crate::domain::NewUser;
 use crate::error::CoreError;
 use crate::request::Request;
@@ -123,8 +124,13 @@ pub(super) enum Begun {
     Replay(Reply),
 }
 
-/// Opens the write's transaction; with a key, takes its lock and looks it up.
-pub(super) async fn begin(pool: &PgPool, keyed: Option<&Keyed>) -> Result<Begun, CoreError> {
+/// Opens the write's transaction; with a key, takes its lock and looks it up. A stored
+/// reply's billing fields are sealed (as in the users table) and opened with `keys`.
+pub(super) async fn begin(
+    pool: &PgPool,
+    keys: &BillingKeys,
+    keyed: Option<&Keyed>,
+) -> Result<Begun, CoreError> {
     let mut tx = pool.begin().await?;
     let Some(k) = keyed else {
         return Ok(Begun::Fresh(tx));
@@ -144,7 +150,7 @@ pub(super) async fn begin(pool: &PgPool, keyed: Option<&Keyed>) -> Result<Begun,
     .bind(&k.key)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((fingerprint, status, Json(data))) = row else {
+    let Some((fingerprint, status, Json(mut data))) = row else {
         return Ok(Begun::Fresh(tx));
     };
     tx.rollback().await?;
@@ -157,18 +163,26 @@ pub(super) async fn begin(pool: &PgPool, keyed: Option<&Keyed>) -> Result<Begun,
         .ok()
         .and_then(ReplyStatus::from_code)
         .ok_or_else(|| CoreError::Internal(format!("ledger holds status {status}")))?;
+    if let Some(info) = data.get_mut("billingInfo") {
+        keys.open_billing(info)?;
+    }
     Ok(Begun::Replay(Reply { status, data }))
 }
 
-/// Records the reply of a keyed write, in the write's transaction.
+/// Records the reply of a keyed write, in the write's transaction; its billing fields sealed.
 pub(super) async fn record(
     conn: &mut PgConnection,
+    keys: &BillingKeys,
     keyed: Option<&Keyed>,
     reply: &Reply,
 ) -> Result<(), CoreError> {
     let Some(k) = keyed else {
         return Ok(());
     };
+    let mut body = reply.data.clone();
+    if let Some(info) = body.get_mut("billingInfo") {
+        keys.seal_billing(info)?;
+    }
     sqlx::query(
         "INSERT INTO applied_requests (request_key, method, fingerprint, status, body)
          VALUES ($1, $2, $3, $4, $5)",
@@ -177,7 +191,7 @@ pub(super) async fn record(
     .bind(k.method)
     .bind(&k.fingerprint)
     .bind(i16::try_from(reply.status.code()).unwrap_or(i16::MAX))
-    .bind(Json(&reply.data))
+    .bind(Json(&body))
     .execute(conn)
     .await?;
     Ok(())

@@ -9,7 +9,10 @@ pub mod ledger;
 mod ops;
 mod outbox;
 mod payments;
+mod rekey;
 mod rows;
+
+use std::sync::Arc;
 
 use actix::{Actor, Context, Handler, Message, ResponseFuture};
 use sqlx::PgPool;
@@ -17,22 +20,26 @@ use tracing::Instrument;
 
 use crate::cache::UserCache;
 use crate::core::{CallContext, Reply};
+use crate::crypto::BillingKeys;
 use crate::error::CoreError;
 use crate::request::Request;
 
 pub use outbox::NOTIFY_CHANNEL;
+pub use rekey::{RekeyStats, rekey};
 
 pub struct UserStore {
     db: ops::Db,
 }
 
 impl UserStore {
-    /// Reads go through `cache`; writes invalidate it after they commit.
-    pub fn new(pool: PgPool, cache: UserCache) -> Self {
+    /// Reads go through `cache`; writes invalidate it after they commit. The billing fields
+    /// are sealed with `keys` in the users table.
+    pub fn new(pool: PgPool, cache: UserCache, keys: Arc<BillingKeys>) -> Self {
         Self {
             db: ops::Db {
                 pool,
                 cache,
+                keys,
                 deadline: None,
             },
         }

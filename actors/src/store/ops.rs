@@ -4,17 +4,18 @@
 //! same transaction.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::time::Instant;
 
 use super::edits::{self, Edit};
-use super::error::is_email_taken;
 use super::ledger::{self, Keyed};
 use super::{creates, outbox, payments, rows};
 use crate::cache::UserCache;
 use crate::core::{CallContext, Reply};
+use crate::crypto::BillingKeys;
 use crate::domain::{CorrelationId, Email, Timestamp, User, UserId};
 use crate::error::CoreError;
 use crate::events::{Event, EventType};
@@ -26,6 +27,8 @@ use crate::views;
 pub(super) struct Db {
     pub(super) pool: PgPool,
     pub(super) cache: UserCache,
+    /// Seal and open the billing fields stored in the users table.
+    pub(super) keys: Arc<BillingKeys>,
     /// The request's deadline (an RPC `expiration`): a write not committing by then is
     /// rolled back. Once a commit starts it finishes, with its invalidation.
     pub(super) deadline: Option<Instant>,
@@ -46,7 +49,7 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
             email,
             include_credentials: true,
         } => {
-            let (u, hash) = rows::fetch_credentials(&db.pool, &email)
+            let (u, hash) = rows::fetch_credentials(&db.pool, &db.keys, &email)
                 .await?
                 .ok_or_else(|| CoreError::UserNotFound(email.to_string()))?;
             Ok(Reply::ok(views::with_credentials(&u, &hash)))
@@ -151,7 +154,7 @@ impl Db {
             .copied()
             .collect();
         if !missing.is_empty() {
-            let fetched = rows::fetch_many(&self.pool, &missing).await?;
+            let fetched = rows::fetch_many(&self.pool, &self.keys, &missing).await?;
             self.cache
                 .fill(mark, &fetched.iter().collect::<Vec<_>>(), false)
                 .await;
@@ -172,7 +175,7 @@ impl Db {
         if let Some(u) = cached {
             return Ok(u);
         }
-        let u = rows::fetch_by_email(&self.pool, email)
+        let u = rows::fetch_by_email(&self.pool, &self.keys, email)
             .await?
             .ok_or_else(|| CoreError::UserNotFound(email.to_string()))?;
         self.cache.fill(mark, &[&u], true).await;
@@ -184,7 +187,7 @@ impl Db {
 /// same answer, returned at once by the calling function.
 macro_rules! begin {
     ($db:expr, $keyed:expr) => {
-        match $crate::store::ledger::begin(&$db.pool, $keyed).await? {
+        match $crate::store::ledger::begin(&$db.pool, &$db.keys, $keyed).await? {
             $crate::store::ledger::Begun::Fresh(tx) => tx,
             $crate::store::ledger::Begun::Replay(reply) => return Ok(reply),
         }
@@ -200,7 +203,7 @@ impl Db {
         keyed: Option<&Keyed>,
         reply: &Reply,
     ) -> Result<(), CoreError> {
-        ledger::record(&mut tx, keyed, reply).await?;
+        ledger::record(&mut tx, &self.keys, keyed, reply).await?;
         self.commit(tx).await
     }
 }
@@ -216,7 +219,7 @@ async fn modify(
     view: fn(&User) -> Value,
 ) -> Result<Reply, CoreError> {
     let mut tx = begin!(db, keyed);
-    let current = rows::fetch_for_update(&mut tx, id).await?;
+    let current = rows::fetch_for_update(&mut tx, &db.keys, id).await?;
     let Edit { mut user, events } = edit(&current)?;
     if events.is_empty() {
         let reply = Reply::ok(view(&current));
@@ -226,7 +229,7 @@ async fn modify(
         return Ok(reply);
     }
     user.updated_at = Timestamp::now();
-    save(&mut tx, &user, &events).await?;
+    save(&mut tx, &db.keys, &user, &events).await?;
     let reply = Reply::ok(view(&user));
     db.finish(tx, keyed, &reply).await?;
     db.cache
@@ -237,16 +240,11 @@ async fn modify(
 
 pub(super) async fn save(
     tx: &mut sqlx::PgConnection,
+    keys: &BillingKeys,
     user: &User,
     events: &[Event],
 ) -> Result<(), CoreError> {
-    rows::save(&mut *tx, user).await.map_err(|e| {
-        if is_email_taken(&e) {
-            CoreError::EmailTaken(user.email.to_string())
-        } else {
-            e.into()
-        }
-    })?;
+    rows::save(&mut *tx, keys, user).await?;
     outbox::append(tx, events).await?;
     Ok(())
 }

@@ -28,7 +28,7 @@ pub(super) async fn record(
     corr: &CorrelationId,
 ) -> Result<Reply, CoreError> {
     let mut tx = begin!(db, keyed);
-    let current = rows::fetch_for_update(&mut tx, id).await?;
+    let current = rows::fetch_for_update(&mut tx, &db.keys, id).await?;
     let running = running_currency(&mut tx, id).await?;
     let billing = current.billing_info.as_ref().map(|b| b.currency.clone());
     let currency = p
@@ -83,7 +83,7 @@ pub(super) async fn record(
         corr,
     )?;
     user.updated_at = Timestamp::now();
-    save(&mut tx, &user, &events).await?;
+    save(&mut tx, &db.keys, &user, &events).await?;
     let reply = Reply::created(views::billing(&user));
     db.finish(tx, keyed, &reply).await?;
     db.cache.invalidate(id, &[&user.email]).await;

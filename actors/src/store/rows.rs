@@ -5,6 +5,8 @@ use serde_json::Value;
 use sqlx::types::{Json, Uuid};
 use sqlx::{FromRow, PgConnection, PgExecutor};
 
+use super::error::is_email_taken;
+use crate::crypto::BillingKeys;
 use crate::domain::{
     Amount, AvatarUrl, BillingStats, Email, PasswordHash, Timestamp, User, UserId, UserName,
 };
@@ -48,12 +50,12 @@ pub(super) struct UserRow {
     metadata: Json<Value>,
 }
 
-impl TryFrom<UserRow> for User {
-    type Error = CoreError;
-
+impl UserRow {
     /// Rows were valid when written; a row that no longer parses was edited behind the
-    /// service's back, and is reported as an internal error rather than served.
-    fn try_from(r: UserRow) -> Result<Self, CoreError> {
+    /// service's back, and is reported as an internal error rather than served. The sealed
+    /// billing fields are opened with `keys`.
+    fn into_user(self, keys: &BillingKeys) -> Result<User, CoreError> {
+        let r = self;
         let corrupt = |what: &str, e: &dyn std::fmt::Display| {
             CoreError::Internal(format!("stored user {} has an invalid {what}: {e}", r.id))
         };
@@ -82,7 +84,12 @@ impl TryFrom<UserRow> for User {
             billing_info: r
                 .billing_info
                 .clone()
-                .map(|b| from_json(b.0, "billingInfo"))
+                .map(|Json(mut b)| {
+                    keys.open_billing(&mut b).map_err(|e| {
+                        CoreError::Internal(format!("billing info of user {}: {e}", r.id))
+                    })?;
+                    from_json(b, "billingInfo")
+                })
                 .transpose()?,
             billing_stats: BillingStats {
                 last_payment_at: r.last_payment_at.map(Timestamp::from),
@@ -97,6 +104,7 @@ impl TryFrom<UserRow> for User {
 /// Locks the live user for the rest of the transaction.
 pub(super) async fn fetch_for_update(
     conn: &mut PgConnection,
+    keys: &BillingKeys,
     id: UserId,
 ) -> Result<User, CoreError> {
     let sql = select_users!("WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE");
@@ -104,24 +112,26 @@ pub(super) async fn fetch_for_update(
         .bind(id.as_uuid())
         .fetch_optional(conn)
         .await?;
-    row.map(User::try_from)
+    row.map(|r| r.into_user(keys))
         .transpose()?
         .ok_or_else(|| CoreError::UserNotFound(id.to_string()))
 }
 
 pub(super) async fn fetch_many(
     db: impl PgExecutor<'_>,
+    keys: &BillingKeys,
     ids: &[UserId],
 ) -> Result<Vec<User>, CoreError> {
     let sql = select_users!("WHERE id = ANY($1) AND deleted_at IS NULL");
     let uuids: Vec<Uuid> = ids.iter().map(UserId::as_uuid).collect();
     let rows: Vec<UserRow> = sqlx::query_as(sql).bind(&uuids).fetch_all(db).await?;
-    rows.into_iter().map(User::try_from).collect()
+    rows.into_iter().map(|r| r.into_user(keys)).collect()
 }
 
 /// The live user with this address and its password hash, for credential readers.
 pub(super) async fn fetch_credentials(
     db: impl PgExecutor<'_>,
+    keys: &BillingKeys,
     email: &Email,
 ) -> Result<Option<(User, PasswordHash)>, CoreError> {
     #[derive(FromRow)]
@@ -142,13 +152,14 @@ pub(super) async fn fetch_credentials(
         let hash = PasswordHash::parse(r.password_hash).map_err(|e| {
             CoreError::Internal(format!("stored user has an invalid password hash: {e}"))
         })?;
-        Ok((User::try_from(r.user)?, hash))
+        Ok((r.user.into_user(keys)?, hash))
     })
     .transpose()
 }
 
 pub(super) async fn fetch_by_email(
     db: impl PgExecutor<'_>,
+    keys: &BillingKeys,
     email: &Email,
 ) -> Result<Option<User>, CoreError> {
     let sql = select_users!("WHERE lower(email) = $1 AND deleted_at IS NULL");
@@ -156,11 +167,26 @@ pub(super) async fn fetch_by_email(
         .bind(email.as_ref())
         .fetch_optional(db)
         .await?;
-    row.map(User::try_from).transpose()
+    row.map(|r| r.into_user(keys)).transpose()
 }
 
-/// Writes every mutable column of `u`: one statement serves every kind of update.
-pub(super) async fn save(conn: &mut PgConnection, u: &User) -> Result<(), sqlx::Error> {
+/// Writes every mutable column of `u`: one statement serves every kind of update. The
+/// billing info is stored with its sensitive fields sealed under the current key.
+pub(super) async fn save(
+    conn: &mut PgConnection,
+    keys: &BillingKeys,
+    u: &User,
+) -> Result<(), CoreError> {
+    let billing = match &u.billing_info {
+        Some(b) => {
+            let mut v = serde_json::to_value(b).map_err(|e| {
+                CoreError::Internal(format!("billing info does not serialise: {e}"))
+            })?;
+            keys.seal_billing(&mut v)?;
+            Some(Json(v))
+        }
+        None => None,
+    };
     sqlx::query(
         "UPDATE users SET email = $2, name = $3, avatar_url = $4, is_active = $5,
             last_login_at = $6, last_login_ip = $7, updated_at = $8, preferences = $9,
@@ -178,12 +204,19 @@ pub(super) async fn save(conn: &mut PgConnection, u: &User) -> Result<(), sqlx::
     .bind(u.updated_at.as_datetime())
     .bind(Json(&u.preferences))
     .bind(Json(&u.privacy_settings))
-    .bind(u.billing_info.as_ref().map(Json))
+    .bind(billing)
     .bind(u.billing_stats.last_payment_at.map(|t| t.as_datetime()))
     .bind(u.billing_stats.total_spent.minor())
     .bind(u.billing_stats.payments_count)
     .bind(Json(&u.metadata))
     .execute(conn)
-    .await?;
+    .await
+    .map_err(|e| {
+        if is_email_taken(&e) {
+            CoreError::EmailTaken(u.email.to_string())
+        } else {
+            e.into()
+        }
+    })?;
     Ok(())
 }

@@ -1,0 +1,184 @@
+//! Billing data at rest (issue 9): `taxId` and `billingAddress` are sealed in PostgreSQL and
+//! in Redis, never in events, while the API answers them in plain text; `rekey` re-seals
+//! everything under the newest key.
+
+use std::time::Duration;
+
+use deadpool_redis::redis::{self, AsyncCommands};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use user_core::crypto::{BillingKeys, DEVELOPMENT_KEYS};
+
+use crate::helpers::{TestApp, eventually, send};
+
+const USERS: &str = "/api/internal/users";
+const TAX_ID: &str = "770123456789";
+const ADDRESS: &str = "Санкт-Петербург, Невский проспект, 28, кв. 4242";
+const NEW_KEY: &str = "k2:ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+
+fn billing() -> Value {
+    json!({"billingAddress": ADDRESS, "paymentMethods": ["card"], "currency": "RUB",
+           "taxId": TAX_ID})
+}
+
+#[track_caller]
+fn assert_no_plain(what: &str, text: &str) {
+    assert!(!text.contains(TAX_ID), "{what} holds the tax id: {text}");
+    assert!(
+        !text.contains("Невский"),
+        "{what} holds the address: {text}"
+    );
+}
+
+async fn new_user(app: &TestApp, email: &str) -> String {
+    app.create_user("Billing Owner", email).await["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned()
+}
+
+async fn stored_billing(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar("SELECT billing_info::text FROM users WHERE billing_info IS NOT NULL")
+        .fetch_all(&mut app.db().await)
+        .await
+        .expect("billing rows")
+}
+
+#[tokio::test]
+async fn billing_values_are_sealed_in_postgres_redis_and_events() {
+    let app = TestApp::spawn().await;
+    let id = new_user(&app, "sealed@example.com").await;
+    // A keyed write: its reply is kept in the ledger of applied requests too.
+    let keyed = || {
+        app.req(Method::PATCH, &format!("{USERS}/{id}/billing-info"))
+            .header("idempotency-key", "billing-at-rest-1")
+            .json(&billing())
+    };
+    let (status, body) = send(keyed()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["billingInfo"], billing(), "the API answers plain text");
+    let (status, replay) = send(keyed()).await;
+    assert_eq!(status, StatusCode::OK, "{replay}");
+    assert_eq!(replay, body, "a replay answers the stored reply, opened");
+    let ledger: Vec<String> = sqlx::query_scalar("SELECT body::text FROM applied_requests")
+        .fetch_all(&mut app.db().await)
+        .await
+        .expect("ledger rows");
+    assert_eq!(ledger.len(), 1);
+    assert_no_plain("applied_requests.body", &ledger[0]);
+
+    let rows = stored_billing(&app).await;
+    assert_eq!(rows.len(), 1);
+    assert_no_plain("users.billing_info", &rows[0]);
+    let row: Value = serde_json::from_str(&rows[0]).expect("JSON");
+    for field in ["taxId", "billingAddress"] {
+        let v = row[field].as_str().unwrap_or_default();
+        assert!(v.starts_with("enc:v1:dev:"), "{field}: {v}");
+    }
+    assert_eq!(row["currency"], "RUB", "only the two fields are sealed");
+
+    let payloads: Vec<String> = sqlx::query_scalar("SELECT payload::text FROM outbox")
+        .fetch_all(&mut app.db().await)
+        .await
+        .expect("outbox rows");
+    assert!(!payloads.is_empty(), "the change made events");
+    for p in &payloads {
+        assert_no_plain("an outbox payload", p);
+    }
+
+    let client = redis::Client::open("redis://127.0.0.1:6379").expect("redis URL");
+    let r = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let user_key = format!("{}:user:{id}", app.db_name);
+    let email_key = format!("{}:email:sealed@example.com", app.db_name);
+    for (path, key) in [
+        (format!("{USERS}/{id}"), user_key.as_str()),
+        (
+            format!("{USERS}/email/sealed@example.com"),
+            email_key.as_str(),
+        ),
+    ] {
+        let cached: String = eventually(Duration::from_secs(10), || {
+            let (mut r, path) = (r.clone(), path.clone());
+            let app = &app;
+            async move {
+                let (status, got) = app.get(&path).await;
+                assert_eq!(status, StatusCode::OK, "{got}");
+                assert_eq!(got["billingInfo"]["taxId"], TAX_ID, "{got}");
+                r.get::<_, Option<String>>(key).await.ok().flatten()
+            }
+        })
+        .await;
+        assert_no_plain(key, &cached);
+        assert!(cached.contains("enc:v1:dev:"), "{cached}");
+    }
+
+    // Another instance, its in-process copy empty, reads the sealed entry from Redis.
+    let twin = app.twin(&[("CACHE_PREFIX", &app.db_name)]).await;
+    let (status, got) = twin.get(&format!("{USERS}/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["billingInfo"], billing());
+    let (_, health) = twin.get("/health/integrations").await;
+    assert_eq!(health["cachePerformance"]["redisHits"], 1, "{health}");
+}
+
+#[tokio::test]
+async fn legacy_rows_still_read_and_rekey_reseals_everything_under_the_newest_key() {
+    let app = TestApp::spawn().await;
+    let sealed = new_user(&app, "sealed-rekey@example.com").await;
+    let (status, body) = app
+        .patch(&format!("{USERS}/{sealed}/billing-info"), billing())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A row written before sealing existed: plain text in the table.
+    let legacy = new_user(&app, "legacy@example.com").await;
+    sqlx::query("UPDATE users SET billing_info = $2 WHERE id = $1::uuid")
+        .bind(&legacy)
+        .bind(billing())
+        .execute(&mut app.db().await)
+        .await
+        .expect("legacy row");
+    let (status, got) = app.get(&format!("{USERS}/{legacy}/billing-info")).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["billingInfo"], billing(), "a legacy row reads as it is");
+
+    let keys = BillingKeys::parse(&format!("{DEVELOPMENT_KEYS},{NEW_KEY}")).expect("keys");
+    let pool = sqlx::PgPool::connect(&format!(
+        "postgres://postgres@127.0.0.1:5432/{}",
+        app.db_name
+    ))
+    .await
+    .expect("pool");
+    let stats = user_core::store::rekey(&pool, &keys, 1)
+        .await
+        .expect("rekey");
+    assert_eq!((stats.scanned, stats.changed), (2, 2));
+    for row in stored_billing(&app).await {
+        assert_no_plain("a rekeyed row", &row);
+        assert_eq!(row.matches("enc:v1:k2:").count(), 2, "{row}");
+        assert!(!row.contains("enc:v1:dev:"), "{row}");
+    }
+    let again = user_core::store::rekey(&pool, &keys, 1)
+        .await
+        .expect("rekey again");
+    assert_eq!(
+        (again.scanned, again.changed),
+        (2, 0),
+        "nothing left to reseal"
+    );
+
+    // An instance with the rotated keys reads every row (the cache aside: its own prefix).
+    let rotated_keys = format!("{DEVELOPMENT_KEYS},{NEW_KEY}");
+    let rotated = app.twin(&[("BILLING_KEYS", &rotated_keys)]).await;
+    for id in [&sealed, &legacy] {
+        let (status, got) = rotated.get(&format!("{USERS}/{id}/billing-info")).await;
+        assert_eq!(status, StatusCode::OK, "{got}");
+        assert_eq!(got["billingInfo"], billing());
+    }
+    // Without the new key, a value sealed under it is an internal error, never its text.
+    let (status, got) = app.get(&format!("{USERS}/{sealed}/billing-info")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{got}");
+    assert_no_plain("an error reply", &got.to_string());
+}
