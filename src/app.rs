@@ -94,6 +94,7 @@ impl Application {
             )
         });
         let (store_pool, store_cache) = (pool.clone(), cache.clone());
+        let rpc_billing_keys = billing_keys.clone();
         let store = supervision.start("userStore", move || {
             UserStore::new(
                 store_pool.clone(),
@@ -154,6 +155,7 @@ impl Application {
             core: core.clone(),
             auth: auth.clone(),
             health: health.clone(),
+            billing_keys: rpc_billing_keys,
         });
         let edge = Arc::new(http::Edge {
             core,

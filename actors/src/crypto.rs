@@ -109,6 +109,33 @@ impl BillingKeys {
         Ok(format!("{PREFIX}{kid}:{}", STANDARD.encode(raw)))
     }
 
+    /// Seals, in place, every `taxId` and `billingAddress` text anywhere in `doc` (a request
+    /// body kept as a dead letter, say), so billing values never rest in plain text. A value
+    /// that cannot be sealed is withheld. Returns whether anything changed.
+    pub fn seal_billing_fields(&self, doc: &mut serde_json::Value) -> bool {
+        use serde_json::Value;
+        match doc {
+            Value::Object(map) => {
+                let mut changed = false;
+                for (key, value) in map.iter_mut() {
+                    let billing = matches!(key.as_str(), "taxId" | "billingAddress");
+                    match value {
+                        Value::String(text) if billing && !text.starts_with(PREFIX) => {
+                            *text = self.seal(text).unwrap_or_else(|_| "[withheld]".to_owned());
+                            changed = true;
+                        }
+                        other => changed |= self.seal_billing_fields(other),
+                    }
+                }
+                changed
+            }
+            Value::Array(items) => items
+                .iter_mut()
+                .fold(false, |changed, v| self.seal_billing_fields(v) | changed),
+            _ => false,
+        }
+    }
+
     /// The plain text of a stored value: a sealed value opened, a legacy value as it is.
     /// An unknown key id or a tampered value is an internal error; the value is never quoted.
     pub fn open(&self, stored: &str) -> Result<String, CoreError> {
@@ -349,5 +376,25 @@ mod tests {
             prop_assert!(k.is_current(&sealed));
             prop_assert_eq!(k.open(&sealed).unwrap(), s);
         }
+    }
+
+    #[test]
+    fn billing_fields_are_sealed_wherever_they_are() {
+        let k = keys(&[("k1", 1)]);
+        let mut doc = serde_json::json!({"method": "users.updateBillingInfo",
+            "params": {"id": "x", "taxId": "7707083893", "billingAddress": "Moscow",
+                       "nested": [{"taxId": "500100732259"}], "currency": "RUB"}});
+        assert!(k.seal_billing_fields(&mut doc));
+        let text = doc.to_string();
+        for plain in ["7707083893", "Moscow", "500100732259"] {
+            assert!(!text.contains(plain), "{text}");
+        }
+        assert_eq!(
+            k.open(doc["params"]["taxId"].as_str().unwrap()).unwrap(),
+            "7707083893"
+        );
+        assert_eq!(doc["params"]["currency"], "RUB");
+        let mut other = serde_json::json!({"method": "users.get", "params": {"id": "x"}});
+        assert!(!k.seal_billing_fields(&mut other));
     }
 }

@@ -5,6 +5,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
 use user_core::CoreError;
 
+use super::wire::MAX_BODY_BYTES;
 use super::{RpcEdge, RpcError, publish};
 
 /// Headers that carry credentials: never copied into a dead letter.
@@ -34,6 +35,9 @@ pub(super) async fn dead_letter(
     if let Some(caller) = caller {
         text("x-caller", caller);
     }
+    if delivery.data.len() > MAX_BODY_BYTES {
+        text("x-body-dropped", &format!("{} bytes", delivery.data.len()));
+    }
     let mut out = BasicProperties::default()
         .with_headers(headers)
         .with_delivery_mode(2);
@@ -47,14 +51,20 @@ pub(super) async fn dead_letter(
         out = out.with_message_id(m.clone());
     }
     tracing::warn!(error = %reason, "unanswerable request moved to the dead-letter queue");
-    publish(
-        channel,
-        "",
-        &edge.config.dead_letter_queue(),
-        &delivery.data,
-        out,
-    )
-    .await
+    // Billing values in the body are sealed: they never rest in plain text. A body over the
+    // limit is not kept at all (its size is).
+    let body = if delivery.data.len() > MAX_BODY_BYTES {
+        Vec::new()
+    } else {
+        serde_json::from_slice::<serde_json::Value>(&delivery.data)
+            .ok()
+            .and_then(|mut doc| {
+                let sealed = edge.billing_keys.seal_billing_fields(&mut doc);
+                sealed.then(|| serde_json::to_vec(&doc).ok()).flatten()
+            })
+            .unwrap_or_else(|| delivery.data.clone())
+    };
+    publish(channel, "", &edge.config.dead_letter_queue(), &body, out).await
 }
 
 /// The request's headers without credentials or anything the service sets itself.
@@ -64,7 +74,7 @@ fn dead_letter_headers(headers: Option<&FieldTable>) -> FieldTable {
         let name_str = name.as_str();
         let dropped = CREDENTIAL_HEADERS
             .iter()
-            .chain(&["x-error", "x-original-queue", "x-caller"])
+            .chain(&["x-error", "x-original-queue", "x-caller", "x-body-dropped"])
             .any(|c| name_str.eq_ignore_ascii_case(c));
         if !dropped {
             out.insert(name.clone(), value.clone());

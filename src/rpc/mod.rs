@@ -50,6 +50,8 @@ pub struct RpcEdge {
     pub instance: String,
     pub core: Core,
     pub auth: Arc<Authenticator>,
+    /// Seals billing values in the bodies of dead letters.
+    pub billing_keys: Arc<user_core::crypto::BillingKeys>,
     pub health: Health,
 }
 

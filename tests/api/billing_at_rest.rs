@@ -182,3 +182,36 @@ async fn legacy_rows_still_read_and_rekey_reseals_everything_under_the_newest_ke
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{got}");
     assert_no_plain("an error reply", &got.to_string());
 }
+
+/// A billing update that fails with nobody to answer goes to the dead-letter queue with its
+/// billing values sealed.
+#[tokio::test]
+async fn dead_letters_hold_no_plain_billing_values() {
+    use crate::amqp::{Raw, dead_letters, key, table};
+    let app = TestApp::spawn().await;
+    app.until_broker(true).await;
+    let raw = Raw::connect().await;
+    let q = app.rpc_queue.clone();
+    let body = json!({"method": "users.updateBillingInfo", "params": {
+        "id": uuid::Uuid::new_v4(), "taxId": "7707083893",
+        "billingAddress": "Moscow, Tverskaya 13", "nope": 1}});
+    let props =
+        lapin::BasicProperties::default().with_headers(table(&key(crate::helpers::AUTH_KEY)));
+    raw.publish(&q, body.to_string().as_bytes(), props).await;
+    let dlq = format!("{q}.dlq");
+    let letter = eventually(Duration::from_secs(10), || async {
+        dead_letters(&raw.channel, &dlq).await.pop()
+    })
+    .await;
+    let (kept, error, _) = letter;
+    assert!(error.starts_with("USER_NOT_FOUND"), "{error}");
+    let text = kept.to_string();
+    assert!(
+        !text.contains("7707083893") && !text.contains("Tverskaya"),
+        "{text}"
+    );
+    let keys = BillingKeys::parse(DEVELOPMENT_KEYS).unwrap();
+    let tax = kept["params"]["taxId"].as_str().unwrap();
+    assert_eq!(keys.open(tax).unwrap(), "7707083893", "sealed, not lost");
+    assert_eq!(kept["params"]["nope"], 1, "the rest is kept");
+}
