@@ -215,3 +215,69 @@ async fn dead_letters_hold_no_plain_billing_values() {
     assert_eq!(keys.open(tax).unwrap(), "7707083893", "sealed, not lost");
     assert_eq!(kept["params"]["nope"], 1, "the rest is kept");
 }
+
+/// Everything the services in this test process log from now on (debug and up), kept in
+/// memory. Installed once, as the process's global subscriber.
+fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let writer = move || Capture(sink.clone());
+        let filter = tracing_subscriber::EnvFilter::new(
+            "debug,lapin=info,amq_protocol=info,hyper=info,hyper_util=info,reqwest=info",
+        );
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .with_ansi(false)
+            .try_init();
+        logs
+    })
+    .clone()
+}
+
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Billing values never reach the logs, at debug level either: not from writes, replays,
+/// failed writes or reads, over REST or RPC.
+#[tokio::test]
+async fn logs_hold_no_billing_values() {
+    let logs = captured_logs();
+    let app = TestApp::spawn().await;
+    let id = new_user(&app, "logged@example.com").await;
+    let path = format!("{USERS}/{id}/billing-info");
+    let keyed = || {
+        app.req(Method::PATCH, &path)
+            .header("idempotency-key", "logs-1")
+            .json(&billing())
+    };
+    assert_eq!(send(keyed()).await.0, StatusCode::OK);
+    assert_eq!(send(keyed()).await.0, StatusCode::OK);
+    let mut bad = billing();
+    bad["unknown"] = json!(1);
+    assert_eq!(app.patch(&path, bad).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(app.get(&path).await.0, StatusCode::OK);
+    let rpc = app.rpc().await;
+    let mut params = billing();
+    params["id"] = json!(id);
+    let reply = rpc
+        .request("users.updateBillingInfo", &params)
+        .await
+        .expect("an RPC reply");
+    assert_eq!(reply["status"], 200, "{reply}");
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(text.contains(&id), "the requests were logged");
+    assert_no_plain("the logs", &text);
+}
