@@ -4,13 +4,8 @@
 
 use std::net::IpAddr;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-use dashmap::DashMap;
 use ipnet::IpNet;
 use subtle::ConstantTimeEq;
-use user_core::limits::{DEFAULT_CALLER, RateLimit, RateLimits};
 use user_core::metrics::{Transport, record_auth_failure};
 use user_core::{Caller, CoreError};
 
@@ -45,6 +40,10 @@ impl<'a> Credentials<'a> {
         }
     }
 }
+
+mod gate;
+
+use gate::FailureGate;
 
 pub struct Authenticator {
     config: AuthConfig,
@@ -177,60 +176,6 @@ impl Authenticator {
             .map(|k| k.caller.as_str())
             .chain(c.service_names.iter().map(String::as_str))
             .chain([Caller::INTERNAL, Caller::LOCAL, Caller::ANONYMOUS])
-    }
-}
-
-/// Failed authentications per source address (REST): past the allowance of a window the
-/// address is refused with 429 until the window ends, before its credentials are even
-/// looked at, so keys cannot be guessed at speed. Counting reuses the callers' rate limits.
-struct FailureGate {
-    failures: RateLimits,
-    blocked: DashMap<IpAddr, Instant>,
-    recorded: AtomicU64,
-}
-
-impl FailureGate {
-    /// Forget idle addresses every so many failures.
-    const SWEEP_EVERY: u64 = 1024;
-
-    fn new(limit: RateLimit) -> Self {
-        Self {
-            failures: RateLimits::new([(DEFAULT_CALLER.to_owned(), limit)].into()),
-            blocked: DashMap::new(),
-            recorded: AtomicU64::new(0),
-        }
-    }
-
-    fn check(&self, ip: IpAddr) -> Result<(), CoreError> {
-        let Some(until) = self.blocked.get(&ip).map(|u| *u) else {
-            return Ok(());
-        };
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            self.blocked.remove(&ip);
-            return Ok(());
-        }
-        Err(CoreError::RateLimited {
-            retry_after_secs: left.as_secs().max(1),
-        })
-    }
-
-    fn failed(&self, ip: IpAddr) {
-        if let Err(CoreError::RateLimited { retry_after_secs }) =
-            self.failures.check(&ip.to_string())
-        {
-            let until = Instant::now() + Duration::from_secs(retry_after_secs);
-            self.blocked.insert(ip, until);
-        }
-        if self
-            .recorded
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(Self::SWEEP_EVERY)
-        {
-            self.failures.sweep();
-            let now = Instant::now();
-            self.blocked.retain(|_, until| *until > now);
-        }
     }
 }
 

@@ -1,0 +1,116 @@
+use super::*;
+use std::collections::HashMap;
+
+fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_lookup(|k| map.get(k).cloned())
+}
+
+#[test]
+fn defaults_need_no_configuration() {
+    let c = config(&[]).unwrap();
+    assert_eq!(c.http_addr.port(), 3001);
+    assert!(c.auth.is_open());
+    assert_eq!(c.rate_limits["game-catalog"].requests, 500);
+    assert!(c.auth.credential_readers.contains("auth-service"));
+    assert_eq!(config(&[("PORT", "8080")]).unwrap().http_addr.port(), 8080);
+    assert_eq!(c.cache_ttl, Duration::from_secs(300));
+    let off = config(&[("CACHE_TTL_SECONDS", "0")]).unwrap();
+    assert!(off.cache_ttl.is_zero());
+    assert!(config(&[("CACHE_TTL_SECONDS", "soon")]).is_err());
+}
+
+#[test]
+fn api_keys_name_their_callers() {
+    let c = config(&[(
+        "INTERNAL_API_KEYS",
+        "auth-service-key, game-catalog-key,billing=s3cr3t,opaque",
+    )])
+    .unwrap();
+    let names: Vec<&str> = c.auth.api_keys.iter().map(|k| k.caller.as_str()).collect();
+    assert_eq!(
+        names,
+        ["auth-service", "game-catalog", "billing", "api-key-4"]
+    );
+    assert_eq!(c.auth.api_keys[2].key, "s3cr3t");
+}
+
+#[test]
+fn production_refuses_weak_setups() {
+    let billing = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let prod = |vars: &[(&str, &str)]| {
+        let mut all = vec![("APP_ENV", "production"), ("BILLING_KEYS", billing)];
+        all.extend_from_slice(vars);
+        config(&all)
+    };
+    let strong = "0123456789abcdef0123456789abcdef";
+    let bare = format!("auth-service-{strong}");
+    let short = format!("auth={}", &strong[..31]);
+    assert!(prod(&[]).is_err(), "never open");
+    assert!(
+        prod(&[("INTERNAL_API_KEYS", &short)]).is_err(),
+        "31 characters"
+    );
+    assert!(prod(&[("INTERNAL_API_KEYS", &bare)]).is_err(), "bare");
+    assert!(prod(&[("INTERNAL_SERVICE_SECRET", &strong[..31])]).is_err());
+    let named = format!("auth={strong}");
+    assert!(prod(&[("INTERNAL_API_KEYS", &named)]).is_ok());
+    assert!(prod(&[("INTERNAL_SERVICE_SECRET", strong)]).is_ok());
+    let no_billing = config(&[("APP_ENV", "production"), ("INTERNAL_API_KEYS", &named)]);
+    assert_eq!(no_billing.err().map(|e| e.var), Some("BILLING_KEYS"));
+}
+
+#[test]
+fn billing_keys_are_parsed_once_the_last_one_current() {
+    let c = config(&[]).unwrap();
+    assert!(c.billing_keys.is_none());
+    let (dev, configured) = c.billing_keys();
+    assert_eq!((dev.current_kid(), configured), ("dev", false));
+    let two = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=,\
+               k2:ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+    let (keys, configured) = config(&[("BILLING_KEYS", two)]).unwrap().billing_keys();
+    assert_eq!((keys.current_kid(), configured), ("k2", true));
+    for bad in ["k1", "k1:c2hvcnQ=", "k1:***"] {
+        let e = config(&[("BILLING_KEYS", bad)]).err().map(|e| e.var);
+        assert_eq!(e, Some("BILLING_KEYS"), "{bad}");
+    }
+}
+
+#[test]
+fn shared_secret_names_are_declared() {
+    let c = config(&[]).unwrap();
+    let names: Vec<&str> = c.auth.service_names.iter().map(String::as_str).collect();
+    assert_eq!(names, ["auth-service", "game-catalog", "payment-service"]);
+    let c = config(&[("INTERNAL_SERVICE_NAMES", "social, review")]).unwrap();
+    assert_eq!(c.auth.service_names.len(), 2);
+    assert!(config(&[("INTERNAL_SERVICE_NAMES", "bad name")]).is_err());
+    assert!(config(&[("RATE_LIMITS", "bad name=1/1")]).is_err());
+    assert!(config(&[("AUTH_FAILURES_PER_ADDRESS", "0/60")]).is_err());
+}
+
+#[test]
+fn bad_values_are_reported() {
+    assert!(config(&[("INTERNAL_ALLOWED_IPS", "10.0.0.0/8,nope")]).is_err());
+    assert!(config(&[("RATE_LIMITS", "a=10")]).is_err());
+    assert!(config(&[("HTTP_ADDR", "nowhere")]).is_err());
+    assert!(config(&[("EVENT_ENVELOPE", "xml")]).is_err());
+    let long = "q".repeat(252);
+    assert!(config(&[("RPC_QUEUE", long.as_str())]).is_err());
+    assert!(config(&[("RPC_QUEUE", &long[..251])]).is_ok());
+    assert!(config(&[("EVENTS_EXCHANGE", "e".repeat(256).as_str())]).is_err());
+    assert!(config(&[("RPC_PREFETCH", "0")]).is_err());
+    assert!(config(&[("OUTBOX_RETENTION_HOURS", &u64::MAX.to_string())]).is_err());
+    assert!(config(&[("IDEMPOTENCY_RETENTION_HOURS", "0")]).is_err());
+    assert!(config(&[("IDEMPOTENCY_RETENTION_HOURS", &u64::MAX.to_string())]).is_err());
+    let c = config(&[("IDEMPOTENCY_RETENTION_HOURS", "48")]).unwrap();
+    assert_eq!(c.idempotency_retention, Duration::from_secs(48 * 3600));
+    assert_eq!(
+        config(&[]).unwrap().idempotency_retention,
+        Duration::from_secs(24 * 3600)
+    );
+    let c = config(&[("INTERNAL_ALLOWED_IPS", "127.0.0.1, ::1, 192.168.1.0/24")]).unwrap();
+    assert_eq!(c.auth.allowed_ips.len(), 3);
+}
