@@ -62,8 +62,8 @@ pub struct PublisherConfig {
     pub envelope: Envelope,
     /// Published events older than this are deleted.
     pub retention: Duration,
-    /// Entries of the ledger of applied requests older than this are deleted (pruned on the
-    /// same step as the outbox).
+    /// Entries of the ledger of applied requests older than this are deleted (every minute,
+    /// by every instance, with the backlog report).
     pub idempotency_retention: Duration,
     /// Best-effort mirror of each event on `{prefix}:events`.
     pub redis: Option<(deadpool_redis::Pool, String)>,
@@ -98,8 +98,12 @@ impl Actor for EventPublisher {
     /// Both loops run in the actor's context: they die with it, and its supervisor starts
     /// them again with the next publisher.
     fn started(&mut self, ctx: &mut Self::Context) {
-        let backlog =
-            backlog::report_backlog(self.pool.clone(), self.health.clone(), self.stop.clone());
+        let backlog = backlog::report_backlog(
+            self.pool.clone(),
+            self.health.clone(),
+            self.stop.clone(),
+            self.config.idempotency_retention,
+        );
         ctx.spawn(backlog.into_actor(self));
         let work = run(
             self.pool.clone(),
@@ -215,7 +219,6 @@ async fn lead(
         }
         if last_prune.elapsed() > Duration::from_secs(60) {
             prune(pool, config.retention).await?;
-            crate::store::ledger::prune(pool, config.idempotency_retention).await?;
             last_prune = tokio::time::Instant::now();
         }
         // Idle: wait for a commit's NOTIFY, the next retry that falls due, or the tick.
