@@ -78,7 +78,10 @@ pub async fn handle(edge: Arc<RpcEdge>, channel: Channel, delivery: Delivery) {
             tracing::error!(panic = %what, "handling a request panicked; answering 500");
             let failed = Err(CoreError::Internal(format!("handler panicked: {what}")));
             let dialect = wire::dialect_of(&delivery.data);
-            let settling = settle(&edge, &channel, &delivery, &dialect, failed, None);
+            let envelope = Envelope::read(&delivery.properties, &dialect);
+            let settling = settle(
+                &edge, &channel, &delivery, &dialect, &envelope, failed, None,
+            );
             let recovered = AssertUnwindSafe(settling).catch_unwind().await;
             match recovered {
                 Ok(outcome) => outcome,
@@ -131,7 +134,7 @@ async fn process(edge: &RpcEdge, channel: &Channel, delivery: &Delivery) -> Outc
             record_request(caller, method.as_str(), Transport::Rpc, status, started.elapsed(), error);
         }
         let caller = seen.caller.as_deref();
-        let outcome = settle(edge, channel, delivery, &dialect, result, caller).await;
+        let outcome = settle(edge, channel, delivery, &dialect, &envelope, result, caller).await;
         tracing::info!(status, outcome = outcome.as_str(), ms = %format_args!("{:.2}", started.elapsed().as_secs_f64() * 1e3), "request");
         outcome
     }
@@ -145,10 +148,10 @@ async fn settle(
     channel: &Channel,
     delivery: &Delivery,
     dialect: &Dialect,
+    envelope: &Envelope<'_>,
     result: Result<Reply, CoreError>,
     caller: Option<&str>,
 ) -> Outcome {
-    let envelope = Envelope::read(&delivery.properties, dialect);
     match (envelope.reply_to, dialect.wants_reply()) {
         (Some(reply_to), true) => {
             let body = serde_json::to_vec(&wire::encode(dialect, &result)).unwrap_or_default();
