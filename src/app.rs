@@ -14,7 +14,7 @@ use user_core::cache::{CacheManager, CacheSettings, UserCache};
 use user_core::health::{Health, HealthMonitor, HealthState};
 use user_core::limits::{RateLimiter, RateLimits};
 use user_core::publisher::{EventPublisher, PublisherConfig};
-use user_core::store::UserStore;
+use user_core::store::{Store, UserStore};
 use user_core::supervisor::{ActorHandle, Supervision};
 
 use crate::auth::Authenticator;
@@ -93,15 +93,10 @@ impl Application {
                 manager_stop.clone(),
             )
         });
-        let (store_pool, store_cache) = (pool.clone(), cache.clone());
         let rpc_billing_keys = billing_keys.clone();
-        let store = supervision.start("userStore", move || {
-            UserStore::new(
-                store_pool.clone(),
-                store_cache.clone(),
-                billing_keys.clone(),
-            )
-        });
+        let reads = Store::new(pool.clone(), cache.clone(), billing_keys);
+        let writes = reads.clone();
+        let store = supervision.start("userStore", move || UserStore::new(writes.clone()));
         let limits = RateLimits::new(config.rate_limits.clone());
         let (sweeper, limiter_health) = (limits.clone(), health.clone());
         let rate_limiter = supervision.start("rateLimiter", move || {
@@ -140,7 +135,7 @@ impl Application {
         let listener = TcpListener::bind(config.http_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.http_addr))?;
-        let core = Core::new(store, limits);
+        let core = Core::new(reads, store, limits);
         let rpc = Arc::new(rpc::RpcEdge {
             config: rpc::RpcConfig {
                 amqp_url: config.amqp_url.clone(),

@@ -2,13 +2,15 @@
 
 use std::time::Duration;
 
+use serde::{Serialize, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::domain::CorrelationId;
 use crate::error::CoreError;
 use crate::limits::RateLimits;
 use crate::request::{Method, ParamForm, Request};
-use crate::store::{Execute, UserStore};
+use crate::store::{Execute, Store, UserStore};
 use crate::supervisor::ActorHandle;
 
 /// How long a request waits for a UserStore that is restarting before it answers 503.
@@ -93,42 +95,109 @@ impl ReplyStatus {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     pub status: ReplyStatus,
-    pub data: Value,
+    pub data: Data,
 }
 
 impl Reply {
-    pub fn ok(data: Value) -> Self {
+    pub fn ok(data: impl Into<Data>) -> Self {
         Self {
             status: ReplyStatus::Ok,
-            data,
+            data: data.into(),
         }
     }
 
-    pub fn created(data: Value) -> Self {
+    pub fn created(data: impl Into<Data>) -> Self {
         Self {
             status: ReplyStatus::Created,
-            data,
+            data: data.into(),
         }
     }
 
     pub fn no_content() -> Self {
         Self {
             status: ReplyStatus::NoContent,
-            data: Value::Null,
+            data: Data::Value(Value::Null),
         }
+    }
+}
+
+/// A reply's JSON: a value, or text already serialised (a cached user is rendered once,
+/// so a read, or a batch of them, is a copy rather than a walk).
+#[derive(Debug, Clone)]
+pub enum Data {
+    Value(Value),
+    Raw(Box<RawValue>),
+}
+
+impl Data {
+    /// Serialises `v` now; only fails for a type whose `Serialize` fails.
+    pub fn render(v: &impl Serialize) -> Result<Self, CoreError> {
+        serde_json::value::to_raw_value(v)
+            .map(Self::Raw)
+            .map_err(|e| CoreError::Internal(format!("a reply does not serialise: {e}")))
+    }
+
+    /// As a value (for the ledger, and for tests).
+    pub fn to_value(&self) -> Value {
+        match self {
+            Self::Value(v) => v.clone(),
+            Self::Raw(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+        }
+    }
+
+    /// The JSON text.
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Self::Value(v) => serde_json::to_vec(&v).unwrap_or_default(),
+            Self::Raw(raw) => String::from(Box::<str>::from(raw)).into_bytes(),
+        }
+    }
+}
+
+impl From<Value> for Data {
+    fn from(v: Value) -> Self {
+        Self::Value(v)
+    }
+}
+
+impl Serialize for Data {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Value(v) => v.serialize(s),
+            Self::Raw(raw) => raw.serialize(s),
+        }
+    }
+}
+
+impl PartialEq for Data {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_value() == other.to_value()
+    }
+}
+
+impl PartialEq<Value> for Data {
+    fn eq(&self, other: &Value) -> bool {
+        self.to_value() == *other
     }
 }
 
 /// The one entry point for every operation. Cheap to clone; shared by both edges.
 #[derive(Clone)]
 pub struct Core {
-    store: ActorHandle<UserStore>,
+    /// Reads go here, on the caller's task.
+    reads: Store,
+    /// Writes go to the actor.
+    writer: ActorHandle<UserStore>,
     limits: RateLimits,
 }
 
 impl Core {
-    pub fn new(store: ActorHandle<UserStore>, limits: RateLimits) -> Self {
-        Self { store, limits }
+    pub fn new(reads: Store, writer: ActorHandle<UserStore>, limits: RateLimits) -> Self {
+        Self {
+            reads,
+            writer,
+            limits,
+        }
     }
 
     /// Counts the request against the caller's rate limit, decodes `params` for `method`
@@ -149,18 +218,25 @@ impl Core {
 
     pub async fn execute(&self, ctx: CallContext, request: Request) -> Result<Reply, CoreError> {
         authorize(&ctx, &request)?;
-        let store = self.store.ready(STORE_PATIENCE).await.ok_or_else(|| {
-            CoreError::Unavailable("user store is restarting; nothing was done".to_owned())
-        })?;
-        let result = store
-            .send(Execute { ctx, request })
-            .await
-            .map_err(|e| CoreError::Unavailable(format!("user store is restarting ({e})")))?;
+        let result = match request.method().is_read() {
+            true => self.reads.read(ctx, request).await,
+            false => self.write(ctx, request).await,
+        };
         if let Err(CoreError::Internal(detail)) = &result {
             // Callers only see "internal error"; the detail is for operators.
             tracing::error!(error = %detail, "internal error");
         }
         result
+    }
+
+    async fn write(&self, ctx: CallContext, request: Request) -> Result<Reply, CoreError> {
+        let writer = self.writer.ready(STORE_PATIENCE).await.ok_or_else(|| {
+            CoreError::Unavailable("user store is restarting; nothing was done".to_owned())
+        })?;
+        writer
+            .send(Execute { ctx, request })
+            .await
+            .map_err(|e| CoreError::Unavailable(format!("user store is restarting ({e})")))?
     }
 }
 

@@ -16,6 +16,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
 use crate::domain::User;
+use crate::views::Rendered;
 use crate::error::CoreError;
 
 /// What every sealed value starts with.
@@ -206,9 +207,18 @@ impl BillingKeys {
         Ok(changed)
     }
 
-    /// A user as the cache stores it: its JSON with the billing fields sealed.
-    pub fn seal_user(&self, user: &User) -> Result<String, CoreError> {
-        let mut v = serde_json::to_value(user)
+    /// A user as the cache stores it: its JSON with the billing fields sealed (the rendered
+    /// JSON itself when it holds nothing to seal).
+    pub fn seal_user(&self, r: &Rendered) -> Result<String, CoreError> {
+        let sealable = r
+            .user
+            .billing_info
+            .as_ref()
+            .is_some_and(|b| b.tax_id.is_some() || b.billing_address.is_some());
+        if !sealable {
+            return Ok(r.json().get().to_owned());
+        }
+        let mut v = serde_json::to_value(&r.user)
             .map_err(|e| internal(format!("a user does not serialise: {e}")))?;
         if let Some(info) = v.get_mut("billingInfo") {
             self.seal_billing(info)?;

@@ -21,6 +21,6 @@ pub mod store;
 pub mod supervisor;
 pub mod views;
 
-pub use crate::core::{CallContext, Caller, Core, Reply, ReplyStatus};
+pub use crate::core::{CallContext, Caller, Core, Data, Reply, ReplyStatus};
 pub use crate::error::{CoreError, ErrorCode, FieldError};
 pub use crate::request::{Method, ParamForm, Request};

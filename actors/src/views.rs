@@ -1,10 +1,39 @@
 //! What callers see of a user: the JSON shapes every read and write returns.
 
-use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
-use crate::domain::{PasswordHash, ProfileVisibility, User};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use crate::domain::{
+    AvatarUrl, Email, PasswordHash, Preferences, PrivacySettings, ProfileVisibility, Timestamp,
+    User, UserId, UserName,
+};
+use crate::error::CoreError;
 use crate::json::Projection;
 use crate::request::ProfileOptions;
+
+/// A user with its full public view serialised once: what the cache holds and reads
+/// answer with, so that serving it is a copy of text.
+#[derive(Debug)]
+pub struct Rendered {
+    pub user: User,
+    json: Box<RawValue>,
+}
+
+impl Rendered {
+    pub fn new(user: User) -> Result<Arc<Self>, CoreError> {
+        let json = serde_json::value::to_raw_value(&user)
+            .map_err(|e| CoreError::Internal(format!("a user does not serialise: {e}")))?;
+        Ok(Arc::new(Self { user, json }))
+    }
+
+    /// The JSON of [`user`].
+    pub fn json(&self) -> &RawValue {
+        &self.json
+    }
+}
 
 /// The full public view: every field with defaults filled in, never the password hash.
 pub fn user(u: &User) -> Value {
@@ -28,35 +57,37 @@ pub fn projected(u: &User, fields: Option<&Projection>) -> Value {
     }
 }
 
-const PROFILE_FIELDS: [&str; 8] = [
-    "id",
-    "email",
-    "name",
-    "avatarUrl",
-    "isActive",
-    "lastLoginAt",
-    "createdAt",
-    "updatedAt",
-];
-
 /// A profile: identity and account state, plus the sub-objects the options ask for.
-pub fn profile(u: &User, options: ProfileOptions) -> Value {
-    let full = user(u);
-    let mut out = Map::new();
-    let mut take = |key: &str| {
-        out.insert(
-            key.to_owned(),
-            full.get(key).cloned().unwrap_or(Value::Null),
-        );
-    };
-    PROFILE_FIELDS.iter().for_each(|k| take(k));
-    if options.include_preferences {
-        take("preferences");
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Profile<'a> {
+    id: &'a UserId,
+    email: &'a Email,
+    name: &'a UserName,
+    avatar_url: &'a Option<AvatarUrl>,
+    is_active: bool,
+    last_login_at: &'a Option<Timestamp>,
+    created_at: &'a Timestamp,
+    updated_at: &'a Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preferences: Option<&'a Preferences>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    privacy_settings: Option<&'a PrivacySettings>,
+}
+
+pub fn profile(u: &User, options: ProfileOptions) -> Profile<'_> {
+    Profile {
+        id: &u.id,
+        email: &u.email,
+        name: &u.name,
+        avatar_url: &u.avatar_url,
+        is_active: u.is_active,
+        last_login_at: &u.last_login_at,
+        created_at: &u.created_at,
+        updated_at: &u.updated_at,
+        preferences: options.include_preferences.then_some(&u.preferences),
+        privacy_settings: options.include_privacy_settings.then_some(&u.privacy_settings),
     }
-    if options.include_privacy_settings {
-        take("privacySettings");
-    }
-    Value::Object(out)
 }
 
 /// What anyone may see: never email, billing, preferences or login data.

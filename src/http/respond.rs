@@ -24,17 +24,16 @@ pub fn render(result: Result<Reply, CoreError>, correlation_id: &CorrelationId) 
     };
     let (status, body) = match result {
         Ok(reply) => {
-            let body = (reply.status != ReplyStatus::NoContent).then_some(reply.data);
+            let body = (reply.status != ReplyStatus::NoContent).then(|| reply.data.into_bytes());
             (reply.status.code(), body)
         }
         Err(e) => (
             e.code().status(),
-            Some(error_body(&e, correlation_id.as_str())),
+            serde_json::to_vec(&error_body(&e, correlation_id.as_str())).ok(),
         ),
     };
     let mut response = match body {
-        Some(body) => {
-            let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        Some(bytes) => {
             let mut r = Response::new(bytes.into());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -154,7 +154,7 @@ async fn settle(
 ) -> Outcome {
     match (envelope.reply_to, dialect.wants_reply()) {
         (Some(reply_to), true) => {
-            let body = serde_json::to_vec(&wire::encode(dialect, &result)).unwrap_or_default();
+            let body = wire::encode(dialect, &result);
             let mut reply = BasicProperties::default()
                 .with_content_type(ShortString::from("application/json"))
                 .with_app_id(ShortString::from(edge.instance.as_str()));

@@ -1,7 +1,8 @@
 //! The RPC wire format of contract section 5, both dialects: decoding a request body and
 //! encoding the reply. Pure functions; the AMQP plumbing is in the parent module.
 
-use serde_json::{Map, Value, json};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Value, json};
 use user_core::domain::CorrelationId;
 use user_core::{CoreError, Reply, ReplyStatus};
 
@@ -114,43 +115,63 @@ pub fn loggable(text: &str) -> String {
     out
 }
 
-/// The reply body for `result` in the caller's dialect.
-pub fn encode(dialect: &Dialect, result: &Result<Reply, CoreError>) -> Value {
-    match (dialect, result) {
-        (Dialect::Plain, Ok(reply)) => json!({"status": reply.status.code(), "data": data(reply)}),
-        (Dialect::Plain, Err(e)) => json!({"status": e.code().status(), "error": e.body()}),
-        (Dialect::Nestjs { id }, result) => {
-            let mut out = Map::new();
-            match result {
-                Ok(reply) => out.insert("response".to_owned(), data(reply)),
-                Err(e) => {
-                    let mut err = json!({"status": e.code().status()});
-                    if let (Value::Object(err), Value::Object(body)) = (&mut err, e.body()) {
-                        err.extend(body);
-                    }
-                    out.insert("err".to_owned(), err)
-                }
-            };
-            out.insert("isDisposed".to_owned(), Value::Bool(true));
-            // An id that breaks the id rule is not echoed.
-            if let Some(id) = id.as_ref().filter(|id| CorrelationId::is_valid(id)) {
-                out.insert("id".to_owned(), Value::String(id.clone()));
-            }
-            Value::Object(out)
-        }
-    }
+/// The reply body for `result` in the caller's dialect, serialised.
+pub fn encode(dialect: &Dialect, result: &Result<Reply, CoreError>) -> Vec<u8> {
+    serde_json::to_vec(&Encoded { dialect, result }).unwrap_or_default()
 }
 
-fn data(reply: &Reply) -> Value {
-    match reply.status {
-        ReplyStatus::NoContent => Value::Null,
-        _ => reply.data.clone(),
+/// What a reply carries as its data: `null` for 204.
+fn body(r: &Reply) -> Option<&user_core::Data> {
+    (r.status != ReplyStatus::NoContent).then_some(&r.data)
+}
+
+/// A reply written straight out: a rendered user is copied in, not rebuilt.
+struct Encoded<'a> {
+    dialect: &'a Dialect,
+    result: &'a Result<Reply, CoreError>,
+}
+
+impl Serialize for Encoded<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        match (self.dialect, self.result) {
+            (Dialect::Plain, Ok(r)) => {
+                m.serialize_entry("status", &r.status.code())?;
+                m.serialize_entry("data", &body(r))?;
+            }
+            (Dialect::Plain, Err(e)) => {
+                m.serialize_entry("status", &e.code().status())?;
+                m.serialize_entry("error", &e.body())?;
+            }
+            (Dialect::Nestjs { id }, result) => {
+                match result {
+                    Ok(r) => m.serialize_entry("response", &body(r))?,
+                    Err(e) => {
+                        let mut err = json!({"status": e.code().status()});
+                        if let (Value::Object(err), Value::Object(body)) = (&mut err, e.body()) {
+                            err.extend(body);
+                        }
+                        m.serialize_entry("err", &err)?
+                    }
+                }
+                m.serialize_entry("isDisposed", &true)?;
+                // An id that breaks the id rule is not echoed.
+                if let Some(id) = id.as_ref().filter(|id| CorrelationId::is_valid(id)) {
+                    m.serialize_entry("id", id)?;
+                }
+            }
+        }
+        m.end()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encoded(dialect: &Dialect, result: &Result<Reply, CoreError>) -> Value {
+        serde_json::from_slice(&encode(dialect, result)).unwrap()
+    }
 
     #[test]
     fn plain_requests_and_replies() {
@@ -160,14 +181,14 @@ mod tests {
             (r.method.as_str(), r.params),
             ("users.get", json!({"id": "x"}))
         );
-        let ok = encode(&Dialect::Plain, &Ok(Reply::created(json!({"id": "x"}))));
+        let ok = encoded(&Dialect::Plain, &Ok(Reply::created(json!({"id": "x"}))));
         assert_eq!(ok, json!({"status": 201, "data": {"id": "x"}}));
-        let err = encode(&Dialect::Plain, &Err(CoreError::UserNotFound("x".into())));
+        let err = encoded(&Dialect::Plain, &Err(CoreError::UserNotFound("x".into())));
         assert_eq!(
             err,
             json!({"status": 404, "error": {"code": "USER_NOT_FOUND", "message": "user x not found"}})
         );
-        let deleted = encode(&Dialect::Plain, &Ok(Reply::no_content()));
+        let deleted = encoded(&Dialect::Plain, &Ok(Reply::no_content()));
         assert_eq!(deleted, json!({"status": 204, "data": null}));
     }
 
@@ -182,12 +203,12 @@ mod tests {
             }
         );
         assert!(r.dialect.wants_reply());
-        let ok = encode(&r.dialect, &Ok(Reply::ok(json!({"exists": true}))));
+        let ok = encoded(&r.dialect, &Ok(Reply::ok(json!({"exists": true}))));
         assert_eq!(
             ok,
             json!({"response": {"exists": true}, "isDisposed": true, "id": "abc"})
         );
-        let err = encode(&r.dialect, &Err(CoreError::invalid("id", "bad")));
+        let err = encoded(&r.dialect, &Err(CoreError::invalid("id", "bad")));
         assert_eq!(err["err"]["status"], 400);
         assert_eq!(err["err"]["code"], "VALIDATION_FAILED");
         assert_eq!(err["err"]["details"][0]["field"], "id");

@@ -28,8 +28,9 @@ use deadpool_redis::Pool;
 use deadpool_redis::redis;
 
 use crate::crypto::BillingKeys;
-use crate::domain::{Email, User, UserId};
+use crate::domain::{Email, UserId};
 use crate::metrics;
+use crate::views::Rendered;
 
 pub use manager::CacheManager;
 
@@ -68,7 +69,7 @@ struct Inner {
     ttl: Duration,
     /// Seal and open the billing fields of the Redis entries.
     keys: Arc<BillingKeys>,
-    local: moka::sync::Cache<UserId, Arc<User>>,
+    local: moka::sync::Cache<UserId, Arc<Rendered>>,
     emails: moka::sync::Cache<Email, UserId>,
     /// When each user was last invalidated here.
     dropped: moka::sync::Cache<UserId, Instant>,
@@ -168,7 +169,7 @@ impl UserCache {
         &self,
         ids: &[UserId],
         caller: &str,
-    ) -> (HashMap<UserId, User>, ReadMark) {
+    ) -> (HashMap<UserId, Arc<Rendered>>, ReadMark) {
         let mut mark = ReadMark {
             at: Instant::now(),
             redis_time: None,
@@ -182,7 +183,7 @@ impl UserCache {
         for id in ids {
             match c.local.get(id).filter(|_| use_local) {
                 Some(u) => {
-                    found.insert(*id, User::clone(&u));
+                    found.insert(*id, u);
                 }
                 None => rest.push(*id),
             }
@@ -197,7 +198,8 @@ impl UserCache {
                     let user = value
                         .filter(|_| !c.is_unclean(id))
                         .and_then(|v| c.keys.open_user(&v).ok())
-                        .filter(|u| u.id == *id);
+                        .filter(|u| u.id == *id)
+                        .and_then(|u| Rendered::new(u).ok());
                     if let Some(u) = user {
                         c.keep_local(&u, mark, false);
                         found.insert(*id, u);
@@ -212,7 +214,11 @@ impl UserCache {
     }
 
     /// The live user with this address, if cached.
-    pub async fn get_by_email(&self, email: &Email, caller: &str) -> (Option<User>, ReadMark) {
+    pub async fn get_by_email(
+        &self,
+        email: &Email,
+        caller: &str,
+    ) -> (Option<Arc<Rendered>>, ReadMark) {
         let mut mark = ReadMark {
             at: Instant::now(),
             redis_time: None,
@@ -225,10 +231,10 @@ impl UserCache {
             .get(email)
             .filter(|_| c.listening.load(Ordering::Acquire))
             .and_then(|id| c.local.get(&id))
-            .filter(|u| u.email == *email);
+            .filter(|u| u.user.email == *email);
         if let Some(u) = local {
             c.count(caller, Kind::Email, Tier::Local, 1);
-            return (Some(User::clone(&u)), mark);
+            return (Some(u), mark);
         }
         let mut user = None;
         let answer = match c.purge.load(Ordering::Acquire) {
@@ -241,7 +247,8 @@ impl UserCache {
                 .pop()
                 .flatten()
                 .and_then(|v| c.keys.open_user(&v).ok())
-                .filter(|u| u.email == *email && !c.is_unclean(&u.id));
+                .filter(|u| u.email == *email && !c.is_unclean(&u.id))
+                .and_then(|u| Rendered::new(u).ok());
         }
         match &user {
             Some(u) => {
@@ -255,7 +262,7 @@ impl UserCache {
 
     /// Stores users read from the database after `mark`, unless a write came in between.
     /// `by_email` also stores them under their address.
-    pub async fn fill(&self, mark: ReadMark, users: &[&User], by_email: bool) {
+    pub async fn fill(&self, mark: ReadMark, users: &[Arc<Rendered>], by_email: bool) {
         let Some(c) = &self.inner else { return };
         if users.is_empty() || mark.at.elapsed() > MAX_FILL_AGE {
             return;
@@ -267,13 +274,15 @@ impl UserCache {
         let mut invocation = scripts::FILL.prepare_invoke();
         invocation.arg(time).arg(c.ttl.as_secs().max(1));
         let mut any = false;
-        for u in users.iter().filter(|u| !c.is_unclean(&u.id)) {
+        for u in users.iter().filter(|u| !c.is_unclean(&u.user.id)) {
             let Ok(value) = c.keys.seal_user(u) else {
                 continue;
             };
-            invocation.key(c.marker_key(u.id)).key(c.user_key(u.id));
+            invocation
+                .key(c.marker_key(u.user.id))
+                .key(c.user_key(u.user.id));
             if by_email {
-                invocation.key(c.email_key(&u.email));
+                invocation.key(c.email_key(&u.user.email));
             }
             invocation.arg(if by_email { 2 } else { 1 }).arg(value);
             any = true;
@@ -374,16 +383,17 @@ impl Inner {
         unclean.contains_key(id)
     }
 
-    fn keep_local(&self, u: &User, mark: ReadMark, by_email: bool) {
+    fn keep_local(&self, u: &Arc<Rendered>, mark: ReadMark, by_email: bool) {
         if !self.listening.load(Ordering::Acquire) {
             return;
         }
-        if self.dropped.get(&u.id).is_some_and(|at| at >= mark.at) {
+        let id = u.user.id;
+        if self.dropped.get(&id).is_some_and(|at| at >= mark.at) {
             return;
         }
-        self.local.insert(u.id, Arc::new(u.clone()));
+        self.local.insert(id, u.clone());
         if by_email {
-            self.emails.insert(u.email.clone(), u.id);
+            self.emails.insert(u.user.email.clone(), id);
         }
     }
 

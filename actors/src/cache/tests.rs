@@ -3,6 +3,7 @@
 use deadpool_redis::redis::AsyncCommands;
 
 use super::*;
+use crate::domain::User;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
@@ -39,6 +40,10 @@ fn user(name: &str) -> User {
     .unwrap()
 }
 
+fn rendered(u: &User) -> Arc<Rendered> {
+    Rendered::new(u.clone()).unwrap()
+}
+
 async fn cleanup(pool: &Pool, prefix: &str) {
     let mut conn = pool.get().await.unwrap();
     let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
@@ -57,20 +62,21 @@ async fn a_read_that_began_before_a_write_does_not_put_the_old_user_back() {
 
     // A write commits and invalidates while that read is still at the database.
     cache.invalidate(old.id, &[&old.email]).await;
-    cache.fill(before_write, &[&old], true).await;
+    cache.fill(before_write, &[rendered(&old)], true).await;
     let (found, after_write) = cache.get_many(&[old.id], "test").await;
     assert!(found.is_empty(), "the stale fill was refused");
-    assert_eq!(cache.get_by_email(&old.email, "test").await.0, None);
+    assert!(cache.get_by_email(&old.email, "test").await.0.is_none());
 
     // A read that began after the write fills as usual, under both keys.
     let new = User {
         name: crate::domain::UserName::parse("New").unwrap(),
         ..old.clone()
     };
-    cache.fill(after_write, &[&new], true).await;
+    cache.fill(after_write, &[rendered(&new)], true).await;
     let (found, _) = cache.get_many(&[new.id], "test").await;
-    assert_eq!(found.get(&new.id), Some(&new));
-    assert_eq!(cache.get_by_email(&new.email, "test").await.0, Some(new));
+    assert_eq!(found.get(&new.id).map(|r| &r.user), Some(&new));
+    let by_email = cache.get_by_email(&new.email, "test").await.0;
+    assert_eq!(by_email.map(|r| r.user.clone()), Some(new.clone()));
     let figures = cache.figures();
     assert_eq!((figures.redis_hits, figures.unclean), (2, 0));
     cleanup(&pool, &prefix).await;
@@ -81,7 +87,7 @@ async fn a_disabled_cache_holds_nothing() {
     let cache = UserCache::disabled();
     let u = user("Ann");
     let (_, mark) = cache.get_many(&[u.id], "test").await;
-    cache.fill(mark, &[&u], true).await;
+    cache.fill(mark, &[rendered(&u)], true).await;
     assert!(cache.get_many(&[u.id], "test").await.0.is_empty());
     assert!(!cache.figures().enabled);
 }

@@ -5,6 +5,9 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 use sqlx::types::Uuid;
 
+use tokio::sync::oneshot;
+
+use super::group::{self, Pending};
 use super::ledger::Keyed;
 use super::ops::{Db, begin};
 use super::outbox;
@@ -12,29 +15,31 @@ use crate::core::Reply;
 use crate::domain::{CorrelationId, NewUser, Timestamp, User, UserId};
 use crate::error::CoreError;
 use crate::events::{Event, EventType};
-use crate::views;
 
+/// One create: a group of one (see [`super::group`]).
 pub(super) async fn create(
     db: &Db,
     new: NewUser,
-    keyed: Option<&Keyed>,
-    corr: &CorrelationId,
+    keyed: Option<Keyed>,
+    corr: CorrelationId,
 ) -> Result<Reply, CoreError> {
-    let mut tx = begin!(db, keyed);
-    let user = match insert_users(&mut tx, vec![new], corr).await?.pop() {
-        Some(Ok(user)) => user,
-        Some(Err(email)) => return Err(CoreError::EmailTaken(email)),
-        None => return Err(CoreError::Internal("insert returned nothing".to_owned())),
+    let (answer, answered) = oneshot::channel();
+    let pending = Pending {
+        new,
+        keyed,
+        corr,
+        deadline: db.deadline,
+        answer,
     };
-    let reply = Reply::created(views::user(&user));
-    db.finish(tx, keyed, &reply).await?;
-    invalidate_created(db, [&user]).await;
-    Ok(reply)
+    group::create_all(db.clone(), vec![pending]).await;
+    answered
+        .await
+        .unwrap_or_else(|_| Err(CoreError::Internal("a create went unanswered".to_owned())))
 }
 
 /// Nothing can be cached for a new user; the invalidation tells every instance anyway, as
 /// for every write.
-async fn invalidate_created(db: &Db, created: impl IntoIterator<Item = &User>) {
+pub(super) async fn invalidate_created(db: &Db, created: impl IntoIterator<Item = &User>) {
     db.cache
         .invalidate_all(
             created
@@ -45,20 +50,19 @@ async fn invalidate_created(db: &Db, created: impl IntoIterator<Item = &User>) {
         .await;
 }
 
-/// Inserts users in one statement with their USER_CREATED events, in the caller's
-/// transaction. Each input gets `Ok(user)`, or `Err(email)` when its address is already
-/// taken (by a live user or by an earlier entry of the same batch).
-async fn insert_users(
+/// Inserts users in one statement with their USER_CREATED events (each with its request's
+/// correlation id), in the caller's transaction. Each input gets `Ok(user)`, or
+/// `Err(email)` when its address is already taken (by a live user or by an earlier entry).
+pub(super) async fn insert_users(
     tx: &mut sqlx::PgConnection,
-    new: Vec<NewUser>,
-    corr: &CorrelationId,
+    new: Vec<(NewUser, &CorrelationId)>,
 ) -> Result<Vec<Result<User, String>>, CoreError> {
     let now = Timestamp::now();
     let ids: Vec<UserId> = new.iter().map(|_| UserId::generate()).collect();
     let uuids: Vec<Uuid> = ids.iter().map(UserId::as_uuid).collect();
-    let emails: Vec<&str> = new.iter().map(|n| n.email.as_ref()).collect();
-    let names: Vec<&str> = new.iter().map(|n| n.name.as_ref()).collect();
-    let hashes: Vec<&str> = new.iter().map(|n| n.password.as_ref()).collect();
+    let emails: Vec<&str> = new.iter().map(|(n, _)| n.email.as_ref()).collect();
+    let names: Vec<&str> = new.iter().map(|(n, _)| n.name.as_ref()).collect();
+    let hashes: Vec<&str> = new.iter().map(|(n, _)| n.password.as_ref()).collect();
     let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO users (id, email, name, password_hash, created_at, updated_at)
          SELECT id, email, name, hash, $5, $5
@@ -77,7 +81,7 @@ async fn insert_users(
     let inserted: HashSet<Uuid> = inserted.into_iter().collect();
     let mut events = Vec::with_capacity(inserted.len());
     let mut results = Vec::with_capacity(new.len());
-    for (n, id) in new.into_iter().zip(ids) {
+    for ((n, corr), id) in new.into_iter().zip(ids) {
         if !inserted.contains(&id.as_uuid()) {
             results.push(Err(n.email.to_string()));
             continue;
@@ -128,7 +132,7 @@ pub(super) async fn batch_create(
         }
     }
     let mut tx = begin!(db, keyed);
-    let inserted = insert_users(&mut tx, valid, corr).await?;
+    let inserted = insert_users(&mut tx, valid.into_iter().map(|n| (n, corr)).collect()).await?;
     let (mut created, mut conflicts) = (Vec::new(), 0);
     for (index, outcome) in valid_at.into_iter().zip(inserted) {
         results[index] = match outcome {

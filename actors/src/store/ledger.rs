@@ -32,6 +32,11 @@ pub(super) struct Keyed {
 }
 
 impl Keyed {
+    /// The caller-scoped key.
+    pub(super) fn key(&self) -> &str {
+        &self.key
+    }
+
     /// `None` without a key, or for a read (reads change nothing and need no ledger).
     pub(super) fn new(key: Option<&str>, req: &Request) -> Option<Self> {
         let key = key?;
@@ -140,9 +145,7 @@ pub(super) async fn begin(
         .fetch_one(&mut *tx)
         .await?;
     if !locked {
-        return Err(CoreError::Conflict(
-            "a request with this key is still being processed; retry later".to_owned(),
-        ));
+        return Err(still_running());
     }
     let row: Option<(String, i16, Json<Value>)> = sqlx::query_as(
         "SELECT fingerprint, status, body FROM applied_requests WHERE request_key = $1",
@@ -150,10 +153,27 @@ pub(super) async fn begin(
     .bind(&k.key)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((fingerprint, status, Json(mut data))) = row else {
+    let Some((fingerprint, status, Json(data))) = row else {
         return Ok(Begun::Fresh(tx));
     };
     tx.rollback().await?;
+    replay(keys, k, &fingerprint, status, data).map(Begun::Replay)
+}
+
+/// The answer to a key whose request is being processed right now.
+pub(super) fn still_running() -> CoreError {
+    CoreError::Conflict("a request with this key is still being processed; retry later".to_owned())
+}
+
+/// The answer to a key found in the ledger: its stored reply for the same request, a refusal
+/// for another.
+pub(super) fn replay(
+    keys: &BillingKeys,
+    k: &Keyed,
+    fingerprint: &str,
+    status: i16,
+    mut data: Value,
+) -> Result<Reply, CoreError> {
     if fingerprint != k.fingerprint {
         return Err(CoreError::IdempotencyKeyReused(
             "this request key was already used for a different request".to_owned(),
@@ -166,7 +186,10 @@ pub(super) async fn begin(
     if let Some(info) = data.get_mut("billingInfo") {
         keys.open_billing(info)?;
     }
-    Ok(Begun::Replay(Reply { status, data }))
+    Ok(Reply {
+        status,
+        data: data.into(),
+    })
 }
 
 /// Records the reply of a keyed write, in the write's transaction; its billing fields sealed.
@@ -176,22 +199,43 @@ pub(super) async fn record(
     keyed: Option<&Keyed>,
     reply: &Reply,
 ) -> Result<(), CoreError> {
-    let Some(k) = keyed else {
-        return Ok(());
-    };
-    let mut body = reply.data.clone();
-    if let Some(info) = body.get_mut("billingInfo") {
-        keys.seal_billing(info)?;
+    match keyed {
+        Some(k) => record_all(conn, keys, &[(k, reply)]).await,
+        None => Ok(()),
     }
+}
+
+/// [`record`] for many writes of one transaction, in one statement.
+pub(super) async fn record_all(
+    conn: &mut PgConnection,
+    keys: &BillingKeys,
+    records: &[(&Keyed, &Reply)],
+) -> Result<(), CoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut bodies = Vec::with_capacity(records.len());
+    for (_, reply) in records {
+        let mut body = reply.data.to_value();
+        if let Some(info) = body.get_mut("billingInfo") {
+            keys.seal_billing(info)?;
+        }
+        bodies.push(body.to_string());
+    }
+    let column = |f: fn(&Keyed) -> &str| records.iter().map(|(k, _)| f(k)).collect::<Vec<_>>();
+    let statuses: Vec<i16> = records
+        .iter()
+        .map(|(_, r)| i16::try_from(r.status.code()).unwrap_or(i16::MAX))
+        .collect();
     sqlx::query(
         "INSERT INTO applied_requests (request_key, method, fingerprint, status, body)
-         VALUES ($1, $2, $3, $4, $5)",
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int2[], $5::text[]::json[])",
     )
-    .bind(&k.key)
-    .bind(k.method)
-    .bind(&k.fingerprint)
-    .bind(i16::try_from(reply.status.code()).unwrap_or(i16::MAX))
-    .bind(Json(&body))
+    .bind(column(|k| k.key.as_str()))
+    .bind(column(|k| k.method))
+    .bind(column(|k| k.fingerprint.as_str()))
+    .bind(&statuses)
+    .bind(&bodies)
     .execute(conn)
     .await?;
     Ok(())

@@ -1,10 +1,12 @@
-//! The UserStore actor: owner of the users table. Its handler hands each request to a task
-//! on the runtime's worker pool, so database work runs concurrently over the sqlx pool and
-//! uses every core; the actor itself is never a queue that requests wait in.
+//! The users table and everything that reaches it. Reads run on the caller's task through a
+//! [`Store`] (cache first, then the pool): no actor hop. Writes go to the UserStore actor,
+//! whose handler hands each one to a task on the runtime's worker pool, so database work runs
+//! concurrently over the sqlx pool; the actor itself is never a queue that requests wait in.
 
 mod creates;
 mod edits;
 mod error;
+mod group;
 pub mod ledger;
 mod ops;
 mod outbox;
@@ -12,9 +14,12 @@ mod payments;
 mod rekey;
 mod rows;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use actix::{Actor, Context, Handler, Message, ResponseFuture};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseFuture, WrapFuture};
+use futures::FutureExt;
+use tokio::sync::oneshot;
 use sqlx::PgPool;
 use tracing::Instrument;
 
@@ -24,24 +29,75 @@ use crate::crypto::BillingKeys;
 use crate::error::CoreError;
 use crate::request::Request;
 
-pub use outbox::NOTIFY_CHANNEL;
+pub use outbox::{NOTIFY_CHANNEL, OutboxSignal};
 pub use rekey::{RekeyStats, rekey};
 
-pub struct UserStore {
+/// What every request reaches the data through. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
     db: ops::Db,
 }
 
-impl UserStore {
+impl Store {
     /// Reads go through `cache`; writes invalidate it after they commit. The billing fields
     /// are sealed with `keys` in the users table.
     pub fn new(pool: PgPool, cache: UserCache, keys: Arc<BillingKeys>) -> Self {
         Self {
             db: ops::Db {
+                signal: OutboxSignal::new(pool.clone()),
                 pool,
                 cache,
                 keys,
                 deadline: None,
             },
+        }
+    }
+
+    /// A read, on the caller's task. A panic fails this request only.
+    pub async fn read(&self, ctx: CallContext, request: Request) -> Result<Reply, CoreError> {
+        let work = ops::execute(self.db.clone(), ctx, request);
+        AssertUnwindSafe(work)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(CoreError::Internal("a read panicked".to_owned())))
+    }
+}
+
+/// The writer: every write runs under it. Creates that arrive while others are being
+/// written wait for the next group and are committed together ([`group`]).
+pub struct UserStore {
+    db: ops::Db,
+    waiting: Vec<group::Pending>,
+    groups_running: usize,
+}
+
+/// Groups of creates written at the same time: while one waits for its flush, the next
+/// is being written.
+const GROUPS_RUNNING: usize = 2;
+
+impl UserStore {
+    pub fn new(store: Store) -> Self {
+        Self {
+            db: store.db,
+            waiting: Vec::new(),
+            groups_running: 0,
+        }
+    }
+
+    fn start_groups(&mut self, ctx: &mut Context<Self>) {
+        while self.groups_running < GROUPS_RUNNING && !self.waiting.is_empty() {
+            let size = self.waiting.len().min(group::MAX_GROUP);
+            let members: Vec<_> = self.waiting.drain(..size).collect();
+            self.groups_running += 1;
+            let running = tokio::spawn(group::create_all(self.db.clone(), members));
+            let done = async move {
+                // A panic in the group fails its creates (their callers are told), not the actor.
+                let _ = running.await;
+            };
+            ctx.spawn(done.into_actor(self).map(|_, act, ctx| {
+                act.groups_running -= 1;
+                act.start_groups(ctx);
+            }));
         }
     }
 }
@@ -66,14 +122,35 @@ pub struct Execute {
 impl Handler<Execute> for UserStore {
     type Result = ResponseFuture<Result<Reply, CoreError>>;
 
-    fn handle(&mut self, msg: Execute, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Execute, ctx: &mut Self::Context) -> Self::Result {
+        let Execute { ctx: call, request } = msg;
+        if let Request::Create(_) = &request {
+            let keyed = ledger::Keyed::new(call.request_key.as_deref(), &request);
+            let Request::Create(new) = request else {
+                unreachable!("matched above")
+            };
+            let (answer, answered) = oneshot::channel();
+            self.waiting.push(group::Pending {
+                new,
+                keyed,
+                corr: call.correlation_id,
+                deadline: call.deadline,
+                answer,
+            });
+            self.start_groups(ctx);
+            return Box::pin(async move {
+                answered.await.unwrap_or_else(|_| {
+                    Err(CoreError::Internal("a create went unanswered".to_owned()))
+                })
+            });
+        }
         // The deadline is checked where a write would commit, never by dropping the work
         // mid-way: a commit once started finishes, and so does its cache invalidation.
         let db = ops::Db {
-            deadline: msg.ctx.deadline,
+            deadline: call.deadline,
             ..self.db.clone()
         };
-        let work = ops::execute(db, msg.ctx, msg.request).instrument(tracing::Span::current());
+        let work = ops::execute(db, call, request).instrument(tracing::Span::current());
         Box::pin(async move {
             // A panic inside the task fails this one request, not the actor.
             tokio::spawn(work)

@@ -12,15 +12,16 @@ use tokio::time::Instant;
 
 use super::edits::{self, Edit};
 use super::ledger::{self, Keyed};
-use super::{creates, outbox, payments, rows};
+use super::outbox::{self, OutboxSignal};
+use super::{creates, payments, rows};
 use crate::cache::UserCache;
-use crate::core::{CallContext, Reply};
+use crate::core::{CallContext, Data, Reply};
 use crate::crypto::BillingKeys;
 use crate::domain::{CorrelationId, Email, Timestamp, User, UserId};
 use crate::error::CoreError;
 use crate::events::{Event, EventType};
 use crate::request::Request;
-use crate::views;
+use crate::views::{self, Rendered};
 
 /// What every operation works with: the database, and the cache in front of it.
 #[derive(Clone)]
@@ -29,6 +30,8 @@ pub(super) struct Db {
     pub(super) cache: UserCache,
     /// Seal and open the billing fields stored in the users table.
     pub(super) keys: Arc<BillingKeys>,
+    /// Wakes the publisher after a commit that added events.
+    pub(super) signal: OutboxSignal,
     /// The request's deadline (an RPC `expiration`): a write not committing by then is
     /// rolled back. Once a commit starts it finishes, with its invalidation.
     pub(super) deadline: Option<Instant>,
@@ -40,10 +43,13 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
     let keyed = Keyed::new(ctx.request_key.as_deref(), &req);
     let keyed = keyed.as_ref();
     match req {
-        Request::Create(new) => creates::create(&db, new, keyed, corr).await,
+        Request::Create(new) => creates::create(&db, new, keyed.cloned(), corr.clone()).await,
         Request::Get { id, fields } => {
             let u = db.get(id, caller).await?;
-            Ok(Reply::ok(views::projected(&u, fields.as_ref())))
+            Ok(Reply::ok(match &fields {
+                Some(p) => Data::Value(p.apply(&views::user(&u.user))),
+                None => Data::Raw(u.json().to_owned()),
+            }))
         }
         Request::GetByEmail {
             email,
@@ -57,8 +63,8 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
         Request::GetByEmail {
             email,
             include_credentials: false,
-        } => Ok(Reply::ok(views::user(
-            &db.get_by_email(&email, caller).await?,
+        } => Ok(Reply::ok(Data::Raw(
+            db.get_by_email(&email, caller).await?.json().to_owned(),
         ))),
         Request::Exists { id } => {
             let exists = db.find(&[id], caller).await?.contains_key(&id);
@@ -78,33 +84,34 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
             options,
             public_only,
         } => {
-            let u = db.get(id, caller).await?;
-            Ok(Reply::ok(if public_only {
-                views::public_profile(&u)
-            } else {
-                views::profile(&u, options)
-            }))
+            let u = &db.get(id, caller).await?.user;
+            match public_only {
+                true => Ok(Reply::ok(views::public_profile(u))),
+                false => Data::render(&views::profile(u, options)).map(Reply::ok),
+            }
         }
         Request::BatchProfiles {
             ids,
             options,
             fields,
         } => {
-            let view = |u: &User| match &fields {
-                Some(p) => p.apply(&views::user(u)),
-                None => views::profile(u, options),
-            };
-            batch(&db, &ids, caller, "profiles", view)
-                .await
-                .map(Reply::ok)
+            batch(&db, &ids, caller, "profiles", |u| match &fields {
+                Some(p) => Item::Value(p.apply(&views::user(&u.user))),
+                None => Item::Profile(views::profile(&u.user, options)),
+            })
+            .await
         }
-        Request::BatchLookup { ids, fields } => batch(&db, &ids, caller, "data", |u| {
-            views::projected(u, fields.as_ref())
-        })
-        .await
-        .map(Reply::ok),
+        Request::BatchLookup { ids, fields } => {
+            batch(&db, &ids, caller, "data", |u| match &fields {
+                Some(p) => Item::Value(p.apply(&views::user(&u.user))),
+                None => Item::Raw(u.json()),
+            })
+            .await
+        }
         Request::BatchCreate { users } => creates::batch_create(&db, users, keyed, corr).await,
-        Request::GetBillingInfo { id } => Ok(Reply::ok(views::billing(&db.get(id, caller).await?))),
+        Request::GetBillingInfo { id } => Ok(Reply::ok(views::billing(
+            &db.get(id, caller).await?.user,
+        ))),
         Request::UpdateBillingInfo { id, patch } => {
             let edit = |u: &User| edits::billing(u, &patch, corr);
             modify(&db, id, keyed, edit, views::billing).await
@@ -113,14 +120,14 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
             payments::record(&db, id, payment, keyed, corr).await
         }
         Request::GetPreferences { id } => {
-            Ok(Reply::ok(views::preferences(&db.get(id, caller).await?)))
+            Ok(Reply::ok(views::preferences(&db.get(id, caller).await?.user)))
         }
         Request::UpdatePreferences { id, patch } => {
             let edit = |u: &User| edits::preferences(u, &patch, corr);
             modify(&db, id, keyed, edit, views::preferences).await
         }
         Request::GetPrivacySettings { id } => Ok(Reply::ok(views::privacy_settings(
-            &db.get(id, caller).await?,
+            &db.get(id, caller).await?.user,
         ))),
         Request::UpdatePrivacySettings { id, patch } => {
             let edit = |u: &User| edits::privacy(u, &patch, corr);
@@ -142,11 +149,16 @@ impl Db {
             ));
         }
         tx.commit().await?;
+        self.signal.raise();
         Ok(())
     }
 
     /// The live users among `ids`, from the cache where it has them.
-    async fn find(&self, ids: &[UserId], caller: &str) -> Result<HashMap<UserId, User>, CoreError> {
+    async fn find(
+        &self,
+        ids: &[UserId],
+        caller: &str,
+    ) -> Result<HashMap<UserId, Arc<Rendered>>, CoreError> {
         let (mut found, mark) = self.cache.get_many(ids, caller).await;
         let missing: Vec<UserId> = ids
             .iter()
@@ -154,23 +166,25 @@ impl Db {
             .copied()
             .collect();
         if !missing.is_empty() {
-            let fetched = rows::fetch_many(&self.pool, &self.keys, &missing).await?;
-            self.cache
-                .fill(mark, &fetched.iter().collect::<Vec<_>>(), false)
-                .await;
-            found.extend(fetched.into_iter().map(|u| (u.id, u)));
+            let fetched = rows::fetch_many(&self.pool, &self.keys, &missing)
+                .await?
+                .into_iter()
+                .map(Rendered::new)
+                .collect::<Result<Vec<_>, _>>()?;
+            self.cache.fill(mark, &fetched, false).await;
+            found.extend(fetched.into_iter().map(|u| (u.user.id, u)));
         }
         Ok(found)
     }
 
-    async fn get(&self, id: UserId, caller: &str) -> Result<User, CoreError> {
+    async fn get(&self, id: UserId, caller: &str) -> Result<Arc<Rendered>, CoreError> {
         self.find(&[id], caller)
             .await?
             .remove(&id)
             .ok_or_else(|| CoreError::UserNotFound(id.to_string()))
     }
 
-    async fn get_by_email(&self, email: &Email, caller: &str) -> Result<User, CoreError> {
+    async fn get_by_email(&self, email: &Email, caller: &str) -> Result<Arc<Rendered>, CoreError> {
         let (cached, mark) = self.cache.get_by_email(email, caller).await;
         if let Some(u) = cached {
             return Ok(u);
@@ -178,7 +192,8 @@ impl Db {
         let u = rows::fetch_by_email(&self.pool, &self.keys, email)
             .await?
             .ok_or_else(|| CoreError::UserNotFound(email.to_string()))?;
-        self.cache.fill(mark, &[&u], true).await;
+        let u = Rendered::new(u)?;
+        self.cache.fill(mark, std::slice::from_ref(&u), true).await;
         Ok(u)
     }
 }
@@ -280,26 +295,65 @@ async fn delete(
     Ok(reply)
 }
 
-/// Answers in the order asked, each id once; ids not found (or deleted) are listed as missing.
+/// One user in a batch answer.
+enum Item<'a> {
+    Raw(&'a serde_json::value::RawValue),
+    Profile(views::Profile<'a>),
+    Value(Value),
+}
+
+impl serde::Serialize for Item<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Raw(raw) => raw.serialize(s),
+            Self::Profile(p) => p.serialize(s),
+            Self::Value(v) => v.serialize(s),
+        }
+    }
+}
+
+/// `{<key>: [users], missing, stats}`, written out directly.
+struct Answer<'a> {
+    key: &'static str,
+    items: Vec<Item<'a>>,
+    missing: Vec<&'a UserId>,
+    requested: usize,
+}
+
+impl serde::Serialize for Answer<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry(self.key, &self.items)?;
+        m.serialize_entry("missing", &self.missing)?;
+        let stats = json!({"requested": self.requested, "found": self.items.len(),
+                           "missing": self.missing.len()});
+        m.serialize_entry("stats", &stats)?;
+        m.end()
+    }
+}
+
+/// Answers in the order asked, each id once; ids not found (or deleted) are listed as
+/// missing. A batch of cached users is mostly a copy of their rendered JSON.
 async fn batch(
     db: &Db,
     ids: &[UserId],
     caller: &str,
-    key: &str,
-    view: impl Fn(&User) -> Value,
-) -> Result<Value, CoreError> {
+    key: &'static str,
+    view: impl for<'u> Fn(&'u Rendered) -> Item<'u>,
+) -> Result<Reply, CoreError> {
     let found = db.find(ids, caller).await?;
-    let mut items = Vec::with_capacity(found.len());
-    let mut missing = Vec::new();
+    let mut answer = Answer {
+        key,
+        items: Vec::with_capacity(found.len()),
+        missing: Vec::new(),
+        requested: ids.len(),
+    };
     for id in ids {
         match found.get(id) {
-            Some(u) => items.push(view(u)),
-            None => missing.push(id.to_string()),
+            Some(u) => answer.items.push(view(u)),
+            None => answer.missing.push(id),
         }
     }
-    Ok(json!({
-        key: items,
-        "missing": missing,
-        "stats": {"requested": ids.len(), "found": found.len(), "missing": missing.len()},
-    }))
+    Data::render(&answer).map(Reply::ok)
 }

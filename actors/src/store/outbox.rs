@@ -1,14 +1,50 @@
 //! The transactional outbox: events are rows written in the same transaction as the change
 //! they describe, so an event exists if and only if its change committed.
 
-use sqlx::{PgConnection, types::Uuid};
+use sqlx::{PgConnection, PgPool, types::Uuid};
+use tokio::sync::mpsc;
 
 use crate::error::CoreError;
 use crate::events::Event;
 use crate::publisher::encode;
 
-/// Channel notified on commit of new events, so the publisher wakes without polling.
+/// Channel notified after commits of new events, so the publisher wakes without polling.
 pub const NOTIFY_CHANNEL: &str = "user_service_outbox";
+
+/// Tells the publishing instance that events were committed. The `NOTIFY` is sent after
+/// the write's commit, on its own, and coalesced: PostgreSQL serialises the commits of
+/// transactions that notify (flush included), which capped writes at one fsync at a time.
+/// Commits made while a `NOTIFY` is on its way share the next one; the publisher's tick
+/// is the safety net for a lost one.
+#[derive(Clone)]
+pub struct OutboxSignal {
+    pending: mpsc::Sender<()>,
+}
+
+impl OutboxSignal {
+    /// Starts the task that sends the notifications; it ends with the last handle.
+    pub fn new(pool: PgPool) -> Self {
+        let (pending, mut raised) = mpsc::channel(1);
+        tokio::spawn(async move {
+            while raised.recv().await.is_some() {
+                let sent = sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(NOTIFY_CHANNEL)
+                    .execute(&pool)
+                    .await;
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, "outbox notification not sent; the publisher's tick will find the events");
+                }
+            }
+        });
+        Self { pending }
+    }
+
+    /// After a commit that added events. Never waits.
+    pub fn raise(&self) {
+        // Full: a notification is already due, and it covers this commit too.
+        let _ = self.pending.try_send(());
+    }
+}
 
 /// Adds `events` to the outbox. Every event is checked against the publisher's bounds first:
 /// one that breaks them fails the whole write, before anything is written.
@@ -36,10 +72,6 @@ pub(super) async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<
     .bind(&payloads)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(NOTIFY_CHANNEL)
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }
 

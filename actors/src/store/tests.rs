@@ -67,11 +67,11 @@ async fn a_panicked_store_is_restarted_and_the_next_request_succeeds() {
     let (_stop, stopped) = watch::channel(false);
     let actors = Supervision::new(Arbiter::current(), stopped);
     let store = actors.start("userStore", move || {
-        UserStore::new(
+        UserStore::new(Store::new(
             pool.clone(),
             UserCache::disabled(),
             Arc::new(BillingKeys::development()),
-        )
+        ))
     });
 
     let first = store.addr();
@@ -100,11 +100,11 @@ async fn a_panicked_store_is_restarted_and_the_next_request_succeeds() {
 #[actix::test]
 async fn a_write_past_its_deadline_commits_nothing() {
     let db = TestDb::new().await;
-    let store = UserStore::new(
+    let store = UserStore::new(Store::new(
         db.pool.clone(),
         UserCache::disabled(),
         Arc::new(BillingKeys::development()),
-    )
+    ))
     .start();
     let new = crate::domain::NewUser {
         name: crate::domain::UserName::parse("Late").unwrap(),

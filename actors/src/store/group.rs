@@ -1,0 +1,216 @@
+//! Group commit of creates. Creates that arrive together share one transaction: one insert
+//! of the users, one of their events, one of their ledger entries, one commit (one WAL
+//! flush). Each keeps its own answer: an address already taken or a request key already
+//! used fails that create only. Should the shared transaction fail, each create is done
+//! again on its own, so one bad create never fails the others.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+use sqlx::types::Json;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::creates::{insert_users, invalidate_created};
+use super::ledger::{self, Keyed};
+use super::ops::Db;
+use crate::core::Reply;
+use crate::domain::{CorrelationId, NewUser};
+use crate::error::CoreError;
+use crate::views;
+
+/// Most creates in one transaction.
+pub(super) const MAX_GROUP: usize = 64;
+
+/// One create waiting for its group.
+pub(super) struct Pending {
+    pub(super) new: NewUser,
+    pub(super) keyed: Option<Keyed>,
+    pub(super) corr: CorrelationId,
+    pub(super) deadline: Option<Instant>,
+    pub(super) answer: oneshot::Sender<Result<Reply, CoreError>>,
+}
+
+impl Pending {
+    fn expired(&self) -> bool {
+        self.deadline.is_some_and(|at| Instant::now() >= at)
+    }
+
+    fn reply(self, result: Result<Reply, CoreError>) {
+        // The caller may have gone; its create stands either way.
+        let _ = self.answer.send(result);
+    }
+}
+
+fn too_late() -> CoreError {
+    CoreError::Unavailable("deadline passed; nothing was done".to_owned())
+}
+
+/// Runs `group` as one transaction; on a database failure, each create on its own.
+pub(super) async fn create_all(db: Db, group: Vec<Pending>) {
+    let mut group = group;
+    loop {
+        let (late, live): (Vec<_>, Vec<_>) = group.into_iter().partition(Pending::expired);
+        late.into_iter().for_each(|p| p.reply(Err(too_late())));
+        if live.is_empty() {
+            return;
+        }
+        match attempt(&db, live).await {
+            Attempt::Done => return,
+            // Someone's deadline passed before the commit: nothing was committed; the
+            // others go again without it.
+            Attempt::Expired(rest) => group = rest,
+            Attempt::Failed(rest, e) if rest.len() == 1 => {
+                rest.into_iter().for_each(|p| p.reply(Err(e.clone())));
+                return;
+            }
+            Attempt::Failed(rest, e) => {
+                tracing::debug!(error = %e, size = rest.len(), "group of creates failed; each goes alone");
+                let alone = rest.into_iter().map(|p| create_all(db.clone(), vec![p]));
+                futures::future::join_all(alone).await;
+                return;
+            }
+        }
+    }
+}
+
+enum Attempt {
+    Done,
+    Expired(Vec<Pending>),
+    /// Nothing was committed.
+    Failed(Vec<Pending>, CoreError),
+}
+
+/// How each create of a group turned out before anything is written.
+enum Sorted {
+    Answered(Result<Reply, CoreError>),
+    Fresh,
+}
+
+async fn attempt(db: &Db, group: Vec<Pending>) -> Attempt {
+    let mut tx = match db.pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return Attempt::Failed(group, e.into()),
+    };
+    let sorted = match sort(db, &mut tx, &group).await {
+        Ok(s) => s,
+        Err(e) => return Attempt::Failed(group, e),
+    };
+    let (mut answered, mut fresh) = (Vec::new(), Vec::new());
+    for (p, s) in group.into_iter().zip(sorted) {
+        match s {
+            Sorted::Answered(result) => answered.push((p, result)),
+            Sorted::Fresh => fresh.push(p),
+        }
+    }
+    let outcome = match write(db, &mut tx, &fresh).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            fresh.extend(answered.into_iter().map(|(p, _)| p));
+            return Attempt::Failed(fresh, e);
+        }
+    };
+    if fresh.iter().any(Pending::expired) {
+        let _ = tx.rollback().await;
+        fresh.extend(answered.into_iter().map(|(p, _)| p));
+        return Attempt::Expired(fresh);
+    }
+    if let Err(e) = tx.commit().await {
+        // Whether it committed is unknown: say so rather than try again.
+        let e = CoreError::from(e);
+        fresh.into_iter().for_each(|p| p.reply(Err(e.clone())));
+        answered.into_iter().for_each(|(p, r)| p.reply(r));
+        return Attempt::Done;
+    }
+    db.signal.raise();
+    let created: Vec<_> = outcome.iter().filter_map(|r| r.as_ref().ok()).collect();
+    invalidate_created(db, created.iter().map(|(user, _)| user)).await;
+    for (p, result) in fresh.into_iter().zip(outcome) {
+        p.reply(result.map(|(_, reply)| reply));
+    }
+    answered.into_iter().for_each(|(p, r)| p.reply(r));
+    Attempt::Done
+}
+
+/// Takes the lock of every request key and looks them up: a key held elsewhere (or twice in
+/// this group) is a conflict, a known key answers as before, the rest are fresh.
+async fn sort(
+    db: &Db,
+    tx: &mut sqlx::PgConnection,
+    group: &[Pending],
+) -> Result<Vec<Sorted>, CoreError> {
+    let keys: Vec<&Keyed> = group.iter().filter_map(|p| p.keyed.as_ref()).collect();
+    if keys.is_empty() {
+        return Ok(group.iter().map(|_| Sorted::Fresh).collect());
+    }
+    let locks: Vec<i64> = keys.iter().map(|k| ledger::lock_id(k.key())).collect();
+    let locked: Vec<(i64, bool)> = sqlx::query_as(
+        "SELECT l, pg_try_advisory_xact_lock(l) FROM UNNEST($1::bigint[]) AS t(l)",
+    )
+    .bind(&locks)
+    .fetch_all(&mut *tx)
+    .await?;
+    let locked: HashMap<i64, bool> = locked.into_iter().collect();
+    // Looked up after the locks are held, so a write that held one has committed by now.
+    let names: Vec<&str> = keys.iter().map(|k| k.key()).collect();
+    let rows: Vec<(String, String, i16, Json<Value>)> = sqlx::query_as(
+        "SELECT request_key, fingerprint, status, body FROM applied_requests
+          WHERE request_key = ANY($1)",
+    )
+    .bind(&names)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut known: HashMap<String, (String, i16, Value)> = rows
+        .into_iter()
+        .map(|(k, f, s, Json(b))| (k, (f, s, b)))
+        .collect();
+    let mut seen = HashSet::new();
+    let sorted = group.iter().map(|p| {
+        let Some(k) = &p.keyed else {
+            return Sorted::Fresh;
+        };
+        let free = locked.get(&ledger::lock_id(k.key())) == Some(&true);
+        if !free || !seen.insert(k.key()) {
+            return Sorted::Answered(Err(ledger::still_running()));
+        }
+        match known.remove(k.key()) {
+            Some((fingerprint, status, body)) => Sorted::Answered(ledger::replay(
+                &db.keys,
+                k,
+                &fingerprint,
+                status,
+                body,
+            )),
+            None => Sorted::Fresh,
+        }
+    });
+    Ok(sorted.collect())
+}
+
+/// Inserts the fresh creates and records the keyed ones' replies. Each gets its user and
+/// reply, or its own error.
+async fn write(
+    db: &Db,
+    tx: &mut sqlx::PgConnection,
+    fresh: &[Pending],
+) -> Result<Vec<Result<(crate::domain::User, Reply), CoreError>>, CoreError> {
+    if fresh.is_empty() {
+        return Ok(Vec::new());
+    }
+    let new = fresh.iter().map(|p| (p.new.clone(), &p.corr)).collect();
+    let inserted = insert_users(&mut *tx, new).await?;
+    let outcome: Vec<_> = inserted
+        .into_iter()
+        .map(|r| match r {
+            Ok(user) => Ok((user.clone(), Reply::created(views::user(&user)))),
+            Err(email) => Err(CoreError::EmailTaken(email)),
+        })
+        .collect();
+    let records: Vec<(&Keyed, &Reply)> = fresh
+        .iter()
+        .zip(&outcome)
+        .filter_map(|(p, r)| Some((p.keyed.as_ref()?, &r.as_ref().ok()?.1)))
+        .collect();
+    ledger::record_all(&mut *tx, &db.keys, &records).await?;
+    Ok(outcome)
+}
