@@ -243,10 +243,10 @@ async fn job_for(
     let size = service_pool
         .min(u32::try_from(c).unwrap_or(u32::MAX))
         .max(1);
-    if !pools.contains_key(&size) {
+    if let std::collections::btree_map::Entry::Vacant(slot) = pools.entry(size) {
         match ceilings::sql_pool(url, size).await {
             Ok(pool) => {
-                pools.insert(size, pool);
+                slot.insert(pool);
             }
             Err(e) => {
                 eprintln!("ceil-sql-create skipped: {e}");
