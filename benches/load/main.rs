@@ -149,8 +149,10 @@ async fn bench() -> Result<(), String> {
         Some(soak::soak(&setup.ctx, setup.pid, opts.soak).await)
     };
     setup.stop();
-    report::print_table(&runs, opts.runs);
-    rss.print();
+    if !opts.only.is_empty() {
+        report::print_table(&runs, opts.runs);
+        rss.print();
+    }
     if let Some(points) = &soak {
         report::print_soak(points, &soak::describe());
     }
