@@ -1,0 +1,290 @@
+//! Load benchmark of user-service: throughput and latency of its REST and RPC operations,
+//! each next to the ceiling it cannot exceed on this machine, and the service's memory.
+//!
+//! ```sh
+//! cargo bench --bench load                                   # everything, defaults
+//! cargo bench --bench load -- --duration 5 --concurrency 32,256 --runs 3
+//! cargo bench --bench load -- --only rest-get,rpc-get,ceil-warp,ceil-rpc-noop
+//! cargo bench --bench load -- --soak 600 --only none         # memory over a long mixed load
+//! BENCH_DURATION=5 BENCH_ONLY=rest-create,ceil-sql-create cargo bench --bench load
+//! ```
+//!
+//! One command does it all. It builds and starts the release binary of user-service
+//! (`CARGO_BIN_EXE_user-service`) on its own configuration: the database
+//! `user_service_bench` (dropped and recreated at start), its own `RPC_QUEUE`,
+//! `EVENTS_EXCHANGE` and `CACHE_PREFIX`, a free `HTTP_ADDR` port, `RUST_LOG=warn`, local open
+//! mode (no keys; the caller is `local`) with `RATE_LIMITS=local=4000000000/1`, a limit that
+//! never binds. `DB_POOL_SIZE`, `RPC_PREFETCH` and `REDIS_URL` pass through when set. It
+//! waits for `/health/ready`, seeds users through batch create (100 per request), then
+//! drives each workload at each concurrency: a warm-up, then the measured window. The
+//! service's log goes to `target/bench/service-<unix time>.log`; the service is stopped
+//! with SIGTERM at the end, on Ctrl-C, on a panic, and if this process dies.
+//!
+//! Options, as flags after `--` or environment variables (a flag wins):
+//!
+//! | flag | variable | default | |
+//! |---|---|---|---|
+//! | `--users N` | `BENCH_USERS` | 10000 | users seeded; reads pick among them uniformly |
+//! | `--concurrency LIST` | `BENCH_CONCURRENCY` | `32,256` | concurrent callers |
+//! | `--duration SECS` | `BENCH_DURATION` | 10 | measured seconds per workload and concurrency |
+//! | `--warmup SECS` | `BENCH_WARMUP` | 1.5 | unmeasured seconds before each |
+//! | `--runs N` | `BENCH_RUNS` | 1 | repeats of the measured set; the table shows medians |
+//! | `--only LIST` | `BENCH_ONLY` | all | workload names (`--help` lists them), or `none` |
+//! | `--soak SECS` | `BENCH_SOAK` | 0 | a mixed load afterwards, RSS every 10 s |
+//! | `--json PATH` | `BENCH_JSON` | `target/bench/load-<unix time>.json` | |
+//! | `--database-url URL` | `BENCH_DATABASE_URL` | `…/user_service_bench` | |
+//! | `--amqp-url URL` | `BENCH_AMQP_URL` | `amqp://guest:guest@127.0.0.1:5672/%2f` | |
+//! | `--service-url URL` | `BENCH_SERVICE_URL` | | drive a running service instead |
+//! | `--rpc-queue NAME` | `BENCH_RPC_QUEUE` | `user-service.rpc` | with `--service-url` |
+//! | `--pid PID` | `BENCH_PID` | | with `--service-url`: whose RSS to report |
+//! | `--api-key KEY` | `BENCH_API_KEY` | | with `--service-url`: `x-api-key` on both transports |
+//!
+//! Every request is an error unless it gets its expected status (201 for creates and
+//! payments, else 200). Latencies go into an HDR histogram (µs, 3 significant figures);
+//! req/s counts the successful requests that started and ended inside the window. All REST
+//! traffic, the service's and the warp ceiling's, goes through one keep-alive HTTP/1.1
+//! client; all RPC traffic through the client kit (`user_service::client::Client`, raw
+//! `request`: no retries, no breaker, 10 s timeout).
+//!
+//! **The ceilings**, measured in the same run with the same clients and concurrencies; each
+//! row's `ratio` is its req/s over its ceiling's:
+//!
+//! * `ceil-warp` (for REST reads): a bare warp server (this binary re-run with
+//!   `BENCH_ROLE=warp-fixed`, multi-thread tokio with the default workers) answering every
+//!   GET with a fixed JSON body the size of one user (the body of an actual
+//!   `GET /api/internal/users/{id}`); `ceil-warp-batch100` serves the body of a 100-id
+//!   batch lookup. It is the cost of HTTP alone — the same server library, client, loopback
+//!   and CPUs — so no REST read can be faster.
+//! * `ceil-rpc-noop` (for RPC reads): a responder (`BENCH_ROLE=rpc-noop`) on the same broker
+//!   with the service's prefetch (`RPC_PREFETCH`, 200), replying to `reply_to` with the
+//!   request's `correlation_id` and a fixed `{"status":200,"data":{user}}` without waiting
+//!   for a publisher confirm, then acking. It is the cost of the broker round trip and the
+//!   client kit alone; the service adds its work and waits for confirms before acking.
+//! * `ceil-sql-create` (for REST and RPC creates): the SQL transaction of a keyed create,
+//!   read from the store (`actors/src/store/ledger.rs`, `creates.rs`, `outbox.rs`) — the
+//!   key's advisory lock and lookup, the users insert, the outbox insert and its NOTIFY, the
+//!   ledger insert, commit with normal durability — through sqlx with a pool of the
+//!   service's `DB_POOL_SIZE` (16, or the concurrency when smaller). A create cannot commit
+//!   faster than its own SQL; what it adds is parsing, the actors, the cache invalidation
+//!   and the transport. (Its NOTIFY wakes the service's publisher, as a real create does.)
+//!
+//! Also reported: the service's VmRSS idle after start and seeding, its peak during the load
+//! (sampled every 100 ms) and idle after it; with `--soak`, the RSS curve.
+
+mod ceilings;
+mod drive;
+mod opts;
+mod report;
+mod seed;
+mod service;
+mod setup;
+mod soak;
+mod workloads;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use sqlx::PgPool;
+
+use drive::drive;
+use opts::{Opts, Parsed};
+use report::{Rss, Runs, Stats};
+use setup::Setup;
+use workloads::{Job, Workload};
+
+fn main() {
+    let role = std::env::var("BENCH_ROLE").ok();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => exit_with(&format!("tokio runtime: {e}")),
+    };
+    let result = match role.as_deref() {
+        Some("rpc-noop") => runtime.block_on(ceilings::rpc_noop()),
+        Some("warp-fixed") => runtime.block_on(ceilings::warp_fixed()),
+        Some(other) => Err(format!("unknown BENCH_ROLE {other}")),
+        None => runtime.block_on(bench()),
+    };
+    if let Err(e) = result {
+        exit_with(&e);
+    }
+}
+
+fn exit_with(message: &str) -> ! {
+    eprintln!("load bench: {message}");
+    std::process::exit(1)
+}
+
+async fn bench() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match opts::parse(&args)? {
+        Parsed::Help => {
+            print!("{}", opts::help_text());
+            return Ok(());
+        }
+        Parsed::Run(opts) => *opts,
+    };
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: stopping the processes the bench started");
+            service::terminate_all();
+            std::process::exit(130);
+        }
+    });
+    let started = unix_time();
+    let out_dir = target_dir().join("bench");
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    let mut setup = Setup::new(&opts, started, &out_dir).await?;
+    let (runs, rss) = measure(&opts, &setup).await;
+    let soak = if opts.soak.is_zero() {
+        None
+    } else {
+        eprintln!("soak: {} for {:?}", soak::describe(), opts.soak);
+        Some(soak::soak(&setup.ctx, setup.pid, opts.soak).await)
+    };
+    setup.stop();
+    if !opts.only.is_empty() {
+        report::print_table(&runs, opts.runs);
+        rss.print();
+    }
+    if let Some(points) = &soak {
+        report::print_soak(points, &soak::describe());
+    }
+    let path = opts.json.clone().map_or_else(
+        || out_dir.join(format!("load-{started}.json")),
+        PathBuf::from,
+    );
+    let doc = json!({
+        "startedAt": started,
+        "options": {
+            "users": opts.users, "concurrency": opts.concurrency,
+            "durationSecs": opts.duration.as_secs_f64(), "warmupSecs": opts.warmup.as_secs_f64(),
+            "runs": opts.runs, "only": opts.only.iter().map(|w| w.name()).collect::<Vec<_>>(),
+            "soakSecs": opts.soak.as_secs_f64(),
+        },
+        "service": {"url": setup.ctx.base, "pid": setup.pid, "started": opts.service_url.is_none()},
+        "results": report::runs_json(&runs, opts.runs),
+        "rss": rss.json(),
+        "soak": soak.as_deref().map(|p| report::soak_json(p, &soak::describe())),
+    });
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("\nJSON: {}", path.display());
+    Ok(())
+}
+
+/// Every selected workload at every concurrency, `opts.runs` times, with the service's RSS
+/// sampled every 100 ms throughout.
+async fn measure(opts: &Opts, setup: &Setup) -> (Runs, Rss) {
+    let mut rss = Rss {
+        idle_before: setup.pid.and_then(service::rss_mib),
+        ..Rss::default()
+    };
+    let peak = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = setup
+        .pid
+        .map(|pid| tokio::spawn(sample_peak(pid, peak.clone(), stop.clone())));
+    let mut runs: Runs = BTreeMap::new();
+    let mut pools: BTreeMap<u32, PgPool> = BTreeMap::new();
+    for run in 1..=opts.runs {
+        for &w in &opts.only {
+            for &c in &opts.concurrency {
+                let Some(job) = job_for(w, c, setup, &mut pools).await else {
+                    continue;
+                };
+                let m = drive(&setup.ctx, &job, c, opts.warmup, opts.duration).await;
+                let s = Stats::of(&m);
+                eprintln!(
+                    "run {run}/{}: {:<20} c={c:<4} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+                    opts.runs,
+                    w.name(),
+                    s.rps,
+                    s.p50,
+                    s.p99,
+                    s.errors
+                );
+                runs.entry((w, c)).or_default().push(s);
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(s) = sampler {
+        let _ = s.await;
+        rss.peak = Some(f64::from_bits(peak.load(Ordering::Relaxed))).filter(|v| *v > 0.0);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    rss.idle_after = setup.pid.and_then(service::rss_mib);
+    (runs, rss)
+}
+
+/// The job of `w` at concurrency `c`, or `None` (with a note) when it cannot run here.
+async fn job_for(
+    w: Workload,
+    c: usize,
+    setup: &Setup,
+    pools: &mut BTreeMap<u32, PgPool>,
+) -> Option<Arc<Job>> {
+    if w != Workload::CeilSqlCreate {
+        return Some(Arc::new(Job::Service(w)));
+    }
+    let Some(url) = &setup.sql_url else {
+        eprintln!("ceil-sql-create skipped: with --service-url it needs --database-url");
+        return None;
+    };
+    let service_pool: u32 = std::env::var("DB_POOL_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let size = service_pool
+        .min(u32::try_from(c).unwrap_or(u32::MAX))
+        .max(1);
+    if let std::collections::btree_map::Entry::Vacant(slot) = pools.entry(size) {
+        match ceilings::sql_pool(url, size).await {
+            Ok(pool) => {
+                slot.insert(pool);
+            }
+            Err(e) => {
+                eprintln!("ceil-sql-create skipped: {e}");
+                return None;
+            }
+        }
+    }
+    pools.get(&size).map(|p| Arc::new(Job::Sql(p.clone())))
+}
+
+/// Keeps the highest RSS of `pid` (as f64 bits) until `stop`.
+async fn sample_peak(pid: u32, peak: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        if let Some(mib) = service::rss_mib(pid)
+            && mib > f64::from_bits(peak.load(Ordering::Relaxed))
+        {
+            peak.store(mib.to_bits(), Ordering::Relaxed);
+        }
+    }
+}
+
+fn unix_time() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `CARGO_TARGET_DIR`, else the `target` this binary was built in (`target/release/deps/`).
+fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("target"))
+}

@@ -1,0 +1,154 @@
+//! What the measurements run against: the service (started here, or given), the seeded
+//! users, the ceiling processes and the clients.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use user_service::client::{Client, ClientConfig};
+
+use crate::opts::{self, Opts};
+use crate::seed;
+use crate::service::{self, Proc};
+use crate::workloads::{Ctx, Workload};
+
+/// What the measurements run against: the service, the ceiling processes, the clients.
+pub struct Setup {
+    pub ctx: Arc<Ctx>,
+    pub pid: Option<u32>,
+    /// The bench database, for the SQL ceiling.
+    pub sql_url: Option<String>,
+    /// Stopped in this order: the ceilings, then the service.
+    procs: Vec<Proc>,
+}
+
+impl Setup {
+    pub async fn new(opts: &Opts, started: u64, out_dir: &Path) -> Result<Self, String> {
+        let tag = format!("{started:x}");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(usize::MAX)
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut procs = Vec::new();
+        let noop_queue = "user-service-bench.noop".to_owned();
+        let (base, pid, rpc_queue, sql_url) = match &opts.service_url {
+            Some(url) => (
+                url.trim_end_matches('/').to_owned(),
+                opts.pid,
+                opts.rpc_queue.clone(),
+                opts.database_url.clone(),
+            ),
+            None => {
+                let db = opts
+                    .database_url
+                    .clone()
+                    .unwrap_or_else(|| opts::DEFAULT_DATABASE_URL.into());
+                let env = service::ServiceEnv {
+                    database_url: db.clone(),
+                    amqp_url: opts.amqp_url.clone(),
+                    rpc_queue: "user-service-bench.rpc".into(),
+                    events_exchange: "user-service-bench.events".into(),
+                    cache_prefix: "user-service-bench".into(),
+                    http_port: service::free_port()?,
+                };
+                service::reset_database(&db).await?;
+                let rpc = env.rpc_queue.clone();
+                let stale = [rpc.clone(), format!("{rpc}.dlq"), noop_queue.clone()];
+                service::delete_queues(&opts.amqp_url, &stale).await?;
+                let log = out_dir.join(format!("service-{started}.log"));
+                eprintln!("starting user-service (log: {})", log.display());
+                let proc = service::start_service(&env, &log, &http).await?;
+                let base = format!("http://127.0.0.1:{}", env.http_port);
+                let pid = proc.pid();
+                procs.push(proc);
+                (base, Some(pid), rpc, Some(db))
+            }
+        };
+        let key = opts.api_key.as_deref();
+        eprintln!("seeding {} users", opts.users);
+        let users = seed::seed(&http, &base, key, opts.users, &tag).await?;
+        let (one, batch) = seed::bodies(&http, &base, key, &users).await?;
+        let wants = |ws: &[Workload]| opts.only.iter().any(|w| ws.contains(w));
+        let uses_rpc = wants(&[Workload::RpcGet, Workload::RpcBatch10, Workload::RpcCreate]);
+        let rpc = if uses_rpc {
+            Some(rpc_client(opts, &rpc_queue).await?)
+        } else {
+            None
+        };
+        let noop = if wants(&[Workload::CeilRpcNoop]) {
+            let body = out_dir.join("noop-reply.json");
+            let reply = format!(
+                r#"{{"status":200,"data":{}}}"#,
+                String::from_utf8_lossy(&one)
+            );
+            std::fs::write(&body, reply).map_err(|e| e.to_string())?;
+            let prefetch = std::env::var("RPC_PREFETCH").unwrap_or_else(|_| "200".into());
+            let envs = [
+                ("BENCH_AMQP_URL", opts.amqp_url.clone()),
+                ("BENCH_QUEUE", noop_queue.clone()),
+                ("BENCH_PREFETCH", prefetch),
+                ("BENCH_BODY_FILE", body.display().to_string()),
+            ];
+            let (proc, _) = service::start_role("rpc-noop", &envs)?;
+            procs.insert(0, proc);
+            Some(rpc_client(opts, &noop_queue).await?)
+        } else {
+            None
+        };
+        let warp_base = if wants(&[Workload::CeilWarp, Workload::CeilWarpBatch100]) {
+            let (one_file, batch_file) = (out_dir.join("one.json"), out_dir.join("batch.json"));
+            std::fs::write(&one_file, &one).map_err(|e| e.to_string())?;
+            std::fs::write(&batch_file, &batch).map_err(|e| e.to_string())?;
+            let envs = [
+                ("BENCH_ONE_FILE", one_file.display().to_string()),
+                ("BENCH_BATCH_FILE", batch_file.display().to_string()),
+            ];
+            let (proc, line) = service::start_role("warp-fixed", &envs)?;
+            procs.insert(0, proc);
+            let port = line.trim_start_matches("READY").trim();
+            Some(format!("http://127.0.0.1:{port}"))
+        } else {
+            None
+        };
+        eprintln!(
+            "bodies: one user {} bytes, 100-id batch {} bytes",
+            one.len(),
+            batch.len()
+        );
+        let ctx = Ctx {
+            http,
+            base,
+            api_key: opts.api_key.clone(),
+            rpc,
+            noop,
+            warp_base,
+            users,
+            tag,
+        };
+        Ok(Self {
+            ctx: Arc::new(ctx),
+            pid,
+            sql_url,
+            procs,
+        })
+    }
+
+    pub fn stop(&mut self) {
+        self.procs.clear();
+    }
+}
+
+async fn rpc_client(opts: &Opts, queue: &str) -> Result<Client, String> {
+    let mut config = ClientConfig::new(opts.amqp_url.clone()).queue(queue);
+    config.timeout = Duration::from_secs(10);
+    config.retries = 0;
+    if let Some(k) = &opts.api_key {
+        config = config.api_key(k.clone());
+    }
+    Client::connect(config)
+        .await
+        .map_err(|e| format!("RPC client on {queue}: {e}"))
+}

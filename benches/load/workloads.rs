@@ -1,0 +1,298 @@
+//! The workloads: what one request of each is, and the context it runs in.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use user_service::client::Client;
+
+use crate::ceilings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Workload {
+    RestGet,
+    RestEmail,
+    RestBatch10,
+    RestBatch100,
+    RestProfiles,
+    RestCreate,
+    RestPrefs,
+    RestPayment,
+    RpcGet,
+    RpcBatch10,
+    RpcCreate,
+    CeilRpcNoop,
+    CeilWarp,
+    CeilWarpBatch100,
+    CeilSqlCreate,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 15] = [
+        Self::RestGet,
+        Self::RestEmail,
+        Self::RestBatch10,
+        Self::RestBatch100,
+        Self::RestProfiles,
+        Self::RestCreate,
+        Self::RestPrefs,
+        Self::RestPayment,
+        Self::RpcGet,
+        Self::RpcBatch10,
+        Self::RpcCreate,
+        Self::CeilRpcNoop,
+        Self::CeilWarp,
+        Self::CeilWarpBatch100,
+        Self::CeilSqlCreate,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RestGet => "rest-get",
+            Self::RestEmail => "rest-email",
+            Self::RestBatch10 => "rest-batch10",
+            Self::RestBatch100 => "rest-batch100",
+            Self::RestProfiles => "rest-profiles",
+            Self::RestCreate => "rest-create",
+            Self::RestPrefs => "rest-prefs",
+            Self::RestPayment => "rest-payment",
+            Self::RpcGet => "rpc-get",
+            Self::RpcBatch10 => "rpc-batch10",
+            Self::RpcCreate => "rpc-create",
+            Self::CeilRpcNoop => "ceil-rpc-noop",
+            Self::CeilWarp => "ceil-warp",
+            Self::CeilWarpBatch100 => "ceil-warp-batch100",
+            Self::CeilSqlCreate => "ceil-sql-create",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.name() == name)
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::RestGet => "GET /api/internal/users/{id}",
+            Self::RestEmail => "GET /api/internal/users/email/{email}",
+            Self::RestBatch10 => "GET /api/batch/users/lookup?ids= (10 ids)",
+            Self::RestBatch100 => "GET /api/batch/users/lookup?ids= (100 ids)",
+            Self::RestProfiles => "POST /api/internal/users/batch/profiles (10 ids)",
+            Self::RestCreate => "POST /api/internal/users with a unique Idempotency-Key",
+            Self::RestPrefs => "PATCH /api/internal/users/{id}/preferences",
+            Self::RestPayment => "POST /api/internal/users/{id}/billing-stats (unique paymentId)",
+            Self::RpcGet => "users.get over RabbitMQ (client kit)",
+            Self::RpcBatch10 => "users.batchLookup of 10 ids over RabbitMQ",
+            Self::RpcCreate => "users.create over RabbitMQ (keyed by its message id)",
+            Self::CeilRpcNoop => "ceiling: users.get to a no-op responder on the same broker",
+            Self::CeilWarp => "ceiling: bare warp server, fixed body of one user",
+            Self::CeilWarpBatch100 => "ceiling: bare warp server, fixed body of a 100-id batch",
+            Self::CeilSqlCreate => "ceiling: a keyed create's SQL transaction through sqlx",
+        }
+    }
+
+    /// The ceiling its throughput is compared with.
+    pub fn ceiling(self) -> Option<Workload> {
+        match self {
+            Self::RestGet | Self::RestEmail | Self::RestBatch10 | Self::RestProfiles => {
+                Some(Self::CeilWarp)
+            }
+            Self::RestBatch100 => Some(Self::CeilWarpBatch100),
+            Self::RpcGet | Self::RpcBatch10 => Some(Self::CeilRpcNoop),
+            Self::RestCreate | Self::RpcCreate => Some(Self::CeilSqlCreate),
+            _ => None,
+        }
+    }
+}
+
+/// The seeded users.
+pub struct Seeded {
+    pub ids: Vec<String>,
+    pub emails: Vec<String>,
+}
+
+/// Everything a request needs; shared by all workers.
+pub struct Ctx {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub api_key: Option<String>,
+    pub rpc: Option<Client>,
+    pub noop: Option<Client>,
+    pub warp_base: Option<String>,
+    pub users: Seeded,
+    /// Makes emails, keys and payment ids unique to this bench run.
+    pub tag: String,
+}
+
+/// One request of a workload, against what it needs.
+pub enum Job {
+    Service(Workload),
+    Sql(PgPool),
+}
+
+/// A cheap per-worker random number generator (xorshift64*).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as usize % n.max(1)
+    }
+}
+
+type Outcome = Result<(), String>;
+
+impl Ctx {
+    fn id(&self, rng: &mut Rng) -> &str {
+        &self.users.ids[rng.below(self.users.ids.len())]
+    }
+
+    fn ids(&self, rng: &mut Rng, n: usize) -> Vec<&str> {
+        (0..n).map(|_| self.id(rng)).collect()
+    }
+
+    async fn rest(
+        &self,
+        method: Method,
+        url: String,
+        body: Option<Value>,
+        key: Option<&str>,
+        expect: StatusCode,
+    ) -> Outcome {
+        let mut req = self.http.request(method, url);
+        if let Some(k) = &self.api_key {
+            req = req.header("x-api-key", k);
+        }
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| kind_of(&e))?;
+        let status = resp.status();
+        resp.bytes().await.map_err(|e| kind_of(&e))?;
+        if status == expect {
+            Ok(())
+        } else {
+            Err(format!("status {}", status.as_u16()))
+        }
+    }
+
+    async fn rpc(client: Option<&Client>, method: &str, params: Value, expect: u64) -> Outcome {
+        let client = client.ok_or("no RPC client")?;
+        let reply = client.request(method, &params).await.map_err(|e| match e {
+            user_service::client::ClientError::Timeout(_) => "timeout".to_owned(),
+            other => other.to_string(),
+        })?;
+        match reply["status"].as_u64() {
+            Some(s) if s == expect => Ok(()),
+            Some(s) => Err(format!("status {s} {}", reply["error"]["code"])),
+            None => Err("reply without status".to_owned()),
+        }
+    }
+
+    /// One request of `job`; `uniq` is unique within the run.
+    pub async fn call(&self, job: &Job, rng: &mut Rng, uniq: &str) -> Outcome {
+        let w = match job {
+            Job::Sql(pool) => return ceilings::sql_create(pool, &self.tag, uniq).await,
+            Job::Service(w) => *w,
+        };
+        let users = format!("{}/api/internal/users", self.base);
+        let ok = StatusCode::OK;
+        let new_user = || {
+            let email = format!("new-{uniq}.{}@bench.example.com", self.tag);
+            json!({"name": "Bench User", "email": email, "password": PASSWORD_HASH})
+        };
+        match w {
+            Workload::RestGet => {
+                let url = format!("{users}/{}", self.id(rng));
+                self.rest(Method::GET, url, None, None, ok).await
+            }
+            Workload::RestEmail => {
+                let email = &self.users.emails[rng.below(self.users.emails.len())];
+                self.rest(
+                    Method::GET,
+                    format!("{users}/email/{email}"),
+                    None,
+                    None,
+                    ok,
+                )
+                .await
+            }
+            Workload::RestBatch10 | Workload::RestBatch100 => {
+                let n = if w == Workload::RestBatch10 { 10 } else { 100 };
+                let ids = self.ids(rng, n).join(",");
+                let url = format!("{}/api/batch/users/lookup?ids={ids}", self.base);
+                self.rest(Method::GET, url, None, None, ok).await
+            }
+            Workload::RestProfiles => {
+                let body = json!({"userIds": self.ids(rng, 10)});
+                let url = format!("{users}/batch/profiles");
+                self.rest(Method::POST, url, Some(body), None, ok).await
+            }
+            Workload::RestCreate => {
+                let key = format!("{}-{uniq}", self.tag);
+                let created = StatusCode::CREATED;
+                self.rest(Method::POST, users, Some(new_user()), Some(&key), created)
+                    .await
+            }
+            Workload::RestPrefs => {
+                let max = 1 + rng.below(10);
+                let body = json!({"downloadSettings": {"maxConcurrentDownloads": max}});
+                let url = format!("{users}/{}/preferences", self.id(rng));
+                self.rest(Method::PATCH, url, Some(body), None, ok).await
+            }
+            Workload::RestPayment => {
+                let payment = format!("pay-{}-{uniq}", self.tag);
+                let body = json!({"paymentId": payment, "amount": "9.99", "currency": "RUB"});
+                let url = format!("{users}/{}/billing-stats", self.id(rng));
+                self.rest(Method::POST, url, Some(body), None, StatusCode::CREATED)
+                    .await
+            }
+            Workload::RpcGet => {
+                let params = json!({"id": self.id(rng)});
+                Self::rpc(self.rpc.as_ref(), "users.get", params, 200).await
+            }
+            Workload::RpcBatch10 => {
+                let params = json!({"ids": self.ids(rng, 10)});
+                Self::rpc(self.rpc.as_ref(), "users.batchLookup", params, 200).await
+            }
+            Workload::RpcCreate => {
+                Self::rpc(self.rpc.as_ref(), "users.create", new_user(), 201).await
+            }
+            Workload::CeilRpcNoop => {
+                let params = json!({"id": self.id(rng)});
+                Self::rpc(self.noop.as_ref(), "users.get", params, 200).await
+            }
+            Workload::CeilWarp | Workload::CeilWarpBatch100 => {
+                let base = self.warp_base.as_deref().ok_or("no warp server")?;
+                let path = if w == Workload::CeilWarp {
+                    "one"
+                } else {
+                    "batch"
+                };
+                let url = format!("{base}/{path}/{}", self.id(rng));
+                self.rest(Method::GET, url, None, None, ok).await
+            }
+            Workload::CeilSqlCreate => Err("the SQL ceiling needs its pool".to_owned()),
+        }
+    }
+}
+
+/// A password hash of the shape the service accepts (it never sees clear text).
+pub const PASSWORD_HASH: &str = "$2b$10$abcdefghijklmnopqrstuv";
+
+fn kind_of(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timeout".into()
+    } else if e.is_connect() {
+        "connect".into()
+    } else {
+        format!("http: {e}")
+    }
+}
