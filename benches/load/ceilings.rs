@@ -24,9 +24,6 @@ use sqlx::types::{Json, Uuid};
 
 use crate::workloads::PASSWORD_HASH;
 
-/// The service's outbox channel (`user_core::store::outbox::NOTIFY_CHANNEL`).
-const NOTIFY_CHANNEL: &str = "user_service_outbox";
-
 /// A pool as the service's: `size` connections, opened before the load starts.
 pub async fn sql_pool(url: &str, size: u32) -> Result<PgPool, String> {
     PgPoolOptions::new()
@@ -39,8 +36,8 @@ pub async fn sql_pool(url: &str, size: u32) -> Result<PgPool, String> {
 }
 
 /// The transaction of a keyed `users.create` (store/ledger.rs, creates.rs, outbox.rs): the
-/// key's advisory lock and lookup, the users insert, the outbox insert and its NOTIFY, the
-/// ledger insert, commit. Normal durability.
+/// key's advisory lock and lookup, the users insert, the outbox insert, the ledger insert,
+/// commit. Normal durability.
 pub async fn sql_create(pool: &PgPool, tag: &str, uniq: &str) -> Result<(), String> {
     sql_create_tx(pool, tag, uniq)
         .await
@@ -101,10 +98,6 @@ async fn sql_create_tx(pool: &PgPool, tag: &str, uniq: &str) -> Result<(), sqlx:
     .bind(vec![event.to_string()])
     .execute(&mut *tx)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(NOTIFY_CHANNEL)
-        .execute(&mut *tx)
-        .await?;
     let reply = created_view(id, &email, now);
     sqlx::query(
         "INSERT INTO applied_requests (request_key, method, fingerprint, status, body)

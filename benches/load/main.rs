@@ -62,11 +62,11 @@
 //!   client kit alone; the service adds its work and waits for confirms before acking.
 //! * `ceil-sql-create` (for REST and RPC creates): the SQL transaction of a keyed create,
 //!   read from the store (`actors/src/store/ledger.rs`, `creates.rs`, `outbox.rs`) — the
-//!   key's advisory lock and lookup, the users insert, the outbox insert and its NOTIFY, the
-//!   ledger insert, commit with normal durability — through sqlx with a pool of the
-//!   service's `DB_POOL_SIZE` (16, or the concurrency when smaller). A create cannot commit
-//!   faster than its own SQL; what it adds is parsing, the actors, the cache invalidation
-//!   and the transport. (Its NOTIFY wakes the service's publisher, as a real create does.)
+//!   key's advisory lock and lookup, the users insert, the outbox insert, the ledger insert,
+//!   commit with normal durability — one transaction per create, through sqlx with a pool
+//!   of the service's `DB_POOL_SIZE` (16, or the concurrency when smaller). The service
+//!   commits concurrent creates in groups (one flush for many), so it may pass this figure;
+//!   what it adds is parsing, the actors, the cache invalidation and the transport.
 //!
 //! Also reported: the service's VmRSS idle after start and seeding, its peak during the load
 //! (sampled every 100 ms) and idle after it; with `--soak`, the RSS curve.

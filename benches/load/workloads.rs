@@ -27,22 +27,24 @@ pub enum Workload {
 }
 
 impl Workload {
+    /// In the order they run: the ceilings and the reads first, on a quiet service; then the
+    /// writes, whose events the service publishes in the background from then on.
     pub const ALL: [Workload; 15] = [
+        Self::CeilWarp,
+        Self::CeilWarpBatch100,
+        Self::CeilRpcNoop,
         Self::RestGet,
         Self::RestEmail,
         Self::RestBatch10,
         Self::RestBatch100,
         Self::RestProfiles,
-        Self::RestCreate,
-        Self::RestPrefs,
-        Self::RestPayment,
         Self::RpcGet,
         Self::RpcBatch10,
-        Self::RpcCreate,
-        Self::CeilRpcNoop,
-        Self::CeilWarp,
-        Self::CeilWarpBatch100,
         Self::CeilSqlCreate,
+        Self::RestCreate,
+        Self::RpcCreate,
+        Self::RestPrefs,
+        Self::RestPayment,
     ];
 
     pub fn name(self) -> &'static str {
