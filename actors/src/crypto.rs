@@ -16,8 +16,8 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
 use crate::domain::User;
-use crate::views::Rendered;
 use crate::error::CoreError;
+use crate::views::Rendered;
 
 /// What every sealed value starts with.
 pub const PREFIX: &str = "enc:v1:";

@@ -86,7 +86,9 @@ pub fn profile(u: &User, options: ProfileOptions) -> Profile<'_> {
         created_at: &u.created_at,
         updated_at: &u.updated_at,
         preferences: options.include_preferences.then_some(&u.preferences),
-        privacy_settings: options.include_privacy_settings.then_some(&u.privacy_settings),
+        privacy_settings: options
+            .include_privacy_settings
+            .then_some(&u.privacy_settings),
     }
 }
 

@@ -20,7 +20,7 @@ use user_core::{CallContext, Caller, CoreError, Method, ParamForm, Reply};
 use super::dead_letter::dead_letter;
 use super::envelope::{Envelope, deadline, header};
 use super::wire::{self, Dialect};
-use super::{RpcEdge, publish};
+use super::{RpcEdge, reply};
 use crate::auth::Credentials;
 
 /// How long a request that failed for a passing reason (database down) waits before it is
@@ -155,13 +155,13 @@ async fn settle(
     match (envelope.reply_to, dialect.wants_reply()) {
         (Some(reply_to), true) => {
             let body = wire::encode(dialect, &result);
-            let mut reply = BasicProperties::default()
+            let mut props = BasicProperties::default()
                 .with_content_type(ShortString::from("application/json"))
                 .with_app_id(ShortString::from(edge.instance.as_str()));
             if let Some(c) = envelope.correlation {
-                reply = reply.with_correlation_id(c.clone());
+                props = props.with_correlation_id(c.clone());
             }
-            match publish(channel, "", reply_to.as_str(), &body, reply).await {
+            match reply(channel, reply_to.as_str(), &body, props).await {
                 Ok(()) => ack(delivery, Outcome::Answered).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not answer; the request will be redelivered");

@@ -1,8 +1,10 @@
 //! The RPC edge (contract section 5): consumes `RPC_QUEUE` with a bounded prefetch, decodes
 //! each message into a method name and params, authenticates the caller from the message
 //! headers, calls the same core as REST, and publishes the reply to `reply_to`. A message is
-//! acked only after its reply (or its dead-letter copy) is confirmed by the broker, so a crash
-//! means redelivery, not loss. The connection is re-established with backoff whenever it drops.
+//! acked only after its reply was published on the same channel (the broker handles a
+//! channel's frames in order, so the reply is routed before the ack takes effect), or after
+//! its dead-letter copy is confirmed by the broker: a crash means redelivery, not loss. The
+//! connection is re-established with backoff whenever it drops.
 
 mod dead_letter;
 mod delivery;
@@ -234,6 +236,26 @@ async fn serve(
             }
         }
     }
+}
+
+/// Publishes a reply. Its confirm is not awaited: the caller waits for the reply itself, and
+/// the request's ack that follows on this channel cannot overtake it.
+async fn reply(
+    channel: &Channel,
+    key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<(), RpcError> {
+    channel
+        .basic_publish(
+            "".into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            body,
+            props,
+        )
+        .await?;
+    Ok(())
 }
 
 /// Publishes and waits for the broker's confirm.

@@ -21,6 +21,8 @@ const TICK: Duration = Duration::from_secs(1);
 /// Failed checks in a row before the subscription is presumed dead and reopened.
 const FAILED_CHECKS: u32 = 3;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the liveness check waits for Redis.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct CacheManager {
     cache: UserCache,
@@ -67,10 +69,10 @@ impl Actor for CacheManager {
         ctx.run_interval(TICK, move |act, ctx| {
             let inner = inner.clone();
             let check = async move {
-                let up = inner
-                    .run(async |c| redis::cmd("PING").query_async::<String>(c).await)
-                    .await
-                    .is_some();
+                // Lenient: a busy instance answers its requests late, which is no reason to
+                // drop the subscription (and with it the in-process copy).
+                let ping = async |c: &mut _| redis::cmd("PING").query_async::<String>(c).await;
+                let up = inner.run_within(CHECK_TIMEOUT, ping).await.is_some();
                 up && inner.deliver_unclean().await
             };
             ctx.spawn(check.into_actor(act).map(|up, act, _| {

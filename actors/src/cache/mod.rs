@@ -511,14 +511,23 @@ impl Inner {
         &self,
         call: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
     ) -> Option<T> {
+        self.run_within(REDIS_TIMEOUT, call).await
+    }
+
+    /// [`Self::run`] with another timeout.
+    async fn run_within<T>(
+        &self,
+        limit: Duration,
+        call: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
+    ) -> Option<T> {
         let work = async {
             let mut conn = self.redis.get().await.map_err(|e| e.to_string())?;
             call(&mut conn).await.map_err(|e| e.to_string())
         };
-        let error = match tokio::time::timeout(REDIS_TIMEOUT, work).await {
+        let error = match tokio::time::timeout(limit, work).await {
             Ok(Ok(v)) => return Some(v),
             Ok(Err(e)) => e,
-            Err(_) => format!("no answer within {REDIS_TIMEOUT:?}"),
+            Err(_) => format!("no answer within {limit:?}"),
         };
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%error, "redis call failed; treated as a miss");

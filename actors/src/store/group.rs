@@ -144,12 +144,11 @@ async fn sort(
         return Ok(group.iter().map(|_| Sorted::Fresh).collect());
     }
     let locks: Vec<i64> = keys.iter().map(|k| ledger::lock_id(k.key())).collect();
-    let locked: Vec<(i64, bool)> = sqlx::query_as(
-        "SELECT l, pg_try_advisory_xact_lock(l) FROM UNNEST($1::bigint[]) AS t(l)",
-    )
-    .bind(&locks)
-    .fetch_all(&mut *tx)
-    .await?;
+    let locked: Vec<(i64, bool)> =
+        sqlx::query_as("SELECT l, pg_try_advisory_xact_lock(l) FROM UNNEST($1::bigint[]) AS t(l)")
+            .bind(&locks)
+            .fetch_all(&mut *tx)
+            .await?;
     let locked: HashMap<i64, bool> = locked.into_iter().collect();
     // Looked up after the locks are held, so a write that held one has committed by now.
     let names: Vec<&str> = keys.iter().map(|k| k.key()).collect();
@@ -174,13 +173,9 @@ async fn sort(
             return Sorted::Answered(Err(ledger::still_running()));
         }
         match known.remove(k.key()) {
-            Some((fingerprint, status, body)) => Sorted::Answered(ledger::replay(
-                &db.keys,
-                k,
-                &fingerprint,
-                status,
-                body,
-            )),
+            Some((fingerprint, status, body)) => {
+                Sorted::Answered(ledger::replay(&db.keys, k, &fingerprint, status, body))
+            }
             None => Sorted::Fresh,
         }
     });

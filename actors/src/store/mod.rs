@@ -17,10 +17,12 @@ mod rows;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseFuture, WrapFuture};
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseFuture, WrapFuture,
+};
 use futures::FutureExt;
-use tokio::sync::oneshot;
 use sqlx::PgPool;
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::cache::UserCache;

@@ -109,9 +109,9 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
             .await
         }
         Request::BatchCreate { users } => creates::batch_create(&db, users, keyed, corr).await,
-        Request::GetBillingInfo { id } => Ok(Reply::ok(views::billing(
-            &db.get(id, caller).await?.user,
-        ))),
+        Request::GetBillingInfo { id } => {
+            Ok(Reply::ok(views::billing(&db.get(id, caller).await?.user)))
+        }
         Request::UpdateBillingInfo { id, patch } => {
             let edit = |u: &User| edits::billing(u, &patch, corr);
             modify(&db, id, keyed, edit, views::billing).await
@@ -119,9 +119,9 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
         Request::RecordPayment { id, payment } => {
             payments::record(&db, id, payment, keyed, corr).await
         }
-        Request::GetPreferences { id } => {
-            Ok(Reply::ok(views::preferences(&db.get(id, caller).await?.user)))
-        }
+        Request::GetPreferences { id } => Ok(Reply::ok(views::preferences(
+            &db.get(id, caller).await?.user,
+        ))),
         Request::UpdatePreferences { id, patch } => {
             let edit = |u: &User| edits::preferences(u, &patch, corr);
             modify(&db, id, keyed, edit, views::preferences).await

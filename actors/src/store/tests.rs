@@ -179,3 +179,82 @@ async fn events_over_the_bounds_are_refused_on_write() {
     assert_eq!(n, 1);
     db.drop_now().await;
 }
+
+/// Creates sent together are committed in groups, and each keeps its own answer: a taken
+/// address fails that create only, a key sent twice is written once, every created user has
+/// its one event.
+#[actix::test]
+async fn creates_sent_together_each_get_their_own_answer() {
+    use crate::domain::{CorrelationId, Email, NewUser, PasswordHash, UserName};
+
+    let db = TestDb::new().await;
+    let store = UserStore::new(Store::new(
+        db.pool.clone(),
+        UserCache::disabled(),
+        Arc::new(BillingKeys::development()),
+    ))
+    .start();
+    let create = |email: &str, key: Option<&str>| {
+        let caller = Caller {
+            name: "test".into(),
+            can_read_credentials: false,
+        };
+        let ctx = CallContext::new(caller, CorrelationId::generate()).keyed(key);
+        let new = NewUser {
+            name: UserName::parse("Grouped").unwrap(),
+            email: Email::parse(email).unwrap(),
+            password: PasswordHash::parse("$2b$10$abcdefghijklmnopqrstuv").unwrap(),
+        };
+        store.send(Execute {
+            ctx,
+            request: Request::Create(new),
+        })
+    };
+    let mut sent = Vec::new();
+    for i in 0..40 {
+        sent.push(create(&format!("u{i}@example.com"), None));
+    }
+    sent.push(create("twice@example.com", None));
+    sent.push(create("twice@example.com", None));
+    sent.push(create("keyed@example.com", Some("k1")));
+    sent.push(create("keyed@example.com", Some("k1")));
+    let answers: Vec<_> = futures::future::join_all(sent)
+        .await
+        .into_iter()
+        .map(|a| a.expect("the store answers"))
+        .collect();
+
+    let created: Vec<&Reply> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+    assert!(created.iter().all(|r| r.status == ReplyStatus::Created));
+    let codes = |code| {
+        answers
+            .iter()
+            .filter(|a| matches!(a, Err(e) if e.code() == code))
+            .count()
+    };
+    let (taken, running) = (
+        codes(crate::ErrorCode::EmailTaken),
+        codes(crate::ErrorCode::Conflict),
+    );
+    // 40 distinct, one of the two "twice", and the keyed one: answered once as created and
+    // once as a replay of that same reply, or as still running.
+    assert_eq!(taken, 1, "{answers:?}");
+    assert_eq!(created.len() + running, 43, "{answers:?}");
+    let keyed: Vec<_> = answers[42..]
+        .iter()
+        .filter_map(|a| a.as_ref().ok())
+        .collect();
+    if let [first, second] = keyed.as_slice() {
+        assert_eq!(first.data, second.data, "a replay answers as the first did");
+    }
+    let count = |sql| sqlx::query_scalar::<_, i64>(sql).fetch_one(&db.pool);
+    assert_eq!(count("SELECT count(*) FROM users").await.unwrap(), 42);
+    assert_eq!(count("SELECT count(*) FROM outbox").await.unwrap(), 42);
+    assert_eq!(
+        count("SELECT count(*) FROM applied_requests")
+            .await
+            .unwrap(),
+        1
+    );
+    db.drop_now().await;
+}
