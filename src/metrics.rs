@@ -22,6 +22,11 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                     Matcher::Full(user_core::metrics::DURATION.to_owned()),
                     &BUCKETS,
                 )
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full(user_core::metrics::CREATE_GROUP_DURATION.to_owned()),
+                    &BUCKETS,
+                )
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
             user_core::metrics::describe();

@@ -30,6 +30,10 @@ pub const AUTH_FAILURES: &str = "user_service_auth_failures_total";
 pub const OUTBOX_PENDING: &str = "user_service_outbox_pending";
 pub const OUTBOX_DEAD: &str = "user_service_outbox_dead";
 pub const EVENTS_DEAD: &str = "user_service_events_dead_total";
+/// Creates committed together, per group (see `store::group`).
+pub const CREATE_GROUP_SIZE: &str = "user_service_create_group_size";
+/// How long a group of creates took, from its start to its commit.
+pub const CREATE_GROUP_DURATION: &str = "user_service_create_group_duration_seconds";
 
 /// Why an event was set aside as dead (the `reason` label of [`EVENTS_DEAD`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,5 +125,14 @@ pub fn describe() {
     metrics::describe_counter!(
         EVENTS_DEAD,
         "Events set aside as dead, by reason (unencodable, refused)"
+    );
+    metrics::describe_histogram!(
+        CREATE_GROUP_SIZE,
+        "Creates committed together in one transaction"
+    );
+    metrics::describe_histogram!(
+        CREATE_GROUP_DURATION,
+        metrics::Unit::Seconds,
+        "Time from a group of creates' start to its commit"
     );
 }

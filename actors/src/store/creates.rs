@@ -8,13 +8,15 @@ use sqlx::types::Uuid;
 use tokio::sync::oneshot;
 
 use super::group::{self, Pending};
-use super::ledger::Keyed;
+use super::ledger::{self, Keyed};
 use super::ops::{Db, begin};
 use super::outbox;
 use crate::core::Reply;
+use crate::crypto::BillingKeys;
 use crate::domain::{CorrelationId, NewUser, Timestamp, User, UserId};
 use crate::error::CoreError;
 use crate::events::{Event, EventType};
+use crate::views;
 
 /// One create: a group of one (see [`super::group`]).
 pub(super) async fn create(
@@ -50,48 +52,40 @@ pub(super) async fn invalidate_created(db: &Db, created: impl IntoIterator<Item 
         .await;
 }
 
-/// Inserts users in one statement with their USER_CREATED events (each with its request's
-/// correlation id), in the caller's transaction. Each input gets `Ok(user)`, or
-/// `Err(email)` when its address is already taken (by a live user or by an earlier entry).
+/// One user to insert: what was asked, the request's correlation id (for its event), and its
+/// request key when its reply goes into the ledger with it.
+pub(super) struct Insert<'a> {
+    pub(super) new: NewUser,
+    pub(super) corr: &'a CorrelationId,
+    pub(super) keyed: Option<&'a Keyed>,
+}
+
+/// Inserts users, their USER_CREATED events and the ledger entries of the keyed ones in one
+/// statement (in the caller's transaction, or committing by itself). Each input gets its
+/// user and `201` reply, or `Err(email)` when its address is already taken (by a live user
+/// or by an earlier entry); a taken address writes nothing of that user.
 pub(super) async fn insert_users(
-    tx: &mut sqlx::PgConnection,
-    new: Vec<(NewUser, &CorrelationId)>,
-) -> Result<Vec<Result<User, String>>, CoreError> {
+    conn: &mut sqlx::PgConnection,
+    keys: &BillingKeys,
+    inserts: Vec<Insert<'_>>,
+) -> Result<Vec<Result<(User, Reply), String>>, CoreError> {
     let now = Timestamp::now();
-    let ids: Vec<UserId> = new.iter().map(|_| UserId::generate()).collect();
-    let uuids: Vec<Uuid> = ids.iter().map(UserId::as_uuid).collect();
-    let emails: Vec<&str> = new.iter().map(|(n, _)| n.email.as_ref()).collect();
-    let names: Vec<&str> = new.iter().map(|(n, _)| n.name.as_ref()).collect();
-    let hashes: Vec<&str> = new.iter().map(|(n, _)| n.password.as_ref()).collect();
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO users (id, email, name, password_hash, created_at, updated_at)
-         SELECT id, email, name, hash, $5, $5
-           FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[])
-                AS t(id, email, name, hash)
-         ON CONFLICT (lower(email)) WHERE deleted_at IS NULL DO NOTHING
-         RETURNING id",
-    )
-    .bind(&uuids)
-    .bind(&emails)
-    .bind(&names)
-    .bind(&hashes)
-    .bind(now.as_datetime())
-    .fetch_all(&mut *tx)
-    .await?;
-    let inserted: HashSet<Uuid> = inserted.into_iter().collect();
-    let mut events = Vec::with_capacity(inserted.len());
-    let mut results = Vec::with_capacity(new.len());
-    for ((n, corr), id) in new.into_iter().zip(ids) {
-        if !inserted.contains(&id.as_uuid()) {
-            results.push(Err(n.email.to_string()));
-            continue;
-        }
-        let data = json!({"name": n.name, "email": n.email});
-        events.push(Event::new(EventType::UserCreated, id, corr, data));
-        results.push(Ok(User {
-            id,
-            email: n.email,
-            name: n.name,
+    let n = inserts.len();
+    let (mut uuids, mut emails, mut names, mut hashes) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut event_ids, mut payloads) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut ledger_users, mut ledger_keys, mut methods, mut fingerprints, mut bodies) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut candidates = Vec::with_capacity(n);
+    for Insert { new, corr, keyed } in inserts {
+        let user = User {
+            id: UserId::generate(),
+            email: new.email,
+            name: new.name,
             avatar_url: None,
             is_active: true,
             last_login_at: None,
@@ -103,10 +97,75 @@ pub(super) async fn insert_users(
             billing_info: None,
             billing_stats: Default::default(),
             metadata: Default::default(),
-        }));
+        };
+        let id = user.id.as_uuid();
+        let data = json!({"name": user.name, "email": user.email});
+        let event = Event::new(EventType::UserCreated, user.id, corr, data);
+        event_ids.push(event.event_id);
+        payloads.push(outbox::stored(&event)?);
+        let reply = Reply::created(views::user(&user));
+        if let Some(k) = keyed {
+            ledger_users.push(id);
+            ledger_keys.push(k.key());
+            methods.push(k.method());
+            fingerprints.push(k.fingerprint());
+            bodies.push(ledger::stored_body(keys, &reply)?);
+        }
+        uuids.push(id);
+        emails.push(user.email.to_string());
+        names.push(user.name.to_string());
+        hashes.push(new.password.to_string());
+        candidates.push((user, reply));
     }
-    outbox::append(tx, &events).await?;
-    Ok(results)
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "WITH u AS (
+            INSERT INTO users (id, email, name, password_hash, created_at, updated_at)
+            SELECT id, email, name, hash, $5, $5
+              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS t(id, email, name, hash)
+            ON CONFLICT (lower(email)) WHERE deleted_at IS NULL DO NOTHING
+            RETURNING id
+         ), events AS (
+            INSERT INTO outbox (event_id, user_id, event_type, routing_key, payload)
+            SELECT e.event_id, e.user_id, $8, $9, e.payload::json
+              FROM UNNEST($6::uuid[], $1::uuid[], $7::text[]) WITH ORDINALITY
+                   AS e(event_id, user_id, payload, n)
+             WHERE e.user_id IN (SELECT id FROM u)
+             ORDER BY e.n
+         ), ledger AS (
+            INSERT INTO applied_requests (request_key, method, fingerprint, status, body)
+            SELECT r.request_key, r.method, r.fingerprint, 201, r.body::json
+              FROM UNNEST($10::uuid[], $11::text[], $12::text[], $13::text[], $14::text[])
+                   AS r(user_id, request_key, method, fingerprint, body)
+             WHERE r.user_id IN (SELECT id FROM u)
+         )
+         SELECT id FROM u",
+    )
+    .bind(&uuids)
+    .bind(&emails)
+    .bind(&names)
+    .bind(&hashes)
+    .bind(now.as_datetime())
+    .bind(&event_ids)
+    .bind(&payloads)
+    .bind(EventType::UserCreated.as_str())
+    .bind(EventType::UserCreated.routing_key())
+    .bind(&ledger_users)
+    .bind(&ledger_keys)
+    .bind(&methods)
+    .bind(&fingerprints)
+    .bind(&bodies)
+    .fetch_all(&mut *conn)
+    .await?;
+    let inserted: HashSet<Uuid> = inserted.into_iter().collect();
+    Ok(candidates
+        .into_iter()
+        .map(
+            |(user, reply)| match inserted.contains(&user.id.as_uuid()) {
+                true => Ok((user, reply)),
+                false => Err(user.email.to_string()),
+            },
+        )
+        .collect())
 }
 
 /// Validates each item on its own; the valid ones go to the database in one insert. A
@@ -132,11 +191,19 @@ pub(super) async fn batch_create(
         }
     }
     let mut tx = begin!(db, keyed);
-    let inserted = insert_users(&mut tx, valid.into_iter().map(|n| (n, corr)).collect()).await?;
+    let inserts = valid
+        .into_iter()
+        .map(|new| Insert {
+            new,
+            corr,
+            keyed: None,
+        })
+        .collect();
+    let inserted = insert_users(&mut tx, &db.keys, inserts).await?;
     let (mut created, mut conflicts) = (Vec::new(), 0);
     for (index, outcome) in valid_at.into_iter().zip(inserted) {
         results[index] = match outcome {
-            Ok(user) => {
+            Ok((user, _)) => {
                 let item = json!({"index": index, "status": "created", "id": user.id});
                 created.push(user);
                 item

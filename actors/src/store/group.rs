@@ -11,13 +11,13 @@ use sqlx::types::Json;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::creates::{insert_users, invalidate_created};
+use super::creates::{Insert, insert_users, invalidate_created};
 use super::ledger::{self, Keyed};
 use super::ops::Db;
 use crate::core::Reply;
-use crate::domain::{CorrelationId, NewUser};
+use crate::domain::{CorrelationId, NewUser, User};
 use crate::error::CoreError;
-use crate::views;
+use crate::metrics;
 
 /// Most creates in one transaction.
 pub(super) const MAX_GROUP: usize = 64;
@@ -88,6 +88,36 @@ enum Sorted {
 }
 
 async fn attempt(db: &Db, group: Vec<Pending>) -> Attempt {
+    ::metrics::histogram!(metrics::CREATE_GROUP_SIZE).record(group.len() as f64);
+    match group.iter().any(|p| p.keyed.is_some()) {
+        true => in_transaction(db, group).await,
+        false => in_one_statement(db, group).await,
+    }
+}
+
+/// Without request keys, the group is one statement that commits by itself.
+async fn in_one_statement(db: &Db, group: Vec<Pending>) -> Attempt {
+    let started = Instant::now();
+    let mut conn = match db.pool.acquire().await {
+        Ok(conn) => conn,
+        Err(e) => return Attempt::Failed(group, e.into()),
+    };
+    // The statement commits: the deadlines are checked just before it.
+    if group.iter().any(Pending::expired) {
+        return Attempt::Expired(group);
+    }
+    match write(db, &mut conn, &group).await {
+        Ok(outcome) => {
+            committed(db, started, group, outcome).await;
+            Attempt::Done
+        }
+        Err(e) => Attempt::Failed(group, e),
+    }
+}
+
+/// With request keys: their locks, their lookup, the write and the commit, in a transaction.
+async fn in_transaction(db: &Db, group: Vec<Pending>) -> Attempt {
+    let started = Instant::now();
     let mut tx = match db.pool.begin().await {
         Ok(tx) => tx,
         Err(e) => return Attempt::Failed(group, e.into()),
@@ -122,14 +152,20 @@ async fn attempt(db: &Db, group: Vec<Pending>) -> Attempt {
         answered.into_iter().for_each(|(p, r)| p.reply(r));
         return Attempt::Done;
     }
+    answered.into_iter().for_each(|(p, r)| p.reply(r));
+    committed(db, started, fresh, outcome).await;
+    Attempt::Done
+}
+
+/// After the commit: wake the publisher, tell every instance, answer.
+async fn committed(db: &Db, started: Instant, written: Vec<Pending>, outcome: Vec<Outcome>) {
     db.signal.raise();
+    ::metrics::histogram!(metrics::CREATE_GROUP_DURATION).record(started.elapsed());
     let created: Vec<_> = outcome.iter().filter_map(|r| r.as_ref().ok()).collect();
     invalidate_created(db, created.iter().map(|(user, _)| user)).await;
-    for (p, result) in fresh.into_iter().zip(outcome) {
+    for (p, result) in written.into_iter().zip(outcome) {
         p.reply(result.map(|(_, reply)| reply));
     }
-    answered.into_iter().for_each(|(p, r)| p.reply(r));
-    Attempt::Done
 }
 
 /// Takes the lock of every request key and looks them up: a key held elsewhere (or twice in
@@ -182,30 +218,29 @@ async fn sort(
     Ok(sorted.collect())
 }
 
-/// Inserts the fresh creates and records the keyed ones' replies. Each gets its user and
-/// reply, or its own error.
+/// How one create of a group turned out: its user and reply, or its own error.
+type Outcome = Result<(User, Reply), CoreError>;
+
+/// Inserts the creates with their events and ledger entries.
 async fn write(
     db: &Db,
-    tx: &mut sqlx::PgConnection,
+    conn: &mut sqlx::PgConnection,
     fresh: &[Pending],
-) -> Result<Vec<Result<(crate::domain::User, Reply), CoreError>>, CoreError> {
+) -> Result<Vec<Outcome>, CoreError> {
     if fresh.is_empty() {
         return Ok(Vec::new());
     }
-    let new = fresh.iter().map(|p| (p.new.clone(), &p.corr)).collect();
-    let inserted = insert_users(&mut *tx, new).await?;
-    let outcome: Vec<_> = inserted
-        .into_iter()
-        .map(|r| match r {
-            Ok(user) => Ok((user.clone(), Reply::created(views::user(&user)))),
-            Err(email) => Err(CoreError::EmailTaken(email)),
+    let inserts = fresh
+        .iter()
+        .map(|p| Insert {
+            new: p.new.clone(),
+            corr: &p.corr,
+            keyed: p.keyed.as_ref(),
         })
         .collect();
-    let records: Vec<(&Keyed, &Reply)> = fresh
-        .iter()
-        .zip(&outcome)
-        .filter_map(|(p, r)| Some((p.keyed.as_ref()?, &r.as_ref().ok()?.1)))
-        .collect();
-    ledger::record_all(&mut *tx, &db.keys, &records).await?;
-    Ok(outcome)
+    let inserted = insert_users(conn, &db.keys, inserts).await?;
+    Ok(inserted
+        .into_iter()
+        .map(|r| r.map_err(CoreError::EmailTaken))
+        .collect())
 }

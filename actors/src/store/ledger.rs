@@ -37,6 +37,14 @@ impl Keyed {
         &self.key
     }
 
+    pub(super) fn method(&self) -> &'static str {
+        self.method
+    }
+
+    pub(super) fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
     /// `None` without a key, or for a read (reads change nothing and need no ledger).
     pub(super) fn new(key: Option<&str>, req: &Request) -> Option<Self> {
         let key = key?;
@@ -199,46 +207,30 @@ pub(super) async fn record(
     keyed: Option<&Keyed>,
     reply: &Reply,
 ) -> Result<(), CoreError> {
-    match keyed {
-        Some(k) => record_all(conn, keys, &[(k, reply)]).await,
-        None => Ok(()),
-    }
-}
-
-/// [`record`] for many writes of one transaction, in one statement.
-pub(super) async fn record_all(
-    conn: &mut PgConnection,
-    keys: &BillingKeys,
-    records: &[(&Keyed, &Reply)],
-) -> Result<(), CoreError> {
-    if records.is_empty() {
+    let Some(k) = keyed else {
         return Ok(());
-    }
-    let mut bodies = Vec::with_capacity(records.len());
-    for (_, reply) in records {
-        let mut body = reply.data.to_value();
-        if let Some(info) = body.get_mut("billingInfo") {
-            keys.seal_billing(info)?;
-        }
-        bodies.push(body.to_string());
-    }
-    let column = |f: fn(&Keyed) -> &str| records.iter().map(|(k, _)| f(k)).collect::<Vec<_>>();
-    let statuses: Vec<i16> = records
-        .iter()
-        .map(|(_, r)| i16::try_from(r.status.code()).unwrap_or(i16::MAX))
-        .collect();
+    };
     sqlx::query(
         "INSERT INTO applied_requests (request_key, method, fingerprint, status, body)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int2[], $5::text[]::json[])",
+         VALUES ($1, $2, $3, $4, $5::json)",
     )
-    .bind(column(|k| k.key.as_str()))
-    .bind(column(|k| k.method))
-    .bind(column(|k| k.fingerprint.as_str()))
-    .bind(&statuses)
-    .bind(&bodies)
+    .bind(&k.key)
+    .bind(k.method)
+    .bind(&k.fingerprint)
+    .bind(i16::try_from(reply.status.code()).unwrap_or(i16::MAX))
+    .bind(stored_body(keys, reply)?)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// A reply as the ledger keeps it: JSON text, its billing fields sealed.
+pub(super) fn stored_body(keys: &BillingKeys, reply: &Reply) -> Result<String, CoreError> {
+    let mut body = reply.data.to_value();
+    if let Some(info) = body.get_mut("billingInfo") {
+        keys.seal_billing(info)?;
+    }
+    Ok(body.to_string())
 }
 
 /// Deletes ledger rows older than `retention`: a request redelivered after that is new again.

@@ -76,7 +76,7 @@ pub(super) async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<
 }
 
 /// The event's JSON as stored, within the size and depth the publisher accepts.
-fn stored(event: &Event) -> Result<String, CoreError> {
+pub(super) fn stored(event: &Event) -> Result<String, CoreError> {
     let value = serde_json::to_value(event)
         .map_err(|e| CoreError::Internal(format!("event not serialisable: {e}")))?;
     encode::check_bounds(&value).map_err(|refusal| {
