@@ -53,24 +53,48 @@ impl DeadReason {
     }
 }
 
-/// `service` is the caller's name, `endpoint` the operation's name.
+/// `service` is the caller's name, `endpoint` the operation's name. Labels are borrowed
+/// where they can be: this runs for every request.
 pub fn record_request(
     service: &str,
-    endpoint: &str,
+    endpoint: &'static str,
     transport: Transport,
     status: u16,
     elapsed: Duration,
     error: Option<ErrorCode>,
 ) {
-    let (service, endpoint) = (service.to_owned(), endpoint.to_owned());
-    metrics::counter!(REQUESTS, "service" => service.clone(), "endpoint" => endpoint.clone(),
-        "status" => status.to_string(), "transport" => transport.as_str())
+    let service = metrics::SharedString::from(service.to_owned());
+    metrics::counter!(REQUESTS, "service" => service.clone(), "endpoint" => endpoint,
+        "status" => status_label(status), "transport" => transport.as_str())
     .increment(1);
     metrics::histogram!(DURATION, "service" => service.clone(), "endpoint" => endpoint,
         "transport" => transport.as_str())
     .record(elapsed.as_secs_f64());
     if let Some(code) = error {
         metrics::counter!(ERRORS, "service" => service, "error_type" => code.as_str()).increment(1);
+    }
+}
+
+fn status_label(status: u16) -> metrics::SharedString {
+    const KNOWN: [(u16, &str); 14] = [
+        (200, "200"),
+        (201, "201"),
+        (204, "204"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (409, "409"),
+        (413, "413"),
+        (422, "422"),
+        (429, "429"),
+        (500, "500"),
+        (503, "503"),
+        (504, "504"),
+    ];
+    match KNOWN.iter().find(|(code, _)| *code == status) {
+        Some((_, label)) => metrics::SharedString::const_str(label),
+        None => metrics::SharedString::from(status.to_string()),
     }
 }
 
