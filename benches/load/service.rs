@@ -254,3 +254,37 @@ pub async fn delete_queues(amqp_url: &str, queues: &[String]) -> Result<(), Stri
     let _ = conn.close(200, "done".into()).await;
     Ok(())
 }
+
+/// Deletes every Redis key under `prefix`: entries left by an earlier run (whose database is
+/// gone) would answer reads by email with users that no longer exist.
+pub async fn clear_cache(redis_url: &str, prefix: &str) -> Result<(), String> {
+    use deadpool_redis::redis;
+    let client = redis::Client::open(redis_url).map_err(|e| format!("Redis: {e}"))?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| format!("Redis: {e}"))?;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!("Redis SCAN: {e}"))?;
+        if !keys.is_empty() {
+            redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map_err(|e| format!("Redis DEL: {e}"))?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}

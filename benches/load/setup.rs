@@ -55,6 +55,9 @@ impl Setup {
                     http_port: service::free_port()?,
                 };
                 service::reset_database(&db).await?;
+                let redis = std::env::var("REDIS_URL")
+                    .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+                service::clear_cache(&redis, &env.cache_prefix).await?;
                 let rpc = env.rpc_queue.clone();
                 let stale = [rpc.clone(), format!("{rpc}.dlq"), noop_queue.clone()];
                 service::delete_queues(&opts.amqp_url, &stale).await?;
