@@ -190,6 +190,7 @@ impl Application {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
+        tokio::spawn(crate::metrics::upkeep(stop.clone()));
         tracing::info!(addr = ?self.listener.local_addr().ok(), "serving REST");
         let mut http_stop = stop.clone();
         let http = warp::serve(http::filter(self.edge))

@@ -2,6 +2,7 @@
 //! first use; the series themselves are recorded in `user_core::metrics`.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use warp::http::{HeaderValue, header};
@@ -11,6 +12,11 @@ use warp::reply::Response;
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
+
+/// How often the recorder folds the histogram samples it holds into their buckets. It keeps
+/// every sample until then (or until `/metrics` is read): without this, its memory grows with
+/// each request.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// The process's recorder; `None` if another recorder was installed first.
 pub fn handle() -> Option<&'static PrometheusHandle> {
@@ -33,6 +39,18 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             Some(handle)
         })
         .as_ref()
+}
+
+/// Runs the recorder's upkeep every [`UPKEEP_EVERY`] until `stop` turns true.
+pub async fn upkeep(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(handle) = handle() else { return };
+    let mut tick = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => handle.run_upkeep(),
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// The Prometheus text exposition.

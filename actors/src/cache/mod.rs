@@ -41,7 +41,12 @@ const MARKER_TTL: Duration = Duration::from_secs(60);
 const MAX_FILL_AGE: Duration = Duration::from_secs(30);
 /// The in-process copy is bounded in time as well as by invalidations.
 const LOCAL_TTL: Duration = Duration::from_secs(30);
-const LOCAL_CAPACITY: u64 = 20_000;
+/// The in-process copy is bounded by the memory its users take, as [`weight`] estimates it
+/// (about 2 KiB for a user of the default shape, so some 12,000 users); the least used
+/// go first.
+const LOCAL_BYTES: u64 = 24 * 1024 * 1024;
+/// Addresses kept in process, each an address and an id.
+const LOCAL_EMAILS: u64 = 20_000;
 /// Recent invalidations kept to refuse stale fills: small entries, one per write in the last
 /// [`MARKER_TTL`].
 const DROPPED_CAPACITY: u64 = 200_000;
@@ -139,11 +144,12 @@ impl UserCache {
                 ttl: settings.ttl,
                 keys,
                 local: moka::sync::Cache::builder()
-                    .max_capacity(LOCAL_CAPACITY)
+                    .weigher(|_, u| weight(u))
+                    .max_capacity(LOCAL_BYTES)
                     .time_to_live(local_ttl)
                     .build(),
                 emails: moka::sync::Cache::builder()
-                    .max_capacity(LOCAL_CAPACITY)
+                    .max_capacity(LOCAL_EMAILS)
                     .time_to_live(local_ttl)
                     .build(),
                 dropped: moka::sync::Cache::builder()
@@ -337,6 +343,13 @@ impl UserCache {
             unclean: c.unclean.lock().map_or(0, |u| u.len()) as u64,
         }
     }
+}
+
+/// Bytes a cached user holds, estimated: the struct, its rendered JSON, and as much again
+/// for the fields the struct points to (the same text, parsed).
+fn weight(u: &Arc<Rendered>) -> u32 {
+    let json = u.json().get().len();
+    u32::try_from(size_of::<Rendered>() + 2 * json).unwrap_or(u32::MAX)
 }
 
 #[derive(Debug, Clone, Copy)]

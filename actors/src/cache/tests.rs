@@ -116,3 +116,10 @@ async fn the_in_process_copy_is_off_as_soon_as_the_manager_dies() {
     assert!(!cache.figures().listening);
     cleanup(&pool, &prefix).await;
 }
+
+#[test]
+fn a_user_of_the_default_shape_weighs_about_what_the_budget_assumes() {
+    let w = weight(&rendered(&user("Ann")));
+    assert!((1_000..=4_000).contains(&w), "{w}");
+    assert!(LOCAL_BYTES / u64::from(w) >= 5_000);
+}
