@@ -67,6 +67,7 @@ impl Actor for CacheManager {
         );
         ctx.spawn(listen.into_actor(self));
         ctx.run_interval(TICK, move |act, ctx| {
+            inner.sweep();
             let inner = inner.clone();
             let check = async move {
                 // Lenient: a busy instance answers its requests late, which is no reason to

@@ -48,7 +48,8 @@ const LOCAL_BYTES: u64 = 24 * 1024 * 1024;
 /// Addresses kept in process, each an address and an id.
 const LOCAL_EMAILS: u64 = 20_000;
 /// Recent invalidations kept to refuse stale fills: small entries, one per write in the last
-/// [`MARKER_TTL`].
+/// [`MAX_FILL_AGE`] (an older one cannot refuse anything: every fill it could refuse is
+/// older still, and dropped for its age).
 const DROPPED_CAPACITY: u64 = 200_000;
 /// Invalidations remembered while Redis is away; past this, Redis is distrusted as a whole
 /// and this instance's keys are purged once it is back.
@@ -154,7 +155,7 @@ impl UserCache {
                     .build(),
                 dropped: moka::sync::Cache::builder()
                     .max_capacity(DROPPED_CAPACITY)
-                    .time_to_live(MARKER_TTL)
+                    .time_to_live(MAX_FILL_AGE)
                     .build(),
                 listening: AtomicBool::new(false),
                 unclean: Default::default(),
@@ -408,6 +409,14 @@ impl Inner {
         if by_email {
             self.emails.insert(u.user.email.clone(), id);
         }
+    }
+
+    /// Frees what has expired in process now, rather than at the next use of each cache,
+    /// so an idle instance gives its memory back.
+    fn sweep(&self) {
+        self.local.run_pending_tasks();
+        self.emails.run_pending_tasks();
+        self.dropped.run_pending_tasks();
     }
 
     fn drop_local(&self, id: UserId) {
