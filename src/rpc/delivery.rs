@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use lapin::Confirmation;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::ShortString;
@@ -162,7 +163,13 @@ async fn settle(
                 props = props.with_correlation_id(c.clone());
             }
             match reply(channel, reply_to.as_str(), &body, props).await {
-                Ok(()) => ack(delivery, Outcome::Answered).await,
+                Ok(confirm) => {
+                    let outcome = ack(delivery, Outcome::Answered).await;
+                    if let Ok(Confirmation::Nack(_)) = confirm.await {
+                        tracing::warn!("the broker refused a reply; the caller will time out");
+                    }
+                    outcome
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not answer; the request will be redelivered");
                     Outcome::Unsettled

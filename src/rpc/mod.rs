@@ -19,7 +19,9 @@ use lapin::options::{
     ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
+};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use user_core::Core;
@@ -238,15 +240,17 @@ async fn serve(
     }
 }
 
-/// Publishes a reply. Its confirm is not awaited: the caller waits for the reply itself, and
-/// the request's ack that follows on this channel cannot overtake it.
+/// Publishes a reply. Its confirm is not waited for before the request's ack: the caller
+/// waits for the reply itself, and the ack that follows on this channel cannot overtake it.
+/// The confirm is returned, to be awaited after the ack (lapin keeps every confirm that is
+/// dropped unawaited, with its message, until `wait_for_confirms`).
 async fn reply(
     channel: &Channel,
     key: &str,
     body: &[u8],
     props: BasicProperties,
-) -> Result<(), RpcError> {
-    channel
+) -> Result<PublisherConfirm, RpcError> {
+    Ok(channel
         .basic_publish(
             "".into(),
             key.into(),
@@ -254,8 +258,7 @@ async fn reply(
             body,
             props,
         )
-        .await?;
-    Ok(())
+        .await?)
 }
 
 /// Publishes and waits for the broker's confirm.
