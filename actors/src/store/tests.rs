@@ -36,6 +36,15 @@ impl TestDb {
         Self { name, pool }
     }
 
+    /// A store over this database, without a cache.
+    fn store(&self) -> Store {
+        Store::new(
+            self.pool.clone(),
+            UserCache::disabled(),
+            Arc::new(BillingKeys::development()),
+        )
+    }
+
     async fn drop_now(self) {
         self.pool.close().await;
         let mut admin = PgConnection::connect(ADMIN_URL).await.unwrap();
@@ -63,16 +72,10 @@ fn exists(id: UserId) -> Execute {
 #[actix::test]
 async fn a_panicked_store_is_restarted_and_the_next_request_succeeds() {
     let db = TestDb::new().await;
-    let pool = db.pool.clone();
+    let shared = db.store();
     let (_stop, stopped) = watch::channel(false);
     let actors = Supervision::new(Arbiter::current(), stopped);
-    let store = actors.start("userStore", move || {
-        UserStore::new(Store::new(
-            pool.clone(),
-            UserCache::disabled(),
-            Arc::new(BillingKeys::development()),
-        ))
-    });
+    let store = actors.start("userStore", move || UserStore::new(shared.clone()));
 
     let first = store.addr();
     assert!(
@@ -100,12 +103,7 @@ async fn a_panicked_store_is_restarted_and_the_next_request_succeeds() {
 #[actix::test]
 async fn a_write_past_its_deadline_commits_nothing() {
     let db = TestDb::new().await;
-    let store = UserStore::new(Store::new(
-        db.pool.clone(),
-        UserCache::disabled(),
-        Arc::new(BillingKeys::development()),
-    ))
-    .start();
+    let store = UserStore::new(db.store()).start();
     let new = crate::domain::NewUser {
         name: crate::domain::UserName::parse("Late").unwrap(),
         email: crate::domain::Email::parse("late@example.com").unwrap(),
@@ -188,12 +186,7 @@ async fn creates_sent_together_each_get_their_own_answer() {
     use crate::domain::{CorrelationId, Email, NewUser, PasswordHash, UserName};
 
     let db = TestDb::new().await;
-    let store = UserStore::new(Store::new(
-        db.pool.clone(),
-        UserCache::disabled(),
-        Arc::new(BillingKeys::development()),
-    ))
-    .start();
+    let store = UserStore::new(db.store()).start();
     let create = |email: &str, key: Option<&str>| {
         let caller = Caller {
             name: "test".into(),
