@@ -1,8 +1,9 @@
-//! Group commit of creates. Creates that arrive together share one transaction: one insert
-//! of the users, one of their events, one of their ledger entries, one commit (one WAL
-//! flush). Each keeps its own answer: an address already taken or a request key already
-//! used fails that create only. Should the shared transaction fail, each create is done
-//! again on its own, so one bad create never fails the others.
+//! Group commit of creates. Creates that arrive together share one commit (one WAL flush):
+//! one statement inserts their users, events and ledger entries — on its own when none
+//! carries a request key, else in a transaction after the keys' locks and lookup. Each keeps
+//! its own answer: an address already taken or a request key already used fails that create
+//! only. Should the group fail as a whole, each create is done again on its own, so one bad
+//! create never fails the others.
 
 use std::collections::{HashMap, HashSet};
 
@@ -46,7 +47,7 @@ fn too_late() -> CoreError {
     CoreError::Unavailable("deadline passed; nothing was done".to_owned())
 }
 
-/// Runs `group` as one transaction; on a database failure, each create on its own.
+/// Runs `group` as one commit; on a database failure, each create on its own.
 pub(super) async fn create_all(db: Db, group: Vec<Pending>) {
     let mut group = group;
     loop {
