@@ -250,15 +250,7 @@ async fn reply(
     body: &[u8],
     props: BasicProperties,
 ) -> Result<PublisherConfirm, RpcError> {
-    Ok(channel
-        .basic_publish(
-            "".into(),
-            key.into(),
-            BasicPublishOptions::default(),
-            body,
-            props,
-        )
-        .await?)
+    send(channel, "", key, body, props).await
 }
 
 /// Publishes and waits for the broker's confirm.
@@ -269,20 +261,22 @@ async fn publish(
     body: &[u8],
     props: BasicProperties,
 ) -> Result<(), RpcError> {
-    let confirm = channel
-        .basic_publish(
-            exchange.into(),
-            key.into(),
-            BasicPublishOptions::default(),
-            body,
-            props,
-        )
-        .await?
-        .await?;
-    match confirm {
+    match send(channel, exchange, key, body, props).await?.await? {
         Confirmation::Nack(_) => Err(RpcError::Nacked),
         _ => Ok(()),
     }
+}
+
+async fn send(
+    channel: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<PublisherConfirm, RpcError> {
+    let options = BasicPublishOptions::default();
+    let publishing = channel.basic_publish(exchange.into(), key.into(), options, body, props);
+    Ok(publishing.await?)
 }
 
 /// Message properties for the unit tests of this edge.

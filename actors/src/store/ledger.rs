@@ -21,7 +21,7 @@ use crate::core::{Reply, ReplyStatus};
 use crate::crypto::BillingKeys;
 use crate::domain::NewUser;
 use crate::error::CoreError;
-use crate::request::Request;
+use crate::request::{Method, Request};
 
 /// A write's request key with what identifies the request it first came with.
 #[derive(Debug, Clone)]
@@ -47,14 +47,22 @@ impl Keyed {
 
     /// `None` without a key, or for a read (reads change nothing and need no ledger).
     pub(super) fn new(key: Option<&str>, req: &Request) -> Option<Self> {
-        let key = key?;
         if req.method().is_read() {
             return None;
         }
+        Self::with(key?, req.method(), content(req))
+    }
+
+    /// [`Self::new`] of a `users.create` of `new`, without building the request.
+    pub(super) fn of_create(key: Option<&str>, new: &NewUser) -> Option<Self> {
+        Self::with(key?, Method::Create, new_user(new))
+    }
+
+    fn with(key: &str, method: Method, content: Value) -> Option<Self> {
         Some(Self {
             key: key.to_owned(),
-            method: req.method().as_str(),
-            fingerprint: fingerprint(req),
+            method: method.as_str(),
+            fingerprint: digest(method, content),
         })
     }
 }
@@ -71,7 +79,11 @@ pub fn lock_id(key: &str) -> i64 {
 /// SHA-256 (hex) of the method name and the canonical form of what the request asks: keys
 /// sorted at every level, so the order the caller wrote them in does not matter.
 pub fn fingerprint(req: &Request) -> String {
-    let text = format!("{}\n{}", req.method(), canonical(content(req)));
+    digest(req.method(), content(req))
+}
+
+fn digest(method: Method, content: Value) -> String {
+    let text = format!("{method}\n{}", canonical(content));
     Sha256::digest(text.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -289,6 +301,26 @@ mod tests {
         assert!(Keyed::new(Some("a:k"), &get).is_none());
         assert!(Keyed::new(None, &delete).is_none());
         assert!(Keyed::new(Some("a:k"), &delete).is_some());
+    }
+
+    /// The UserStore keys a create without building its request: the same key either way,
+    /// or a replay would be refused as a different request.
+    #[test]
+    fn a_create_is_keyed_alike_with_or_without_its_request() {
+        let params = json!({"name": "Ann", "email": "ann@example.com", "password": "$2b$10$abcdefghijklmnopqrstuv"});
+        let req = parse(Method::Create, params);
+        let Request::Create(new) = &req else {
+            panic!("a create")
+        };
+        let (a, b) = (
+            Keyed::new(Some("a:k"), &req).unwrap(),
+            Keyed::of_create(Some("a:k"), new).unwrap(),
+        );
+        assert_eq!(
+            (a.key(), a.method(), a.fingerprint()),
+            (b.key(), b.method(), b.fingerprint())
+        );
+        assert!(Keyed::of_create(None, new).is_none());
     }
 
     #[test]

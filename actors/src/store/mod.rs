@@ -86,6 +86,29 @@ impl UserStore {
         }
     }
 
+    /// Queues a create for the next group; answers when its group has.
+    fn queue_create(
+        &mut self,
+        ctx: &mut Context<Self>,
+        call: CallContext,
+        new: crate::domain::NewUser,
+    ) -> ResponseFuture<Result<Reply, CoreError>> {
+        let (answer, answered) = oneshot::channel();
+        self.waiting.push(group::Pending {
+            keyed: ledger::Keyed::of_create(call.request_key.as_deref(), &new),
+            new,
+            corr: call.correlation_id,
+            deadline: call.deadline,
+            answer,
+        });
+        self.start_groups(ctx);
+        Box::pin(async move {
+            answered
+                .await
+                .unwrap_or_else(|_| Err(CoreError::Internal("a create went unanswered".to_owned())))
+        })
+    }
+
     fn start_groups(&mut self, ctx: &mut Context<Self>) {
         while self.groups_running < GROUPS_RUNNING && !self.waiting.is_empty() {
             let size = self.waiting.len().min(group::MAX_GROUP);
@@ -126,26 +149,10 @@ impl Handler<Execute> for UserStore {
 
     fn handle(&mut self, msg: Execute, ctx: &mut Self::Context) -> Self::Result {
         let Execute { ctx: call, request } = msg;
-        if let Request::Create(_) = &request {
-            let keyed = ledger::Keyed::new(call.request_key.as_deref(), &request);
-            let Request::Create(new) = request else {
-                unreachable!("matched above")
-            };
-            let (answer, answered) = oneshot::channel();
-            self.waiting.push(group::Pending {
-                new,
-                keyed,
-                corr: call.correlation_id,
-                deadline: call.deadline,
-                answer,
-            });
-            self.start_groups(ctx);
-            return Box::pin(async move {
-                answered.await.unwrap_or_else(|_| {
-                    Err(CoreError::Internal("a create went unanswered".to_owned()))
-                })
-            });
-        }
+        let request = match request {
+            Request::Create(new) => return self.queue_create(ctx, call, new),
+            other => other,
+        };
         // The deadline is checked where a write would commit, never by dropping the work
         // mid-way: a commit once started finishes, and so does its cache invalidation.
         let db = ops::Db {
