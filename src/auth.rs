@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use subtle::ConstantTimeEq;
-use user_core::metrics::{Transport, record_auth_failure};
-use user_core::{Caller, CoreError};
+use user_actors::metrics::{Transport, record_auth_failure};
+use user_domain::{Caller, CoreError};
 
 use crate::config::AuthConfig;
 
@@ -198,7 +198,7 @@ mod tests {
             service_names: ["library-service".to_owned(), "auth-service".to_owned()].into(),
             allowed_ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
             credential_readers: ["auth-service".to_owned()].into(),
-            failures_per_address: user_core::limits::RateLimit {
+            failures_per_address: user_actors::limits::RateLimit {
                 requests: 3,
                 window: std::time::Duration::from_secs(60),
             },

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use user_core::crypto::BillingKeys;
-use user_core::limits::{DEFAULT_CALLER, RateLimit};
-use user_core::publisher::Envelope;
+use user_actors::crypto::BillingKeys;
+use user_actors::limits::{DEFAULT_CALLER, RateLimit};
+use user_actors::publisher::Envelope;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {message}")]

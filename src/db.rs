@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
-use user_core::retry::Backoff;
+use user_actors::retry::Backoff;
 
 use crate::config::Config;
 

@@ -2,184 +2,17 @@
 
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
 use serde_json::Value;
-use serde_json::value::RawValue;
+use user_domain::call::{CallContext, Reply};
+use user_domain::error::CoreError;
+use user_domain::request::{Method, ParamForm, Request};
 
-use crate::domain::CorrelationId;
-use crate::error::CoreError;
 use crate::limits::RateLimits;
-use crate::request::{Method, ParamForm, Request};
 use crate::store::{Execute, Store, UserStore};
 use crate::supervisor::ActorHandle;
 
 /// How long a request waits for a UserStore that is restarting before it answers 503.
 const STORE_PATIENCE: Duration = Duration::from_secs(2);
-
-/// Who is calling, as the edge authenticated them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub name: String,
-    /// May read password hashes (`CREDENTIAL_READERS`).
-    pub can_read_credentials: bool,
-}
-
-impl Caller {
-    /// The caller of local open mode (no keys configured, loopback only).
-    pub const LOCAL: &str = "local";
-    /// A holder of the shared secret that named no declared service.
-    pub const INTERNAL: &str = "internal";
-    /// A request that did not authenticate (for metrics only).
-    pub const ANONYMOUS: &str = "anonymous";
-}
-
-/// What travels with every request into the core: the caller and the correlation id that
-/// ties logs, replies and events together.
-#[derive(Debug, Clone)]
-pub struct CallContext {
-    pub caller: Caller,
-    pub correlation_id: CorrelationId,
-    /// Identifies one request across redeliveries and retries (an RPC message id, an
-    /// `Idempotency-Key`): a write that carries a key it already succeeded with answers as it
-    /// did then, from the ledger of applied requests, and changes nothing.
-    pub request_key: Option<String>,
-    /// Work not finished by then is abandoned and rolled back (an RPC `expiration`).
-    pub deadline: Option<tokio::time::Instant>,
-}
-
-impl CallContext {
-    pub fn new(caller: Caller, correlation_id: CorrelationId) -> Self {
-        Self {
-            caller,
-            correlation_id,
-            request_key: None,
-            deadline: None,
-        }
-    }
-
-    /// Sets the key that identifies this request across deliveries (an RPC message id, an
-    /// `Idempotency-Key`). Keys are the caller's own: two callers may use the same one.
-    /// A key that breaks the id rule (1–128 printable ASCII characters) is not used.
-    pub fn keyed(mut self, key: Option<&str>) -> Self {
-        self.request_key = key
-            .filter(|k| CorrelationId::is_valid(k))
-            .map(|k| format!("{}:{k}", self.caller.name));
-        self
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplyStatus {
-    Ok,
-    Created,
-    NoContent,
-}
-
-impl ReplyStatus {
-    pub fn code(self) -> u16 {
-        match self {
-            Self::Ok => 200,
-            Self::Created => 201,
-            Self::NoContent => 204,
-        }
-    }
-
-    pub fn from_code(code: u16) -> Option<Self> {
-        [Self::Ok, Self::Created, Self::NoContent]
-            .into_iter()
-            .find(|s| s.code() == code)
-    }
-}
-
-/// A successful answer, whichever transport carries it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    pub status: ReplyStatus,
-    pub data: Data,
-}
-
-impl Reply {
-    pub fn ok(data: impl Into<Data>) -> Self {
-        Self {
-            status: ReplyStatus::Ok,
-            data: data.into(),
-        }
-    }
-
-    pub fn created(data: impl Into<Data>) -> Self {
-        Self {
-            status: ReplyStatus::Created,
-            data: data.into(),
-        }
-    }
-
-    pub fn no_content() -> Self {
-        Self {
-            status: ReplyStatus::NoContent,
-            data: Data::Value(Value::Null),
-        }
-    }
-}
-
-/// A reply's JSON: a value, or text already serialised (a cached user is rendered once,
-/// so a read, or a batch of them, is a copy rather than a walk).
-#[derive(Debug, Clone)]
-pub enum Data {
-    Value(Value),
-    Raw(Box<RawValue>),
-}
-
-impl Data {
-    /// Serialises `v` now; only fails for a type whose `Serialize` fails.
-    pub fn render(v: &impl Serialize) -> Result<Self, CoreError> {
-        serde_json::value::to_raw_value(v)
-            .map(Self::Raw)
-            .map_err(|e| CoreError::Internal(format!("a reply does not serialise: {e}")))
-    }
-
-    /// As a value (for the ledger, and for tests).
-    pub fn to_value(&self) -> Value {
-        match self {
-            Self::Value(v) => v.clone(),
-            Self::Raw(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
-        }
-    }
-
-    /// The JSON text.
-    pub fn into_bytes(self) -> Vec<u8> {
-        match self {
-            Self::Value(v) => serde_json::to_vec(&v).unwrap_or_default(),
-            Self::Raw(raw) => String::from(Box::<str>::from(raw)).into_bytes(),
-        }
-    }
-}
-
-impl From<Value> for Data {
-    fn from(v: Value) -> Self {
-        Self::Value(v)
-    }
-}
-
-impl Serialize for Data {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Self::Value(v) => v.serialize(s),
-            Self::Raw(raw) => raw.serialize(s),
-        }
-    }
-}
-
-impl PartialEq for Data {
-    fn eq(&self, other: &Self) -> bool {
-        self.to_value() == other.to_value()
-    }
-}
-
-impl PartialEq<Value> for Data {
-    fn eq(&self, other: &Value) -> bool {
-        self.to_value() == *other
-    }
-}
 
 /// The one entry point for every operation. Cheap to clone; shared by both edges.
 #[derive(Clone)]
@@ -250,28 +83,5 @@ fn authorize(ctx: &CallContext, request: &Request) -> Result<(), CoreError> {
             ctx.caller.name
         ))),
         _ => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_keys_belong_to_their_caller() {
-        let ctx = |name: &str| {
-            let caller = Caller {
-                name: name.to_owned(),
-                can_read_credentials: false,
-            };
-            CallContext::new(caller, CorrelationId::generate())
-        };
-        let (a, b) = (ctx("a").keyed(Some("k")), ctx("b").keyed(Some("k")));
-        assert_eq!(a.request_key.as_deref(), Some("a:k"));
-        assert_ne!(a.request_key, b.request_key);
-        assert_eq!(ctx("a").keyed(None).request_key, None);
-        let long = "k".repeat(129);
-        assert_eq!(ctx("a").keyed(Some(&long)).request_key, None);
-        assert_eq!(ctx("a").keyed(Some("a b")).request_key, None);
     }
 }

@@ -15,9 +15,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
-use crate::domain::User;
-use crate::error::CoreError;
-use crate::views::Rendered;
+use user_domain::User;
+use user_domain::error::CoreError;
+use user_domain::views::Rendered;
 
 /// What every sealed value starts with.
 pub const PREFIX: &str = "enc:v1:";

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use actix::{Actor, Context, Handler, Message, MessageResult};
 use serde::Serialize;
 
-use crate::domain::Timestamp;
 use crate::supervisor::ActorHandle;
+use user_domain::Timestamp;
 
 /// How the parts reach the (current) HealthMonitor.
 pub type Health = ActorHandle<HealthMonitor>;

@@ -1,26 +1,21 @@
-//! The core of user-service: domain types that validate on construction, the typed
-//! [`Request`](request::Request) both transports decode into, the [`Core`](core::Core)
-//! dispatcher, and the actors that own state (starting with the [`UserStore`](store::UserStore)).
+//! The actors of user-service, each owning one concern: the [`UserStore`](store::UserStore)
+//! (writes, grouped into transactions), the [`CacheManager`](cache::CacheManager) (the
+//! two-tier cache and its invalidation), the [`EventPublisher`](publisher::EventPublisher)
+//! (the outbox to RabbitMQ), the [`RateLimiter`](limits) and the
+//! [`HealthMonitor`](health); their [`supervisor`]; and the [`Core`] both edges hand each
+//! typed request to. The domain they work on is the `user-domain` crate.
 
 pub mod cache;
 pub mod core;
 pub mod crypto;
-pub mod domain;
-pub mod error;
-pub mod events;
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod fault;
 pub mod health;
-pub mod json;
 pub mod limits;
 pub mod metrics;
 pub mod publisher;
-pub mod request;
 pub mod retry;
 pub mod store;
 pub mod supervisor;
-pub mod views;
 
-pub use crate::core::{CallContext, Caller, Core, Data, Reply, ReplyStatus};
-pub use crate::error::{CoreError, ErrorCode, FieldError};
-pub use crate::request::{Method, ParamForm, Request};
+pub use crate::core::Core;

@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::core::Caller;
-use crate::error::CoreError;
 use crate::health::{Figures, Health, Report, Status};
 use actix::{Actor, AsyncContext, Context};
 use dashmap::DashMap;
+use user_domain::call::Caller;
+use user_domain::error::CoreError;
 
 /// The caller name whose limit applies to callers not named in the configuration.
 pub const DEFAULT_CALLER: &str = "default";

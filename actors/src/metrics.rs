@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::error::ErrorCode;
+use user_domain::error::ErrorCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {

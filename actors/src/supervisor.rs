@@ -19,8 +19,8 @@ use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::domain::Timestamp;
 use crate::retry::Backoff;
+use user_domain::Timestamp;
 
 /// The first restart waits this long (plus jitter); each further failure doubles it…
 const FIRST_RESTART: Duration = Duration::from_millis(100);

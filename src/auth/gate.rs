@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use user_core::CoreError;
-use user_core::limits::{DEFAULT_CALLER, RateLimit, RateLimits};
+use user_actors::limits::{DEFAULT_CALLER, RateLimit, RateLimits};
+use user_domain::CoreError;
 
 /// Failed authentications per source address (REST): past the allowance of a window the
 /// address is refused with 429 until the window ends, before its credentials are even

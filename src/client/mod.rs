@@ -24,7 +24,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
-use user_core::Method;
+use user_domain::Method;
 
 pub use breaker::{Breaker, BreakerConfig, State as BreakerState};
 

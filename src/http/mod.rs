@@ -13,10 +13,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use serde_json::{Map, Value};
 use tracing::Instrument;
-use user_core::domain::CorrelationId;
-use user_core::health::Health;
-use user_core::metrics::{Transport, record_request};
-use user_core::{CallContext, Caller, Core, CoreError, ParamForm};
+use user_actors::Core;
+use user_actors::health::Health;
+use user_actors::metrics::{Transport, record_request};
+use user_domain::CorrelationId;
+use user_domain::{CallContext, Caller, CoreError, ParamForm};
 use warp::Filter;
 use warp::http::{HeaderMap, Method as Http};
 
@@ -34,9 +35,9 @@ pub struct Edge {
     pub pool: sqlx::PgPool,
     pub health: Health,
     /// Every supervised actor's state, read directly (even while the HealthMonitor restarts).
-    pub actors: user_core::supervisor::Supervision,
+    pub actors: user_actors::supervisor::Supervision,
     pub redis: Option<deadpool_redis::Pool>,
-    pub cache: user_core::cache::UserCache,
+    pub cache: user_actors::cache::UserCache,
     pub started: Instant,
 }
 

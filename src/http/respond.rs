@@ -1,8 +1,8 @@
 //! Encoding the core's answer as HTTP, and the error body of contract section 4.
 
 use serde_json::{Value, json};
-use user_core::domain::CorrelationId;
-use user_core::{CoreError, Reply, ReplyStatus};
+use user_domain::CorrelationId;
+use user_domain::{CoreError, Reply, ReplyStatus};
 use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::Response;
 

@@ -2,7 +2,7 @@
 //! only thing the REST edge knows about operations.
 
 use serde_json::{Map, Value};
-use user_core::{CoreError, Method};
+use user_domain::{CoreError, Method};
 use warp::http::Method as Http;
 
 /// The operation a path and HTTP method name, with the params the path carries.

@@ -3,7 +3,7 @@
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
-use user_core::CoreError;
+use user_domain::CoreError;
 
 use super::wire::MAX_BODY_BYTES;
 use super::{RpcEdge, RpcError, publish};

@@ -15,8 +15,8 @@ use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel};
 use tokio::time::Instant;
 use tracing::Instrument;
-use user_core::metrics::{Transport, record_delivery, record_request};
-use user_core::{CallContext, Caller, CoreError, Method, ParamForm, Reply};
+use user_actors::metrics::{Transport, record_delivery, record_request};
+use user_domain::{CallContext, Caller, CoreError, Method, ParamForm, Reply};
 
 use super::dead_letter::dead_letter;
 use super::envelope::{Envelope, deadline, header};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, ShortString};
 use tokio::time::Instant;
-use user_core::domain::CorrelationId;
+use user_domain::CorrelationId;
 
 use super::wire::Dialect;
 

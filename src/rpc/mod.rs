@@ -24,10 +24,10 @@ use lapin::{
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use user_core::Core;
-use user_core::health::{Health, Report, Status};
-use user_core::metrics::record_delivery;
-use user_core::retry::Backoff;
+use user_actors::Core;
+use user_actors::health::{Health, Report, Status};
+use user_actors::metrics::record_delivery;
+use user_actors::retry::Backoff;
 
 use crate::auth::Authenticator;
 
@@ -55,7 +55,7 @@ pub struct RpcEdge {
     pub core: Core,
     pub auth: Arc<Authenticator>,
     /// Seals billing values in the bodies of dead letters.
-    pub billing_keys: Arc<user_core::crypto::BillingKeys>,
+    pub billing_keys: Arc<user_actors::crypto::BillingKeys>,
     pub health: Health,
 }
 

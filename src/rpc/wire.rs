@@ -3,8 +3,8 @@
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
-use user_core::domain::CorrelationId;
-use user_core::{CoreError, Reply, ReplyStatus};
+use user_domain::CorrelationId;
+use user_domain::{CoreError, Reply, ReplyStatus};
 
 /// Bodies above this size get 413 `PAYLOAD_TOO_LARGE` unread.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -121,7 +121,7 @@ pub fn encode(dialect: &Dialect, result: &Result<Reply, CoreError>) -> Vec<u8> {
 }
 
 /// What a reply carries as its data: `null` for 204.
-fn body(r: &Reply) -> Option<&user_core::Data> {
+fn body(r: &Reply) -> Option<&user_domain::Data> {
     (r.status != ReplyStatus::NoContent).then_some(&r.data)
 }
 
@@ -247,7 +247,7 @@ mod tests {
             #[test]
             fn any_body_decodes_or_is_refused(body in bodies()) {
                 if let Err(e) = decode(&body) {
-                    prop_assert_eq!(e.code(), user_core::ErrorCode::ValidationFailed);
+                    prop_assert_eq!(e.code(), user_domain::ErrorCode::ValidationFailed);
                 }
             }
         }

@@ -6,7 +6,7 @@ use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use serde_json::json;
-use user_core::Method;
+use user_domain::Method;
 use user_service::client::{BreakerConfig, BreakerState, Client, ClientConfig, ClientError};
 
 use crate::helpers::AMQP_URL;

@@ -508,7 +508,7 @@ async fn rest_ids_that_break_the_rule() {
 /// dead-lettered when not; the consumer goes on.
 #[tokio::test]
 async fn a_panicking_handler_still_settles_its_delivery() {
-    use user_core::fault::PANIC_CORRELATION_ID;
+    use user_actors::fault::PANIC_CORRELATION_ID;
     let app = TestApp::spawn_with(&[("RPC_PREFETCH", "2")]).await;
     app.until_broker(true).await;
     let mut raw = Raw::connect().await;

@@ -120,7 +120,7 @@ async fn a_message_still_being_processed_is_409_over_rpc() {
     app.until_broker(true).await;
     let mut raw = Raw::connect().await;
     let mut holder = app.db().await;
-    let lock = user_core::store::ledger::lock_id("auth-service:held");
+    let lock = user_actors::store::ledger::lock_id("auth-service:held");
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(lock)
         .execute(&mut holder)

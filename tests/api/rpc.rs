@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use lapin::BasicProperties;
 use reqwest::StatusCode;
 use serde_json::json;
-use user_core::Method;
+use user_domain::Method;
 
 use crate::amqp::{Raw, dead_letters, key, table};
 use crate::helpers::{AUTH_KEY, CATALOG_KEY, HASH, SECRET, TestApp, eventually};

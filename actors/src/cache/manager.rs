@@ -13,9 +13,9 @@ use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 
 use super::{Inner, UserCache};
-use crate::domain::UserId;
 use crate::health::{Health, Report, Status};
 use crate::retry::Backoff;
+use user_domain::UserId;
 
 const TICK: Duration = Duration::from_secs(1);
 /// Failed checks in a row before the subscription is presumed dead and reopened.

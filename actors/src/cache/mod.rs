@@ -28,9 +28,9 @@ use deadpool_redis::Pool;
 use deadpool_redis::redis;
 
 use crate::crypto::BillingKeys;
-use crate::domain::{Email, UserId};
 use crate::metrics;
-use crate::views::Rendered;
+use user_domain::views::Rendered;
+use user_domain::{Email, UserId};
 
 pub use manager::CacheManager;
 

@@ -3,7 +3,7 @@
 use deadpool_redis::redis::AsyncCommands;
 
 use super::*;
-use crate::domain::User;
+use user_domain::User;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
@@ -69,7 +69,7 @@ async fn a_read_that_began_before_a_write_does_not_put_the_old_user_back() {
 
     // A read that began after the write fills as usual, under both keys.
     let new = User {
-        name: crate::domain::UserName::parse("New").unwrap(),
+        name: user_domain::UserName::parse("New").unwrap(),
         ..old.clone()
     };
     cache.fill(after_write, &[rendered(&new)], true).await;

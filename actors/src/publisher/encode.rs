@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Envelope;
-use crate::domain::CorrelationId;
-use crate::json::deeper_than;
+use user_domain::CorrelationId;
+use user_domain::json::deeper_than;
 
 /// Largest serialised event accepted into the outbox (and published).
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;

@@ -1,5 +1,6 @@
 //! Creates: one user, or a batch in one insert, with their USER_CREATED events.
 
+use super::db_error;
 use std::collections::HashSet;
 
 use serde_json::{Value, json};
@@ -11,12 +12,12 @@ use super::group::{self, Pending};
 use super::ledger::{self, Keyed};
 use super::ops::{Db, begin};
 use super::outbox;
-use crate::core::Reply;
 use crate::crypto::BillingKeys;
-use crate::domain::{CorrelationId, NewUser, Timestamp, User, UserId};
-use crate::error::CoreError;
-use crate::events::{Event, EventType};
-use crate::views;
+use user_domain::call::Reply;
+use user_domain::error::CoreError;
+use user_domain::events::{Event, EventType};
+use user_domain::views;
+use user_domain::{CorrelationId, NewUser, Timestamp, User, UserId};
 
 /// One create: a group of one (see [`super::group`]).
 pub(super) async fn create(
@@ -155,7 +156,7 @@ pub(super) async fn insert_users(
     .bind(&fingerprints)
     .bind(&bodies)
     .fetch_all(&mut *conn)
-    .await?;
+    .await.map_err(db_error)?;
     let inserted: HashSet<Uuid> = inserted.into_iter().collect();
     Ok(candidates
         .into_iter()

@@ -7,11 +7,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
-use crate::domain::{CorrelationId, EditableUser, Timestamp, User};
-use crate::error::{CoreError, from_json};
-use crate::events::{Event, EventType};
-use crate::json::{Changes, diff};
-use crate::request::{Patch, Payment};
+use user_domain::error::{CoreError, from_json};
+use user_domain::events::{Event, EventType};
+use user_domain::json::{Changes, diff};
+use user_domain::request::{Patch, Payment};
+use user_domain::{CorrelationId, EditableUser, Timestamp, User};
 
 /// The outcome of an edit. No events means nothing changed and nothing is written.
 pub(super) struct Edit {

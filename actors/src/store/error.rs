@@ -1,27 +1,26 @@
 //! How database failures reach callers: unreachable → `UNAVAILABLE`, anything unexpected →
 //! `INTERNAL` (logged here, never shown).
 
-use crate::error::CoreError;
+use user_domain::error::CoreError;
 
 /// The unique index that makes e-mail addresses case-insensitively unique among live users.
 pub(super) const EMAIL_INDEX: &str = "users_email_live_key";
 
-impl From<sqlx::Error> for CoreError {
-    fn from(e: sqlx::Error) -> Self {
-        use sqlx::Error as E;
-        match &e {
-            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
-                tracing::warn!(error = %e, "database unavailable");
-                CoreError::Unavailable("database is unavailable, retry later".to_owned())
-            }
-            E::Database(db) if is_transient(db.code().as_deref()) => {
-                tracing::warn!(error = %e, "database unavailable");
-                CoreError::Unavailable("database is unavailable, retry later".to_owned())
-            }
-            _ => {
-                tracing::error!(error = %e, "database error");
-                CoreError::Internal(e.to_string())
-            }
+/// The one mapping of a database failure to what the caller sees (use as `.map_err(db_error)`).
+pub(crate) fn db_error(e: sqlx::Error) -> CoreError {
+    use sqlx::Error as E;
+    match &e {
+        E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
+            tracing::warn!(error = %e, "database unavailable");
+            CoreError::Unavailable("database is unavailable, retry later".to_owned())
+        }
+        E::Database(db) if is_transient(db.code().as_deref()) => {
+            tracing::warn!(error = %e, "database unavailable");
+            CoreError::Unavailable("database is unavailable, retry later".to_owned())
+        }
+        _ => {
+            tracing::error!(error = %e, "database error");
+            CoreError::Internal(e.to_string())
         }
     }
 }

@@ -5,6 +5,7 @@
 //! only. Should the group fail as a whole, each create is done again on its own, so one bad
 //! create never fails the others.
 
+use super::db_error;
 use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
@@ -15,10 +16,10 @@ use tokio::time::Instant;
 use super::creates::{Insert, insert_users, invalidate_created};
 use super::ledger::{self, Keyed};
 use super::ops::Db;
-use crate::core::Reply;
-use crate::domain::{CorrelationId, NewUser, User};
-use crate::error::CoreError;
 use crate::metrics;
+use user_domain::call::Reply;
+use user_domain::error::CoreError;
+use user_domain::{CorrelationId, NewUser, User};
 
 /// Most creates in one transaction.
 pub(super) const MAX_GROUP: usize = 64;
@@ -101,7 +102,7 @@ async fn in_one_statement(db: &Db, group: Vec<Pending>) -> Attempt {
     let started = Instant::now();
     let mut conn = match db.pool.acquire().await {
         Ok(conn) => conn,
-        Err(e) => return Attempt::Failed(group, e.into()),
+        Err(e) => return Attempt::Failed(group, db_error(e)),
     };
     // The statement commits: the deadlines are checked just before it.
     if group.iter().any(Pending::expired) {
@@ -121,7 +122,7 @@ async fn in_transaction(db: &Db, group: Vec<Pending>) -> Attempt {
     let started = Instant::now();
     let mut tx = match db.pool.begin().await {
         Ok(tx) => tx,
-        Err(e) => return Attempt::Failed(group, e.into()),
+        Err(e) => return Attempt::Failed(group, db_error(e)),
     };
     let sorted = match sort(db, &mut tx, &group).await {
         Ok(s) => s,
@@ -148,7 +149,7 @@ async fn in_transaction(db: &Db, group: Vec<Pending>) -> Attempt {
     }
     if let Err(e) = tx.commit().await {
         // Whether it committed is unknown: say so rather than try again.
-        let e = CoreError::from(e);
+        let e = db_error(e);
         fresh.into_iter().for_each(|p| p.reply(Err(e.clone())));
         answered.into_iter().for_each(|(p, r)| p.reply(r));
         return Attempt::Done;
@@ -185,7 +186,8 @@ async fn sort(
         sqlx::query_as("SELECT l, pg_try_advisory_xact_lock(l) FROM UNNEST($1::bigint[]) AS t(l)")
             .bind(&locks)
             .fetch_all(&mut *tx)
-            .await?;
+            .await
+            .map_err(db_error)?;
     let locked: HashMap<i64, bool> = locked.into_iter().collect();
     // Looked up after the locks are held, so a write that held one has committed by now.
     let names: Vec<&str> = keys.iter().map(|k| k.key()).collect();
@@ -195,7 +197,8 @@ async fn sort(
     )
     .bind(&names)
     .fetch_all(&mut *tx)
-    .await?;
+    .await
+    .map_err(db_error)?;
     let mut known: HashMap<String, (String, i16, Value)> = rows
         .into_iter()
         .map(|(k, f, s, Json(b))| (k, (f, s, b)))

@@ -10,6 +10,7 @@
 //!
 //! A failed write records nothing. A crash releases the lock with the connection.
 
+use super::db_error;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -17,11 +18,11 @@ use sha2::{Digest, Sha256};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
-use crate::core::{Reply, ReplyStatus};
 use crate::crypto::BillingKeys;
-use crate::domain::NewUser;
-use crate::error::CoreError;
-use crate::request::{Method, Request};
+use user_domain::NewUser;
+use user_domain::call::{Reply, ReplyStatus};
+use user_domain::error::CoreError;
+use user_domain::request::{Method, Request};
 
 /// A write's request key with what identifies the request it first came with.
 #[derive(Debug, Clone)]
@@ -156,14 +157,15 @@ pub(super) async fn begin(
     keys: &BillingKeys,
     keyed: Option<&Keyed>,
 ) -> Result<Begun, CoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin().await.map_err(db_error)?;
     let Some(k) = keyed else {
         return Ok(Begun::Fresh(tx));
     };
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
         .bind(lock_id(&k.key))
         .fetch_one(&mut *tx)
-        .await?;
+        .await
+        .map_err(db_error)?;
     if !locked {
         return Err(still_running());
     }
@@ -172,11 +174,12 @@ pub(super) async fn begin(
     )
     .bind(&k.key)
     .fetch_optional(&mut *tx)
-    .await?;
+    .await
+    .map_err(db_error)?;
     let Some((fingerprint, status, Json(data))) = row else {
         return Ok(Begun::Fresh(tx));
     };
-    tx.rollback().await?;
+    tx.rollback().await.map_err(db_error)?;
     replay(keys, k, &fingerprint, status, data).map(Begun::Replay)
 }
 
@@ -232,7 +235,8 @@ pub(super) async fn record(
     .bind(i16::try_from(reply.status.code()).unwrap_or(i16::MAX))
     .bind(stored_body(keys, reply)?)
     .execute(conn)
-    .await?;
+    .await
+    .map_err(db_error)?;
     Ok(())
 }
 
@@ -262,7 +266,7 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Erro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::{Method, ParamForm};
+    use user_domain::request::{Method, ParamForm};
 
     fn parse(method: Method, params: Value) -> Request {
         Request::parse(method, params, ParamForm::Json).unwrap()

@@ -6,6 +6,7 @@
 mod creates;
 mod edits;
 mod error;
+pub(crate) use error::db_error;
 mod group;
 pub mod ledger;
 mod ops;
@@ -26,10 +27,10 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::cache::UserCache;
-use crate::core::{CallContext, Reply};
 use crate::crypto::BillingKeys;
-use crate::error::CoreError;
-use crate::request::Request;
+use user_domain::call::{CallContext, Reply};
+use user_domain::error::CoreError;
+use user_domain::request::Request;
 
 pub use outbox::{NOTIFY_CHANNEL, OutboxSignal};
 pub use rekey::{RekeyStats, rekey};
@@ -91,7 +92,7 @@ impl UserStore {
         &mut self,
         ctx: &mut Context<Self>,
         call: CallContext,
-        new: crate::domain::NewUser,
+        new: user_domain::NewUser,
     ) -> ResponseFuture<Result<Reply, CoreError>> {
         let (answer, answered) = oneshot::channel();
         self.waiting.push(group::Pending {

@@ -3,6 +3,7 @@
 //! one transaction; a write with a request key records its reply in the [`ledger`] in that
 //! same transaction.
 
+use super::db_error;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -15,13 +16,13 @@ use super::ledger::{self, Keyed};
 use super::outbox::{self, OutboxSignal};
 use super::{creates, payments, rows};
 use crate::cache::UserCache;
-use crate::core::{CallContext, Data, Reply};
 use crate::crypto::BillingKeys;
-use crate::domain::{CorrelationId, Email, Timestamp, User, UserId};
-use crate::error::CoreError;
-use crate::events::{Event, EventType};
-use crate::request::Request;
-use crate::views::{self, Rendered};
+use user_domain::call::{CallContext, Data, Reply};
+use user_domain::error::CoreError;
+use user_domain::events::{Event, EventType};
+use user_domain::request::Request;
+use user_domain::views::{self, Rendered};
+use user_domain::{CorrelationId, Email, Timestamp, User, UserId};
 
 /// What every operation works with: the database, and the cache in front of it.
 #[derive(Clone)]
@@ -143,12 +144,12 @@ impl Db {
         tx: sqlx::Transaction<'_, sqlx::Postgres>,
     ) -> Result<(), CoreError> {
         if self.deadline.is_some_and(|at| Instant::now() >= at) {
-            tx.rollback().await?;
+            tx.rollback().await.map_err(db_error)?;
             return Err(CoreError::Unavailable(
                 "deadline passed; nothing was done".to_owned(),
             ));
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(db_error)?;
         self.signal.raise();
         Ok(())
     }
@@ -279,7 +280,8 @@ async fn delete(
     )
     .bind(id.as_uuid())
     .fetch_optional(&mut *tx)
-    .await?
+    .await
+    .map_err(db_error)?
     .ok_or_else(|| CoreError::UserNotFound(id.to_string()))?;
     outbox::append(
         &mut tx,

@@ -1,12 +1,13 @@
 //! The transactional outbox: events are rows written in the same transaction as the change
 //! they describe, so an event exists if and only if its change committed.
 
+use super::db_error;
 use sqlx::{PgConnection, PgPool, types::Uuid};
 use tokio::sync::mpsc;
 
-use crate::error::CoreError;
-use crate::events::Event;
 use crate::publisher::encode;
+use user_domain::error::CoreError;
+use user_domain::events::Event;
 
 /// Channel notified after commits of new events, so the publisher wakes without polling.
 pub const NOTIFY_CHANNEL: &str = "user_service_outbox";
@@ -71,7 +72,8 @@ pub(super) async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<
     .bind(&keys)
     .bind(&payloads)
     .execute(&mut *conn)
-    .await?;
+    .await
+    .map_err(db_error)?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Payments: each `paymentId` is added to its user's totals once, in one currency.
 
+use super::db_error;
 use serde_json::Value;
 use sqlx::PgConnection;
 use sqlx::types::Uuid;
@@ -8,12 +9,12 @@ use super::edits::{self, Edit};
 use super::ledger::Keyed;
 use super::ops::{Db, begin, save};
 use super::rows;
-use crate::core::Reply;
-use crate::domain::CorrelationId;
-use crate::domain::{Currency, Timestamp, User, UserId};
-use crate::error::CoreError;
-use crate::request::Payment;
-use crate::views;
+use user_domain::CorrelationId;
+use user_domain::call::Reply;
+use user_domain::error::CoreError;
+use user_domain::request::Payment;
+use user_domain::views;
+use user_domain::{Currency, Timestamp, User, UserId};
 
 /// Adds a payment to the user's totals: the payment row and the new totals commit together.
 /// A `paymentId` recorded before answers 200 with the current totals when it is the same
@@ -64,7 +65,8 @@ pub(super) async fn record(
     .bind(currency.as_ref())
     .bind(paid_at.as_datetime())
     .fetch_optional(&mut *tx)
-    .await?;
+    .await
+    .map_err(db_error)?;
     if inserted.is_none() {
         // Recorded by a concurrent request for another user since we looked.
         let earlier = recorded(&mut tx, &p).await?.ok_or_else(|| {
@@ -100,7 +102,8 @@ async fn recorded(conn: &mut PgConnection, p: &Payment) -> Result<Option<Recorde
         )
         .bind(p.payment_id.as_ref())
         .fetch_optional(conn)
-        .await?,
+        .await
+        .map_err(db_error)?,
     )
 }
 
@@ -113,10 +116,11 @@ async fn running_currency(
         sqlx::query_scalar("SELECT currency FROM payments WHERE user_id = $1 LIMIT 1")
             .bind(id.as_uuid())
             .fetch_optional(conn)
-            .await?;
+            .await
+            .map_err(db_error)?;
     stored
         .map(|c| {
-            crate::error::from_json(Value::String(c), "currency")
+            user_domain::error::from_json(Value::String(c), "currency")
                 .map_err(|e| CoreError::Internal(format!("stored payment currency: {e}")))
         })
         .transpose()

@@ -11,11 +11,12 @@
 //! long as the old key stays in `BILLING_KEYS` (drop an old key only after a rekey, and
 //! once cached entries have expired).
 
+use super::db_error;
 use sqlx::PgPool;
 use sqlx::types::{Json, Uuid};
 
 use crate::crypto::BillingKeys;
-use crate::error::CoreError;
+use user_domain::error::CoreError;
 
 /// What a rekey did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,7 +33,7 @@ pub async fn rekey(pool: &PgPool, keys: &BillingKeys, batch: i64) -> Result<Reke
     let mut stats = RekeyStats::default();
     let mut after = Uuid::nil();
     loop {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin().await.map_err(db_error)?;
         let rows: Vec<(Uuid, Json<serde_json::Value>)> = sqlx::query_as(
             "SELECT id, billing_info FROM users
              WHERE id > $1 AND billing_info IS NOT NULL
@@ -42,7 +43,8 @@ pub async fn rekey(pool: &PgPool, keys: &BillingKeys, batch: i64) -> Result<Reke
         .bind(after)
         .bind(batch.max(1))
         .fetch_all(&mut *tx)
-        .await?;
+        .await
+        .map_err(db_error)?;
         let Some((last, _)) = rows.last() else {
             break;
         };
@@ -57,11 +59,12 @@ pub async fn rekey(pool: &PgPool, keys: &BillingKeys, batch: i64) -> Result<Reke
                     .bind(id)
                     .bind(Json(&info))
                     .execute(&mut *tx)
-                    .await?;
+                    .await
+                    .map_err(db_error)?;
                 stats.changed += 1;
             }
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(db_error)?;
     }
     Ok(stats)
 }

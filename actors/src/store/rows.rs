@@ -1,5 +1,6 @@
 //! The users table, row by row.
 
+use super::db_error;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::{Json, Uuid};
@@ -7,10 +8,10 @@ use sqlx::{FromRow, PgConnection, PgExecutor};
 
 use super::error::is_email_taken;
 use crate::crypto::BillingKeys;
-use crate::domain::{
+use user_domain::error::{CoreError, from_json};
+use user_domain::{
     Amount, AvatarUrl, BillingStats, Email, PasswordHash, Timestamp, User, UserId, UserName,
 };
-use crate::error::{CoreError, from_json};
 
 /// `SELECT` of every column [`UserRow`] reads (after any `$extra` columns), followed by the
 /// rest of the statement.
@@ -111,7 +112,8 @@ pub(super) async fn fetch_for_update(
     let row: Option<UserRow> = sqlx::query_as(sql)
         .bind(id.as_uuid())
         .fetch_optional(conn)
-        .await?;
+        .await
+        .map_err(db_error)?;
     row.map(|r| r.into_user(keys))
         .transpose()?
         .ok_or_else(|| CoreError::UserNotFound(id.to_string()))
@@ -124,7 +126,11 @@ pub(super) async fn fetch_many(
 ) -> Result<Vec<User>, CoreError> {
     let sql = select_users!("WHERE id = ANY($1) AND deleted_at IS NULL");
     let uuids: Vec<Uuid> = ids.iter().map(UserId::as_uuid).collect();
-    let rows: Vec<UserRow> = sqlx::query_as(sql).bind(&uuids).fetch_all(db).await?;
+    let rows: Vec<UserRow> = sqlx::query_as(sql)
+        .bind(&uuids)
+        .fetch_all(db)
+        .await
+        .map_err(db_error)?;
     rows.into_iter().map(|r| r.into_user(keys)).collect()
 }
 
@@ -147,7 +153,8 @@ pub(super) async fn fetch_credentials(
     let row: Option<Row> = sqlx::query_as(sql)
         .bind(email.as_ref())
         .fetch_optional(db)
-        .await?;
+        .await
+        .map_err(db_error)?;
     row.map(|r| {
         let hash = PasswordHash::parse(r.password_hash).map_err(|e| {
             CoreError::Internal(format!("stored user has an invalid password hash: {e}"))
@@ -166,7 +173,8 @@ pub(super) async fn fetch_by_email(
     let row: Option<UserRow> = sqlx::query_as(sql)
         .bind(email.as_ref())
         .fetch_optional(db)
-        .await?;
+        .await
+        .map_err(db_error)?;
     row.map(|r| r.into_user(keys)).transpose()
 }
 
@@ -215,7 +223,7 @@ pub(super) async fn save(
         if is_email_taken(&e) {
             CoreError::EmailTaken(u.email.to_string())
         } else {
-            e.into()
+            db_error(e)
         }
     })?;
     Ok(())

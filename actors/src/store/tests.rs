@@ -8,10 +8,10 @@ use tokio::sync::watch;
 
 use super::*;
 use crate::cache::UserCache;
-use crate::core::{Caller, ReplyStatus};
-use crate::domain::UserId;
 use crate::fault::Crash;
 use crate::supervisor::{ActorStatus, Supervision};
+use user_domain::UserId;
+use user_domain::call::{Caller, ReplyStatus};
 
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -63,7 +63,7 @@ fn exists(id: UserId) -> Execute {
                 name: "test".into(),
                 can_read_credentials: false,
             },
-            crate::domain::CorrelationId::generate(),
+            user_domain::CorrelationId::generate(),
         ),
         request: Request::Exists { id },
     }
@@ -104,10 +104,10 @@ async fn a_panicked_store_is_restarted_and_the_next_request_succeeds() {
 async fn a_write_past_its_deadline_commits_nothing() {
     let db = TestDb::new().await;
     let store = UserStore::new(db.store()).start();
-    let new = crate::domain::NewUser {
-        name: crate::domain::UserName::parse("Late").unwrap(),
-        email: crate::domain::Email::parse("late@example.com").unwrap(),
-        password: crate::domain::PasswordHash::parse(
+    let new = user_domain::NewUser {
+        name: user_domain::UserName::parse("Late").unwrap(),
+        email: user_domain::Email::parse("late@example.com").unwrap(),
+        password: user_domain::PasswordHash::parse(
             "$2b$10$abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX",
         )
         .unwrap(),
@@ -148,10 +148,10 @@ async fn a_write_past_its_deadline_commits_nothing() {
 /// written; events within them go in.
 #[tokio::test]
 async fn events_over_the_bounds_are_refused_on_write() {
-    use crate::domain::CorrelationId;
-    use crate::events::{Event, EventType};
     use crate::publisher::encode::MAX_DEPTH;
     use serde_json::json;
+    use user_domain::CorrelationId;
+    use user_domain::events::{Event, EventType};
 
     let db = TestDb::new().await;
     let corr = CorrelationId::generate();
@@ -165,7 +165,11 @@ async fn events_over_the_bounds_are_refused_on_write() {
         let err = outbox::append(&mut tx, &[event(json!({})), event(bad)])
             .await
             .expect_err("refused");
-        assert_eq!(err.code(), crate::ErrorCode::ValidationFailed, "{err:?}");
+        assert_eq!(
+            err.code(),
+            user_domain::ErrorCode::ValidationFailed,
+            "{err:?}"
+        );
         let n: i64 = sqlx::query_scalar(count).fetch_one(&mut *tx).await.unwrap();
         assert_eq!(n, 0, "nothing of the write is in the outbox");
     }
@@ -183,7 +187,7 @@ async fn events_over_the_bounds_are_refused_on_write() {
 /// its one event.
 #[actix::test]
 async fn creates_sent_together_each_get_their_own_answer() {
-    use crate::domain::{CorrelationId, Email, NewUser, PasswordHash, UserName};
+    use user_domain::{CorrelationId, Email, NewUser, PasswordHash, UserName};
 
     let db = TestDb::new().await;
     let store = UserStore::new(db.store()).start();
@@ -226,8 +230,8 @@ async fn creates_sent_together_each_get_their_own_answer() {
             .count()
     };
     let (taken, running) = (
-        codes(crate::ErrorCode::EmailTaken),
-        codes(crate::ErrorCode::Conflict),
+        codes(user_domain::ErrorCode::EmailTaken),
+        codes(user_domain::ErrorCode::Conflict),
     );
     // 40 distinct, one of the two "twice", and the keyed one: answered once as created and
     // once as a replay of that same reply, or as still running.

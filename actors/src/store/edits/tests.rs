@@ -1,5 +1,5 @@
 use super::*;
-use crate::domain::{Email, UserId, UserName};
+use user_domain::{Email, UserId, UserName};
 
 fn user() -> User {
     User {
@@ -72,9 +72,9 @@ fn same_values_are_a_no_op() {
 #[test]
 fn null_resets_to_the_default() {
     let mut u = user();
-    u.preferences.theme = crate::domain::Theme::Dark;
+    u.preferences.theme = user_domain::Theme::Dark;
     let e = preferences(&u, &patch(json!({"theme": null})), &corr("c")).unwrap();
-    assert_eq!(e.user.preferences.theme, crate::domain::Theme::Auto);
+    assert_eq!(e.user.preferences.theme, user_domain::Theme::Auto);
 }
 
 #[test]

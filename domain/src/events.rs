@@ -5,8 +5,8 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::domain::{CorrelationId, Timestamp, UserId};
 use crate::json::Changes;
+use crate::{CorrelationId, Timestamp, UserId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -1,5 +1,17 @@
-//! Domain types. Each one is valid by construction: serde deserialisation goes through the
-//! same checks (`try_from`), so a value that exists has passed validation.
+//! The domain of user-service, shared by the service and its callers: the user and its
+//! parts as types that are valid by construction (serde deserialisation goes through the same
+//! checks, so a value that exists has passed validation); the typed [`Request`] both
+//! transports decode into; the views and JSON logic (projection, diff) that render a user;
+//! the domain events; and the one error type with its mapping to the contract's codes.
+//!
+//! No I/O lives here: this crate compiles without a database, a broker or an HTTP server.
+
+pub mod call;
+pub mod error;
+pub mod events;
+pub mod json;
+pub mod request;
+pub mod views;
 
 mod billing;
 mod email;
@@ -40,7 +52,7 @@ impl Invalid {
 macro_rules! string_newtype {
     ($name:ident) => {
         impl TryFrom<String> for $name {
-            type Error = $crate::domain::Invalid;
+            type Error = $crate::Invalid;
             fn try_from(value: String) -> Result<Self, Self::Error> {
                 Self::parse(value)
             }
@@ -63,3 +75,7 @@ macro_rules! string_newtype {
     };
 }
 pub(crate) use string_newtype;
+
+pub use crate::call::{CallContext, Caller, Data, Reply, ReplyStatus};
+pub use crate::error::{CoreError, ErrorCode, FieldError};
+pub use crate::request::{Method, ParamForm, Request};

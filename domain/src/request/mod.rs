@@ -12,9 +12,9 @@ use serde_json::{Map, Value};
 
 pub use params::{Flag, List};
 
-use crate::domain::{Amount, Currency, Email, NewUser, PaymentId, Timestamp, UserId};
 use crate::error::{CoreError, FieldError, from_json};
 use crate::json::Projection;
+use crate::{Amount, Currency, Email, NewUser, PaymentId, Timestamp, UserId};
 
 /// The contract's operations, by their RPC method names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

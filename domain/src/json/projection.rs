@@ -3,8 +3,8 @@ use std::sync::LazyLock;
 
 use serde_json::{Map, Value};
 
-use crate::domain::{BillingInfo, BillingStats, Preferences, PrivacySettings};
 use crate::error::CoreError;
+use crate::{BillingInfo, BillingStats, Preferences, PrivacySettings};
 
 const TOP_LEVEL: [&str; 14] = [
     "id",
@@ -85,10 +85,7 @@ impl Projection {
             }
         }
         if !unknown.is_empty() {
-            let shown: Vec<String> = unknown
-                .iter()
-                .map(|u| crate::domain::truncate(u, 64))
-                .collect();
+            let shown: Vec<String> = unknown.iter().map(|u| crate::truncate(u, 64)).collect();
             return Err(CoreError::invalid(
                 "fields",
                 format!(

@@ -6,13 +6,13 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::domain::{
-    AvatarUrl, Email, PasswordHash, Preferences, PrivacySettings, ProfileVisibility, Timestamp,
-    User, UserId, UserName,
-};
 use crate::error::CoreError;
 use crate::json::Projection;
 use crate::request::ProfileOptions;
+use crate::{
+    AvatarUrl, Email, PasswordHash, Preferences, PrivacySettings, ProfileVisibility, Timestamp,
+    User, UserId, UserName,
+};
 
 /// A user with its full public view serialised once: what the cache holds and reads
 /// answer with, so that serving it is a copy of text.
