@@ -3,7 +3,6 @@
 
 pub mod app;
 pub mod auth;
-pub mod client;
 pub mod config;
 pub mod db;
 pub mod http;

@@ -2,24 +2,32 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use user_service::app::{Application, shutdown_signal};
-use user_service::client::{Client, ClientConfig};
 use user_service::config::Config;
 use user_service::db;
 use user_service::telemetry;
 
 const USAGE: &str = "\
 usage:
-  user-service                       serve REST and RPC (configuration from the environment)
+  user-service                       serve REST and RPC (configuration from the environment,
+                                     as the README lists it)
   user-service call METHOD [JSON]    send one RPC request and print the reply, e.g.
                                      user-service call users.exists '{\"id\": \"…\"}'
+                                     (user-service call --help for its methods and variables;
+                                     also installable alone: cargo install --path client)
   user-service rekey                 re-seal the stored billing data (taxId, billingAddress)
                                      under the newest key of BILLING_KEYS
-The call uses AMQP_URL and RPC_QUEUE, and USER_SERVICE_API_KEY (or INTERNAL_SERVICE_SECRET
-with SERVICE_NAME) as credentials.
-The rekey uses the service's configuration (DATABASE_URL, BILLING_KEYS). It is safe while the
-service runs (short batches in id order, row locks as a write takes) and can be run again:
-values already under the newest key are skipped. Keep the old keys in BILLING_KEYS until it
-has finished (cached users sealed under them still open, so nothing is invalidated).";
+  user-service COMMAND --help        help on a command";
+
+const REKEY_HELP: &str = "\
+usage: user-service rekey
+
+Re-seals the stored billing data (taxId, billingAddress) under the newest key of BILLING_KEYS
+and prints how many users' data changed.
+Environment: the service's configuration, of which it uses DATABASE_URL and BILLING_KEYS.
+It is safe while the service runs (short batches in id order, row locks as a write takes) and
+can be run again: values already under the newest key are skipped. Keep the old keys in
+BILLING_KEYS until it has finished (cached users sealed under them still open, so nothing is
+invalidated).";
 
 /// jemalloc instead of the system allocator: glibc malloc keeps what a burst of requests
 /// freed in its heaps (fragmented, never trimmed), so resident memory stays at its peak after
@@ -39,12 +47,15 @@ const REKEY_BATCH: i64 = 500;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let help = |a: &String| matches!(a.as_str(), "-h" | "--help" | "help");
     match args.first().map(String::as_str) {
         None => serve(),
-        Some("call") if (2..=3).contains(&args.len()) => {
-            call(&args[1], args.get(2).map(String::as_str))
-        }
+        Some("call") => user_service_client::cli::main("user-service call", &args[1..]),
         Some("rekey") if args.len() == 1 => rekey(),
+        Some("rekey") if args.len() == 2 && help(&args[1]) => {
+            println!("{REKEY_HELP}");
+            ExitCode::SUCCESS
+        }
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -52,62 +63,6 @@ fn main() -> ExitCode {
         Some(_) => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
-        }
-    }
-}
-
-/// `user-service call METHOD [JSON]`: prints the reply envelope; exit status 1 on an error reply.
-fn call(method: &str, params: Option<&str>) -> ExitCode {
-    let params: serde_json::Value = match params.map(serde_json::from_str).transpose() {
-        Ok(p) => p.unwrap_or_else(|| serde_json::json!({})),
-        Err(e) => {
-            eprintln!("user-service call: the params are not JSON: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let mut config = ClientConfig::new(
-        env("AMQP_URL").unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
-    )
-    .queue(env("RPC_QUEUE").unwrap_or_else(|| "user-service.rpc".to_owned()));
-    if let Some(key) = env("USER_SERVICE_API_KEY") {
-        config = config.api_key(key);
-    } else if let Some(secret) = env("INTERNAL_SERVICE_SECRET") {
-        config = config.internal_secret(
-            secret,
-            env("SERVICE_NAME").unwrap_or_else(|| "cli".to_owned()),
-        );
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("user-service call: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let reply = runtime.block_on(async {
-        let client = Client::connect(config).await?;
-        client.request(method, &params).await
-    });
-    match reply {
-        Ok(reply) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&reply).unwrap_or_default()
-            );
-            let failed = reply["status"].as_u64().is_none_or(|s| s >= 400);
-            if failed {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        Err(e) => {
-            eprintln!("user-service call: {e}");
-            ExitCode::FAILURE
         }
     }
 }

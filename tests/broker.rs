@@ -89,7 +89,11 @@ async fn the_service_rides_out_a_broker_restart() {
     let before = app
         .rpc()
         .await
-        .create("Before", "before@example.com", HASH)
+        .create(&user_service_client::NewUser::new(
+            "Before",
+            "before@example.com",
+            HASH,
+        ))
         .await
         .unwrap();
 
@@ -134,7 +138,10 @@ async fn the_service_rides_out_a_broker_restart() {
     drop(broker);
     app.until_broker(true).await;
     let client = app.rpc().await;
-    let fetched = client.get(id, &[]).await.expect("RPC answers again");
+    let fetched = client
+        .get(id.parse().unwrap(), &[])
+        .await
+        .expect("RPC answers again");
     assert_eq!(fetched["email"], "during@example.com");
 
     // Everything arrives, in order: the event from before the outage, then the three from during it.

@@ -43,7 +43,7 @@
 //! payments, else 200). Latencies go into an HDR histogram (µs, 3 significant figures);
 //! req/s counts the successful requests that started and ended inside the window. All REST
 //! traffic, the service's and the warp ceiling's, goes through one keep-alive HTTP/1.1
-//! client; all RPC traffic through the client kit (`user_service::client::Client`, raw
+//! client; all RPC traffic through the client kit (`user_service_client::Client`, raw
 //! `request`: no retries, no breaker, 10 s timeout).
 //!
 //! **The ceilings**, measured in the same run with the same clients and concurrencies; each

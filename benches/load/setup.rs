@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use user_service::client::{Client, ClientConfig};
+use user_service_client::{Client, ClientConfig};
 
 use crate::opts::{self, Opts};
 use crate::seed;

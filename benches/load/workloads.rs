@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use user_service::client::Client;
+use user_service_client::Client;
 
 use crate::ceilings;
 
@@ -188,7 +188,7 @@ impl Ctx {
     async fn rpc(client: Option<&Client>, method: &str, params: Value, expect: u64) -> Outcome {
         let client = client.ok_or("no RPC client")?;
         let reply = client.request(method, &params).await.map_err(|e| match e {
-            user_service::client::ClientError::Timeout(_) => "timeout".to_owned(),
+            user_service_client::ClientError::Timeout(_) => "timeout".to_owned(),
             other => other.to_string(),
         })?;
         match reply["status"].as_u64() {

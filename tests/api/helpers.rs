@@ -139,13 +139,17 @@ impl TestApp {
         send(self.req(Method::DELETE, path)).await
     }
 
-    /// Waits until the RPC edge consumes, then connects a client (as `auth-service`).
-    pub async fn rpc(&self) -> user_service::client::Client {
-        self.until_broker(true).await;
-        let config = user_service::client::ClientConfig::new(AMQP_URL)
+    /// The client configuration for this instance's queue, as `auth-service`.
+    pub fn client_config(&self) -> user_service_client::ClientConfig {
+        user_service_client::ClientConfig::new(AMQP_URL)
             .queue(self.rpc_queue.clone())
-            .api_key(AUTH_KEY);
-        user_service::client::Client::connect(config)
+            .api_key(AUTH_KEY)
+    }
+
+    /// Waits until the RPC edge consumes, then connects a client (as `auth-service`).
+    pub async fn rpc(&self) -> user_service_client::Client {
+        self.until_broker(true).await;
+        user_service_client::Client::connect(self.client_config())
             .await
             .expect("client connects")
     }
@@ -300,7 +304,12 @@ async fn delete_broker_objects(db: &str) {
         return;
     };
     if let Ok(ch) = conn.create_channel().await {
-        for q in [format!("{db}.rpc"), format!("{db}.rpc.dlq")] {
+        // `.nest-events`: the queue of the NestJS event consumer example (tests/api/nestjs.rs).
+        for q in [
+            format!("{db}.rpc"),
+            format!("{db}.rpc.dlq"),
+            format!("{db}.nest-events"),
+        ] {
             let _ = ch
                 .queue_delete(q.into(), QueueDeleteOptions::default())
                 .await;

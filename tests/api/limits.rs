@@ -40,10 +40,10 @@ async fn a_caller_over_its_limit_gets_429_with_retry_after_on_both_transports() 
 
     // The same caller over RabbitMQ draws on the same allowance.
     app.until_broker(true).await;
-    let config = user_service::client::ClientConfig::new(AMQP_URL)
+    let config = user_service_client::ClientConfig::new(AMQP_URL)
         .queue(app.rpc_queue.clone())
         .api_key(CATALOG_KEY);
-    let client = user_service::client::Client::connect(config).await.unwrap();
+    let client = user_service_client::Client::connect(config).await.unwrap();
     let reply = client
         .request("users.exists", &json!({"id": uuid::Uuid::new_v4()}))
         .await

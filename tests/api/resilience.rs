@@ -251,7 +251,7 @@ async fn metrics_count_requests_by_caller_operation_and_transport() {
     app.get(&format!("/api/internal/users/{}", uuid::Uuid::new_v4()))
         .await;
     let client = app.rpc().await;
-    client.exists(&id).await.unwrap();
+    client.exists(id.parse().unwrap()).await.unwrap();
     crate::helpers::eventually(Duration::from_secs(10), || async {
         let text = app.client.get(app.url("/metrics")).send().await.ok()?.text().await.ok()?;
         let has = |needle: &str| text.lines().any(|l| l.starts_with(needle));

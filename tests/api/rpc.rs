@@ -8,6 +8,7 @@ use lapin::BasicProperties;
 use reqwest::StatusCode;
 use serde_json::json;
 use user_domain::Method;
+use user_service_client::{NewUser, ProfileOptions, Uuid};
 
 use crate::amqp::{Raw, dead_letters, key, table};
 use crate::helpers::{AUTH_KEY, CATALOG_KEY, HASH, SECRET, TestApp, eventually};
@@ -17,10 +18,11 @@ async fn rpc_answers_exactly_what_rest_answers() {
     let app = TestApp::spawn().await;
     let client = app.rpc().await;
     let created = client
-        .create("Parity", "Parity@Example.com", HASH)
+        .create(&NewUser::new("Parity", "Parity@Example.com", HASH))
         .await
         .unwrap();
     let id = created["id"].as_str().unwrap();
+    let uid: Uuid = id.parse().unwrap();
     let rest = |path: String| {
         let app = &app;
         async move { app.get(&path).await }
@@ -28,10 +30,10 @@ async fn rpc_answers_exactly_what_rest_answers() {
     let u = format!("/api/internal/users/{id}");
 
     assert_eq!(created, rest(u.clone()).await.1);
-    assert_eq!(client.get(id, &[]).await.unwrap(), rest(u.clone()).await.1);
+    assert_eq!(client.get(uid, &[]).await.unwrap(), rest(u.clone()).await.1);
     assert_eq!(
         client
-            .get(id, &["name", "preferences.gameSettings"])
+            .get(uid, &["name", "preferences.gameSettings"])
             .await
             .unwrap(),
         rest(format!("{u}?fields=name,preferences.gameSettings"))
@@ -39,33 +41,33 @@ async fn rpc_answers_exactly_what_rest_answers() {
             .1
     );
     let prefs = client
-        .update_preferences(id, json!({"language": "en"}))
+        .update_preferences(uid, json!({"language": "en"}))
         .await
         .unwrap();
     assert_eq!(prefs, rest(format!("{u}/preferences")).await.1);
     let profile = client
-        .call(Method::GetProfile, json!({"id": id, "publicOnly": true}))
+        .get_profile(uid, ProfileOptions::default().public_only())
         .await
         .unwrap();
     assert_eq!(
         profile,
         rest(format!("{u}/profile?publicOnly=true")).await.1
     );
-    let lookup = client.batch_lookup(&[id], &["name"]).await.unwrap();
+    let lookup = client.batch_lookup(&[uid], &["name"]).await.unwrap();
     assert_eq!(
         lookup,
         rest(format!("/api/batch/users/lookup?ids={id}&fields=name"))
             .await
             .1
     );
-    assert!(client.exists(id).await.unwrap());
+    assert!(client.exists(uid).await.unwrap());
 
     // Errors: the same codes and details.
-    let missing = uuid::Uuid::new_v4().to_string();
-    let err = client.get(&missing, &[]).await.unwrap_err();
+    let missing = Uuid::new_v4();
+    let err = client.get(missing, &[]).await.unwrap_err();
     let (status, rest_err) = rest(format!("/api/internal/users/{missing}")).await;
     assert_eq!((err.status(), status), (Some(404), StatusCode::NOT_FOUND));
-    let user_service::client::ClientError::Service { code, message, .. } = err else {
+    let user_service_client::ClientError::Service { code, message, .. } = err else {
         panic!()
     };
     assert_eq!(
@@ -79,7 +81,7 @@ async fn rpc_answers_exactly_what_rest_answers() {
         .call(Method::Get, json!({"id": "nope"}))
         .await
         .unwrap_err();
-    let user_service::client::ClientError::Service {
+    let user_service_client::ClientError::Service {
         status,
         code,
         details,
@@ -92,7 +94,7 @@ async fn rpc_answers_exactly_what_rest_answers() {
     assert_eq!((status, code.as_str()), (400, "VALIDATION_FAILED"));
     assert_eq!(details, rest_bad["details"]);
     let taken = client
-        .create("Again", "parity@example.com", HASH)
+        .create(&NewUser::new("Again", "parity@example.com", HASH))
         .await
         .unwrap_err();
     assert_eq!(taken.status(), Some(409));

@@ -1,0 +1,461 @@
+//! One typed method per operation of contract section 3, and the argument types they take.
+//! Documents (users, profiles, preferences…) come back as JSON, exactly as the contract
+//! shows them; simple answers come back typed.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use user_domain::Method;
+use uuid::Uuid;
+
+use crate::client::Client;
+use crate::error::ClientError;
+
+/// The body of `users.create` and each item of `users.batchCreate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewUser {
+    pub name: String,
+    pub email: String,
+    /// Already hashed by the caller (bcrypt, argon2 or scrypt); sent as `password`.
+    #[serde(rename = "password")]
+    pub password_hash: String,
+}
+
+impl NewUser {
+    pub fn new(
+        name: impl Into<String>,
+        email: impl Into<String>,
+        password_hash: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            email: email.into(),
+            password_hash: password_hash.into(),
+        }
+    }
+}
+
+/// A login to record (`users.recordLogin`); by default at the service's now, with no IP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Login {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_login_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+}
+
+impl Login {
+    pub fn now() -> Self {
+        Self::default()
+    }
+
+    /// When it happened: RFC 3339.
+    pub fn at(mut self, timestamp: impl Into<String>) -> Self {
+        self.last_login_at = Some(timestamp.into());
+        self
+    }
+
+    /// From where: an IPv4 or IPv6 address.
+    pub fn ip(mut self, ip: impl Into<String>) -> Self {
+        self.ip_address = Some(ip.into());
+        self
+    }
+}
+
+/// A change to a user (`users.update`): only what is set is sent (a JSON merge patch).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserPatch(Map<String, Value>);
+
+impl UserPatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn name(self, name: impl Into<String>) -> Self {
+        self.set("name", Value::String(name.into()))
+    }
+
+    pub fn email(self, email: impl Into<String>) -> Self {
+        self.set("email", Value::String(email.into()))
+    }
+
+    /// `None` clears the avatar.
+    pub fn avatar_url(self, url: Option<&str>) -> Self {
+        self.set(
+            "avatarUrl",
+            url.map_or(Value::Null, |u| Value::String(u.to_owned())),
+        )
+    }
+
+    pub fn active(self, active: bool) -> Self {
+        self.set("isActive", Value::Bool(active))
+    }
+
+    /// Merged into the stored metadata (RFC 7396: `null` removes a key).
+    pub fn metadata(self, patch: Value) -> Self {
+        self.set("metadata", patch)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn set(mut self, field: &str, value: Value) -> Self {
+        self.0.insert(field.to_owned(), value);
+        self
+    }
+}
+
+/// Options of `users.getProfile`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileOptions {
+    pub include_preferences: bool,
+    pub include_privacy_settings: bool,
+    /// Only `id`, `name`, `avatarUrl`, `profileVisibility` (and `createdAt` when public).
+    pub public_only: bool,
+}
+
+impl ProfileOptions {
+    pub fn with_preferences(mut self) -> Self {
+        self.include_preferences = true;
+        self
+    }
+
+    pub fn with_privacy_settings(mut self) -> Self {
+        self.include_privacy_settings = true;
+        self
+    }
+
+    pub fn public_only(mut self) -> Self {
+        self.public_only = true;
+        self
+    }
+}
+
+/// Options of `users.batchProfiles`. When `fields` is not empty it alone decides what is
+/// returned (the include flags then add nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchProfilesOptions {
+    pub include_preferences: bool,
+    pub include_privacy_settings: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+}
+
+impl BatchProfilesOptions {
+    pub fn with_preferences(mut self) -> Self {
+        self.include_preferences = true;
+        self
+    }
+
+    pub fn with_privacy_settings(mut self) -> Self {
+        self.include_privacy_settings = true;
+        self
+    }
+
+    pub fn fields(mut self, fields: &[&str]) -> Self {
+        self.fields = fields.iter().map(|f| (*f).to_owned()).collect();
+        self
+    }
+}
+
+/// A payment to record (`users.recordPayment`), idempotent on `payment_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Payment {
+    pub payment_id: String,
+    /// A decimal string with at most 2 places, e.g. `"1499.50"` (exact, unlike a float).
+    pub amount: String,
+    /// ISO 4217; the service's default when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// RFC 3339; now when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paid_at: Option<String>,
+}
+
+impl Payment {
+    pub fn new(payment_id: impl Into<String>, amount: impl Into<String>) -> Self {
+        Self {
+            payment_id: payment_id.into(),
+            amount: amount.into(),
+            currency: None,
+            paid_at: None,
+        }
+    }
+
+    pub fn currency(mut self, currency: impl Into<String>) -> Self {
+        self.currency = Some(currency.into());
+        self
+    }
+
+    pub fn paid_at(mut self, timestamp: impl Into<String>) -> Self {
+        self.paid_at = Some(timestamp.into());
+        self
+    }
+}
+
+/// The answer of `users.batchCreate`: one item per user sent, in order.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct BatchCreateResult {
+    pub results: Vec<BatchCreateItem>,
+    pub stats: BatchCreateStats,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct BatchCreateItem {
+    /// The position in the batch sent.
+    pub index: usize,
+    pub status: BatchItemStatus,
+    /// The new user's id, when created.
+    #[serde(default)]
+    pub id: Option<Uuid>,
+    /// Why not, when not: `{code, message, details?}`.
+    #[serde(default)]
+    pub error: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchItemStatus {
+    Created,
+    /// The email is taken (by a stored user or an earlier item of the batch).
+    Conflict,
+    Invalid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct BatchCreateStats {
+    pub requested: usize,
+    pub created: usize,
+    pub conflict: usize,
+    pub invalid: usize,
+}
+
+/// `{"id": id, ...patch}` for the PATCH operations; the patch must be a JSON object.
+fn with_id(id: Uuid, patch: Value) -> Result<Value, ClientError> {
+    let Value::Object(mut params) = patch else {
+        return Err(ClientError::InvalidArgument(format!(
+            "a patch is a JSON object, not {patch}"
+        )));
+    };
+    if params.contains_key("id") {
+        return Err(ClientError::InvalidArgument(
+            "a patch cannot change the id".to_owned(),
+        ));
+    }
+    params.insert("id".to_owned(), json!(id));
+    Ok(Value::Object(params))
+}
+
+fn to_params(value: impl Serialize) -> Result<Value, ClientError> {
+    serde_json::to_value(value).map_err(|e| ClientError::InvalidArgument(e.to_string()))
+}
+
+fn from_data<T: serde::de::DeserializeOwned>(data: Value) -> Result<T, ClientError> {
+    serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+/// The typed calls. Every write is keyed (retried safely); see [`Client::call_with`] for
+/// other keys.
+impl Client {
+    /// `users.create`: the new user's view (201). `EMAIL_TAKEN` when the email is in use.
+    pub async fn create(&self, user: &NewUser) -> Result<Value, ClientError> {
+        self.call(Method::Create, to_params(user)?).await
+    }
+
+    /// `users.get`: the public view, or only `fields` (plus `id`) when not empty.
+    pub async fn get(&self, id: Uuid, fields: &[&str]) -> Result<Value, ClientError> {
+        let mut params = json!({"id": id});
+        if !fields.is_empty() {
+            params["fields"] = json!(fields);
+        }
+        self.call(Method::Get, params).await
+    }
+
+    /// `users.getByEmail`: `None` when there is no such user. `include_credentials` adds
+    /// `passwordHash`, for credential readers only (`FORBIDDEN` for others).
+    pub async fn get_by_email(
+        &self,
+        email: &str,
+        include_credentials: bool,
+    ) -> Result<Option<Value>, ClientError> {
+        let params = json!({"email": email, "includeCredentials": include_credentials});
+        match self.call(Method::GetByEmail, params).await {
+            Err(e) if e.is_not_found() => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
+    /// `users.exists`.
+    pub async fn exists(&self, id: Uuid) -> Result<bool, ClientError> {
+        let reply = self.call(Method::Exists, json!({"id": id})).await?;
+        reply["exists"]
+            .as_bool()
+            .ok_or_else(|| ClientError::Protocol(format!("no 'exists' in {reply}")))
+    }
+
+    /// `users.recordLogin`: the updated user view.
+    pub async fn record_login(&self, id: Uuid, login: &Login) -> Result<Value, ClientError> {
+        self.call(Method::RecordLogin, with_id(id, to_params(login)?)?)
+            .await
+    }
+
+    /// `users.update`: name, email, avatarUrl, isActive, metadata; the updated user view.
+    pub async fn update(&self, id: Uuid, patch: &UserPatch) -> Result<Value, ClientError> {
+        self.call(Method::Update, with_id(id, Value::Object(patch.0.clone()))?)
+            .await
+    }
+
+    /// `users.delete` (soft).
+    pub async fn delete(&self, id: Uuid) -> Result<(), ClientError> {
+        self.call(Method::Delete, json!({"id": id})).await.map(drop)
+    }
+
+    /// `users.getProfile`.
+    pub async fn get_profile(
+        &self,
+        id: Uuid,
+        options: ProfileOptions,
+    ) -> Result<Value, ClientError> {
+        self.call(Method::GetProfile, with_id(id, to_params(options)?)?)
+            .await
+    }
+
+    /// `users.batchProfiles` (≤ 1000 ids): `{profiles, missing, stats}`.
+    pub async fn batch_profiles(
+        &self,
+        ids: &[Uuid],
+        options: &BatchProfilesOptions,
+    ) -> Result<Value, ClientError> {
+        let mut params = to_params(options)?;
+        params["userIds"] = json!(ids);
+        self.call(Method::BatchProfiles, params).await
+    }
+
+    /// `users.batchLookup` (≤ 1000 ids): `{data, missing, stats}`, in the order asked.
+    pub async fn batch_lookup(&self, ids: &[Uuid], fields: &[&str]) -> Result<Value, ClientError> {
+        let mut params = json!({"ids": ids});
+        if !fields.is_empty() {
+            params["fields"] = json!(fields);
+        }
+        self.call(Method::BatchLookup, params).await
+    }
+
+    /// `users.batchCreate` (≤ 1000 users): each created, or why not.
+    pub async fn batch_create(&self, users: &[NewUser]) -> Result<BatchCreateResult, ClientError> {
+        let data = self
+            .call(Method::BatchCreate, json!({"users": users}))
+            .await?;
+        from_data(data)
+    }
+
+    /// `users.getBillingInfo`: `{userId, name, email, billingInfo, billingStats}`.
+    pub async fn get_billing_info(&self, id: Uuid) -> Result<Value, ClientError> {
+        self.call(Method::GetBillingInfo, json!({"id": id})).await
+    }
+
+    /// `users.updateBillingInfo`: `patch` is a JSON merge patch of `billingInfo`
+    /// (`billingAddress`, `paymentMethods`, `currency`, `taxId`); the billing view.
+    pub async fn update_billing_info(&self, id: Uuid, patch: Value) -> Result<Value, ClientError> {
+        self.call(Method::UpdateBillingInfo, with_id(id, patch)?)
+            .await
+    }
+
+    /// `users.recordPayment`: adds to `totalSpent`; the billing view. Recording the same
+    /// `paymentId` again changes nothing (`CONFLICT` if it differs).
+    pub async fn record_payment(&self, id: Uuid, payment: &Payment) -> Result<Value, ClientError> {
+        self.call(Method::RecordPayment, with_id(id, to_params(payment)?)?)
+            .await
+    }
+
+    /// `users.getPreferences`: the full preferences, defaults filled in.
+    pub async fn get_preferences(&self, id: Uuid) -> Result<Value, ClientError> {
+        self.call(Method::GetPreferences, json!({"id": id})).await
+    }
+
+    /// `users.updatePreferences`: `patch` is a JSON merge patch of the preferences
+    /// (e.g. `{"language": "en", "gameSettings": {"autoDownload": true}}`); the full
+    /// preferences after it.
+    pub async fn update_preferences(&self, id: Uuid, patch: Value) -> Result<Value, ClientError> {
+        self.call(Method::UpdatePreferences, with_id(id, patch)?)
+            .await
+    }
+
+    /// `users.getPrivacySettings`.
+    pub async fn get_privacy_settings(&self, id: Uuid) -> Result<Value, ClientError> {
+        self.call(Method::GetPrivacySettings, json!({"id": id}))
+            .await
+    }
+
+    /// `users.updatePrivacySettings`: `patch` is a JSON merge patch of the privacy settings
+    /// (e.g. `{"profileVisibility": "friends"}`); the settings after it.
+    pub async fn update_privacy_settings(
+        &self,
+        id: Uuid,
+        patch: Value,
+    ) -> Result<Value, ClientError> {
+        self.call(Method::UpdatePrivacySettings, with_id(id, patch)?)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_serialise_under_the_contract_names() {
+        let id = Uuid::nil();
+        assert_eq!(
+            to_params(NewUser::new("A", "a@example.com", "h")).unwrap(),
+            json!({"name": "A", "email": "a@example.com", "password": "h"})
+        );
+        assert_eq!(
+            with_id(id, to_params(Login::now().ip("10.0.0.1")).unwrap()).unwrap(),
+            json!({"ipAddress": "10.0.0.1", "id": id})
+        );
+        assert_eq!(
+            UserPatch::new().name("B").avatar_url(None).active(false).0,
+            json!({"name": "B", "avatarUrl": null, "isActive": false})
+                .as_object()
+                .cloned()
+                .unwrap()
+        );
+        assert_eq!(
+            to_params(ProfileOptions::default().public_only()).unwrap(),
+            json!({"includePreferences": false, "includePrivacySettings": false, "publicOnly": true})
+        );
+        assert_eq!(
+            to_params(BatchProfilesOptions::default().fields(&["name"])).unwrap(),
+            json!({"includePreferences": false, "includePrivacySettings": false, "fields": ["name"]})
+        );
+        assert_eq!(
+            to_params(Payment::new("p-1", "14.99").currency("RUB")).unwrap(),
+            json!({"paymentId": "p-1", "amount": "14.99", "currency": "RUB"})
+        );
+        assert!(matches!(
+            with_id(id, json!([1])),
+            Err(ClientError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            with_id(id, json!({"id": "other"})),
+            Err(ClientError::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn batch_create_answers_read_typed() {
+        let id = Uuid::new_v4();
+        let data = json!({"results": [
+            {"index": 0, "status": "created", "id": id},
+            {"index": 1, "status": "conflict", "error": {"code": "EMAIL_TAKEN", "message": "…"}},
+        ], "stats": {"requested": 2, "created": 1, "conflict": 1, "invalid": 0}});
+        let r: BatchCreateResult = from_data(data).unwrap();
+        assert_eq!(r.results[0].id, Some(id));
+        assert_eq!(r.results[1].status, BatchItemStatus::Conflict);
+        assert_eq!(r.stats.created, 1);
+    }
+}

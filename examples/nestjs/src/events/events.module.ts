@@ -1,0 +1,6 @@
+import { Module } from '@nestjs/common';
+
+import { UserEventsController } from './user-events.controller';
+
+@Module({ controllers: [UserEventsController] })
+export class EventsModule {}
