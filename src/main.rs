@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -52,19 +53,19 @@ fn main() -> ExitCode {
         None => serve(),
         Some("call") => user_service_client::cli::main("user-service call", &args[1..]),
         Some("rekey") if args.len() == 1 => rekey(),
-        Some("rekey") if args.len() == 2 && help(&args[1]) => {
-            println!("{REKEY_HELP}");
-            ExitCode::SUCCESS
-        }
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
+        Some("rekey") if args.len() == 2 && help(&args[1]) => print_help(REKEY_HELP),
+        Some("-h" | "--help" | "help") => print_help(USAGE),
         Some(_) => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Help on stdout; a closed pipe (`| head`) is no reason to panic.
+fn print_help(text: &str) -> ExitCode {
+    let _ = writeln!(std::io::stdout(), "{text}");
+    ExitCode::SUCCESS
 }
 
 /// `user-service rekey`: prints how many users' billing data changed.
