@@ -82,6 +82,10 @@ impl TestApp {
                 .build()
                 .expect("runtime");
             actix::System::with_tokio_rt(move || rt).block_on(async move {
+                // Says at once which server is missing and what starts it (`scripts/test` does).
+                user_service::preflight::check(&config)
+                    .await
+                    .expect("the servers the tests use are up");
                 let app = Application::build(config).await.expect("service starts");
                 addr_tx
                     .send((app.local_addr().expect("bound"), app.actors()))

@@ -17,5 +17,6 @@ mod limits;
 mod nestjs;
 mod resilience;
 mod rpc;
+mod startup;
 mod supervision;
 mod users;
