@@ -148,6 +148,7 @@ impl Application {
             config: rpc::RpcConfig {
                 amqp_url: config.amqp_url.clone(),
                 queue: config.rpc_queue.clone(),
+                queue_type: config.rpc_queue_type,
                 prefetch: config.rpc_prefetch,
             },
             instance: format!(

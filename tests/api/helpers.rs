@@ -53,6 +53,7 @@ impl TestApp {
             ("INTERNAL_SERVICE_SECRET".into(), SECRET.into()),
             ("DB_POOL_SIZE".into(), "8".into()),
             ("RPC_QUEUE".into(), format!("{db_name}.rpc")),
+            ("RPC_QUEUE_TYPE".into(), rpc_queue_type().into()),
             ("EVENTS_EXCHANGE".into(), format!("{db_name}.events")),
             ("CACHE_PREFIX".into(), db_name.clone()),
         ];
@@ -292,6 +293,15 @@ where
             "condition not met within {timeout:?}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The request queues' type for this run: `TEST_RPC_QUEUE_TYPE=quorum` runs the suite
+/// against quorum queues (`scripts/test` does, for the RPC tests).
+pub fn rpc_queue_type() -> &'static str {
+    match std::env::var("TEST_RPC_QUEUE_TYPE").as_deref() {
+        Ok("quorum") => "quorum",
+        _ => "classic",
     }
 }
 
