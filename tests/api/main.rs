@@ -9,6 +9,7 @@ mod billing;
 mod billing_at_rest;
 mod cache;
 mod client;
+mod cluster;
 mod events;
 mod hostile;
 mod ledger;
