@@ -231,26 +231,30 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.begin_stop();
-        let db = self.db_name.clone();
-        // Dropped from inside a test's runtime: do the async cleanup on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                use sqlx::Connection;
-                if let Ok(mut c) = sqlx::PgConnection::connect(PG_ADMIN_URL).await {
-                    let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut c)
-                        .await;
-                }
-                delete_broker_objects(&db).await;
-            });
-        })
-        .join();
+        clean_up(self.db_name.clone());
     }
+}
+
+/// Drops a test's database and its broker objects (named after it). Runs on a thread of its
+/// own, so it can be called from a test's runtime, and from `Drop`.
+pub fn clean_up(db: String) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            use sqlx::Connection;
+            if let Ok(mut c) = sqlx::PgConnection::connect(PG_ADMIN_URL).await {
+                let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut c)
+                    .await;
+            }
+            delete_broker_objects(&db).await;
+        });
+    })
+    .join();
 }
 
 /// Sends and decodes; an empty body reads as `null`.

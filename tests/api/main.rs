@@ -11,6 +11,7 @@ mod cache;
 mod client;
 mod cluster;
 mod events;
+mod failover;
 mod hostile;
 mod ledger;
 mod ledger_rpc;
