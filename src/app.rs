@@ -97,7 +97,15 @@ impl Application {
         let reads = Store::new(pool.clone(), cache.clone(), billing_keys);
         let writes = reads.clone();
         let store = supervision.start("userStore", move || UserStore::new(writes.clone()));
-        let limits = RateLimits::new(config.rate_limits.clone());
+        // Limits are counted in Redis by every instance together, when there is a Redis.
+        let limits = match &redis {
+            Some(redis) => RateLimits::shared(
+                config.rate_limits.clone(),
+                redis.clone(),
+                &config.cache_prefix,
+            ),
+            None => RateLimits::new(config.rate_limits.clone()),
+        };
         let (sweeper, limiter_health) = (limits.clone(), health.clone());
         let rate_limiter = supervision.start("rateLimiter", move || {
             RateLimiter::new(sweeper.clone(), limiter_health.clone())
@@ -140,6 +148,7 @@ impl Application {
             config: rpc::RpcConfig {
                 amqp_url: config.amqp_url.clone(),
                 queue: config.rpc_queue.clone(),
+                queue_type: config.rpc_queue_type,
                 prefetch: config.rpc_prefetch,
             },
             instance: format!(

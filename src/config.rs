@@ -10,6 +10,8 @@ use user_actors::crypto::BillingKeys;
 use user_actors::limits::{DEFAULT_CALLER, RateLimit};
 use user_actors::publisher::Envelope;
 
+use crate::rpc::QueueType;
+
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {message}")]
 pub struct ConfigError {
@@ -81,6 +83,7 @@ pub struct Config {
     pub redis_url: String,
     pub amqp_url: String,
     pub rpc_queue: String,
+    pub rpc_queue_type: QueueType,
     /// Most unacknowledged RPC requests per instance: the bound on work in flight.
     pub rpc_prefetch: u16,
     pub events_exchange: String,
@@ -185,6 +188,14 @@ impl Config {
             amqp_url: or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             // AMQP names are at most 255 bytes; the queue's dead-letter twin adds ".dlq".
             rpc_queue: broker_name("RPC_QUEUE", or("RPC_QUEUE", "user-service.rpc"), 251)?,
+            rpc_queue_type: match or("RPC_QUEUE_TYPE", "classic")
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "classic" => QueueType::Classic,
+                "quorum" => QueueType::Quorum,
+                _ => return Err(err("RPC_QUEUE_TYPE", "expected classic or quorum")),
+            },
             rpc_prefetch: match parse_num("RPC_PREFETCH", get("RPC_PREFETCH"), 200)? {
                 0 => {
                     return Err(err(

@@ -7,5 +7,6 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod metrics;
+pub mod preflight;
 pub mod rpc;
 pub mod telemetry;

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use user_service::app::{Application, shutdown_signal};
 use user_service::config::Config;
-use user_service::db;
 use user_service::telemetry;
+use user_service::{db, preflight};
 
 const USAGE: &str = "\
 usage:
@@ -92,6 +92,7 @@ fn rekey() -> ExitCode {
         }
     };
     let done = runtime.block_on(async {
+        preflight::check(&config).await?;
         let pool = db::connect(&config, Duration::from_secs(10)).await?;
         let stats = user_actors::store::rekey(&pool, &keys, REKEY_BATCH).await?;
         anyhow::Ok(stats)
@@ -136,6 +137,7 @@ fn serve() -> ExitCode {
     };
     let system = actix::System::with_tokio_rt(move || runtime);
     let result = system.block_on(async move {
+        preflight::check(&config).await?;
         let app = Application::build(config).await?;
         app.run_until(shutdown_signal()).await;
         anyhow::Ok(())

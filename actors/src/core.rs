@@ -44,7 +44,7 @@ impl Core {
     ) -> Result<Reply, CoreError> {
         #[cfg(feature = "fault-injection")]
         crate::fault::panic_if_asked(ctx.correlation_id.as_str());
-        self.limits.check(&ctx.caller.name)?;
+        self.limits.check(&ctx.caller.name).await?;
         let request = Request::parse(method, params, form)?;
         self.execute(ctx, request).await
     }

@@ -5,14 +5,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use user_actors::limits::{DEFAULT_CALLER, RateLimit, RateLimits};
+use user_actors::limits::{DEFAULT_CALLER, LocalLimits, RateLimit};
 use user_domain::CoreError;
 
 /// Failed authentications per source address (REST): past the allowance of a window the
 /// address is refused with 429 until the window ends, before its credentials are even
 /// looked at, so keys cannot be guessed at speed. Counting reuses the callers' rate limits.
 pub(super) struct FailureGate {
-    failures: RateLimits,
+    failures: LocalLimits,
     blocked: DashMap<IpAddr, Instant>,
     recorded: AtomicU64,
 }
@@ -23,7 +23,7 @@ impl FailureGate {
 
     pub(super) fn new(limit: RateLimit) -> Self {
         Self {
-            failures: RateLimits::new([(DEFAULT_CALLER.to_owned(), limit)].into()),
+            failures: LocalLimits::new([(DEFAULT_CALLER.to_owned(), limit)].into()),
             blocked: DashMap::new(),
             recorded: AtomicU64::new(0),
         }

@@ -97,6 +97,10 @@ fn bad_values_are_reported() {
     assert!(config(&[("RATE_LIMITS", "a=10")]).is_err());
     assert!(config(&[("HTTP_ADDR", "nowhere")]).is_err());
     assert!(config(&[("EVENT_ENVELOPE", "xml")]).is_err());
+    assert!(config(&[("RPC_QUEUE_TYPE", "stream")]).is_err());
+    assert_eq!(config(&[]).unwrap().rpc_queue_type, QueueType::Classic);
+    let quorum = config(&[("RPC_QUEUE_TYPE", "Quorum")]).unwrap();
+    assert_eq!(quorum.rpc_queue_type, QueueType::Quorum);
     let long = "q".repeat(252);
     assert!(config(&[("RPC_QUEUE", long.as_str())]).is_err());
     assert!(config(&[("RPC_QUEUE", &long[..251])]).is_ok());

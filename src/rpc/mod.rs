@@ -18,7 +18,7 @@ use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
 };
@@ -38,7 +38,32 @@ const GET_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 pub struct RpcConfig {
     pub amqp_url: String,
     pub queue: String,
+    pub queue_type: QueueType,
     pub prefetch: u16,
+}
+
+/// How the request queue and its dead-letter queue are declared (`RPC_QUEUE_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    /// Durable, without arguments: what a NestJS client asserting `{durable: true}` expects.
+    Classic,
+    /// Replicated across a cluster's nodes (`x-queue-type: quorum`).
+    Quorum,
+}
+
+impl QueueType {
+    /// The arguments the queues are declared with; a client that asserts the queue must
+    /// pass the same ones.
+    pub fn arguments(self) -> FieldTable {
+        let mut args = FieldTable::default();
+        if self == Self::Quorum {
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
+        args
+    }
 }
 
 impl RpcConfig {
@@ -187,7 +212,7 @@ async fn serve(
     };
     for queue in [edge.config.queue.clone(), edge.config.dead_letter_queue()] {
         channel
-            .queue_declare(queue.into(), durable, FieldTable::default())
+            .queue_declare(queue.into(), durable, edge.config.queue_type.arguments())
             .await?;
     }
     if set_aside {

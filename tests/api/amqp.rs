@@ -19,9 +19,11 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect() -> Self {
-        let conn = Connection::connect(AMQP_URL, Default::default())
-            .await
-            .unwrap();
+        Self::connect_to(AMQP_URL).await
+    }
+
+    pub async fn connect_to(url: &str) -> Self {
+        let conn = Connection::connect(url, Default::default()).await.unwrap();
         let channel = conn.create_channel().await.unwrap();
         let no_ack = BasicConsumeOptions {
             no_ack: true,

@@ -53,6 +53,7 @@ impl TestApp {
             ("INTERNAL_SERVICE_SECRET".into(), SECRET.into()),
             ("DB_POOL_SIZE".into(), "8".into()),
             ("RPC_QUEUE".into(), format!("{db_name}.rpc")),
+            ("RPC_QUEUE_TYPE".into(), rpc_queue_type().into()),
             ("EVENTS_EXCHANGE".into(), format!("{db_name}.events")),
             ("CACHE_PREFIX".into(), db_name.clone()),
         ];
@@ -82,6 +83,10 @@ impl TestApp {
                 .build()
                 .expect("runtime");
             actix::System::with_tokio_rt(move || rt).block_on(async move {
+                // Says at once which server is missing and what starts it (`scripts/test` does).
+                user_service::preflight::check(&config)
+                    .await
+                    .expect("the servers the tests use are up");
                 let app = Application::build(config).await.expect("service starts");
                 addr_tx
                     .send((app.local_addr().expect("bound"), app.actors()))
@@ -230,26 +235,30 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.begin_stop();
-        let db = self.db_name.clone();
-        // Dropped from inside a test's runtime: do the async cleanup on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                use sqlx::Connection;
-                if let Ok(mut c) = sqlx::PgConnection::connect(PG_ADMIN_URL).await {
-                    let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut c)
-                        .await;
-                }
-                delete_broker_objects(&db).await;
-            });
-        })
-        .join();
+        clean_up(self.db_name.clone());
     }
+}
+
+/// Drops a test's database and its broker objects (named after it). Runs on a thread of its
+/// own, so it can be called from a test's runtime, and from `Drop`.
+pub fn clean_up(db: String) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            use sqlx::Connection;
+            if let Ok(mut c) = sqlx::PgConnection::connect(PG_ADMIN_URL).await {
+                let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut c)
+                    .await;
+            }
+            delete_broker_objects(&db).await;
+        });
+    })
+    .join();
 }
 
 /// Sends and decodes; an empty body reads as `null`.
@@ -292,6 +301,15 @@ where
             "condition not met within {timeout:?}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The request queues' type for this run: `TEST_RPC_QUEUE_TYPE=quorum` runs the suite
+/// against quorum queues (`scripts/test` does, for the RPC tests).
+pub fn rpc_queue_type() -> &'static str {
+    match std::env::var("TEST_RPC_QUEUE_TYPE").as_deref() {
+        Ok("quorum") => "quorum",
+        _ => "classic",
     }
 }
 

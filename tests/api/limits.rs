@@ -55,3 +55,94 @@ async fn a_caller_over_its_limit_gets_429_with_retry_after_on_both_transports() 
         "{reply}"
     );
 }
+
+/// Three instances sharing one Redis prefix, as one service's instances do.
+async fn three_instances(vars: &[(&str, &str)]) -> Vec<TestApp> {
+    let prefix = format!("limits_{}", uuid::Uuid::new_v4().simple());
+    let mut shared: Vec<(&str, &str)> = vars.to_vec();
+    shared.push(("CACHE_PREFIX", &prefix));
+    let first = TestApp::spawn_with(&shared)
+        .await
+        .with_key(Some(CATALOG_KEY));
+    let mut apps = vec![];
+    for _ in 0..2 {
+        apps.push(first.twin(&shared).await.with_key(Some(CATALOG_KEY)));
+    }
+    apps.insert(0, first);
+    apps
+}
+
+/// Sends `n` reads spread over the instances, all at once; returns how many were accepted.
+async fn accepted_of(apps: &[TestApp], n: usize) -> usize {
+    let path = format!("/api/internal/users/{}/exists", uuid::Uuid::new_v4());
+    let calls = (0..n).map(|i| apps[i % apps.len()].get(&path));
+    let answers = futures::future::join_all(calls).await;
+    answers
+        .iter()
+        .map(|(status, body)| {
+            assert!(
+                *status == StatusCode::OK || *status == StatusCode::TOO_MANY_REQUESTS,
+                "{status} {body}"
+            );
+            usize::from(*status == StatusCode::OK)
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn three_instances_let_a_caller_through_its_allowance_once() {
+    let apps = three_instances(&[("RATE_LIMITS", "game-catalog=60/60,default=1000/60")]).await;
+    let accepted = accepted_of(&apps, 240).await;
+    assert!(
+        (57..=60).contains(&accepted),
+        "60 per minute across three instances, {accepted} accepted"
+    );
+    for app in &apps {
+        let (_, health) = app.get("/health").await;
+        assert_eq!(
+            health["components"]["rateLimits"]["shared"], true,
+            "{health}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_redis_cut_each_instance_counts_alone_and_sharing_resumes_when_it_returns() {
+    let relay = crate::helpers::RedisRelay::start().await;
+    let vars = [
+        ("RATE_LIMITS", "game-catalog=30/60,default=1000/60"),
+        ("REDIS_URL", relay.url.as_str()),
+    ];
+    let apps = three_instances(&vars).await;
+    assert_eq!(accepted_of(&apps, 15).await, 15);
+
+    relay.cut();
+    // Each instance counts alone now, with the whole allowance: requests keep passing.
+    let accepted = accepted_of(&apps, 30).await;
+    assert!(accepted >= 27, "{accepted} of 30 accepted without Redis");
+    for app in &apps {
+        crate::helpers::eventually(std::time::Duration::from_secs(10), || async {
+            let (_, health) = app.get("/health").await;
+            let limits = &health["components"]["rateLimits"];
+            (limits["status"] == "degraded" && limits["shared"] == false).then_some(())
+        })
+        .await;
+    }
+
+    relay.restore();
+    for app in &apps {
+        crate::helpers::eventually(std::time::Duration::from_secs(10), || async {
+            let (_, health) = app.get("/health").await;
+            let limits = &health["components"]["rateLimits"];
+            (limits["status"] == "up" && limits["shared"] == true).then_some(())
+        })
+        .await;
+    }
+    // The shared window counted 15 (and whatever reached Redis before the cut was seen):
+    // at most 15 more pass, whichever instance they reach.
+    let accepted = accepted_of(&apps, 60).await;
+    assert!(
+        (10..=15).contains(&accepted),
+        "{accepted} accepted after Redis returned"
+    );
+}

@@ -1,14 +1,7 @@
-//! Per-caller rate limits: `requests` per `window`, as NestJS's throttler counts them (the
-//! seed's `{limit, ttl}`): a caller's window opens with its first request, at most `requests`
-//! pass in it, and the allowance is whole again when the next window opens. Each caller has
-//! a leaky bucket refilled with its whole allowance once per window; `Retry-After` is the
-//! time left until then. Buckets are checked on the request path with no actor hop
-//! (`RateLimits` is shared, lock-free per caller); the [`RateLimiter`] actor owns their
-//! lifetime and forgets callers idle for a whole window, whose bucket is full again. It
-//! sweeps when it starts (so also after a restart) and every minute, and reports the callers
-//! it keeps as the `rateLimits` health component.
-//!
-//! Limits are per instance: N instances let a caller through N times as fast.
+//! Limits counted by this instance alone: each caller has a leaky bucket refilled with its
+//! whole allowance once per window; `Retry-After` is the time left until then. Checked on the
+//! request path with no actor hop (lock-free per caller). Used while shared counting is off,
+//! and for counts that are per instance by nature (failed authentications per address).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,15 +10,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::health::{Figures, Health, Report, Status};
-use actix::{Actor, AsyncContext, Context};
 use dashmap::DashMap;
 use user_domain::call::Caller;
 use user_domain::error::CoreError;
 
 /// The caller name whose limit applies to callers not named in the configuration.
 pub const DEFAULT_CALLER: &str = "default";
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Requests allowed per window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +44,7 @@ impl Bucket {
 
 /// Cheap to clone; every clone shares the buckets.
 #[derive(Clone)]
-pub struct RateLimits {
+pub struct LocalLimits {
     inner: Arc<Inner>,
 }
 
@@ -66,7 +56,7 @@ struct Inner {
     sweeps: AtomicU64,
 }
 
-impl RateLimits {
+impl LocalLimits {
     /// `limits` by caller name; [`DEFAULT_CALLER`] applies to everyone else. Without it,
     /// callers not named are not limited.
     pub fn new(limits: BTreeMap<String, RateLimit>) -> Self {
@@ -114,7 +104,7 @@ impl RateLimits {
         }
     }
 
-    fn limit_of(&self, caller: &str) -> Option<RateLimit> {
+    pub fn limit_of(&self, caller: &str) -> Option<RateLimit> {
         let limits = &self.inner.limits;
         limits.get(caller).copied().or_else(|| {
             // Local open mode is a developer's machine: not limited unless named.
@@ -143,47 +133,12 @@ impl RateLimits {
     }
 }
 
-/// Owns the buckets' lifetime: sweeps idle callers away every minute.
-pub struct RateLimiter {
-    limits: RateLimits,
-    health: Health,
-}
-
-impl RateLimiter {
-    pub fn new(limits: RateLimits, health: Health) -> Self {
-        Self { limits, health }
-    }
-
-    fn sweep(&mut self) {
-        let callers = self.limits.sweep();
-        tracing::debug!(callers, "rate limit buckets swept");
-        let mut figures = Figures::new();
-        figures.insert("callers", callers.into());
-        figures.insert("sweeps", self.limits.sweeps().into());
-        self.health.do_send(Report {
-            component: "rateLimits",
-            status: Status::Up,
-            detail: None,
-            figures,
-        });
-    }
-}
-
-impl Actor for RateLimiter {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.sweep();
-        ctx.run_interval(SWEEP_EVERY, |act, _| act.sweep());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn limits(spec: &[(&str, u32, u64)]) -> RateLimits {
-        RateLimits::new(
+    fn limits(spec: &[(&str, u32, u64)]) -> LocalLimits {
+        LocalLimits::new(
             spec.iter()
                 .map(|(c, r, s)| {
                     let limit = RateLimit {
