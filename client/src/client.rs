@@ -59,8 +59,15 @@ impl Client {
             durable: true,
             ..Default::default()
         };
+        let mut arguments = FieldTable::default();
+        if config.quorum {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
         channel
-            .queue_declare(config.queue.clone().into(), durable, FieldTable::default())
+            .queue_declare(config.queue.clone().into(), durable, arguments)
             .await?;
         let consume = BasicConsumeOptions {
             no_ack: true,

@@ -20,6 +20,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "the service's request queue (default user-service.rpc)",
     ),
     (
+        "RPC_QUEUE_TYPE",
+        "quorum when the service declares its queue so (RPC_QUEUE_TYPE=quorum); default classic",
+    ),
+    (
         "USER_SERVICE_API_KEY",
         "sent as header x-api-key, the caller's own key",
     ),
@@ -37,6 +41,9 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
 pub struct ClientConfig {
     pub amqp_url: String,
     pub queue: String,
+    /// The request queue is a quorum queue (the service runs with `RPC_QUEUE_TYPE=quorum`):
+    /// it is asserted with `x-queue-type: quorum`, as the service declares it.
+    pub quorum: bool,
     /// How long one attempt waits for its reply; also sent as the request's `expiration`,
     /// so the service drops work that nobody will wait for.
     pub timeout: Duration,
@@ -57,6 +64,7 @@ impl ClientConfig {
         Self {
             amqp_url: amqp_url.into(),
             queue: DEFAULT_QUEUE.to_owned(),
+            quorum: false,
             timeout: Duration::from_secs(3),
             retries: 3,
             backoff_factor: 2.0,
@@ -78,6 +86,9 @@ impl ClientConfig {
         let var = |name: &str| lookup(name).filter(|v| !v.is_empty());
         let mut config = Self::new(var("AMQP_URL").unwrap_or_else(|| DEFAULT_AMQP_URL.to_owned()))
             .queue(var("RPC_QUEUE").unwrap_or_else(|| DEFAULT_QUEUE.to_owned()));
+        if var("RPC_QUEUE_TYPE").is_some_and(|t| t.eq_ignore_ascii_case("quorum")) {
+            config = config.quorum();
+        }
         if let Some(key) = var("USER_SERVICE_API_KEY") {
             config = config.api_key(key);
         } else if let Some(secret) = var("INTERNAL_SERVICE_SECRET") {
@@ -91,6 +102,12 @@ impl ClientConfig {
 
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.queue = queue.into();
+        self
+    }
+
+    /// For a service that declares its queues as quorum queues (`RPC_QUEUE_TYPE=quorum`).
+    pub fn quorum(mut self) -> Self {
+        self.quorum = true;
         self
     }
 
@@ -145,6 +162,9 @@ mod tests {
             (DEFAULT_AMQP_URL, DEFAULT_QUEUE)
         );
         assert!(c.headers.is_empty(), "no credentials: local open mode");
+        assert!(!c.quorum);
+        let quorum = ClientConfig::from_lookup(lookup(&[("RPC_QUEUE_TYPE", "quorum")]));
+        assert!(quorum.quorum);
 
         let c = ClientConfig::from_lookup(lookup(&[
             ("AMQP_URL", "amqp://mq:5672/%2f"),

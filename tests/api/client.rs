@@ -460,6 +460,7 @@ async fn the_command_line_calls_the_service() {
             let env = |name: &str| match name {
                 "AMQP_URL" => Some(AMQP_URL.to_owned()),
                 "RPC_QUEUE" => Some(queue.clone()),
+                "RPC_QUEUE_TYPE" => Some(crate::helpers::rpc_queue_type().to_owned()),
                 "USER_SERVICE_API_KEY" => Some(AUTH_KEY.to_owned()),
                 _ => None,
             };

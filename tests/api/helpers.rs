@@ -146,9 +146,13 @@ impl TestApp {
 
     /// The client configuration for this instance's queue, as `auth-service`.
     pub fn client_config(&self) -> user_service_client::ClientConfig {
-        user_service_client::ClientConfig::new(AMQP_URL)
+        let config = user_service_client::ClientConfig::new(AMQP_URL)
             .queue(self.rpc_queue.clone())
-            .api_key(AUTH_KEY)
+            .api_key(AUTH_KEY);
+        match rpc_queue_type() {
+            "quorum" => config.quorum(),
+            _ => config,
+        }
     }
 
     /// Waits until the RPC edge consumes, then connects a client (as `auth-service`).

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{AMQP_URL, AUTH_KEY, CATALOG_KEY, TestApp, assert_error, send};
+use crate::helpers::{AUTH_KEY, CATALOG_KEY, TestApp, assert_error, send};
 
 #[tokio::test]
 async fn a_caller_over_its_limit_gets_429_with_retry_after_on_both_transports() {
@@ -40,9 +40,8 @@ async fn a_caller_over_its_limit_gets_429_with_retry_after_on_both_transports() 
 
     // The same caller over RabbitMQ draws on the same allowance.
     app.until_broker(true).await;
-    let config = user_service_client::ClientConfig::new(AMQP_URL)
-        .queue(app.rpc_queue.clone())
-        .api_key(CATALOG_KEY);
+    let mut config = app.client_config();
+    config.headers = vec![("x-api-key".to_owned(), CATALOG_KEY.to_owned())];
     let client = user_service_client::Client::connect(config).await.unwrap();
     let reply = client
         .request("users.exists", &json!({"id": uuid::Uuid::new_v4()}))

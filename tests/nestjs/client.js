@@ -16,7 +16,11 @@ async function main() {
     options: {
       urls: [process.env.AMQP_URL],
       queue: process.env.RPC_QUEUE,
-      queueOptions: { durable: true },
+      // Asserted as the service declares it (RPC_QUEUE_TYPE classic or quorum).
+      queueOptions:
+        process.env.RPC_QUEUE_TYPE === 'quorum'
+          ? { durable: true, arguments: { 'x-queue-type': 'quorum' } }
+          : { durable: true },
       headers: { 'x-api-key': process.env.API_KEY },
     },
   });
