@@ -5,6 +5,7 @@ use super::{BoundedText, Invalid, string_newtype};
 /// A user's preferences. Every field has a default, so a stored document may be sparse and
 /// a read always returns the full object.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Preferences {
     pub language: LanguageTag,
@@ -71,6 +72,7 @@ impl Default for TimeZone {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Theme {
     Light,
@@ -80,6 +82,7 @@ pub enum Theme {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Notifications {
     pub email: bool,
@@ -98,6 +101,7 @@ impl Default for Notifications {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct GameSettings {
     pub auto_download: bool,
@@ -158,6 +162,7 @@ impl From<Genres> for Vec<Genre> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct DownloadSettings {
     pub max_concurrent_downloads: MaxConcurrentDownloads,

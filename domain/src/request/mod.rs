@@ -140,9 +140,11 @@ pub struct ProfileOptions {
 
 /// A payment to add to a user's billing stats.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Payment {
     pub payment_id: PaymentId,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::payment_amount))]
     pub amount: Amount,
     #[serde(default)]
     pub currency: Option<Currency>,
