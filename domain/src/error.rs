@@ -11,10 +11,18 @@ pub struct FieldError {
 }
 
 impl FieldError {
+    /// U+0000 (from echoed input) becomes U+FFFD: an error body may be stored in PostgreSQL.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let clean = |s: String| {
+            if s.contains('\0') {
+                s.replace('\0', "\u{FFFD}")
+            } else {
+                s
+            }
+        };
         Self {
-            field: field.into(),
-            message: message.into(),
+            field: clean(field.into()),
+            message: clean(message.into()),
         }
     }
 }

@@ -57,6 +57,9 @@ schema!(
     string()
         .format(format("email"))
         .max_length(Some(Email::MAX))
+        .pattern(Some(
+            r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,63}$",
+        ))
         .description(Some(
             "An e-mail address with a dotted domain, stored and returned lower-case.",
         ))
@@ -97,7 +100,9 @@ schema!(
     string()
         .format(format("uri"))
         .max_length(Some(AvatarUrl::MAX))
-        .pattern(Some(r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\s]+"))
+        .pattern(Some(
+            r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,4})?([/?#][^\s\x00-\x1F\x7F-\x9F]*)?$",
+        ))
         .description(Some(
             "An http or https URL with a host, at most 500 characters."
         ))
@@ -205,7 +210,8 @@ schema!(
         .schema_type(Type::Object)
         .additional_properties(Some(schema::AdditionalProperties::FreeForm(true)))
         .description(Some(format!(
-            "Free JSON owned by the callers: at most {} bytes serialised, nested at most {} levels.",
+            "Free JSON owned by the callers: at most {} bytes serialised, nested at most {} \
+             levels, no U+0000 in any string.",
             Metadata::MAX_BYTES,
             Metadata::MAX_DEPTH
         )))
@@ -238,6 +244,10 @@ impl<const MAX: usize> ToSchema for BoundedText<MAX> {
     }
 }
 
+/// The textual UUID the schemas use in patterns.
+pub const UUID_PATTERN: &str =
+    "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}";
+
 /// A payment amount as a caller sends it: a positive decimal string or number with at most
 /// two decimal places (`#[schema(schema_with)]` of [`crate::request::Payment::amount`]).
 pub fn payment_amount() -> Schema {
@@ -245,7 +255,9 @@ pub fn payment_amount() -> Schema {
     OneOfBuilder::new()
         .item(
             string()
-                .pattern(Some(r"^[0-9]+(\.[0-9]{1,2})?$"))
+                .pattern(Some(
+                    r"^([1-9][0-9]{0,10}(\.[0-9]{1,2})?|0\.([1-9][0-9]?|0[1-9]))$",
+                ))
                 .examples(["199.99"]),
         )
         .item(

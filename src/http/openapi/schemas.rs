@@ -11,7 +11,7 @@ use user_domain::{
     ProfileVisibility, Theme, TimeZone, Timestamp, User, UserId, UserName,
 };
 use utoipa::openapi::schema::{
-    AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type,
+    AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Schema, Type,
 };
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
@@ -190,14 +190,14 @@ pub struct PublicProfile {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BatchProfilesBody {
     /// At most 1000 ids; repeats are answered once.
-    #[schema(max_items = 1000)]
+    #[schema(schema_with = ids_schema)]
     user_ids: Vec<UserId>,
-    #[schema(nullable = false)]
+    #[schema(nullable = false, schema_with = flag_schema)]
     include_preferences: Option<bool>,
-    #[schema(nullable = false)]
+    #[schema(nullable = false, schema_with = flag_schema)]
     include_privacy_settings: Option<bool>,
     /// Return only these fields of each user (instead of the profile).
-    #[schema(nullable = false, schema_with = fields_schema)]
+    #[schema(nullable = false, schema_with = fields_body_schema)]
     fields: Option<Vec<String>>,
 }
 
@@ -206,10 +206,10 @@ pub struct BatchProfilesBody {
 #[serde(deny_unknown_fields)]
 pub struct BatchLookupBody {
     /// At most 1000 ids; repeats are answered once.
-    #[schema(max_items = 1000)]
+    #[schema(schema_with = ids_schema)]
     ids: Vec<UserId>,
     /// Return only these fields of each user.
-    #[schema(nullable = false, schema_with = fields_schema)]
+    #[schema(nullable = false, schema_with = fields_body_schema)]
     fields: Option<Vec<String>>,
 }
 
@@ -218,8 +218,52 @@ pub struct BatchLookupBody {
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchCreateBody {
-    #[schema(max_items = 1000)]
+    #[schema(schema_with = batch_users)]
     users: Vec<NewUser>,
+}
+
+/// At most 1000 items, each a `NewUser`; an item that is not is answered `invalid` (the
+/// others are still created).
+fn batch_users() -> Schema {
+    ArrayBuilder::new()
+        .items(AnyOfBuilder::new().item(reference("NewUser")).item(
+            ObjectBuilder::new().description(Some(
+                "Anything else: reported as an `invalid` item of the answer.",
+            )),
+        ))
+        .max_items(Some(1000))
+        .into()
+}
+
+/// A flag in a body: a boolean, or the text a query string would carry.
+fn flag_schema() -> Schema {
+    AnyOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["true", "false", "1", "0", ""])),
+        )
+        .into()
+}
+
+/// Ids in a body: an array of at most 1000, or one comma-separated string.
+fn ids_schema() -> Schema {
+    let uuid = user_domain::openapi::UUID_PATTERN;
+    AnyOfBuilder::new()
+        .item(
+            ArrayBuilder::new()
+                .items(reference("UserId"))
+                .max_items(Some(1000)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(format!("^{uuid}(,{uuid})*$")))
+                .description(Some("Comma-separated ids.")),
+        )
+        .description(Some("At most 1000 ids; repeats are answered once."))
+        .into()
 }
 
 #[derive(ToSchema)]
@@ -340,7 +384,10 @@ fn part() -> Schema {
         .into()
 }
 
-/// `fields`: top-level fields and dotted paths into the structured parts of a user.
+const FIELDS_DESCRIPTION: &str = "Return only these fields (top-level names or dotted paths \
+     such as `preferences.theme`); `id` is always returned.";
+
+/// `fields` in a query: top-level fields and dotted paths into the structured parts of a user.
 pub fn fields_schema() -> Schema {
     ArrayBuilder::new()
         .items(
@@ -348,10 +395,26 @@ pub fn fields_schema() -> Schema {
                 .schema_type(Type::String)
                 .enum_values(Some(user_domain::json::allowed_paths().iter().cloned())),
         )
-        .description(Some(
-            "Return only these fields (top-level names or dotted paths such as \
-             `preferences.theme`); `id` is always returned.",
-        ))
+        .description(Some(FIELDS_DESCRIPTION))
+        .into()
+}
+
+/// `fields` in a body: an array, or one comma-separated string.
+pub fn fields_body_schema() -> Schema {
+    let names: Vec<String> = user_domain::json::allowed_paths()
+        .iter()
+        .map(|p| p.replace('.', "\\."))
+        .collect();
+    let one = format!("({})", names.join("|"));
+    AnyOfBuilder::new()
+        .item(fields_schema())
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(format!("^{one}(,{one})*$")))
+                .description(Some("Comma-separated names.")),
+        )
+        .description(Some(FIELDS_DESCRIPTION))
         .into()
 }
 
@@ -363,18 +426,22 @@ pub fn partial_user() -> Schema {
         _ => return Schema::default(),
     };
     user.required = vec!["id".to_owned()];
-    // A projected part holds only the paths asked for: its fields are all optional.
-    for (name, part) in [
-        ("billingStats", BillingStats::schema()),
-        ("billingInfo", BillingInfo::schema()),
+    // A projected part holds only the paths asked for (`null` where the user has none).
+    for name in [
+        "preferences",
+        "privacySettings",
+        "billingInfo",
+        "billingStats",
     ] {
-        if let RefOr::T(Schema::Object(mut o)) = part {
-            o.required.clear();
-            let nullable = OneOfBuilder::new()
-                .item(ObjectBuilder::new().schema_type(Type::Null))
-                .item(o);
-            user.properties.insert(name.to_owned(), nullable.into());
-        }
+        let part = ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                Type::Object,
+                Type::Null,
+            ]))
+            .description(Some(format!(
+                "The parts of `{name}` asked for (see `User`), `null` where there is none."
+            )));
+        user.properties.insert(name.to_owned(), part.into());
     }
     user.description = Some(
         "A user projected to the `fields` asked for: `id` and the named fields only.".to_owned(),
