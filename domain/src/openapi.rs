@@ -204,11 +204,41 @@ schema!(
         .examples(["pay-0001"])
 );
 
+/// Text without U+0000 (PostgreSQL cannot store it).
+fn no_nul() -> ObjectBuilder {
+    string().pattern(Some(r"^[^\x00]*$"))
+}
+
+/// Any JSON value without U+0000 in a string or key: the values of [`Metadata`].
+pub struct MetadataValue;
+
+schema!(
+    MetadataValue,
+    schema::AnyOfBuilder::new()
+        .item(no_nul())
+        .item(
+            ObjectBuilder::new().schema_type(schema::SchemaType::from_iter([
+                Type::Number,
+                Type::Boolean,
+                Type::Null,
+            ]))
+        )
+        .item(ArrayBuilder::new().items(schema::Ref::from_schema_name("MetadataValue")))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property_names(Some(no_nul()))
+                .additional_properties(Some(schema::Ref::from_schema_name("MetadataValue"))),
+        )
+        .description(Some("Any JSON value; no U+0000 in a string or key."))
+);
+
 schema!(
     Metadata,
     ObjectBuilder::new()
         .schema_type(Type::Object)
-        .additional_properties(Some(schema::AdditionalProperties::FreeForm(true)))
+        .property_names(Some(no_nul()))
+        .additional_properties(Some(schema::Ref::from_schema_name("MetadataValue")))
         .description(Some(format!(
             "Free JSON owned by the callers: at most {} bytes serialised, nested at most {} \
              levels, no U+0000 in any string.",

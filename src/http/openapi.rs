@@ -51,6 +51,7 @@ pub const HEALTH_PATHS: [&str; 4] = [
         user_domain::views::Profile,
         user_domain::request::Payment,
         user_domain::PasswordHash,
+        user_domain::openapi::MetadataValue,
         schemas::Exists,
         schemas::RecordLoginBody,
         schemas::UserPatch,
@@ -209,8 +210,9 @@ fn flag(name: &str, description: &str) -> ParameterBuilder {
         .description(Some(description))
         .schema(Some(
             ObjectBuilder::new()
-                .schema_type(Type::Boolean)
-                .default(Some(false.into())),
+                .schema_type(Type::String)
+                .enum_values(Some(["true", "false", "1", "0", ""]))
+                .default(Some("false".into())),
         ))
 }
 
@@ -237,7 +239,6 @@ fn ids_param() -> ParameterBuilder {
         .schema(Some(
             ArrayBuilder::new()
                 .items(reference("UserId"))
-                .min_items(Some(1))
                 .max_items(Some(ParamForm::QUERY_MAX_IDS)),
         ))
 }

@@ -597,6 +597,22 @@ mod tests {
     }
 
     #[test]
+    fn empty_pieces_are_bad_ids_but_ignored_fields() {
+        let q = json!({"ids": format!("{ID},,{ID}")});
+        assert_eq!(
+            field(Request::parse(Method::BatchLookup, q, ParamForm::Query)),
+            "ids[1]"
+        );
+        let empty = json!({"ids": ""});
+        assert_eq!(
+            field(Request::parse(Method::BatchLookup, empty, ParamForm::Query)),
+            "ids[0]"
+        );
+        let f = json!({"id": ID, "fields": "name,,email"});
+        assert!(Request::parse(Method::Get, f, ParamForm::Query).is_ok());
+    }
+
+    #[test]
     fn batch_create_validates_per_item() {
         let users = json!({"users": [
             {"name": "A", "email": "a@x.io", "password": "$2b$10$abcdefghijklmnop"},

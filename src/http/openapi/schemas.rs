@@ -214,25 +214,13 @@ pub struct BatchLookupBody {
 }
 
 /// The body of `users.batchCreate`: each item is created, refused as a conflict or reported
-/// invalid on its own (see the answer's `results`).
+/// invalid on its own (see the answer's `results`). An item that is not a valid `NewUser`
+/// does not fail the request: it is answered `invalid`, and the others are still created.
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchCreateBody {
-    #[schema(schema_with = batch_users)]
+    #[schema(max_items = 1000)]
     users: Vec<NewUser>,
-}
-
-/// At most 1000 items, each a `NewUser`; an item that is not is answered `invalid` (the
-/// others are still created).
-fn batch_users() -> Schema {
-    ArrayBuilder::new()
-        .items(AnyOfBuilder::new().item(reference("NewUser")).item(
-            ObjectBuilder::new().description(Some(
-                "Anything else: reported as an `invalid` item of the answer.",
-            )),
-        ))
-        .max_items(Some(1000))
-        .into()
 }
 
 /// A flag in a body: a boolean, or the text a query string would carry.
@@ -259,7 +247,7 @@ fn ids_schema() -> Schema {
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .pattern(Some(format!("^{uuid}(,{uuid})*$")))
+                .pattern(Some(format!(r"^\s*{uuid}\s*(,\s*{uuid}\s*)*$")))
                 .description(Some("Comma-separated ids.")),
         )
         .description(Some("At most 1000 ids; repeats are answered once."))
@@ -385,7 +373,7 @@ fn part() -> Schema {
 }
 
 const FIELDS_DESCRIPTION: &str = "Return only these fields (top-level names or dotted paths \
-     such as `preferences.theme`); `id` is always returned.";
+     such as `preferences.theme`); `id` is always returned; empty names are ignored.";
 
 /// `fields` in a query: top-level fields and dotted paths into the structured parts of a user.
 pub fn fields_schema() -> Schema {
@@ -393,7 +381,12 @@ pub fn fields_schema() -> Schema {
         .items(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .enum_values(Some(user_domain::json::allowed_paths().iter().cloned())),
+                .enum_values(Some(
+                    user_domain::json::allowed_paths()
+                        .iter()
+                        .cloned()
+                        .chain([String::new()]),
+                )),
         )
         .description(Some(FIELDS_DESCRIPTION))
         .into()
@@ -411,7 +404,7 @@ pub fn fields_body_schema() -> Schema {
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .pattern(Some(format!("^{one}(,{one})*$")))
+                .pattern(Some(format!(r"^\s*({one}\s*)?(,\s*({one}\s*)?)*$")))
                 .description(Some("Comma-separated names.")),
         )
         .description(Some(FIELDS_DESCRIPTION))
