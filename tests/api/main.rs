@@ -15,6 +15,7 @@ mod ledger;
 mod ledger_rpc;
 mod limits;
 mod nestjs;
+mod openapi;
 mod resilience;
 mod rpc;
 mod supervision;
