@@ -110,17 +110,37 @@ impl Checker {
 
     /// Validates `body` against `schema`, resolving `$ref`s within the document.
     fn validate(&self, schema: &Value, body: &Value, what: &str) {
+        let errors = self.errors(schema, body, what);
+        assert!(errors.is_empty(), "{what}: {errors:#?}\nbody: {body}");
+    }
+
+    fn errors(&self, schema: &Value, body: &Value, what: &str) -> Vec<String> {
         let mut root = schema.clone();
         root["components"] = self.doc["components"].clone();
         let validator = jsonschema::options()
             .should_validate_formats(true)
             .build(&root)
             .unwrap_or_else(|e| panic!("{what}: schema does not compile: {e}"));
-        let errors: Vec<String> = validator
+        validator
             .iter_errors(body)
             .map(|e| format!("{} at {}", e, e.instance_path()))
-            .collect();
-        assert!(errors.is_empty(), "{what}: {errors:#?}\nbody: {body}");
+            .collect()
+    }
+
+    /// The validation is not vacuous: answers the document does not describe fail it.
+    fn refuses_what_it_should(&self) {
+        let user = json!({"$ref": "#/components/schemas/User"});
+        for wrong in [
+            json!({"id": "not-a-uuid"}),
+            json!({"id": "0191d9b2-8e1f-7c3a-9a4e-0c1d2e3f4a5b", "passwordHash": "x"}),
+            json!([]),
+        ] {
+            assert!(!self.errors(&user, &wrong, "self-check").is_empty(), "{wrong}");
+        }
+        let error = json!({"$ref": "#/components/schemas/ErrorBody"});
+        let leaky = json!({"statusCode": 500, "error": "x", "code": "INTERNAL", "message": "m",
+                           "correlationId": "c", "stack": "at main.rs"});
+        assert!(!self.errors(&error, &leaky, "self-check").is_empty());
     }
 }
 
@@ -135,6 +155,7 @@ async fn every_answer_matches_the_document() {
     )])
     .await;
     let mut c = Checker::new(&app).await;
+    c.refuses_what_it_should();
     let (get, post, patch, delete) = (Method::GET, Method::POST, Method::PATCH, Method::DELETE);
     let user_t = "/api/internal/users/{id}";
     let sub = |s: &str| format!("/api/internal/users/{{id}}/{s}");
