@@ -135,7 +135,10 @@ impl Checker {
             json!({"id": "0191d9b2-8e1f-7c3a-9a4e-0c1d2e3f4a5b", "passwordHash": "x"}),
             json!([]),
         ] {
-            assert!(!self.errors(&user, &wrong, "self-check").is_empty(), "{wrong}");
+            assert!(
+                !self.errors(&user, &wrong, "self-check").is_empty(),
+                "{wrong}"
+            );
         }
         let error = json!({"$ref": "#/components/schemas/ErrorBody"});
         let leaky = json!({"statusCode": 500, "error": "x", "code": "INTERNAL", "message": "m",

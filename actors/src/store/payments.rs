@@ -96,15 +96,11 @@ pub(super) async fn record(
 type Recorded = (Uuid, i64, String);
 
 async fn recorded(conn: &mut PgConnection, p: &Payment) -> Result<Option<Recorded>, CoreError> {
-    Ok(
-        sqlx::query_as(
-            "SELECT user_id, amount_minor, currency FROM payments WHERE payment_id = $1",
-        )
+    sqlx::query_as("SELECT user_id, amount_minor, currency FROM payments WHERE payment_id = $1")
         .bind(p.payment_id.as_ref())
         .fetch_optional(conn)
         .await
-        .map_err(db_error)?,
-    )
+        .map_err(db_error)
 }
 
 /// The currency the user's totals are in: that of its earlier payments, if any.
