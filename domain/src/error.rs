@@ -4,22 +4,32 @@ use serde::Serialize;
 
 /// One `details` entry of a `VALIDATION_FAILED` error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     pub field: String,
     pub message: String,
 }
 
 impl FieldError {
+    /// U+0000 (from echoed input) becomes U+FFFD: an error body may be stored in PostgreSQL.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let clean = |s: String| {
+            if s.contains('\0') {
+                s.replace('\0', "\u{FFFD}")
+            } else {
+                s
+            }
+        };
         Self {
-            field: field.into(),
-            message: message.into(),
+            field: clean(field.into()),
+            message: clean(message.into()),
         }
     }
 }
 
 /// The contract's error codes (section 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     ValidationFailed,

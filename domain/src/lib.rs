@@ -10,6 +10,8 @@ pub mod call;
 pub mod error;
 pub mod events;
 pub mod json;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod request;
 pub mod views;
 

@@ -5,6 +5,7 @@ use super::{BoundedText, Invalid, string_newtype};
 /// A user's preferences. Every field has a default, so a stored document may be sparse and
 /// a read always returns the full object.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Preferences {
     pub language: LanguageTag,
@@ -71,6 +72,7 @@ impl Default for TimeZone {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Theme {
     Light,
@@ -80,6 +82,7 @@ pub enum Theme {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Notifications {
     pub email: bool,
@@ -98,6 +101,7 @@ impl Default for Notifications {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct GameSettings {
     pub auto_download: bool,
@@ -158,6 +162,7 @@ impl From<Genres> for Vec<Genre> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct DownloadSettings {
     pub max_concurrent_downloads: MaxConcurrentDownloads,
@@ -177,15 +182,23 @@ impl Default for DownloadSettings {
 
 /// 1–10 parallel downloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "i64", into = "i64")]
+#[serde(try_from = "serde_json::Number", into = "i64")]
 pub struct MaxConcurrentDownloads(u8);
 
-impl TryFrom<i64> for MaxConcurrentDownloads {
+/// A JSON number: `2` and `2.0` are the same integer (as JSON Schema's `integer` says).
+impl TryFrom<serde_json::Number> for MaxConcurrentDownloads {
     type Error = Invalid;
-    fn try_from(n: i64) -> Result<Self, Invalid> {
-        match u8::try_from(n) {
-            Ok(v @ 1..=10) => Ok(Self(v)),
-            _ => Err(Invalid::new(format!("must be between 1 and 10 (got {n})"))),
+    fn try_from(n: serde_json::Number) -> Result<Self, Invalid> {
+        let whole = n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 1e3)
+                .map(|f| f as i64)
+        });
+        match whole.map(u8::try_from) {
+            Some(Ok(v @ 1..=10)) => Ok(Self(v)),
+            _ => Err(Invalid::new(format!(
+                "must be an integer from 1 to 10 (got {n})"
+            ))),
         }
     }
 }
@@ -225,6 +238,8 @@ mod tests {
             json!({"timezone": "Mars/Olympus"}),
             json!({"downloadSettings": {"maxConcurrentDownloads": 11}}),
             json!({"downloadSettings": {"maxConcurrentDownloads": 0}}),
+            json!({"downloadSettings": {"maxConcurrentDownloads": 2.5}}),
+            json!({"downloadSettings": {"maxConcurrentDownloads": "2"}}),
             json!({"gameSettings": {"preferredGenres": ["x".repeat(33)]}}),
             json!({"gameSettings": {"preferredGenres": vec!["rpg"; 21]}}),
             json!({"gameSettings": {"unknown": true}}),
@@ -235,6 +250,17 @@ mod tests {
                 "{bad} accepted"
             );
         }
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        let p: Preferences =
+            serde_json::from_value(json!({"downloadSettings": {"maxConcurrentDownloads": 2.0}}))
+                .unwrap();
+        assert_eq!(
+            serde_json::to_value(&p).unwrap()["downloadSettings"]["maxConcurrentDownloads"],
+            json!(2)
+        );
     }
 
     #[test]

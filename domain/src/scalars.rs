@@ -50,12 +50,14 @@ impl std::fmt::Display for UserId {
     }
 }
 
-/// Echoing user input in an error message, but never a megabyte of it.
+/// Echoing user input in an error message, but never a megabyte of it, and never a control
+/// character (U+FFFD instead: an error body may be stored, and PostgreSQL refuses U+0000).
 pub(crate) fn truncate(s: &str, max: usize) -> String {
+    let clean = |c: char| if c.is_control() { '\u{FFFD}' } else { c };
+    let head: String = s.chars().take(max).map(clean).collect();
     if s.chars().count() <= max {
-        s.to_owned()
+        head
     } else {
-        let head: String = s.chars().take(max).collect();
         format!("{head}…")
     }
 }
@@ -142,6 +144,9 @@ impl AvatarUrl {
                 "must be at most {} characters",
                 Self::MAX
             )));
+        }
+        if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(Invalid::new("must be an http or https URL"));
         }
         match url::Url::parse(&s) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(Self(s)),
@@ -280,6 +285,12 @@ impl TryFrom<serde_json::Map<String, serde_json::Value>> for Metadata {
                 Self::MAX_DEPTH
             )));
         }
+        if map
+            .iter()
+            .any(|(k, v)| k.contains('\0') || crate::json::has_nul(v))
+        {
+            return Err(Invalid::new("must not contain the NUL character (U+0000)"));
+        }
         Ok(Self(map))
     }
 }
@@ -353,6 +364,11 @@ mod tests {
         assert!(AvatarUrl::parse("https://cdn.example.com/a.png").is_ok());
         assert!(AvatarUrl::parse("ftp://cdn.example.com/a.png").is_err());
         assert!(AvatarUrl::parse("javascript:alert(1)").is_err());
+        assert!(
+            AvatarUrl::parse("https://e.com/a\u{0}b").is_err(),
+            "no NUL (jsonb refuses it)"
+        );
+        assert!(AvatarUrl::parse(" https://e.com/a").is_err());
         assert!(AvatarUrl::parse(format!("https://e.com/{}", "a".repeat(500))).is_err());
     }
 
@@ -370,5 +386,15 @@ mod tests {
         let big =
             serde_json::Map::from_iter([("k".to_owned(), serde_json::json!("v".repeat(17_000)))]);
         assert!(Metadata::try_from(big).is_err());
+        for nul in [
+            serde_json::json!({"k": "a\u{0}b"}),
+            serde_json::json!({"a\u{0}": 1}),
+            serde_json::json!({"k": [{"x\u{0}": true}]}),
+        ] {
+            assert!(
+                serde_json::from_value::<Metadata>(nul.clone()).is_err(),
+                "{nul}"
+            );
+        }
     }
 }

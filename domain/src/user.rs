@@ -11,6 +11,7 @@ use super::{
 /// `users.get`), which is also what the cache holds. The password hash is not part of it;
 /// it is read from the database, and only for credential readers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct User {
     pub id: UserId,
@@ -19,6 +20,7 @@ pub struct User {
     pub avatar_url: Option<AvatarUrl>,
     pub is_active: bool,
     pub last_login_at: Option<Timestamp>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::ip_address))]
     pub last_login_ip: Option<IpAddr>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -31,6 +33,7 @@ pub struct User {
 
 /// The body of `users.create` (and each item of `users.batchCreate`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub name: UserName,

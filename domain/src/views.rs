@@ -59,6 +59,7 @@ pub fn projected(u: &User, fields: Option<&Projection>) -> Value {
 
 /// A profile: identity and account state, plus the sub-objects the options ask for.
 #[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Profile<'a> {
     id: &'a UserId,

@@ -2,6 +2,7 @@
 //! core, and encode its answer. Routing is one table ([`routes`]); no operation logic here.
 
 mod health;
+pub mod openapi;
 mod respond;
 mod routes;
 
@@ -83,13 +84,18 @@ where
         caller = tracing::field::Empty,
     );
     let started = Instant::now();
-    if path == "/metrics" {
-        return crate::metrics::response();
+    if let Some(response) = unauthenticated(&method, &path, &correlation_id) {
+        return respond::with_correlation_id(response, &correlation_id);
     }
     // What the request turned out to be, for the metrics.
     let mut operation = None;
     let mut caller_name = None;
+    let mut allow = None;
     let result = async {
+        if HEALTH_PATHS.contains(&path.as_str()) && method != Http::GET {
+            allow = Some("GET".to_owned());
+            return Err(CoreError::MethodNotAllowed(method.to_string()));
+        }
         match path.as_str() {
             "/health" => return Ok(health::live(&edge).await),
             "/health/ready" => return health::ready(&edge).await,
@@ -97,7 +103,15 @@ where
             _ => {}
         }
         let segments = decode_segments(&path)?;
-        let route = routes::find(&method, &segments)?;
+        let route = routes::find(&method, &segments).inspect_err(|e| {
+            if matches!(e, CoreError::MethodNotAllowed(_)) {
+                let methods: Vec<&str> = routes::allowed(&segments)
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect();
+                allow = Some(methods.join(", "));
+            }
+        })?;
         operation = Some(route.method);
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let caller = edge
@@ -142,7 +156,10 @@ where
             error,
         );
     }
-    let response = respond::render(result, &correlation_id);
+    let mut response = respond::render(result, &correlation_id);
+    if let Some(v) = allow.and_then(|a| warp::http::HeaderValue::from_str(&a).ok()) {
+        response.headers_mut().insert(warp::http::header::ALLOW, v);
+    }
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),
@@ -151,6 +168,34 @@ where
         )
     });
     response
+}
+
+/// The health paths, answered without credentials (GET only).
+const HEALTH_PATHS: [&str; 3] = ["/health", "/health/ready", "/health/integrations"];
+
+/// `/metrics`, `/openapi.json` and `/docs`: answered without credentials, before routing.
+fn unauthenticated(
+    method: &Http,
+    path: &str,
+    correlation_id: &CorrelationId,
+) -> Option<warp::reply::Response> {
+    let response = match path {
+        "/metrics" => crate::metrics::response(),
+        "/openapi.json" => openapi::json(),
+        _ => openapi::docs(path)?,
+    };
+    if *method == Http::GET {
+        return Some(response);
+    }
+    let mut refused = respond::render(
+        Err(CoreError::MethodNotAllowed(method.to_string())),
+        correlation_id,
+    );
+    refused.headers_mut().insert(
+        warp::http::header::ALLOW,
+        warp::http::HeaderValue::from_static("GET"),
+    );
+    Some(refused)
 }
 
 /// Splits the path into percent-decoded segments, dropping empty ones (`//`, trailing `/`).

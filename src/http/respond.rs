@@ -56,6 +56,14 @@ pub fn render(result: Result<Reply, CoreError>, correlation_id: &CorrelationId) 
     response
 }
 
+/// Adds the `x-correlation-id` header (to a response made outside [`render`]).
+pub fn with_correlation_id(mut response: Response, correlation_id: &CorrelationId) -> Response {
+    if let Ok(v) = HeaderValue::from_str(correlation_id.as_str()) {
+        response.headers_mut().insert(CORRELATION_HEADER, v);
+    }
+    response
+}
+
 /// `{statusCode, error, code, message, correlationId, details?}`; `Retry-After` is a header.
 pub fn error_body(e: &CoreError, correlation_id: &str) -> Value {
     let code = e.code();

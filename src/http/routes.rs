@@ -12,72 +12,136 @@ pub struct Route {
     pub path_params: Map<String, Value>,
 }
 
-/// The HTTP methods a path accepts, and the operation each one names.
-type Methods = &'static [(Http, Method)];
+/// One REST operation: its HTTP method, its path template (a `{name}` segment is a path
+/// param of that name) and the operation it names. The OpenAPI document is generated from
+/// this table ([`super::openapi`]), so every route is documented and nothing else is.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub http: Http,
+    pub path: &'static str,
+    pub method: Method,
+}
+
+const fn at(http: Http, path: &'static str, method: Method) -> Endpoint {
+    Endpoint { http, path, method }
+}
+
+/// Every REST path of contract section 3. Where two templates match a path, the first
+/// listed wins (`/users/email/{email}` before `/users/{id}/{…}`); the HTTP method is then
+/// looked up among that template's entries (405 when it has none for it).
+pub static ROUTES: [Endpoint; 19] = [
+    at(Http::POST, "/api/internal/users", Method::Create),
+    at(
+        Http::POST,
+        "/api/internal/users/batch/profiles",
+        Method::BatchProfiles,
+    ),
+    at(
+        Http::GET,
+        "/api/internal/users/email/{email}",
+        Method::GetByEmail,
+    ),
+    at(Http::GET, "/api/internal/users/{id}", Method::Get),
+    at(Http::PATCH, "/api/internal/users/{id}", Method::Update),
+    at(Http::DELETE, "/api/internal/users/{id}", Method::Delete),
+    at(Http::GET, "/api/internal/users/{id}/exists", Method::Exists),
+    at(
+        Http::PATCH,
+        "/api/internal/users/{id}/last-login",
+        Method::RecordLogin,
+    ),
+    at(
+        Http::GET,
+        "/api/internal/users/{id}/profile",
+        Method::GetProfile,
+    ),
+    at(
+        Http::GET,
+        "/api/internal/users/{id}/billing-info",
+        Method::GetBillingInfo,
+    ),
+    at(
+        Http::PATCH,
+        "/api/internal/users/{id}/billing-info",
+        Method::UpdateBillingInfo,
+    ),
+    at(
+        Http::POST,
+        "/api/internal/users/{id}/billing-stats",
+        Method::RecordPayment,
+    ),
+    at(
+        Http::GET,
+        "/api/internal/users/{id}/preferences",
+        Method::GetPreferences,
+    ),
+    at(
+        Http::PATCH,
+        "/api/internal/users/{id}/preferences",
+        Method::UpdatePreferences,
+    ),
+    at(
+        Http::GET,
+        "/api/internal/users/{id}/privacy-settings",
+        Method::GetPrivacySettings,
+    ),
+    at(
+        Http::PATCH,
+        "/api/internal/users/{id}/privacy-settings",
+        Method::UpdatePrivacySettings,
+    ),
+    at(Http::GET, "/api/batch/users/lookup", Method::BatchLookup),
+    at(Http::POST, "/api/batch/users/lookup", Method::BatchLookup),
+    at(Http::POST, "/api/batch/users/create", Method::BatchCreate),
+];
+
+/// The path params of `template` read from `segments`, or `None` when it does not match.
+fn matches(template: &str, segments: &[String]) -> Option<Map<String, Value>> {
+    let parts: Vec<&str> = template.split('/').filter(|s| !s.is_empty()).collect();
+    if parts.len() != segments.len() {
+        return None;
+    }
+    let mut params = Map::new();
+    for (part, seg) in parts.iter().zip(segments) {
+        match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            Some(name) => {
+                params.insert(name.to_owned(), Value::String(seg.clone()));
+            }
+            None if part == seg => {}
+            None => return None,
+        }
+    }
+    Some(params)
+}
 
 /// Finds the route for `segments` (already percent-decoded, without empty segments).
 pub fn find(http: &Http, segments: &[String]) -> Result<Route, CoreError> {
-    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let (methods, param): (Methods, Option<(&str, &str)>) = match segs.as_slice() {
-        ["api", "internal", "users"] => (&[(Http::POST, Method::Create)], None),
-        ["api", "internal", "users", "batch", "profiles"] => {
-            (&[(Http::POST, Method::BatchProfiles)], None)
-        }
-        ["api", "internal", "users", "email", email] => {
-            (&[(Http::GET, Method::GetByEmail)], Some(("email", email)))
-        }
-        ["api", "internal", "users", id] => (
-            &[
-                (Http::GET, Method::Get),
-                (Http::PATCH, Method::Update),
-                (Http::DELETE, Method::Delete),
-            ],
-            Some(("id", id)),
-        ),
-        ["api", "internal", "users", id, sub] => {
-            let methods: Methods = match *sub {
-                "exists" => &[(Http::GET, Method::Exists)],
-                "last-login" => &[(Http::PATCH, Method::RecordLogin)],
-                "profile" => &[(Http::GET, Method::GetProfile)],
-                "billing-info" => &[
-                    (Http::GET, Method::GetBillingInfo),
-                    (Http::PATCH, Method::UpdateBillingInfo),
-                ],
-                "billing-stats" => &[(Http::POST, Method::RecordPayment)],
-                "preferences" => &[
-                    (Http::GET, Method::GetPreferences),
-                    (Http::PATCH, Method::UpdatePreferences),
-                ],
-                "privacy-settings" => &[
-                    (Http::GET, Method::GetPrivacySettings),
-                    (Http::PATCH, Method::UpdatePrivacySettings),
-                ],
-                _ => return Err(not_found(segments)),
-            };
-            (methods, Some(("id", id)))
-        }
-        ["api", "batch", "users", "lookup"] => (
-            &[
-                (Http::GET, Method::BatchLookup),
-                (Http::POST, Method::BatchLookup),
-            ],
-            None,
-        ),
-        ["api", "batch", "users", "create"] => (&[(Http::POST, Method::BatchCreate)], None),
-        _ => return Err(not_found(segments)),
-    };
-    let method = methods
+    let (template, path_params) = ROUTES
         .iter()
-        .find(|(m, _)| m == http)
-        .map(|(_, op)| *op)
+        .find_map(|e| matches(e.path, segments).map(|p| (e.path, p)))
+        .ok_or_else(|| not_found(segments))?;
+    let method = ROUTES
+        .iter()
+        .find(|e| e.path == template && e.http == *http)
+        .map(|e| e.method)
         .ok_or_else(|| CoreError::MethodNotAllowed(http.to_string()))?;
-    let path_params = param
-        .map(|(k, v)| Map::from_iter([(k.to_owned(), Value::String(v.to_owned()))]))
-        .unwrap_or_default();
     Ok(Route {
         method,
         path_params,
     })
+}
+
+/// The HTTP methods `segments` accepts (the `Allow` header of a 405).
+pub fn allowed(segments: &[String]) -> Vec<&'static Http> {
+    let template = ROUTES
+        .iter()
+        .find(|e| matches(e.path, segments).is_some())
+        .map(|e| e.path);
+    ROUTES
+        .iter()
+        .filter(|e| Some(e.path) == template)
+        .map(|e| &e.http)
+        .collect()
 }
 
 fn not_found(segments: &[String]) -> CoreError {

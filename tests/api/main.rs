@@ -17,6 +17,7 @@ mod ledger;
 mod ledger_rpc;
 mod limits;
 mod nestjs;
+mod openapi;
 mod resilience;
 mod rpc;
 mod startup;

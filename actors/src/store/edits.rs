@@ -24,8 +24,31 @@ pub(super) struct Edit {
 fn merged<T: Serialize + DeserializeOwned>(current: &T, patch: &Patch) -> Result<T, CoreError> {
     let mut doc = serde_json::to_value(current)
         .map_err(|e| CoreError::Internal(format!("serialising for a merge: {e}")))?;
+    if let Some(path) = unknown_null(&doc, patch, "") {
+        return Err(CoreError::invalid(path, "unknown field"));
+    }
     json_patch::merge(&mut doc, &Value::Object(patch.clone()));
     from_json(doc, "")
+}
+
+/// The first field the patch sets to `null` that `doc` does not have. Merging would drop it
+/// silently, where any other value for it is refused as unknown. (`metadata` is free-form:
+/// removing an absent key of it is fine.)
+fn unknown_null(doc: &Value, patch: &Patch, prefix: &str) -> Option<String> {
+    patch.iter().find_map(|(k, v)| {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match (doc.get(k), v) {
+            (None, Value::Null) => Some(path),
+            (Some(inner @ Value::Object(_)), Value::Object(nested)) if path != "metadata" => {
+                unknown_null(inner, nested, &path)
+            }
+            _ => None,
+        }
+    })
 }
 
 fn to_json<T: Serialize>(v: &T) -> Value {

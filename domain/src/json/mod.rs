@@ -11,6 +11,17 @@ use serde_json::Value;
 
 /// True when `value` nests objects and arrays more than `max` levels deep. Recurses at most
 /// `max + 1` levels, whatever the input.
+/// True when a string anywhere in `value` (keys included) holds U+0000, which PostgreSQL
+/// text and jsonb cannot store. Recurses as deep as `value` nests (bounded by the caller).
+pub fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
 pub fn deeper_than(value: &Value, max: usize) -> bool {
     match value {
         Value::Array(items) => max == 0 || items.iter().any(|v| deeper_than(v, max - 1)),

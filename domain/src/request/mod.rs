@@ -140,9 +140,11 @@ pub struct ProfileOptions {
 
 /// A payment to add to a user's billing stats.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Payment {
     pub payment_id: PaymentId,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::payment_amount))]
     pub amount: Amount,
     #[serde(default)]
     pub currency: Option<Currency>,
@@ -592,6 +594,22 @@ mod tests {
             field(Request::parse(Method::BatchLookup, bad, ParamForm::Json)),
             "ids[1]"
         );
+    }
+
+    #[test]
+    fn empty_pieces_are_bad_ids_but_ignored_fields() {
+        let q = json!({"ids": format!("{ID},,{ID}")});
+        assert_eq!(
+            field(Request::parse(Method::BatchLookup, q, ParamForm::Query)),
+            "ids[1]"
+        );
+        let empty = json!({"ids": ""});
+        assert_eq!(
+            field(Request::parse(Method::BatchLookup, empty, ParamForm::Query)),
+            "ids[0]"
+        );
+        let f = json!({"id": ID, "fields": "name,,email"});
+        assert!(Request::parse(Method::Get, f, ParamForm::Query).is_ok());
     }
 
     #[test]

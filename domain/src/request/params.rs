@@ -26,6 +26,8 @@ impl<'de> Deserialize<'de> for Flag {
 }
 
 /// A list of strings: a JSON array, or a comma-separated string as a query string carries it.
+/// Pieces are trimmed and kept even when empty, so that `ids=a,,b` reports its empty id
+/// rather than answering for fewer ids than it names (a `fields` list ignores empty names).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct List(pub Vec<String>);
 
@@ -42,11 +44,7 @@ impl<'de> Deserialize<'de> for List {
         })? {
             Raw::Many(v) => Ok(List(v)),
             Raw::Text(t) => Ok(List(
-                t.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
+                t.split(',').map(str::trim).map(str::to_owned).collect(),
             )),
         }
     }
@@ -71,7 +69,7 @@ mod tests {
         assert!(serde_json::from_value::<Flag>(json!(1)).is_err());
         assert_eq!(
             serde_json::from_value::<List>(json!("a, b,,c")).unwrap(),
-            List(vec!["a".into(), "b".into(), "c".into()])
+            List(vec!["a".into(), "b".into(), "".into(), "c".into()])
         );
         assert_eq!(
             serde_json::from_value::<List>(json!(["a"])).unwrap(),

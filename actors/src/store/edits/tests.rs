@@ -183,3 +183,19 @@ fn payments_add_exactly() {
     assert_eq!(u.billing_stats.total_spent.to_string(), "0.30");
     assert_eq!(u.billing_stats.payments_count, 3);
 }
+
+#[test]
+fn a_null_for_an_unknown_field_is_refused() {
+    let prefs = user_domain::Preferences::default();
+    let patch = |v: Value| v.as_object().cloned().unwrap_or_default();
+    let err = merged(&prefs, &patch(json!({"nope": null}))).unwrap_err();
+    assert_eq!(err.details()[0].field, "nope");
+    let err = merged(&prefs, &patch(json!({"notifications": {"fax": null}}))).unwrap_err();
+    assert_eq!(err.details()[0].field, "notifications.fax");
+    assert!(merged(&prefs, &patch(json!({"theme": null}))).is_ok());
+    let editable = EditableUser::from(&user());
+    assert!(
+        merged(&editable, &patch(json!({"metadata": {"absent": null}}))).is_ok(),
+        "metadata is free-form"
+    );
+}

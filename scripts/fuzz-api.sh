@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# API fuzzer: Schemathesis against the service's own OpenAPI document (GET /openapi.json).
+#
+# Installs Schemathesis (pinned) into a venv under target/ (reused when present), builds and
+# starts the service (debug build) on its own database, RPC queue, events exchange, Redis
+# prefix and port, waits for /health/ready, runs every Schemathesis check that applies with
+# the API key, bounded in time, and exits non-zero on any finding. The service it started is
+# stopped and its database dropped on exit.
+#
+# Needs: Rust (cargo), Python 3 with venv, and the local PostgreSQL, Redis and RabbitMQ.
+# Environment: FUZZ_PORT (38200), FUZZ_MAX_TIME seconds per run (240), FUZZ_MAX_EXAMPLES per
+# operation (40), FUZZ_SEED, PG_ADMIN_URL (postgres://postgres@127.0.0.1:5432/postgres).
+set -euo pipefail
+
+SCHEMATHESIS_VERSION=4.32.5
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+port="${FUZZ_PORT:-38200}"
+max_time="${FUZZ_MAX_TIME:-240}"
+max_examples="${FUZZ_MAX_EXAMPLES:-40}"
+pg_admin="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+run_id="fuzz_$(date +%s)_$$"
+db_name="us_${run_id}"
+db_url="${pg_admin%/*}/${db_name}"
+export FUZZ_API_KEY="fuzz-key-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+venv="$root/target/fuzz-venv"
+report_dir="$root/target/fuzz-report"
+log="$root/target/fuzz-service.log"
+service_pid=""
+
+say() { printf 'fuzz-api: %s\n' "$*" >&2; }
+
+cleanup() {
+    local rc=$?
+    if [[ -n "$service_pid" ]] && kill -0 "$service_pid" 2>/dev/null; then
+        kill -TERM "$service_pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do
+            kill -0 "$service_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$service_pid" 2>/dev/null || true
+        wait "$service_pid" 2>/dev/null || true
+    fi
+    "$venv/bin/python" - "$pg_admin" "$db_name" <<'PY' 2>/dev/null || say "could not drop database $db_name"
+import sys, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as c:
+    c.execute(f'DROP DATABASE IF EXISTS "{sys.argv[2]}" WITH (FORCE)')
+PY
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# 1. Schemathesis (and psycopg, to drop the database without psql), pinned, in a venv.
+if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION" \
+    || ! "$venv/bin/python" -c 'import psycopg' 2>/dev/null; then
+    say "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        "schemathesis==$SCHEMATHESIS_VERSION" "psycopg[binary]==3.3.9"
+fi
+
+# 2. The service binary.
+say "building the service"
+cargo build --quiet --bin user-service
+binary="$root/target/debug/user-service"
+
+# 3. Start it on its own database, queue, exchange, Redis prefix and port. Rate limits and
+#    the failed-authentication gate are raised so that they never answer in its place.
+say "starting the service on 127.0.0.1:$port (database $db_name)"
+env DATABASE_URL="$db_url" \
+    HTTP_ADDR="127.0.0.1:$port" \
+    INTERNAL_API_KEYS="fuzz=$FUZZ_API_KEY" \
+    CREDENTIAL_READERS=fuzz \
+    RATE_LIMITS="fuzz=1000000/60,default=1000000/60" \
+    AUTH_FAILURES_PER_ADDRESS="1000000/60" \
+    RPC_QUEUE="$run_id.rpc" \
+    EVENTS_EXCHANGE="$run_id.events" \
+    CACHE_PREFIX="$run_id" \
+    LOG_FORMAT=json RUST_LOG="${RUST_LOG:-warn}" \
+    "$binary" >"$log" 2>&1 &
+service_pid=$!
+
+deadline=$((SECONDS + 60))
+ready() {
+    "$venv/bin/python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+        "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1
+}
+until ready; do
+    if ! kill -0 "$service_pid" 2>/dev/null; then
+        say "the service exited; its log:"; tail -n 30 "$log" >&2; exit 1
+    fi
+    if ((SECONDS > deadline)); then
+        say "not ready within 60 s; its log:"; tail -n 30 "$log" >&2; exit 1
+    fi
+    sleep 0.2
+done
+
+# 4. Fuzz: every phase (examples, coverage, fuzzing, stateful) and every check (enabled in
+#    scripts/schemathesis.toml, with the few per-operation exceptions the contract makes),
+#    bounded by --max-time. Any finding fails the run.
+say "running schemathesis (at most ${max_time}s)"
+started=$SECONDS
+set +e
+# From target/, so that Schemathesis keeps its cache (.schemathesis/) out of the work tree.
+cd "$root/target"
+"$venv/bin/st" --config-file "$root/scripts/schemathesis.toml" run \
+    "http://127.0.0.1:$port/openapi.json" \
+    --max-examples "$max_examples" \
+    --max-time "$max_time" \
+    --workers 2 \
+    --request-timeout 10 \
+    ${FUZZ_SEED:+--seed "$FUZZ_SEED"} \
+    --report junit --report-dir "$report_dir"
+status=$?
+set -e
+say "schemathesis finished in $((SECONDS - started))s with status $status (report: $report_dir)"
+# A 500 is already a finding; a panic or an internal error the answers hid is one too.
+if grep -E '"message":"(internal error|database error)"|panicked' "$log" >/dev/null; then
+    say "the service logged internal errors:"
+    grep -E '"message":"(internal error|database error)"|panicked' "$log" | tail -n 20 >&2
+    status=1
+fi
+exit "$status"
