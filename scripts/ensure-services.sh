@@ -12,6 +12,10 @@
 #
 # Env overrides: PG_WAIT_SECS (60), REDIS_WAIT_SECS (60), RABBIT_WAIT_SECS (120).
 set -euo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+    exit 0
+fi
 
 PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 export PATH

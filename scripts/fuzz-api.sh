@@ -7,10 +7,15 @@
 # the API key, bounded in time, and exits non-zero on any finding. The service it started is
 # stopped and its database dropped on exit.
 #
-# Needs: Rust (cargo), Python 3 with venv, and the local PostgreSQL, Redis and RabbitMQ.
+# Needs: Rust (cargo) and the local PostgreSQL, Redis and RabbitMQ; on Debian, Python 3 and
+# its venv module are installed with apt-get when missing.
 # Environment: FUZZ_PORT (38200), FUZZ_MAX_TIME seconds per run (240), FUZZ_MAX_EXAMPLES per
 # operation (40), FUZZ_SEED, PG_ADMIN_URL (postgres://postgres@127.0.0.1:5432/postgres).
 set -euo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+    exit 0
+fi
 
 SCHEMATHESIS_VERSION=4.32.5
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,6 +47,11 @@ cleanup() {
         kill -KILL "$service_pid" 2>/dev/null || true
         wait "$service_pid" 2>/dev/null || true
     fi
+    if command -v rabbitmqctl >/dev/null 2>&1; then
+        for queue in "$run_id.rpc" "$run_id.rpc.dlq"; do
+            rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
+        done
+    fi
     "$venv/bin/python" - "$pg_admin" "$db_name" <<'PY' 2>/dev/null || say "could not drop database $db_name"
 import sys, psycopg
 with psycopg.connect(sys.argv[1], autocommit=True) as c:
@@ -52,7 +62,15 @@ PY
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# 1. Schemathesis (and psycopg, to drop the database without psql), pinned, in a venv.
+# 1. Python with venv (Debian: installed with apt-get when missing), then Schemathesis (and
+#    psycopg, to drop the database without psql), pinned, in a venv.
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    say "installing python3 and python3-venv with apt-get"
+    sudo_cmd=()
+    [[ "$(id -u)" -ne 0 ]] && sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq python3 python3-venv >/dev/null
+fi
 if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION" \
     || ! "$venv/bin/python" -c 'import psycopg' 2>/dev/null; then
     say "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
