@@ -21,6 +21,10 @@ use crate::{
 
 /// No control character (what `char::is_control` refuses).
 const NO_CONTROL: &str = r"[^\x00-\x1F\x7F-\x9F]";
+/// Neither a control character nor white space.
+const VISIBLE: &str = r"[^\s\x00-\x1F\x7F-\x9F]";
+/// White space that is not a control character (what trimming removes, besides those).
+const SPACE: &str = r"[^\S\x00-\x1F\x7F-\x9F]";
 
 fn string() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::String)
@@ -70,9 +74,10 @@ schema!(
     UserName,
     string()
         .min_length(Some(1))
-        .max_length(Some(UserName::MAX))
+        // Spaces around the name are trimmed before its length (1–100) is counted.
         .pattern(Some(format!(
-            r"^{NO_CONTROL}*[^\s\x00-\x1F\x7F-\x9F]{NO_CONTROL}*$"
+            r"^{SPACE}*{VISIBLE}(?:{NO_CONTROL}{{0,{}}}{VISIBLE})?{SPACE}*$",
+            UserName::MAX - 2
         )))
         .description(Some(
             "A display name: 1–100 characters after trimming, no control characters.",

@@ -75,7 +75,12 @@ string_newtype!(UserName);
 impl UserName {
     pub const MAX: usize = 100;
 
+    /// Spaces around the name are trimmed; control characters (a newline, a tab) are
+    /// refused wherever they are.
     pub fn parse(s: impl AsRef<str>) -> Result<Self, Invalid> {
+        if has_control(s.as_ref()) {
+            return Err(Invalid::new("must not contain control characters"));
+        }
         let trimmed = s.as_ref().trim();
         let len = trimmed.chars().count();
         if len == 0 {
@@ -86,9 +91,6 @@ impl UserName {
                 "must be at most {} characters (got {len})",
                 Self::MAX
             )));
-        }
-        if has_control(trimmed) {
-            return Err(Invalid::new("must not contain control characters"));
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -314,7 +316,8 @@ mod tests {
         #[test]
         fn names_accept_exactly_1_to_100_trimmed_characters(s in "\\PC{0,120}") {
             let trimmed = s.trim();
-            let expected_ok = (1..=100).contains(&trimmed.chars().count());
+            let expected_ok = (1..=100).contains(&trimmed.chars().count())
+                && !s.chars().any(char::is_control);
             match UserName::parse(&s) {
                 Ok(name) => {
                     prop_assert!(expected_ok);
@@ -347,6 +350,11 @@ mod tests {
             "characters, not bytes"
         );
         assert!(UserName::parse("a\u{0}b").is_err());
+        assert!(
+            UserName::parse("Ann\n").is_err(),
+            "a control character even at an end"
+        );
+        assert!(UserName::parse("\tAnn").is_err());
     }
 
     #[test]

@@ -226,8 +226,9 @@ fn add_query(params: &mut Map<String, Value>, query: &str) {
 }
 
 /// A JSON object body joins the params. It may not repeat a name the path or query set.
+/// No body at all adds nothing; anything else must be a JSON object (blanks are not).
 fn add_body(params: &mut Map<String, Value>, body: Bytes) -> Result<(), CoreError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.is_empty() {
         return Ok(());
     }
     let value: Value = serde_json::from_slice(&body)

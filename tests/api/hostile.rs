@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::amqp::{Raw, dead_letters, key, publish_unreadable, table};
 use crate::events::Events;
-use crate::helpers::{AUTH_KEY, HASH, SECRET, TestApp, eventually};
+use crate::helpers::{AUTH_KEY, HASH, SECRET, TestApp, assert_error, eventually, send};
 
 const PREFETCH: usize = 8;
 /// Each case is sent this many times: together several prefetch windows.
@@ -502,6 +502,51 @@ async fn rest_ids_that_break_the_rule() {
         0,
         "nothing done"
     );
+}
+
+/// A body of blanks is not JSON (only no body at all means "nothing"); a name with a control
+/// character at its end is refused, not trimmed into something else.
+#[tokio::test]
+async fn blank_bodies_and_control_characters_are_refused() {
+    use reqwest::Method;
+    let app = TestApp::spawn().await;
+    let id = app.create_user("Blank", "blank@example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/internal/users/{id}/billing-info");
+    let (status, body) = send(
+        app.req(Method::PATCH, &path)
+            .header("content-type", "application/json")
+            .body(" \n"),
+    )
+    .await;
+    assert_error(
+        status,
+        &body,
+        reqwest::StatusCode::BAD_REQUEST,
+        "VALIDATION_FAILED",
+    );
+    let (status, body) = app
+        .patch(
+            &format!("/api/internal/users/{id}"),
+            json!({"name": "Blank\n"}),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        reqwest::StatusCode::BAD_REQUEST,
+        "VALIDATION_FAILED",
+    );
+    let (status, body) = app
+        .patch(
+            &format!("/api/internal/users/{id}"),
+            json!({"name": "  Blank Two "}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(body["name"], "Blank Two");
 }
 
 /// A handler that panics anyway still settles its delivery: answered 500 when someone waits,

@@ -21,7 +21,7 @@ use super::local::RateLimit;
 /// The longest a limit check waits for Redis before counting locally.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(100);
 /// The most requests one lease takes.
-const MAX_LEASE: u32 = 64;
+const MAX_LEASE: u32 = 1024;
 /// A lease takes at most this fraction (1/n) of what remains of the allowance.
 const LEASE_SHARE: u32 = 16;
 /// Failed Redis calls in a row after which every check counts locally.
@@ -251,7 +251,8 @@ mod tests {
     #[test]
     fn leases_shrink_as_the_allowance_runs_out() {
         assert_eq!(lease_size(1000, 0), 62);
-        assert_eq!(lease_size(10_000, 0), MAX_LEASE);
+        assert_eq!(lease_size(10_000, 0), 625);
+        assert_eq!(lease_size(1_000_000, 0), MAX_LEASE);
         assert_eq!(lease_size(1000, 990), 1);
         assert_eq!(lease_size(5, 0), 1);
         assert_eq!(
