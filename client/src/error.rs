@@ -69,26 +69,13 @@ impl From<lapin::Error> for ClientError {
     }
 }
 
-const CODES: [ErrorCode; 13] = [
-    ErrorCode::ValidationFailed,
-    ErrorCode::Unauthenticated,
-    ErrorCode::Forbidden,
-    ErrorCode::UserNotFound,
-    ErrorCode::NotFound,
-    ErrorCode::MethodNotAllowed,
-    ErrorCode::EmailTaken,
-    ErrorCode::Conflict,
-    ErrorCode::IdempotencyKeyReused,
-    ErrorCode::PayloadTooLarge,
-    ErrorCode::RateLimited,
-    ErrorCode::Unavailable,
-    ErrorCode::Internal,
-];
-
 /// The code named in a reply; a name this client does not know (a newer service) is read
 /// from the status, the way an HTTP client reads an unknown status by its class.
 fn error_code(name: Option<&str>, status: u16) -> ErrorCode {
-    if let Some(code) = CODES.into_iter().find(|c| Some(c.as_str()) == name) {
+    if let Some(code) = ErrorCode::ALL
+        .into_iter()
+        .find(|c| Some(c.as_str()) == name)
+    {
         return code;
     }
     match status {
@@ -164,7 +151,7 @@ mod tests {
 
     #[test]
     fn every_code_reads_back_as_itself() {
-        for code in CODES {
+        for code in ErrorCode::ALL {
             assert_eq!(error_code(Some(code.as_str()), 500), code);
             assert_eq!(error_code(None, code.status()).status(), code.status());
         }

@@ -51,6 +51,23 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the contract's order.
+    pub const ALL: [Self; 13] = [
+        Self::ValidationFailed,
+        Self::Unauthenticated,
+        Self::Forbidden,
+        Self::UserNotFound,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::EmailTaken,
+        Self::Conflict,
+        Self::IdempotencyKeyReused,
+        Self::PayloadTooLarge,
+        Self::RateLimited,
+        Self::Unavailable,
+        Self::Internal,
+    ];
+
     pub fn status(self) -> u16 {
         match self {
             Self::ValidationFailed => 400,

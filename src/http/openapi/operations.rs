@@ -243,22 +243,12 @@ pub(super) fn doc(method: Method, http: &Http) -> Doc {
 
 /// The error codes each documented status carries.
 pub(super) fn codes(status: u16) -> Vec<ErrorCode> {
-    [
-        ErrorCode::ValidationFailed,
-        ErrorCode::Unauthenticated,
-        ErrorCode::Forbidden,
-        ErrorCode::UserNotFound,
-        ErrorCode::EmailTaken,
-        ErrorCode::Conflict,
-        ErrorCode::IdempotencyKeyReused,
-        ErrorCode::PayloadTooLarge,
-        ErrorCode::RateLimited,
-        ErrorCode::Unavailable,
-        ErrorCode::Internal,
-    ]
-    .into_iter()
-    .filter(|c| c.status() == status)
-    .collect()
+    // Route-level answers (no such path or method) are not an operation's.
+    ErrorCode::ALL
+        .into_iter()
+        .filter(|c| !matches!(c, ErrorCode::NotFound | ErrorCode::MethodNotAllowed))
+        .filter(|c| c.status() == status)
+        .collect()
 }
 
 pub(super) fn correlation_header() -> (String, utoipa::openapi::Header) {
