@@ -24,6 +24,9 @@ impl Email {
             email_address::Options::default()
                 .without_display_text()
                 .without_domain_literal()
+                // The whole address is bounded (MAX); its local part is not held to
+                // RFC 5321's 64, as the documented grammar says.
+                .with_long_local_parts()
                 // Users' addresses are on the public internet: the domain has a dot.
                 .with_required_tld(),
         )
@@ -81,5 +84,11 @@ mod tests {
         }
         let long = format!("{}@example.com", "a".repeat(250));
         assert!(Email::parse(long).is_err());
+    }
+
+    #[test]
+    fn a_long_local_part_is_accepted_within_the_whole_bound() {
+        let address = format!("{}@example.com", "a".repeat(100));
+        assert_eq!(Email::parse(&address).unwrap().as_ref(), address);
     }
 }
