@@ -7,6 +7,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
+use crate::http::Conn;
 use crate::workloads::{Ctx, Job, Rng};
 
 /// What one measurement saw: latencies of the successful requests (µs) and the errors.
@@ -80,13 +81,14 @@ pub async fn drive(
 
 async fn worker(ctx: &Ctx, job: &Job, w: usize, from: Instant, until: Instant) -> Measured {
     let mut rng = Rng::new(w as u64 + 1 + u64::from(std::process::id()));
+    let mut conn = Conn::default();
     let mut seen = Measured::empty(0.0);
     let mut n = 0u64;
     while Instant::now() < until {
         n += 1;
         let uniq = format!("{w}-{n}-{}", next_serial());
         let started = Instant::now();
-        let outcome = ctx.call(job, &mut rng, &uniq).await;
+        let outcome = ctx.call(job, &mut conn, &mut rng, &uniq).await;
         let ended = Instant::now();
         if started < from || ended > until {
             continue;

@@ -73,6 +73,7 @@
 
 mod ceilings;
 mod drive;
+mod http;
 mod opts;
 mod report;
 mod seed;
@@ -182,10 +183,13 @@ async fn bench() -> Result<(), String> {
 /// Every selected workload at every concurrency, `opts.runs` times, with the service's RSS
 /// sampled every 100 ms throughout.
 async fn measure(opts: &Opts, setup: &Setup) -> (Runs, Rss) {
-    let mut rss = Rss {
-        idle_before: setup.pid.and_then(service::rss_mib),
-        ..Rss::default()
-    };
+    let mut rss = Rss::default();
+    if let Some(pid) = setup.pid {
+        rss.idle_before = service::settled_rss_mib(pid).await;
+    }
+    if let Err(e) = setup.ctx.warm().await {
+        eprintln!("warming the cache failed ({e}); measuring from cold");
+    }
     let peak = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = setup
@@ -219,8 +223,9 @@ async fn measure(opts: &Opts, setup: &Setup) -> (Runs, Rss) {
         let _ = s.await;
         rss.peak = Some(f64::from_bits(peak.load(Ordering::Relaxed))).filter(|v| *v > 0.0);
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    rss.idle_after = setup.pid.and_then(service::rss_mib);
+    if let Some(pid) = setup.pid {
+        rss.idle_after = service::settled_rss_mib(pid).await;
+    }
     (runs, rss)
 }
 

@@ -167,7 +167,7 @@ impl Rss {
     pub fn print(&self) {
         let mb = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1} MiB"));
         println!(
-            "\nService RSS: idle after start+seed {}, peak during load {} (sampled every 100 ms), idle after load {}",
+            "\nService RSS: idle after start+seed {}, peak during load {} (sampled every 100 ms), idle after load {} (idle: once it stops falling)",
             mb(self.idle_before),
             mb(self.peak),
             mb(self.idle_after)

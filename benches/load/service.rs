@@ -206,6 +206,22 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// The RSS once it stops falling: freed pages go back to the system a few seconds after a
+/// burst (jemalloc's decay), so "idle" is read when two readings a second apart agree
+/// within 0.25 MiB, or after 20 s.
+pub async fn settled_rss_mib(pid: u32) -> Option<f64> {
+    let mut last = rss_mib(pid)?;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let now = rss_mib(pid)?;
+        if (last - now).abs() < 0.25 {
+            return Some(now);
+        }
+        last = now;
+    }
+    Some(last)
+}
+
 /// A port nobody listens on now.
 pub fn free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;

@@ -122,7 +122,6 @@ impl Setup {
             batch.len()
         );
         let ctx = Ctx {
-            http,
             base,
             api_key: opts.api_key.clone(),
             rpc,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::http::Conn;
 use crate::report::SoakPoint;
 use crate::service::rss_mib;
 use crate::workloads::{Ctx, Job, Rng, Workload};
@@ -43,11 +44,12 @@ pub async fn soak(ctx: &Arc<Ctx>, pid: Option<u32>, length: Duration) -> Vec<Soa
             workers.push(tokio::spawn(async move {
                 let job = Job::Service(w);
                 let mut rng = Rng::new(seed);
+                let mut conn = Conn::default();
                 let mut n = 0u64;
                 while Instant::now() < until {
                     n += 1;
                     let uniq = format!("soak{seed}-{n}");
-                    let ok = ctx.call(&job, &mut rng, &uniq).await.is_ok();
+                    let ok = ctx.call(&job, &mut conn, &mut rng, &uniq).await.is_ok();
                     counters.requests.fetch_add(1, Ordering::Relaxed);
                     if !ok {
                         counters.errors.fetch_add(1, Ordering::Relaxed);

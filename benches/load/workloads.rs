@@ -1,11 +1,12 @@
 //! The workloads: what one request of each is, and the context it runs in.
 
-use reqwest::{Method, StatusCode};
+use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use user_service_client::Client;
 
 use crate::ceilings;
+use crate::http::{Call, Conn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Workload {
@@ -113,7 +114,6 @@ pub struct Seeded {
 
 /// Everything a request needs; shared by all workers.
 pub struct Ctx {
-    pub http: reqwest::Client,
     pub base: String,
     pub api_key: Option<String>,
     pub rpc: Option<Client>,
@@ -159,25 +159,47 @@ impl Ctx {
 
     async fn rest(
         &self,
+        conn: &mut Conn,
         method: Method,
-        url: String,
+        path: String,
         body: Option<Value>,
         key: Option<&str>,
         expect: StatusCode,
     ) -> Outcome {
-        let mut req = self.http.request(method, url);
+        self.rest_to(conn, &self.base, method, path, body, key, expect)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn rest_to(
+        &self,
+        conn: &mut Conn,
+        base: &str,
+        method: Method,
+        path: String,
+        body: Option<Value>,
+        key: Option<&str>,
+        expect: StatusCode,
+    ) -> Outcome {
+        let mut headers = Vec::new();
         if let Some(k) = &self.api_key {
-            req = req.header("x-api-key", k);
+            headers.push(("x-api-key", k.as_str()));
         }
         if let Some(k) = key {
-            req = req.header("idempotency-key", k);
+            headers.push(("idempotency-key", k));
         }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.map_err(|e| kind_of(&e))?;
-        let status = resp.status();
-        resp.bytes().await.map_err(|e| kind_of(&e))?;
+        let body = body
+            .map(|b| serde_json::to_vec(&b))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let call = Call {
+            method,
+            base,
+            path,
+            body,
+            headers,
+        };
+        let status = conn.send(call).await?;
         if status == expect {
             Ok(())
         } else {
@@ -198,13 +220,26 @@ impl Ctx {
         }
     }
 
+    /// Reads every seeded user once (100 per batch lookup), so that measurements start from
+    /// a service whose users are cached, as in steady state, not from the cold start that
+    /// seeding leaves.
+    pub async fn warm(&self) -> Outcome {
+        let mut conn = Conn::default();
+        for chunk in self.users.ids.chunks(100) {
+            let path = format!("/api/batch/users/lookup?ids={}", chunk.join(","));
+            self.rest(&mut conn, Method::GET, path, None, None, StatusCode::OK)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// One request of `job`; `uniq` is unique within the run.
-    pub async fn call(&self, job: &Job, rng: &mut Rng, uniq: &str) -> Outcome {
+    pub async fn call(&self, job: &Job, conn: &mut Conn, rng: &mut Rng, uniq: &str) -> Outcome {
         let w = match job {
             Job::Sql(pool) => return ceilings::sql_create(pool, &self.tag, uniq).await,
             Job::Service(w) => *w,
         };
-        let users = format!("{}/api/internal/users", self.base);
+        let users = "/api/internal/users";
         let ok = StatusCode::OK;
         let new_user = || {
             let email = format!("new-{uniq}.{}@bench.example.com", self.tag);
@@ -213,11 +248,12 @@ impl Ctx {
         match w {
             Workload::RestGet => {
                 let url = format!("{users}/{}", self.id(rng));
-                self.rest(Method::GET, url, None, None, ok).await
+                self.rest(conn, Method::GET, url, None, None, ok).await
             }
             Workload::RestEmail => {
                 let email = &self.users.emails[rng.below(self.users.emails.len())];
                 self.rest(
+                    conn,
                     Method::GET,
                     format!("{users}/email/{email}"),
                     None,
@@ -229,32 +265,48 @@ impl Ctx {
             Workload::RestBatch10 | Workload::RestBatch100 => {
                 let n = if w == Workload::RestBatch10 { 10 } else { 100 };
                 let ids = self.ids(rng, n).join(",");
-                let url = format!("{}/api/batch/users/lookup?ids={ids}", self.base);
-                self.rest(Method::GET, url, None, None, ok).await
+                let url = format!("/api/batch/users/lookup?ids={ids}");
+                self.rest(conn, Method::GET, url, None, None, ok).await
             }
             Workload::RestProfiles => {
                 let body = json!({"userIds": self.ids(rng, 10)});
                 let url = format!("{users}/batch/profiles");
-                self.rest(Method::POST, url, Some(body), None, ok).await
+                self.rest(conn, Method::POST, url, Some(body), None, ok)
+                    .await
             }
             Workload::RestCreate => {
                 let key = format!("{}-{uniq}", self.tag);
                 let created = StatusCode::CREATED;
-                self.rest(Method::POST, users, Some(new_user()), Some(&key), created)
-                    .await
+                self.rest(
+                    conn,
+                    Method::POST,
+                    users.into(),
+                    Some(new_user()),
+                    Some(&key),
+                    created,
+                )
+                .await
             }
             Workload::RestPrefs => {
                 let max = 1 + rng.below(10);
                 let body = json!({"downloadSettings": {"maxConcurrentDownloads": max}});
                 let url = format!("{users}/{}/preferences", self.id(rng));
-                self.rest(Method::PATCH, url, Some(body), None, ok).await
+                self.rest(conn, Method::PATCH, url, Some(body), None, ok)
+                    .await
             }
             Workload::RestPayment => {
                 let payment = format!("pay-{}-{uniq}", self.tag);
                 let body = json!({"paymentId": payment, "amount": "9.99", "currency": "RUB"});
                 let url = format!("{users}/{}/billing-stats", self.id(rng));
-                self.rest(Method::POST, url, Some(body), None, StatusCode::CREATED)
-                    .await
+                self.rest(
+                    conn,
+                    Method::POST,
+                    url,
+                    Some(body),
+                    None,
+                    StatusCode::CREATED,
+                )
+                .await
             }
             Workload::RpcGet => {
                 let params = json!({"id": self.id(rng)});
@@ -278,8 +330,9 @@ impl Ctx {
                 } else {
                     "batch"
                 };
-                let url = format!("{base}/{path}/{}", self.id(rng));
-                self.rest(Method::GET, url, None, None, ok).await
+                let url = format!("/{path}/{}", self.id(rng));
+                self.rest_to(conn, base, Method::GET, url, None, None, ok)
+                    .await
             }
             Workload::CeilSqlCreate => Err("the SQL ceiling needs its pool".to_owned()),
         }
@@ -288,13 +341,3 @@ impl Ctx {
 
 /// A password hash of the shape the service accepts (it never sees clear text).
 pub const PASSWORD_HASH: &str = "$2b$10$abcdefghijklmnopqrstuv";
-
-fn kind_of(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timeout".into()
-    } else if e.is_connect() {
-        "connect".into()
-    } else {
-        format!("http: {e}")
-    }
-}

@@ -19,9 +19,7 @@ use lapin::options::{
     ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
-};
+use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use user_actors::Core;
@@ -199,9 +197,7 @@ async fn serve(
     backoff: &mut Backoff,
     set_aside: bool,
 ) -> Result<(), RpcError> {
-    let properties =
-        ConnectionProperties::default().with_connection_name("user-service rpc".into());
-    let conn = Connection::connect(&edge.config.amqp_url, properties).await?;
+    let conn = user_actors::amqp::connect(&edge.config.amqp_url, "user-service rpc").await?;
     let channel = conn.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())

@@ -20,7 +20,7 @@ use std::time::Duration;
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Channel, Confirmation, ExchangeKind};
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -187,9 +187,7 @@ async fn lead(
         ));
         let _ = tokio::time::timeout(TICK, listener.recv()).await;
     }
-    let properties =
-        ConnectionProperties::default().with_connection_name("user-service events".into());
-    let conn = Connection::connect(&config.amqp_url, properties).await?;
+    let conn = crate::amqp::connect(&config.amqp_url, "user-service events").await?;
     let channel = conn.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())

@@ -74,9 +74,10 @@ pub struct UserStore {
     groups_running: usize,
 }
 
-/// Groups of creates written at the same time: while one waits for its flush, the next
-/// is being written.
-const GROUPS_RUNNING: usize = 2;
+/// Groups of creates written at the same time: while some wait for their round trips and
+/// flush, others are being written. Measured on 2 cores with 32 callers (`benches/load`):
+/// 2 groups gave 3.0k creates/s, 4 gave 4.2k, 8 gave 3.4k (more, smaller flushes).
+const GROUPS_RUNNING: usize = 4;
 
 impl UserStore {
     pub fn new(store: Store) -> Self {
