@@ -17,6 +17,7 @@
 //!   is a miss.
 
 mod manager;
+mod recent;
 mod scripts;
 
 use std::collections::HashMap;
@@ -47,10 +48,6 @@ const LOCAL_TTL: Duration = Duration::from_secs(30);
 const LOCAL_BYTES: u64 = 24 * 1024 * 1024;
 /// Addresses kept in process, each an address and an id.
 const LOCAL_EMAILS: u64 = 20_000;
-/// Recent invalidations kept to refuse stale fills: small entries, one per write in the last
-/// [`MAX_FILL_AGE`] (an older one cannot refuse anything: every fill it could refuse is
-/// older still, and dropped for its age).
-const DROPPED_CAPACITY: u64 = 200_000;
 /// Invalidations remembered while Redis is away; past this, Redis is distrusted as a whole
 /// and this instance's keys are purged once it is back.
 const MAX_UNCLEAN: usize = 10_000;
@@ -78,7 +75,8 @@ struct Inner {
     local: moka::sync::Cache<UserId, Arc<Rendered>>,
     emails: moka::sync::Cache<Email, UserId>,
     /// When each user was last invalidated here.
-    dropped: moka::sync::Cache<UserId, Instant>,
+    /// Invalidations seen, to refuse fills read before them.
+    recent: recent::Recent,
     /// Whether the invalidation subscription is up (the in-process copy is usable).
     listening: AtomicBool,
     /// Invalidations Redis has not seen yet, with the addresses to drop.
@@ -153,10 +151,7 @@ impl UserCache {
                     .max_capacity(LOCAL_EMAILS)
                     .time_to_live(local_ttl)
                     .build(),
-                dropped: moka::sync::Cache::builder()
-                    .max_capacity(DROPPED_CAPACITY)
-                    .time_to_live(MAX_FILL_AGE)
-                    .build(),
+                recent: recent::Recent::new(),
                 listening: AtomicBool::new(false),
                 unclean: Default::default(),
                 purge: AtomicBool::new(false),
@@ -402,7 +397,7 @@ impl Inner {
             return;
         }
         let id = u.user.id;
-        if self.dropped.get(&id).is_some_and(|at| at >= mark.at) {
+        if self.recent.since(id, mark.at) {
             return;
         }
         self.local.insert(id, u.clone());
@@ -416,11 +411,10 @@ impl Inner {
     fn sweep(&self) {
         self.local.run_pending_tasks();
         self.emails.run_pending_tasks();
-        self.dropped.run_pending_tasks();
     }
 
     fn drop_local(&self, id: UserId) {
-        self.dropped.insert(id, Instant::now());
+        self.recent.record(id);
         self.local.invalidate(&id);
     }
 
