@@ -10,6 +10,9 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+/// A request not answered in this time is an error (and its connection is dropped).
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One worker's connection, made on its first request and made again after an error.
 #[derive(Default)]
 pub struct Conn {
@@ -42,17 +45,19 @@ impl Conn {
         }
         let body = Full::new(Bytes::from(call.body.unwrap_or_default()));
         let req = req.body(body).map_err(|e| format!("request: {e}"))?;
-        let result = async {
+        let exchange = async {
             let resp = sender.send_request(req).await?;
             let status = resp.status();
             resp.into_body().collect().await?;
             Ok::<_, hyper::Error>(status)
-        }
-        .await;
-        result.map_err(|e| {
-            self.open = None;
-            format!("http: {e}")
-        })
+        };
+        let result = match tokio::time::timeout(TIMEOUT, exchange).await {
+            Ok(Ok(status)) => return Ok(status),
+            Ok(Err(e)) => format!("http: {e}"),
+            Err(_) => "timeout".to_owned(),
+        };
+        self.open = None;
+        Err(result)
     }
 
     async fn ready(&mut self, authority: &str) -> Result<&mut SendRequest<Full<Bytes>>, String> {

@@ -15,8 +15,11 @@
 //! `EVENTS_EXCHANGE` and `CACHE_PREFIX`, a free `HTTP_ADDR` port, `RUST_LOG=warn`, local open
 //! mode (no keys; the caller is `local`) with `RATE_LIMITS=local=4000000000/1`, a limit that
 //! never binds. `DB_POOL_SIZE`, `RPC_PREFETCH` and `REDIS_URL` pass through when set. It
-//! waits for `/health/ready`, seeds users through batch create (100 per request), then
-//! drives each workload at each concurrency: a warm-up, then the measured window. The
+//! waits for `/health/ready`, seeds users through batch create (100 per request), reads the
+//! service's RSS once it has settled, reads every seeded user once (100-id batch lookups, so
+//! the measurements start from a cache as warm as in steady state, not from the cold start
+//! that seeding leaves), then drives each workload at each concurrency: a warm-up, then the
+//! measured window. The
 //! service's log goes to `target/bench/service-<unix time>.log`; the service is stopped
 //! with SIGTERM at the end, on Ctrl-C, on a panic, and if this process dies.
 //!
@@ -42,9 +45,11 @@
 //! Every request is an error unless it gets its expected status (201 for creates and
 //! payments, else 200). Latencies go into an HDR histogram (µs, 3 significant figures);
 //! req/s counts the successful requests that started and ended inside the window. All REST
-//! traffic, the service's and the warp ceiling's, goes through one keep-alive HTTP/1.1
-//! client; all RPC traffic through the client kit (`user_service_client::Client`, raw
-//! `request`: no retries, no breaker, 10 s timeout).
+//! traffic, the service's and the warp ceiling's, goes the same way: each worker keeps one
+//! keep-alive HTTP/1.1 connection and sends over hyper's bare connection API (as `wrk`
+//! does, so the generator takes little of the CPU it shares with the server); all RPC
+//! traffic through the client kit (`user_service_client::Client`, raw `request`: no
+//! retries, no breaker, 10 s timeout).
 //!
 //! **The ceilings**, measured in the same run with the same clients and concurrencies; each
 //! row's `ratio` is its req/s over its ceiling's:
@@ -59,7 +64,7 @@
 //!   with the service's prefetch (`RPC_PREFETCH`, 200), replying to `reply_to` with the
 //!   request's `correlation_id` and a fixed `{"status":200,"data":{user}}` without waiting
 //!   for a publisher confirm, then acking. It is the cost of the broker round trip and the
-//!   client kit alone; the service adds its work and waits for confirms before acking.
+//!   client kit alone; the service adds its work.
 //! * `ceil-sql-create` (for REST and RPC creates): the SQL transaction of a keyed create,
 //!   read from the store (`actors/src/store/ledger.rs`, `creates.rs`, `outbox.rs`) — the
 //!   key's advisory lock and lookup, the users insert, the outbox insert, the ledger insert,
@@ -69,7 +74,8 @@
 //!   what it adds is parsing, the actors, the cache invalidation and the transport.
 //!
 //! Also reported: the service's VmRSS idle after start and seeding, its peak during the load
-//! (sampled every 100 ms) and idle after it; with `--soak`, the RSS curve.
+//! (sampled every 100 ms) and idle after it (idle: once two readings a second apart agree,
+//! since freed pages go back a few seconds after a burst); with `--soak`, the RSS curve.
 
 mod ceilings;
 mod drive;
