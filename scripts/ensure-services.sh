@@ -7,8 +7,12 @@
 #   Redis       127.0.0.1:6379  no auth, no persistence
 #   RabbitMQ    127.0.0.1:5672  guest/guest
 #
+# Also installs the build tools scripts/serve and scripts/test need next when
+# they are missing: a C compiler (Rust links with cc) and make (the build of
+# jemalloc, tikv-jemalloc-sys, runs it); a machine with only rustup has neither.
+#
 # Progress and command output go to stderr; stdout gets only the
-# "<service>: <what was done>" lines.
+# "<service>: <what was done>" lines (and "build tools: installed ..." when so).
 #
 # Env overrides: PG_WAIT_SECS (60), REDIS_WAIT_SECS (60), RABBIT_WAIT_SECS (120).
 set -euo pipefail
@@ -122,7 +126,10 @@ REDIS_DID=()
 RABBIT_DID=()
 
 install_missing() {
-    local pkgs=()
+    local pkgs=() tools=()
+    command -v cc >/dev/null 2>&1 || tools+=(gcc libc6-dev)
+    command -v make >/dev/null 2>&1 || tools+=(make)
+    pkgs+=("${tools[@]}")
     if ! pg_installed; then
         pkgs+=(postgresql postgresql-client)
         PG_DID+=(installed)
@@ -150,6 +157,12 @@ install_missing() {
     pg_installed || die "postgres: still not installed after apt-get install"
     redis_installed || die "redis: still not installed after apt-get install"
     rabbit_installed || die "rabbitmq: still not installed after apt-get install"
+    if ((${#tools[@]})); then
+        if ! command -v cc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
+            die "build tools: cc or make still missing after apt-get install"
+        fi
+        echo "build tools: installed ${tools[*]}"
+    fi
 }
 
 # ---------------------------------------------------------------- PostgreSQL
