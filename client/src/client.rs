@@ -9,7 +9,6 @@ use dashmap::DashMap;
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -18,10 +17,6 @@ use user_domain::{ErrorCode, Method};
 use crate::breaker::{Breaker, State as BreakerState};
 use crate::config::ClientConfig;
 use crate::error::{ClientError, decode_reply};
-
-/// The frame size asked of the broker unless the URL names one (`?frame_max=`): lapin keeps
-/// 64 frames of buffer per connection, 8 MiB at RabbitMQ's default 128 KiB, 1 MiB at this.
-const FRAME_MAX: u32 = 16 * 1024;
 
 /// RabbitMQ's direct reply-to pseudo-queue: replies come back without a queue of our own.
 const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -57,13 +52,7 @@ impl Client {
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
         let properties =
             ConnectionProperties::default().with_connection_name("user-service client".into());
-        let connection = match config.amqp_url.parse::<AMQPUri>() {
-            Ok(mut uri) => {
-                uri.query.frame_max.get_or_insert(FRAME_MAX);
-                Connection::connect_uri(uri, properties).await?
-            }
-            Err(_) => Connection::connect(&config.amqp_url, properties).await?,
-        };
+        let connection = Connection::connect(&config.amqp_url, properties).await?;
         let channel = connection.create_channel().await?;
         // Declared as the service declares it, so requests sent before the service is up wait.
         let durable = QueueDeclareOptions {

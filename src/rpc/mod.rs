@@ -197,7 +197,7 @@ async fn serve(
     backoff: &mut Backoff,
     set_aside: bool,
 ) -> Result<(), RpcError> {
-    let conn = user_actors::amqp::connect(&edge.config.amqp_url, "user-service rpc").await?;
+    let conn = user_actors::amqp::connect(&edge.config.amqp_url, "user-service rpc", None).await?;
     let channel = conn.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())

@@ -187,7 +187,12 @@ async fn lead(
         ));
         let _ = tokio::time::timeout(TICK, listener.recv()).await;
     }
-    let conn = crate::amqp::connect(&config.amqp_url, "user-service events").await?;
+    let conn = crate::amqp::connect(
+        &config.amqp_url,
+        "user-service events",
+        Some(crate::amqp::SMALL_FRAMES),
+    )
+    .await?;
     let channel = conn.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
