@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use lapin::Confirmation;
+use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::ShortString;
-use lapin::{BasicProperties, Channel};
 use tokio::time::Instant;
 use tracing::Instrument;
 use user_actors::metrics::{Transport, record_delivery, record_request};
@@ -21,7 +20,7 @@ use user_domain::{CallContext, Caller, CoreError, Method, ParamForm, Reply};
 use super::dead_letter::dead_letter;
 use super::envelope::{Envelope, deadline, header};
 use super::wire::{self, Dialect};
-use super::{RpcEdge, reply};
+use super::{Channels, RpcEdge, reply};
 use crate::auth::Credentials;
 
 /// How long a request that failed for a passing reason (database down) waits before it is
@@ -64,8 +63,8 @@ impl Outcome {
 
 /// Handles one delivery to the end; never panics, always settles (or leaves the delivery to
 /// the broker's redelivery when the connection is gone).
-pub async fn handle(edge: Arc<RpcEdge>, channel: Channel, delivery: Delivery) {
-    let handled = AssertUnwindSafe(process(&edge, &channel, &delivery))
+pub async fn handle(edge: Arc<RpcEdge>, channels: Channels, delivery: Delivery) {
+    let handled = AssertUnwindSafe(process(&edge, &channels, &delivery))
         .catch_unwind()
         .await;
     let outcome = match handled {
@@ -81,7 +80,7 @@ pub async fn handle(edge: Arc<RpcEdge>, channel: Channel, delivery: Delivery) {
             let dialect = wire::dialect_of(&delivery.data);
             let envelope = Envelope::read(&delivery.properties, &dialect);
             let settling = settle(
-                &edge, &channel, &delivery, &dialect, &envelope, failed, None,
+                &edge, &channels, &delivery, &dialect, &envelope, failed, None,
             );
             let recovered = AssertUnwindSafe(settling).catch_unwind().await;
             match recovered {
@@ -104,7 +103,7 @@ pub async fn handle(edge: Arc<RpcEdge>, channel: Channel, delivery: Delivery) {
     record_delivery(outcome.as_str());
 }
 
-async fn process(edge: &RpcEdge, channel: &Channel, delivery: &Delivery) -> Outcome {
+async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Outcome {
     let props = &delivery.properties;
     let decoded = wire::decode(&delivery.data);
     let dialect = match &decoded {
@@ -135,7 +134,7 @@ async fn process(edge: &RpcEdge, channel: &Channel, delivery: &Delivery) -> Outc
             record_request(caller, method.as_str(), Transport::Rpc, status, started.elapsed(), error);
         }
         let caller = seen.caller.as_deref();
-        let outcome = settle(edge, channel, delivery, &dialect, &envelope, result, caller).await;
+        let outcome = settle(edge, channels, delivery, &dialect, &envelope, result, caller).await;
         tracing::info!(status, outcome = outcome.as_str(), ms = %format_args!("{:.2}", started.elapsed().as_secs_f64() * 1e3), "request");
         outcome
     }
@@ -146,7 +145,7 @@ async fn process(edge: &RpcEdge, channel: &Channel, delivery: &Delivery) -> Outc
 /// Answers the caller, or when nobody waits for an answer, acks, requeues or dead-letters.
 async fn settle(
     edge: &RpcEdge,
-    channel: &Channel,
+    channels: &Channels,
     delivery: &Delivery,
     dialect: &Dialect,
     envelope: &Envelope<'_>,
@@ -162,14 +161,8 @@ async fn settle(
             if let Some(c) = envelope.correlation {
                 props = props.with_correlation_id(c.clone());
             }
-            match reply(channel, reply_to.as_str(), &body, props).await {
-                Ok(confirm) => {
-                    let outcome = ack(delivery, Outcome::Answered).await;
-                    if let Ok(Confirmation::Nack(_)) = confirm.await {
-                        tracing::warn!("the broker refused a reply; the caller will time out");
-                    }
-                    outcome
-                }
+            match reply(&channels.replies, reply_to.as_str(), &body, props).await {
+                Ok(()) => ack(delivery, Outcome::Answered).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not answer; the request will be redelivered");
                     Outcome::Unsettled
@@ -178,7 +171,7 @@ async fn settle(
         }
         _ => match &result {
             Ok(_) => ack(delivery, Outcome::Done).await,
-            Err(e) => settle_failure(edge, channel, delivery, e, caller).await,
+            Err(e) => settle_failure(edge, channels, delivery, e, caller).await,
         },
     }
 }
@@ -224,7 +217,7 @@ async fn call(
 /// any other to the dead-letter queue.
 async fn settle_failure(
     edge: &RpcEdge,
-    channel: &Channel,
+    channels: &Channels,
     delivery: &Delivery,
     e: &CoreError,
     caller: Option<&str>,
@@ -240,7 +233,7 @@ async fn settle_failure(
             Err(_) => Outcome::Unsettled,
         };
     }
-    match dead_letter(edge, channel, delivery, e, caller).await {
+    match dead_letter(edge, &channels.confirmed, delivery, e, caller).await {
         Ok(()) => ack(delivery, Outcome::DeadLettered).await,
         Err(err) => {
             tracing::warn!(error = %err, "could not dead-letter; the request will be redelivered");

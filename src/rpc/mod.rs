@@ -199,9 +199,14 @@ async fn serve(
 ) -> Result<(), RpcError> {
     let conn = user_actors::amqp::connect(&edge.config.amqp_url, "user-service rpc", None).await?;
     let channel = conn.create_channel().await?;
-    channel
+    let confirmed = conn.create_channel().await?;
+    confirmed
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
+    let channels = Channels {
+        replies: channel.clone(),
+        confirmed: confirmed.clone(),
+    };
     let durable = QueueDeclareOptions {
         durable: true,
         ..Default::default()
@@ -213,7 +218,7 @@ async fn serve(
     }
     if set_aside {
         let count = usize::from(edge.config.prefetch) + 1;
-        set_aside_unreadable(&channel, &edge.config.queue, count).await?;
+        set_aside_unreadable(&confirmed, &edge.config.queue, count).await?;
     }
     channel
         .basic_qos(edge.config.prefetch, BasicQosOptions::default())
@@ -236,7 +241,7 @@ async fn serve(
         tokio::select! {
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    in_flight.spawn(delivery::handle(edge.clone(), channel.clone(), delivery));
+                    in_flight.spawn(delivery::handle(edge.clone(), channels.clone(), delivery));
                 }
                 Some(Err(e)) => {
                     // Requests in flight cannot be acked on a dead channel; the broker
@@ -261,17 +266,26 @@ async fn serve(
     }
 }
 
-/// Publishes a reply. Its confirm is not waited for before the request's ack: the caller
-/// waits for the reply itself, and the ack that follows on this channel cannot overtake it.
-/// The confirm is returned, to be awaited after the ack (lapin keeps every confirm that is
-/// dropped unawaited, with its message, until `wait_for_confirms`).
+/// The channels of one connection. Requests are consumed, answered and acked on `replies`,
+/// which asks for no confirms: the caller waits for the reply itself, and the ack that follows
+/// on the same channel cannot overtake it (the broker handles a channel's frames in order).
+/// What must be stored before its request is acked (a dead letter, a request set aside and
+/// put back) goes on `confirmed` and waits for the broker's confirm.
+#[derive(Clone)]
+pub(crate) struct Channels {
+    pub(crate) replies: Channel,
+    pub(crate) confirmed: Channel,
+}
+
+/// Publishes a reply (see [`Channels`]).
 async fn reply(
     channel: &Channel,
     key: &str,
     body: &[u8],
     props: BasicProperties,
-) -> Result<PublisherConfirm, RpcError> {
-    send(channel, "", key, body, props).await
+) -> Result<(), RpcError> {
+    send(channel, "", key, body, props).await?;
+    Ok(())
 }
 
 /// Publishes and waits for the broker's confirm.
