@@ -29,8 +29,8 @@ pub struct Call<'a> {
 }
 
 impl Conn {
-    /// Sends `call` and reads the whole answer; its status, or what went wrong.
-    pub async fn send(&mut self, call: Call<'_>) -> Result<StatusCode, String> {
+    /// Sends `call` and reads the whole answer; its status and body, or what went wrong.
+    pub async fn send(&mut self, call: Call<'_>) -> Result<(StatusCode, Bytes), String> {
         let (authority, prefix) = split(call.base)?;
         let sender = self.ready(authority).await?;
         let mut req = Request::builder()
@@ -48,11 +48,11 @@ impl Conn {
         let exchange = async {
             let resp = sender.send_request(req).await?;
             let status = resp.status();
-            resp.into_body().collect().await?;
-            Ok::<_, hyper::Error>(status)
+            let body = resp.into_body().collect().await?.to_bytes();
+            Ok::<_, hyper::Error>((status, body))
         };
         let result = match tokio::time::timeout(TIMEOUT, exchange).await {
-            Ok(Ok(status)) => return Ok(status),
+            Ok(Ok(answer)) => return Ok(answer),
             Ok(Err(e)) => format!("http: {e}"),
             Err(_) => "timeout".to_owned(),
         };

@@ -19,7 +19,9 @@
 //! service's RSS once it has settled, reads every seeded user once (100-id batch lookups, so
 //! the measurements start from a cache as warm as in steady state, not from the cold start
 //! that seeding leaves), then drives each workload at each concurrency: a warm-up, then the
-//! measured window. The
+//! measured window; after a workload that writes, it waits until the service has published
+//! every event it left in the outbox, so that no measurement shares the machine with the
+//! publishing of an earlier one's events. The
 //! service's log goes to `target/bench/service-<unix time>.log`; the service is stopped
 //! with SIGTERM at the end, on Ctrl-C, on a panic, and if this process dies.
 //!
@@ -221,6 +223,12 @@ async fn measure(opts: &Opts, setup: &Setup) -> (Runs, Rss) {
                     s.errors
                 );
                 runs.entry((w, c)).or_default().push(s);
+                if w.writes() {
+                    match setup.ctx.drain_outbox().await {
+                        Ok(took) => eprintln!("  outbox drained in {:.1} s", took.as_secs_f64()),
+                        Err(e) => eprintln!("  {e}"),
+                    }
+                }
             }
         }
     }

@@ -28,6 +28,18 @@ pub enum Workload {
 }
 
 impl Workload {
+    /// Does it leave events for the service to publish?
+    pub fn writes(self) -> bool {
+        matches!(
+            self,
+            Self::RestCreate
+                | Self::RpcCreate
+                | Self::RestPrefs
+                | Self::RestPayment
+                | Self::CeilSqlCreate
+        )
+    }
+
     /// In the order they run: the ceilings and the reads first, on a quiet service; then the
     /// writes, whose events the service publishes in the background from then on.
     pub const ALL: [Workload; 15] = [
@@ -199,7 +211,7 @@ impl Ctx {
             body,
             headers,
         };
-        let status = conn.send(call).await?;
+        let (status, _) = conn.send(call).await?;
         if status == expect {
             Ok(())
         } else {
@@ -231,6 +243,29 @@ impl Ctx {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Waits until the service has published every event in its outbox (`/health`), so that
+    /// the next measurement does not share the machine with the publishing of this one's.
+    pub async fn drain_outbox(&self) -> Result<std::time::Duration, String> {
+        let started = std::time::Instant::now();
+        let mut conn = Conn::default();
+        while started.elapsed() < std::time::Duration::from_secs(300) {
+            let call = Call {
+                method: Method::GET,
+                base: &self.base,
+                path: "/health".to_owned(),
+                body: None,
+                headers: Vec::new(),
+            };
+            let (_, body) = conn.send(call).await?;
+            let health: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            if health["components"]["outbox"]["outboxPending"].as_u64() == Some(0) {
+                return Ok(started.elapsed());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        Err("the outbox did not drain in 300 s".to_owned())
     }
 
     /// One request of `job`; `uniq` is unique within the run.
