@@ -21,7 +21,8 @@
 //! that seeding leaves), then drives each workload at each concurrency: a warm-up, then the
 //! measured window; after a workload that writes, it waits until the service has published
 //! every event it left in the outbox, so that no measurement shares the machine with the
-//! publishing of an earlier one's events. The
+//! publishing of an earlier one's events, and vacuums the tables written (as autovacuum
+//! would; the development machine runs PostgreSQL with it off). The
 //! service's log goes to `target/bench/service-<unix time>.log`; the service is stopped
 //! with SIGTERM at the end, on Ctrl-C, on a panic, and if this process dies.
 //!
@@ -224,10 +225,7 @@ async fn measure(opts: &Opts, setup: &Setup) -> (Runs, Rss) {
                 );
                 runs.entry((w, c)).or_default().push(s);
                 if w.writes() {
-                    match setup.ctx.drain_outbox().await {
-                        Ok(took) => eprintln!("  outbox drained in {:.1} s", took.as_secs_f64()),
-                        Err(e) => eprintln!("  {e}"),
-                    }
+                    settle_writes(setup).await;
                 }
             }
         }
@@ -241,6 +239,29 @@ async fn measure(opts: &Opts, setup: &Setup) -> (Runs, Rss) {
         rss.idle_after = service::settled_rss_mib(pid).await;
     }
     (runs, rss)
+}
+
+/// After a workload that writes: waits for the outbox to drain, then vacuums the tables it
+/// wrote, as autovacuum would (this machine's PostgreSQL runs with `autovacuum = off`; left
+/// unvacuumed, the published events' old entries in the pending-events index make every
+/// publisher poll slower, and every later measurement with it).
+async fn settle_writes(setup: &Setup) {
+    match setup.ctx.drain_outbox().await {
+        Ok(took) => eprintln!("  outbox drained in {:.1} s", took.as_secs_f64()),
+        Err(e) => eprintln!("  {e}"),
+    }
+    let Some(url) = &setup.sql_url else { return };
+    let vacuum = async {
+        let pool = PgPool::connect(url).await?;
+        sqlx::query("VACUUM (ANALYZE) outbox, users, applied_requests, payments")
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        Ok::<_, sqlx::Error>(())
+    };
+    if let Err(e) = vacuum.await {
+        eprintln!("  vacuum failed: {e}");
+    }
 }
 
 /// The job of `w` at concurrency `c`, or `None` (with a note) when it cannot run here.
