@@ -14,7 +14,7 @@
 //! `user_service_bench` (dropped and recreated at start), its own `RPC_QUEUE`,
 //! `EVENTS_EXCHANGE` and `CACHE_PREFIX`, a free `HTTP_ADDR` port, `RUST_LOG=warn`, local open
 //! mode (no keys; the caller is `local`) with `RATE_LIMITS=local=4000000000/1`, a limit that
-//! never binds. `DB_POOL_SIZE`, `RPC_PREFETCH` and `REDIS_URL` pass through when set. It
+//! never binds. `DB_POOL_SIZE`, `RPC_PREFETCH`, `REDIS_URL` and `_RJEM_MALLOC_CONF` pass through when set. It
 //! waits for `/health/ready`, seeds users through batch create (100 per request), reads the
 //! service's RSS once it has settled, reads every seeded user once (100-id batch lookups, so
 //! the measurements start from a cache as warm as in steady state, not from the cold start
@@ -241,10 +241,9 @@ async fn measure(opts: &Opts, setup: &Setup) -> (Runs, Rss) {
     (runs, rss)
 }
 
-/// After a workload that writes: waits for the outbox to drain, then vacuums the tables it
-/// wrote, as autovacuum would (this machine's PostgreSQL runs with `autovacuum = off`; left
-/// unvacuumed, the published events' old entries in the pending-events index make every
-/// publisher poll slower, and every later measurement with it).
+/// After a workload that writes: waits for the outbox to drain, then vacuums the other tables
+/// it wrote, as autovacuum would (this machine's PostgreSQL runs with `autovacuum = off`).
+/// The outbox is left alone: the service vacuums it itself as it publishes.
 async fn settle_writes(setup: &Setup) {
     match setup.ctx.drain_outbox().await {
         Ok(took) => eprintln!("  outbox drained in {:.1} s", took.as_secs_f64()),
@@ -253,7 +252,7 @@ async fn settle_writes(setup: &Setup) {
     let Some(url) = &setup.sql_url else { return };
     let vacuum = async {
         let pool = PgPool::connect(url).await?;
-        sqlx::query("VACUUM (ANALYZE) outbox, users, applied_requests, payments")
+        sqlx::query("VACUUM (ANALYZE) users, applied_requests, payments")
             .execute(&pool)
             .await?;
         pool.close().await;

@@ -127,7 +127,12 @@ pub async fn start_service(
             log_file.try_clone().map_err(|e| e.to_string())?,
         ))
         .stderr(Stdio::from(log_file));
-    for pass in ["DB_POOL_SIZE", "RPC_PREFETCH", "REDIS_URL"] {
+    for pass in [
+        "DB_POOL_SIZE",
+        "RPC_PREFETCH",
+        "REDIS_URL",
+        "_RJEM_MALLOC_CONF",
+    ] {
         if let Ok(v) = std::env::var(pass) {
             cmd.env(pass, v);
         }

@@ -415,6 +415,50 @@ async fn published_events_are_pruned_after_the_retention_window() {
     pool.close().await;
 }
 
+/// The publishing instance vacuums the outbox as it goes: each published event leaves a dead
+/// entry in the pending-events index, which every poll would otherwise read through.
+#[tokio::test]
+async fn the_publisher_vacuums_the_outbox_as_it_publishes() {
+    let app = TestApp::spawn().await;
+    let db = pool(&app).await;
+    let vacuums = || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox'",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        n
+    };
+    assert_eq!(vacuums().await, 0);
+    sqlx::query(
+        "INSERT INTO outbox (event_id, user_id, event_type, routing_key, payload)
+         SELECT e, u, 'USER_UPDATED', 'user.updated',
+                json_build_object('eventId', e, 'type', 'USER_UPDATED', 'userId', u,
+                                  'timestamp', '2024-01-01T00:00:00.000Z', 'correlationId', 'c',
+                                  'source', 'user-service',
+                                  'data', json_build_object('changed', '[]'::json))
+           FROM (SELECT gen_random_uuid() AS e, gen_random_uuid() AS u
+                   FROM generate_series(1, 5000)) g",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    sqlx::query("NOTIFY user_service_outbox")
+        .execute(&db)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(30), || async {
+        (vacuums().await > 0).then_some(())
+    })
+    .await;
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(pending, 0, "all published, none set aside");
+}
+
 /// An event the broker keeps refusing is retried, each time after a longer wait; meanwhile its
 /// user's later events wait and everyone else's flow on. After its attempts it is dead, set
 /// aside for itself alone: its user's later events follow. Released by an operator once the

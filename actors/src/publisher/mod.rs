@@ -46,6 +46,8 @@ pub const RETRY_MAX: Duration = Duration::from_secs(10);
 const LEADER_LOCK: i64 = 0x7573_722e_6f75_7462;
 const BATCH: i64 = 500;
 const TICK: Duration = Duration::from_secs(1);
+/// Events settled between two vacuums of the outbox (see [`Vacuum`]).
+const VACUUM_EVERY: usize = 5_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Envelope {
@@ -214,10 +216,13 @@ async fn lead(
     backoff.reset();
 
     let mut last_prune = tokio::time::Instant::now() - Duration::from_secs(3600);
+    let mut vacuum = Vacuum::default();
     loop {
         // Every event of a batch is settled (published, waiting for a retry, held behind
         // one, or dead), so the next batch moves on.
-        if publish_batch(pool, config, &exchange, &channel).await? > 0 {
+        let settled = publish_batch(pool, config, &exchange, &channel).await?;
+        vacuum.after(pool, settled);
+        if settled > 0 {
             continue;
         }
         if last_prune.elapsed() > Duration::from_secs(60) {
@@ -235,6 +240,37 @@ async fn lead(
         // The role lasts as long as the lock's connection: if that broke, so did the lock,
         // and another instance may publish now.
         sqlx::query("SELECT 1").execute(&mut lock_conn).await?;
+    }
+}
+
+/// Keeps the outbox's pending-events index short. Each published event leaves a dead entry
+/// there, and every poll reads through them until a vacuum: 50 ms a poll after 200,000
+/// events. Autovacuum wakes once a minute at best (and may be off), so the publishing
+/// instance vacuums the outbox itself after every [`VACUUM_EVERY`] settled events, in the
+/// background (a vacuum blocks no reads or writes), one at a time.
+#[derive(Default)]
+struct Vacuum {
+    settled: usize,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Vacuum {
+    fn after(&mut self, pool: &PgPool, settled: usize) {
+        self.settled = self.settled.saturating_add(settled);
+        if self.settled < VACUUM_EVERY || self.running.as_ref().is_some_and(|r| !r.is_finished()) {
+            return;
+        }
+        self.settled = 0;
+        let pool = pool.clone();
+        self.running = Some(tokio::spawn(async move {
+            // A vacuum that fails (not the table's owner, say) costs only speed.
+            if let Err(e) = sqlx::raw_sql("VACUUM (INDEX_CLEANUP ON) outbox")
+                .execute(&pool)
+                .await
+            {
+                tracing::debug!(error = %e, "could not vacuum the outbox");
+            }
+        }));
     }
 }
 
