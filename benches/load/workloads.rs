@@ -40,6 +40,11 @@ impl Workload {
         )
     }
 
+    /// Reads of the seeded users, which a warm cache answers.
+    pub fn reads(self) -> bool {
+        !self.writes() && self.ceiling().is_some()
+    }
+
     /// In the order they run: the ceilings and the reads first, on a quiet service; then the
     /// writes, whose events the service publishes in the background from then on.
     pub const ALL: [Workload; 15] = [
@@ -232,15 +237,22 @@ impl Ctx {
         }
     }
 
-    /// Reads every seeded user once (100 per batch lookup), so that measurements start from
-    /// a service whose users are cached, as in steady state, not from the cold start that
-    /// seeding leaves.
-    pub async fn warm(&self) -> Outcome {
+    /// Reads every seeded user once (100 per batch lookup), and by address too when
+    /// `by_email` (addresses are cached apart), so that measurements start from a service
+    /// whose users are cached, as in steady state, not from the cold start that seeding leaves.
+    pub async fn warm(&self, by_email: bool) -> Outcome {
         let mut conn = Conn::default();
         for chunk in self.users.ids.chunks(100) {
             let path = format!("/api/batch/users/lookup?ids={}", chunk.join(","));
             self.rest(&mut conn, Method::GET, path, None, None, StatusCode::OK)
                 .await?;
+        }
+        if by_email {
+            for email in &self.users.emails {
+                let path = format!("/api/internal/users/email/{email}");
+                self.rest(&mut conn, Method::GET, path, None, None, StatusCode::OK)
+                    .await?;
+            }
         }
         Ok(())
     }
