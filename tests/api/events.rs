@@ -444,10 +444,7 @@ async fn the_publisher_vacuums_the_outbox_as_it_publishes() {
     .execute(&db)
     .await
     .unwrap();
-    sqlx::query("NOTIFY user_service_outbox")
-        .execute(&db)
-        .await
-        .unwrap();
+    wake_publisher(&db).await;
     eventually(Duration::from_secs(30), || async {
         (vacuums().await > 0).then_some(())
     })
@@ -601,10 +598,7 @@ async fn a_refused_event_is_retried_then_set_aside_without_holding_anything() {
     .execute(&db)
     .await
     .unwrap();
-    sqlx::query("NOTIFY user_service_outbox")
-        .execute(&db)
-        .await
-        .unwrap();
+    wake_publisher(&db).await;
     eventually(Duration::from_secs(10), || async {
         let (_, h) = app.get("/health").await;
         let o = &h["components"]["outbox"];
@@ -637,6 +631,14 @@ async fn dead_counter(app: &TestApp, reason: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Tells the publisher that events are waiting, as a committed write does.
+async fn wake_publisher(db: &sqlx::PgPool) {
+    sqlx::query("NOTIFY user_service_outbox")
+        .execute(db)
+        .await
+        .unwrap();
+}
+
 /// Writes an outbox row directly, as a bug or a hand edit could; returns its event id.
 async fn insert_raw(db: &sqlx::PgPool, user: &str, key: &str, payload: &str) -> String {
     let event_id = uuid::Uuid::now_v7();
@@ -651,10 +653,7 @@ async fn insert_raw(db: &sqlx::PgPool, user: &str, key: &str, payload: &str) -> 
     .execute(db)
     .await
     .unwrap();
-    sqlx::query("NOTIFY user_service_outbox")
-        .execute(db)
-        .await
-        .unwrap();
+    wake_publisher(db).await;
     event_id.to_string()
 }
 
