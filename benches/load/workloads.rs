@@ -198,6 +198,24 @@ impl Ctx {
         key: Option<&str>,
         expect: StatusCode,
     ) -> Outcome {
+        let (status, _) = self.send(conn, base, method, path, body, key).await?;
+        if status == expect {
+            Ok(())
+        } else {
+            Err(format!("status {}", status.as_u16()))
+        }
+    }
+
+    /// One request with the bench's API key (and `key` as its idempotency key).
+    async fn send(
+        &self,
+        conn: &mut Conn,
+        base: &str,
+        method: Method,
+        path: String,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> Result<(StatusCode, bytes::Bytes), String> {
         let mut headers = Vec::new();
         if let Some(k) = &self.api_key {
             headers.push(("x-api-key", k.as_str()));
@@ -216,12 +234,7 @@ impl Ctx {
             body,
             headers,
         };
-        let (status, _) = conn.send(call).await?;
-        if status == expect {
-            Ok(())
-        } else {
-            Err(format!("status {}", status.as_u16()))
-        }
+        conn.send(call).await
     }
 
     async fn rpc(client: Option<&Client>, method: &str, params: Value, expect: u64) -> Outcome {
@@ -263,14 +276,10 @@ impl Ctx {
         let started = std::time::Instant::now();
         let mut conn = Conn::default();
         while started.elapsed() < std::time::Duration::from_secs(300) {
-            let call = Call {
-                method: Method::GET,
-                base: &self.base,
-                path: "/health".to_owned(),
-                body: None,
-                headers: Vec::new(),
-            };
-            let (_, body) = conn.send(call).await?;
+            let health = "/health".to_owned();
+            let (_, body) = self
+                .send(&mut conn, &self.base, Method::GET, health, None, None)
+                .await?;
             let health: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
             if health["components"]["outbox"]["outboxPending"].as_u64() == Some(0) {
                 return Ok(started.elapsed());

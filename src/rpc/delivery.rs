@@ -10,7 +10,6 @@ use std::time::Duration;
 use futures::FutureExt;
 use lapin::BasicProperties;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::ShortString;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -19,6 +18,7 @@ use user_domain::{CallContext, Caller, CoreError, Method, ParamForm, Reply};
 
 use super::dead_letter::dead_letter;
 use super::envelope::{Envelope, deadline, header};
+use super::settle::Settlement;
 use super::wire::{self, Dialect};
 use super::{Channels, RpcEdge, reply};
 use crate::auth::Credentials;
@@ -87,14 +87,12 @@ pub async fn handle(edge: Arc<RpcEdge>, channels: Channels, delivery: Delivery) 
                 Ok(outcome) => outcome,
                 // Even settling failed: give it back once, then drop it.
                 Err(_) => {
-                    let again = BasicNackOptions {
-                        requeue: !delivery.redelivered,
-                        ..Default::default()
-                    };
-                    match delivery.nack(again).await {
-                        Ok(_) if again.requeue => Outcome::Requeued,
-                        Ok(_) => Outcome::Dropped,
-                        Err(_) => Outcome::Unsettled,
+                    let requeue = !delivery.redelivered;
+                    let again = Settlement::Nack { requeue };
+                    match channels.settler.settle(delivery.delivery_tag, again).await {
+                        true if requeue => Outcome::Requeued,
+                        true => Outcome::Dropped,
+                        false => Outcome::Unsettled,
                     }
                 }
             }
@@ -123,7 +121,7 @@ async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Ou
         let started = std::time::Instant::now();
         let Ok(deadline) = deadline(props) else {
             tracing::info!("expired before it could be handled; dropped");
-            return ack(delivery, Outcome::Expired).await;
+            return ack(channels, delivery, Outcome::Expired).await;
         };
         let mut seen = Seen::default();
         let result = call(edge, props, decoded, &envelope, deadline, &mut seen).await;
@@ -162,7 +160,7 @@ async fn settle(
                 props = props.with_correlation_id(c.clone());
             }
             match reply(&channels.replies, reply_to.as_str(), &body, props).await {
-                Ok(()) => ack(delivery, Outcome::Answered).await,
+                Ok(()) => ack(channels, delivery, Outcome::Answered).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not answer; the request will be redelivered");
                     Outcome::Unsettled
@@ -170,7 +168,7 @@ async fn settle(
             }
         }
         _ => match &result {
-            Ok(_) => ack(delivery, Outcome::Done).await,
+            Ok(_) => ack(channels, delivery, Outcome::Done).await,
             Err(e) => settle_failure(edge, channels, delivery, e, caller).await,
         },
     }
@@ -224,17 +222,18 @@ async fn settle_failure(
 ) -> Outcome {
     if matches!(e, CoreError::Unavailable(_)) {
         tokio::time::sleep(REQUEUE_DELAY).await;
-        let requeue = BasicNackOptions {
-            requeue: true,
-            ..Default::default()
-        };
-        return match delivery.nack(requeue).await {
-            Ok(_) => Outcome::Requeued,
-            Err(_) => Outcome::Unsettled,
+        let requeue = Settlement::Nack { requeue: true };
+        return match channels
+            .settler
+            .settle(delivery.delivery_tag, requeue)
+            .await
+        {
+            true => Outcome::Requeued,
+            false => Outcome::Unsettled,
         };
     }
     match dead_letter(edge, &channels.confirmed, delivery, e, caller).await {
-        Ok(()) => ack(delivery, Outcome::DeadLettered).await,
+        Ok(()) => ack(channels, delivery, Outcome::DeadLettered).await,
         Err(err) => {
             tracing::warn!(error = %err, "could not dead-letter; the request will be redelivered");
             Outcome::Unsettled
@@ -242,11 +241,15 @@ async fn settle_failure(
     }
 }
 
-async fn ack(delivery: &Delivery, outcome: Outcome) -> Outcome {
-    match delivery.ack(BasicAckOptions::default()).await {
-        Ok(_) => outcome,
-        Err(e) => {
-            tracing::warn!(error = %e, "ack failed; the request will be redelivered");
+async fn ack(channels: &Channels, delivery: &Delivery, outcome: Outcome) -> Outcome {
+    match channels
+        .settler
+        .settle(delivery.delivery_tag, Settlement::Ack)
+        .await
+    {
+        true => outcome,
+        false => {
+            tracing::warn!("ack failed; the request will be redelivered");
             Outcome::Unsettled
         }
     }

@@ -9,6 +9,7 @@
 mod dead_letter;
 mod delivery;
 mod envelope;
+mod settle;
 pub mod wire;
 
 use std::sync::Arc;
@@ -90,6 +91,8 @@ enum RpcError {
     Nacked,
     #[error("the broker ended the consumer")]
     ConsumerEnded,
+    #[error("the task settling deliveries ended")]
+    SettlerEnded,
     #[error("an unreadable request was taken off the queue")]
     SetAside,
 }
@@ -203,9 +206,11 @@ async fn serve(
     confirmed
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
+    let (settler, mut settling) = settle::Settler::start(channel.clone());
     let channels = Channels {
         replies: channel.clone(),
         confirmed: confirmed.clone(),
+        settler,
     };
     let durable = QueueDeclareOptions {
         durable: true,
@@ -241,6 +246,7 @@ async fn serve(
         tokio::select! {
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
+                    channels.settler.delivered(delivery.delivery_tag);
                     in_flight.spawn(delivery::handle(edge.clone(), channels.clone(), delivery));
                 }
                 Some(Err(e)) => {
@@ -255,6 +261,11 @@ async fn serve(
                 }
             },
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            // It ends only with the last `Channels`, which this loop holds, or by a panic.
+            _ = &mut settling => {
+                in_flight.detach_all();
+                return Err(RpcError::SettlerEnded);
+            }
             _ = stop.wait_for(|s| *s) => {
                 let _ = channel.basic_cancel(tag.into(), BasicCancelOptions::default()).await;
                 while in_flight.join_next().await.is_some() {}
@@ -269,12 +280,14 @@ async fn serve(
 /// The channels of one connection. Requests are consumed, answered and acked on `replies`,
 /// which asks for no confirms: the caller waits for the reply itself, and the ack that follows
 /// on the same channel cannot overtake it (the broker handles a channel's frames in order).
+/// Every ack and nack of `replies` goes through its `settler`.
 /// What must be stored before its request is acked (a dead letter, a request set aside and
 /// put back) goes on `confirmed` and waits for the broker's confirm.
 #[derive(Clone)]
 pub(crate) struct Channels {
     pub(crate) replies: Channel,
     pub(crate) confirmed: Channel,
+    pub(crate) settler: settle::Settler,
 }
 
 /// Publishes a reply (see [`Channels`]).

@@ -91,6 +91,30 @@ impl Raw {
             .expect("a reply within 10 s")
     }
 
+    /// The next `n` replies (correlation id and body), within 20 s.
+    pub async fn replies(&mut self, n: usize) -> Vec<(String, Value)> {
+        let wait = async {
+            let mut got = Vec::with_capacity(n);
+            while got.len() < n {
+                let d = self.replies.next().await.expect("reply consumer open");
+                let d = d.expect("reply consumer open");
+                let id = d
+                    .properties
+                    .correlation_id()
+                    .as_ref()
+                    .map(|c| c.to_string());
+                got.push((
+                    id.unwrap_or_default(),
+                    serde_json::from_slice(&d.data).unwrap(),
+                ));
+            }
+            got
+        };
+        tokio::time::timeout(Duration::from_secs(20), wait)
+            .await
+            .expect("the replies within 20 s")
+    }
+
     pub async fn call_json(&mut self, queue: &str, body: Value, headers: &[(&str, &str)]) -> Value {
         let props = BasicProperties::default().with_headers(table(headers));
         self.call(queue, body.to_string().as_bytes(), props).await.1

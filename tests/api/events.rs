@@ -633,7 +633,8 @@ async fn dead_counter(app: &TestApp, reason: &str) -> u64 {
 
 /// Tells the publisher that events are waiting, as a committed write does.
 async fn wake_publisher(db: &sqlx::PgPool) {
-    sqlx::query("NOTIFY user_service_outbox")
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(user_actors::store::NOTIFY_CHANNEL)
         .execute(db)
         .await
         .unwrap();

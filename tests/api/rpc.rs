@@ -273,6 +273,66 @@ async fn failures_without_a_reply_address_go_to_the_dead_letter_queue() {
     );
 }
 
+/// Acks are gathered into `multiple` acks where they can be: a burst of requests, some
+/// answered and some dead-lettered in between, must each be settled exactly once.
+#[tokio::test]
+async fn a_burst_of_requests_is_settled_once_each() {
+    let app = TestApp::spawn().await;
+    app.until_broker(true).await;
+    let mut raw = Raw::connect().await;
+    let q = app.rpc_queue.clone();
+    let (answered, dead) = (150, 50);
+    let exists = json!({"method": "users.exists", "params": {"id": uuid::Uuid::new_v4()}});
+    let bad = json!({"method": "users.get", "params": {"id": "nope"}});
+    for i in 0..answered + dead {
+        let props = BasicProperties::default().with_headers(table(&key(AUTH_KEY)));
+        match i % 4 == 3 {
+            true => raw.publish(&q, bad.to_string().as_bytes(), props).await,
+            false => {
+                let props = props
+                    .with_reply_to("amq.rabbitmq.reply-to".into())
+                    .with_correlation_id(format!("burst-{i}").into());
+                raw.publish(&q, exists.to_string().as_bytes(), props).await;
+            }
+        }
+    }
+    let replies = raw.replies(answered).await;
+    let ids: HashSet<&str> = replies.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), answered, "each request answered once");
+    assert!(
+        replies.iter().all(|(_, r)| r["status"] == 200),
+        "{replies:?}"
+    );
+
+    let dlq = format!("{q}.dlq");
+    let mut lettered = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lettered < dead && std::time::Instant::now() < deadline {
+        lettered += dead_letters(&raw.channel, &dlq).await.len();
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(lettered, dead, "each failure dead-lettered once");
+
+    // Once the service has stopped, whatever it left unacked would be back in the queue.
+    app.begin_stop();
+    eventually(Duration::from_secs(10), || async {
+        app.has_stopped().then_some(())
+    })
+    .await;
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    for queue in [q, dlq] {
+        let declared = raw
+            .channel
+            .queue_declare(queue.as_str().into(), passive, Default::default())
+            .await
+            .unwrap();
+        assert_eq!(declared.message_count(), 0, "nothing left in {queue}");
+    }
+}
+
 #[tokio::test]
 async fn an_expired_request_is_not_carried_out() {
     let app = TestApp::spawn().await;
