@@ -5,24 +5,37 @@
 //! of those delivered after it (nor the prefetch slots they take).
 //!
 //! A `multiple` ack settles every unsettled delivery up to its tag, so the task must know
-//! which are still being handled: the consumer loop tells it of each delivery before the
-//! delivery's handler starts, through the same queue as the settlements.
+//! which are still being handled: the consumer loop notes each delivery before the
+//! delivery's handler starts (without waking the task).
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::DeliveryTag;
 use tokio::sync::{mpsc, oneshot};
 
-/// Most notes taken in one turn of the task.
+/// Most settlements taken in one turn of the task.
 const TURN: usize = 512;
 
 /// Sends one channel's settlements; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Settler {
-    // Unbounded, yet bounded by the prefetch: each delivery gives at most two notes.
+    // Unbounded, yet bounded by the prefetch: one note per delivery.
     notes: mpsc::UnboundedSender<Note>,
+    unsettled: Unsettled,
+}
+
+/// The channel's deliveries not yet settled, oldest first.
+#[derive(Clone, Default)]
+struct Unsettled(Arc<Mutex<BTreeSet<DeliveryTag>>>);
+
+impl Unsettled {
+    fn lock(&self) -> MutexGuard<'_, BTreeSet<DeliveryTag>> {
+        // Its operations cannot leave the set half-changed.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// How a delivery is settled.
@@ -32,55 +45,53 @@ pub(crate) enum Settlement {
     Nack { requeue: bool },
 }
 
-enum Note {
-    Delivered(DeliveryTag),
-    Settle(DeliveryTag, Settlement, oneshot::Sender<bool>),
-}
+struct Note(DeliveryTag, Settlement, oneshot::Sender<bool>);
 
 impl Settler {
     /// Starts the task for `channel`; it ends with the last clone.
     pub(crate) fn start(channel: Channel) -> (Self, tokio::task::JoinHandle<()>) {
         let (notes, queue) = mpsc::unbounded_channel();
-        (Self { notes }, tokio::spawn(run(channel, queue)))
+        let unsettled = Unsettled::default();
+        let task = tokio::spawn(run(channel, queue, unsettled.clone()));
+        (Self { notes, unsettled }, task)
     }
 
     /// Before the delivery's handler starts.
     pub(crate) fn delivered(&self, tag: DeliveryTag) {
-        let _ = self.notes.send(Note::Delivered(tag));
+        self.unsettled.lock().insert(tag);
     }
 
     /// Whether the broker was told; when not, the connection is gone and the broker will
     /// deliver the request again.
     pub(crate) async fn settle(&self, tag: DeliveryTag, how: Settlement) -> bool {
         let (done, sent) = oneshot::channel();
-        if self.notes.send(Note::Settle(tag, how, done)).is_err() {
+        if self.notes.send(Note(tag, how, done)).is_err() {
             return false;
         }
         sent.await.unwrap_or(false)
     }
 }
 
-async fn run(channel: Channel, mut queue: mpsc::UnboundedReceiver<Note>) {
-    let mut unsettled = BTreeSet::new();
+async fn run(channel: Channel, mut queue: mpsc::UnboundedReceiver<Note>, unsettled: Unsettled) {
     let mut notes = Vec::with_capacity(TURN);
     while queue.recv_many(&mut notes, TURN).await > 0 {
         let (mut settling, mut waiting) = (Vec::new(), Vec::new());
-        for note in notes.drain(..) {
-            match note {
-                Note::Delivered(tag) => {
-                    unsettled.insert(tag);
-                }
-                // Settled twice (or never delivered here): the broker would close the channel.
-                Note::Settle(tag, _, done) if !unsettled.remove(&tag) => {
-                    let _ = done.send(false);
-                }
-                Note::Settle(tag, how, done) => {
+        let oldest_handled = {
+            let mut unsettled = unsettled.lock();
+            for Note(tag, how, done) in notes.drain(..) {
+                if unsettled.remove(&tag) {
                     settling.push((tag, how));
                     waiting.push(Some(done));
+                } else {
+                    // Settled twice (or never delivered here): the broker would close the
+                    // channel.
+                    let _ = done.send(false);
                 }
             }
-        }
-        let frames = plan(&settling, unsettled.first().copied());
+            // Deliveries noted after this are newer than any settled here.
+            unsettled.first().copied()
+        };
+        let frames = plan(&settling, oldest_handled);
         // Each frame is queued when first polled, so they leave in this order.
         let sent = futures::future::join_all(frames.iter().map(|f| f.send(&channel))).await;
         for (frame, ok) in frames.iter().zip(sent) {
