@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # API fuzzer: Schemathesis against the service's own OpenAPI document (GET /openapi.json).
 #
-# Installs Schemathesis (pinned) into a venv under target/ (reused when present), builds and
+# Installs Schemathesis (pinned) into a venv under Cargo's target directory (reused when
+# present; CARGO_TARGET_DIR is honoured), builds and
 # starts the service (debug build) on its own database, RPC queue, events exchange, Redis
 # prefix and port, waits for /health/ready, runs every Schemathesis check that applies with
 # the API key, bounded in time, and exits non-zero on any finding. The service it started is
-# stopped and its database dropped on exit.
+# stopped, and its database, queues and exchange removed, on exit.
 #
 # Needs: Rust (cargo) and the local PostgreSQL, Redis and RabbitMQ; on Debian, Python 3 and
 # its venv module are installed with apt-get when missing.
 # Environment: FUZZ_PORT (38200), FUZZ_MAX_TIME seconds per run (240), FUZZ_MAX_EXAMPLES per
-# operation (40), FUZZ_SEED, PG_ADMIN_URL (postgres://postgres@127.0.0.1:5432/postgres).
+# operation (40), FUZZ_SEED, PG_ADMIN_URL (postgres://postgres@127.0.0.1:5432/postgres),
+# AMQP_URL (amqp://guest:guest@127.0.0.1:5672/%2f).
 set -euo pipefail
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
@@ -25,13 +27,16 @@ port="${FUZZ_PORT:-38200}"
 max_time="${FUZZ_MAX_TIME:-240}"
 max_examples="${FUZZ_MAX_EXAMPLES:-40}"
 pg_admin="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+amqp_url="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+target="${CARGO_TARGET_DIR:-target}"
+[[ "$target" == /* ]] || target="$root/$target"
 run_id="fuzz_$(date +%s)_$$"
 db_name="us_${run_id}"
 db_url="${pg_admin%/*}/${db_name}"
 export FUZZ_API_KEY="fuzz-key-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-venv="$root/target/fuzz-venv"
-report_dir="$root/target/fuzz-report"
-log="$root/target/fuzz-service.log"
+venv="$target/fuzz-venv"
+report_dir="$target/fuzz-report"
+log="$target/fuzz-service.log"
 service_pid=""
 
 say() { printf 'fuzz-api: %s\n' "$*" >&2; }
@@ -47,11 +52,14 @@ cleanup() {
         kill -KILL "$service_pid" 2>/dev/null || true
         wait "$service_pid" 2>/dev/null || true
     fi
-    if command -v rabbitmqctl >/dev/null 2>&1; then
-        for queue in "$run_id.rpc" "$run_id.rpc.dlq"; do
-            rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
-        done
-    fi
+    "$venv/bin/python" - "$amqp_url" "$run_id" <<'PY' 2>/dev/null || say "could not remove the broker objects of $run_id"
+import sys, pika
+with pika.BlockingConnection(pika.URLParameters(sys.argv[1])) as c:
+    ch, run = c.channel(), sys.argv[2]
+    for queue in (f"{run}.rpc", f"{run}.rpc.dlq"):
+        ch.queue_delete(queue)
+    ch.exchange_delete(f"{run}.events")
+PY
     "$venv/bin/python" - "$pg_admin" "$db_name" <<'PY' 2>/dev/null || say "could not drop database $db_name"
 import sys, psycopg
 with psycopg.connect(sys.argv[1], autocommit=True) as c:
@@ -62,8 +70,8 @@ PY
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# 1. Python with venv (Debian: installed with apt-get when missing), then Schemathesis (and
-#    psycopg, to drop the database without psql), pinned, in a venv.
+# 1. Python with venv (Debian: installed with apt-get when missing), then Schemathesis (with
+#    psycopg and pika, to drop the database and the broker objects), pinned, in a venv.
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     say "installing python3 and python3-venv with apt-get"
     sudo_cmd=()
@@ -72,17 +80,17 @@ if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq python3 python3-venv >/dev/null
 fi
 if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION" \
-    || ! "$venv/bin/python" -c 'import psycopg' 2>/dev/null; then
+    || ! "$venv/bin/python" -c 'import psycopg, pika' 2>/dev/null; then
     say "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check \
-        "schemathesis==$SCHEMATHESIS_VERSION" "psycopg[binary]==3.3.9"
+        "schemathesis==$SCHEMATHESIS_VERSION" "psycopg[binary]==3.3.9" "pika==1.3.2"
 fi
 
 # 2. The service binary.
 say "building the service"
 cargo build --quiet --bin user-service
-binary="$root/target/debug/user-service"
+binary="$target/debug/user-service"
 
 # 3. Start it on its own database, queue, exchange, Redis prefix and port. Rate limits and
 #    the failed-authentication gate are raised so that they never answer in its place.
@@ -121,8 +129,9 @@ done
 say "running schemathesis (at most ${max_time}s)"
 started=$SECONDS
 set +e
-# From target/, so that Schemathesis keeps its cache (.schemathesis/) out of the work tree.
-cd "$root/target"
+# From the target directory, so that Schemathesis keeps its cache (.schemathesis/) out of
+# the work tree.
+cd "$target"
 "$venv/bin/st" --config-file "$root/scripts/schemathesis.toml" run \
     "http://127.0.0.1:$port/openapi.json" \
     --max-examples "$max_examples" \
