@@ -208,7 +208,13 @@ impl Application {
                 let _ = http_stop.wait_for(|s| *s).await;
             })
             .run();
-        tokio::join!(http, rpc::run(self.rpc, stop));
+        // On the worker pool, not this (the actix System's) thread: each delivery's task is
+        // then spawned onto the worker that took the delivery, without waking another thread.
+        let rpc = tokio::spawn(rpc::run(self.rpc, stop));
+        let ((), rpc) = tokio::join!(http, rpc);
+        if let Err(e) = rpc {
+            tracing::error!(error = %e, "the RPC edge failed");
+        }
         self.pool.close().await;
         tracing::info!("stopped");
     }

@@ -266,7 +266,8 @@ async fn serve(
                 in_flight.detach_all();
                 return Err(RpcError::SettlerEnded);
             }
-            _ = stop.wait_for(|s| *s) => {
+            // The guard `wait_for` returns is not `Send`: dropped before the branch runs.
+            () = async { let _ = stop.wait_for(|s| *s).await; } => {
                 let _ = channel.basic_cancel(tag.into(), BasicCancelOptions::default()).await;
                 while in_flight.join_next().await.is_some() {}
                 let _ = conn.close(200, "shutting down".into()).await;
