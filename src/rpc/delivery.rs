@@ -89,11 +89,12 @@ pub async fn handle(edge: Arc<RpcEdge>, channels: Channels, delivery: Delivery) 
                 Err(_) => {
                     let requeue = !delivery.redelivered;
                     let again = Settlement::Nack { requeue };
-                    match channels.settler.settle(delivery.delivery_tag, again).await {
-                        true if requeue => Outcome::Requeued,
-                        true => Outcome::Dropped,
-                        false => Outcome::Unsettled,
-                    }
+                    let outcome = if requeue {
+                        Outcome::Requeued
+                    } else {
+                        Outcome::Dropped
+                    };
+                    settled(&channels, &delivery, again, outcome).await
                 }
             }
         }
@@ -223,14 +224,7 @@ async fn settle_failure(
     if matches!(e, CoreError::Unavailable(_)) {
         tokio::time::sleep(REQUEUE_DELAY).await;
         let requeue = Settlement::Nack { requeue: true };
-        return match channels
-            .settler
-            .settle(delivery.delivery_tag, requeue)
-            .await
-        {
-            true => Outcome::Requeued,
-            false => Outcome::Unsettled,
-        };
+        return settled(channels, delivery, requeue, Outcome::Requeued).await;
     }
     match dead_letter(edge, &channels.confirmed, delivery, e, caller).await {
         Ok(()) => ack(channels, delivery, Outcome::DeadLettered).await,
@@ -242,15 +236,19 @@ async fn settle_failure(
 }
 
 async fn ack(channels: &Channels, delivery: &Delivery, outcome: Outcome) -> Outcome {
-    match channels
-        .settler
-        .settle(delivery.delivery_tag, Settlement::Ack)
-        .await
-    {
-        true => outcome,
-        false => {
-            tracing::warn!("ack failed; the request will be redelivered");
-            Outcome::Unsettled
-        }
+    settled(channels, delivery, Settlement::Ack, outcome).await
+}
+
+/// `outcome` once the broker is told `how`; else the delivery stays with the broker.
+async fn settled(
+    channels: &Channels,
+    delivery: &Delivery,
+    how: Settlement,
+    outcome: Outcome,
+) -> Outcome {
+    if channels.settler.settle(delivery.delivery_tag, how).await {
+        return outcome;
     }
+    tracing::warn!(?how, "settling failed; the request will be redelivered");
+    Outcome::Unsettled
 }
