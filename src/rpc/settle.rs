@@ -92,7 +92,7 @@ async fn run(channel: Channel, mut queue: mpsc::UnboundedReceiver<Note>, unsettl
             unsettled.first().copied()
         };
         let frames = plan(&settling, oldest_handled);
-        // Each frame is queued when first polled, so they leave in this order.
+        // No frame's meaning depends on another's, so they may leave in any order.
         let sent = futures::future::join_all(frames.iter().map(|f| f.send(&channel))).await;
         for (frame, ok) in frames.iter().zip(sent) {
             for done in frame.members.iter().filter_map(|&i| waiting[i].take()) {
@@ -131,10 +131,10 @@ impl Frame {
     }
 }
 
-/// The frames for one turn's settlements, in the order they must leave, given the oldest
-/// delivery still being handled. Nacks go first, each alone. The acks older than every
-/// delivery still being handled go as one `multiple` ack: after the nacks, they are all the
-/// unsettled deliveries up to the newest of them. The other acks go alone.
+/// The frames for one turn's settlements, given the oldest delivery still being handled.
+/// Nacks go alone. The acks older than every delivery still being handled and every nack go
+/// as one `multiple` ack: they are all the unsettled deliveries up to the newest of them, so
+/// the frames mean the same in whatever order they leave. The other acks go alone.
 fn plan(settling: &[(DeliveryTag, Settlement)], oldest_handled: Option<DeliveryTag>) -> Vec<Frame> {
     let alone = |i: usize| Frame {
         tag: settling[i].0,
@@ -144,10 +144,15 @@ fn plan(settling: &[(DeliveryTag, Settlement)], oldest_handled: Option<DeliveryT
     };
     let (acks, nacks): (Vec<usize>, Vec<usize>) =
         (0..settling.len()).partition(|&i| settling[i].1 == Settlement::Ack);
+    let bound = nacks
+        .iter()
+        .map(|&i| settling[i].0)
+        .chain(oldest_handled)
+        .min();
     let mut frames: Vec<Frame> = nacks.into_iter().map(alone).collect();
     let (mut together, apart): (Vec<usize>, Vec<usize>) = acks
         .into_iter()
-        .partition(|&i| oldest_handled.is_none_or(|o| settling[i].0 < o));
+        .partition(|&i| bound.is_none_or(|b| settling[i].0 < b));
     if together.len() > 1 {
         together.sort_unstable_by_key(|&i| settling[i].0);
         let newest = together[together.len() - 1];
@@ -201,9 +206,12 @@ mod tests {
     }
 
     #[test]
-    fn nacks_leave_first_and_alone() {
-        let frames = plan(&[(1, ACK), (2, REQUEUE), (3, ACK)], None);
-        assert_eq!(summary(&frames), [(2, false, 1), (3, true, 2)]);
+    fn nacks_go_alone_and_no_multiple_ack_covers_one() {
+        let frames = plan(&[(1, ACK), (2, ACK), (3, REQUEUE), (4, ACK)], None);
+        assert_eq!(
+            summary(&frames),
+            [(3, false, 1), (2, true, 2), (4, false, 1)]
+        );
         assert_eq!(frames[0].how, REQUEUE);
     }
 
@@ -217,8 +225,11 @@ mod tests {
             let mut carried: Vec<usize> = frames.iter().flat_map(|f| f.members.clone()).collect();
             carried.sort_unstable();
             assert_eq!(carried, (0..settling.len()).collect::<Vec<_>>());
+            let nacked = settling.iter().filter(|(_, how)| *how != ACK);
+            let lowest_nack = nacked.map(|(t, _)| *t).min().unwrap_or(u64::MAX);
             for f in frames.iter().filter(|f| f.multiple) {
                 assert!(oldest.is_none_or(|o| f.tag < o));
+                assert!(f.tag < lowest_nack, "a multiple ack would cover a nack");
                 assert!(f.members.iter().all(|&i| settling[i].0 <= f.tag));
             }
         }
