@@ -37,6 +37,11 @@ pub struct CallContext {
     pub request_key: Option<String>,
     /// Work not finished by then is abandoned and rolled back (an RPC `expiration`).
     pub deadline: Option<tokio::time::Instant>,
+    /// The broker delivers this request again: the delivery before it was never settled, so
+    /// whoever took it is gone (its connection closed) or gave it back. Its request key may
+    /// still be held for a moment, until PostgreSQL has rolled that work back: it is waited
+    /// for, not answered 409 as a caller's own concurrent retry is.
+    pub redelivered: bool,
 }
 
 impl CallContext {
@@ -46,6 +51,7 @@ impl CallContext {
             correlation_id,
             request_key: None,
             deadline: None,
+            redelivered: false,
         }
     }
 

@@ -125,7 +125,7 @@ async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Ou
             return ack(channels, delivery, Outcome::Expired).await;
         };
         let mut seen = Seen::default();
-        let result = call(edge, props, decoded, &envelope, deadline, &mut seen).await;
+        let result = call(edge, delivery, decoded, &envelope, deadline, &mut seen).await;
         let status = result.as_ref().map_or_else(|e| e.code().status(), |r| r.status.code());
         if let Some(method) = seen.method {
             let caller = seen.caller.as_deref().unwrap_or(Caller::ANONYMOUS);
@@ -184,7 +184,7 @@ struct Seen {
 
 async fn call(
     edge: &RpcEdge,
-    props: &BasicProperties,
+    delivery: &Delivery,
     decoded: Result<wire::Incoming, CoreError>,
     envelope: &Envelope<'_>,
     deadline: Option<Instant>,
@@ -198,15 +198,17 @@ async fn call(
         ))
     })?;
     seen.method = Some(method);
-    let caller = edge
-        .auth
-        .authenticate(&Credentials::from_headers(|n| header(props, n)), None)?;
+    let caller = edge.auth.authenticate(
+        &Credentials::from_headers(|n| header(&delivery.properties, n)),
+        None,
+    )?;
     tracing::Span::current().record("caller", caller.name.as_str());
     seen.caller = Some(caller.name.clone());
     // The same message delivered twice carries the same id: that makes writes idempotent.
     let mut ctx =
         CallContext::new(caller, envelope.correlation_id.clone()).keyed(envelope.request_key);
     ctx.deadline = deadline;
+    ctx.redelivered = delivery.redelivered;
     edge.core
         .call(ctx, method, incoming.params, ParamForm::Json)
         .await

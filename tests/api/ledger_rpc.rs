@@ -1,10 +1,15 @@
 //! The ledger of applied requests over RPC: the request key is the message's `message_id`.
 
+use std::time::Duration;
+
+use futures::StreamExt;
 use lapin::BasicProperties;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable};
 use serde_json::{Value, json};
 
 use crate::amqp::{Raw, key, table};
-use crate::helpers::{AUTH_KEY, TestApp};
+use crate::helpers::{AMQP_URL, AUTH_KEY, HASH, TestApp, eventually};
 
 /// Calls `method` with a fixed `message_id`, as a redelivery carries it.
 async fn call(
@@ -139,4 +144,104 @@ async fn a_message_still_being_processed_is_409_over_rpc() {
         .unwrap();
     let done = call(&mut raw, &app, "held", "users.delete", params).await;
     assert_eq!(done["status"], 204, "{done}");
+}
+
+/// The instance that took a request dies with it: the broker gives it to another, and that
+/// one waits for the request key the dead one's transaction held, instead of answering 409
+/// to a request nobody processes any more. Covers a single write and a (grouped) create.
+#[tokio::test]
+async fn a_redelivery_waits_for_the_key_its_first_delivery_held() {
+    let app = TestApp::spawn().await;
+    let id = app.create_user("Eve", "eve@example.com").await["id"].clone();
+    app.until_broker(true).await;
+    let mut raw = Raw::connect().await;
+    // The lock a dying instance's transaction still holds.
+    let mut holder = app.db().await;
+    let locks: Vec<i64> = ["auth-service:gone-1", "auth-service:gone-2"]
+        .iter()
+        .map(|k| user_actors::store::ledger::lock_id(k))
+        .collect();
+    sqlx::query("SELECT pg_advisory_lock(l) FROM UNNEST($1::bigint[]) AS t(l)")
+        .bind(&locks)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    // The first instance: a consumer the broker prefers, which takes both and never answers.
+    let first = lapin::Connection::connect(AMQP_URL, Default::default())
+        .await
+        .unwrap();
+    let channel = first.create_channel().await.unwrap();
+    channel
+        .basic_qos(2, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut preferred = FieldTable::default();
+    preferred.insert("x-priority".into(), AMQPValue::LongInt(10));
+    let mut taken = channel
+        .basic_consume(
+            app.rpc_queue.as_str().into(),
+            "first-instance".into(),
+            BasicConsumeOptions::default(),
+            preferred,
+        )
+        .await
+        .unwrap();
+    let requests = [
+        (
+            "gone-1",
+            json!({"method": "users.delete", "params": {"id": id}}),
+        ),
+        (
+            "gone-2",
+            json!({"method": "users.create", "params": {"name": "New", "email": "new@example.com", "password": HASH}}),
+        ),
+    ];
+    for (message_id, body) in &requests {
+        let props = BasicProperties::default()
+            .with_headers(table(&key(AUTH_KEY)))
+            .with_message_id((*message_id).into())
+            .with_correlation_id((*message_id).into())
+            .with_reply_to("amq.rabbitmq.reply-to".into());
+        raw.publish(&app.rpc_queue, body.to_string().as_bytes(), props)
+            .await;
+    }
+    for _ in &requests {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), taken.next())
+            .await
+            .expect("the preferred consumer takes the request")
+            .unwrap()
+            .unwrap();
+        assert!(!delivery.redelivered);
+    }
+    first.close(200, "killed".into()).await.unwrap();
+
+    // The service has both again and waits, each in an open transaction, for its lock.
+    eventually(Duration::from_secs(10), || async {
+        let waiting = app
+            .count(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()
+                    AND state = 'idle in transaction'
+                    AND query LIKE '%pg_try_advisory_xact_lock%'",
+            )
+            .await;
+        (waiting == 2).then_some(())
+    })
+    .await;
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let mut replies = raw.replies(2).await;
+    replies.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(replies[0].1["status"], 204, "{:?}", replies[0]);
+    assert_eq!(replies[1].1["status"], 201, "{:?}", replies[1]);
+    let done = count(
+        &app,
+        "SELECT count(*) FROM applied_requests WHERE request_key LIKE 'auth-service:gone-%'",
+    )
+    .await;
+    assert_eq!(done, 2, "each done once, its reply kept");
 }

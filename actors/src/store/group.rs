@@ -171,7 +171,8 @@ async fn committed(db: &Db, started: Instant, written: Vec<Pending>, outcome: Ve
 }
 
 /// Takes the lock of every request key and looks them up: a key held elsewhere (or twice in
-/// this group) is a conflict, a known key answers as before, the rest are fresh.
+/// this group) is a conflict, a known key answers as before, the rest are fresh. A
+/// redelivery's key held elsewhere is waited for ([`ledger::lock`]).
 async fn sort(
     db: &Db,
     tx: &mut sqlx::PgConnection,
@@ -188,7 +189,13 @@ async fn sort(
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
-    let locked: HashMap<i64, bool> = locked.into_iter().collect();
+    let mut locked: HashMap<i64, bool> = locked.into_iter().collect();
+    for k in keys.iter().filter(|k| k.redelivered()) {
+        let id = ledger::lock_id(k.key());
+        if locked.get(&id) == Some(&false) {
+            locked.insert(id, ledger::lock(tx, k).await?);
+        }
+    }
     // Looked up after the locks are held, so a write that held one has committed by now.
     let names: Vec<&str> = keys.iter().map(|k| k.key()).collect();
     let rows: Vec<(String, String, i16, Json<Value>)> = sqlx::query_as(

@@ -3,7 +3,8 @@
 //! `Idempotency-Key`, scoped to the caller) takes the key's advisory lock in its own
 //! transaction and looks the key up:
 //!
-//! * lock held by another transaction → 409 `CONFLICT` (that request is still being processed);
+//! * lock held by another transaction → 409 `CONFLICT` (that request is still being processed),
+//!   except for a broker redelivery, which waits a moment for it (see [`lock`]);
 //! * found with the same fingerprint → the stored reply, and nothing new is written;
 //! * found with another fingerprint → 422 `IDEMPOTENCY_KEY_REUSED`;
 //! * not found → the write is done and its reply recorded in the same transaction.
@@ -17,10 +18,12 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use tokio::time::Instant;
 
 use crate::crypto::BillingKeys;
+use crate::retry::Backoff;
 use user_domain::NewUser;
-use user_domain::call::{Reply, ReplyStatus};
+use user_domain::call::{CallContext, Reply, ReplyStatus};
 use user_domain::error::CoreError;
 use user_domain::request::{Method, Request};
 
@@ -30,6 +33,8 @@ pub(super) struct Keyed {
     key: String,
     method: &'static str,
     fingerprint: String,
+    /// A broker redelivery: waits for the key's lock (see [`lock`]).
+    redelivered: bool,
 }
 
 impl Keyed {
@@ -46,24 +51,29 @@ impl Keyed {
         &self.fingerprint
     }
 
+    pub(super) fn redelivered(&self) -> bool {
+        self.redelivered
+    }
+
     /// `None` without a key, or for a read (reads change nothing and need no ledger).
-    pub(super) fn new(key: Option<&str>, req: &Request) -> Option<Self> {
+    pub(super) fn new(ctx: &CallContext, req: &Request) -> Option<Self> {
         if req.method().is_read() {
             return None;
         }
-        Self::with(key?, req.method(), content(req))
+        Self::with(ctx, req.method(), content(req))
     }
 
     /// [`Self::new`] of a `users.create` of `new`, without building the request.
-    pub(super) fn of_create(key: Option<&str>, new: &NewUser) -> Option<Self> {
-        Self::with(key?, Method::Create, new_user(new))
+    pub(super) fn of_create(ctx: &CallContext, new: &NewUser) -> Option<Self> {
+        Self::with(ctx, Method::Create, new_user(new))
     }
 
-    fn with(key: &str, method: Method, content: Value) -> Option<Self> {
+    fn with(ctx: &CallContext, method: Method, content: Value) -> Option<Self> {
         Some(Self {
-            key: key.to_owned(),
+            key: ctx.request_key.clone()?,
             method: method.as_str(),
             fingerprint: digest(method, content),
+            redelivered: ctx.redelivered,
         })
     }
 }
@@ -161,12 +171,7 @@ pub(super) async fn begin(
     let Some(k) = keyed else {
         return Ok(Begun::Fresh(tx));
     };
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(lock_id(&k.key))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?;
-    if !locked {
+    if !lock(&mut tx, k).await? {
         return Err(still_running());
     }
     let row: Option<(String, i16, Json<Value>)> = sqlx::query_as(
@@ -181,6 +186,31 @@ pub(super) async fn begin(
     };
     tx.rollback().await.map_err(db_error)?;
     replay(keys, k, &fingerprint, status, data).map(Begun::Replay)
+}
+
+/// How long a redelivered request waits for its key's lock. The delivery before it is gone:
+/// its work either committed already or is rolled back as soon as PostgreSQL sees its
+/// connection close, which takes milliseconds after a crash.
+const REDELIVERY_WAIT: Duration = Duration::from_secs(5);
+
+/// Takes the key's lock for this transaction; false when another transaction holds it.
+/// A broker redelivery tries again for up to [`REDELIVERY_WAIT`]: the work of the delivery
+/// before it is ending, and a 409 would answer a request that nobody processes any more.
+pub(super) async fn lock(conn: &mut PgConnection, k: &Keyed) -> Result<bool, CoreError> {
+    let until = Instant::now() + REDELIVERY_WAIT;
+    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(200));
+    loop {
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(lock_id(&k.key))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        let now = Instant::now();
+        if locked || !k.redelivered || now >= until {
+            return Ok(locked);
+        }
+        tokio::time::sleep(backoff.next_delay().min(until - now)).await;
+    }
 }
 
 /// The answer to a key whose request is being processed right now.
@@ -272,6 +302,15 @@ mod tests {
         Request::parse(method, params, ParamForm::Json).unwrap()
     }
 
+    /// A call of caller `a` with request key `k` (`a:k` in the ledger), or none.
+    fn ctx(key: Option<&str>) -> CallContext {
+        let caller = user_domain::call::Caller {
+            name: "a".to_owned(),
+            can_read_credentials: false,
+        };
+        CallContext::new(caller, user_domain::CorrelationId::generate()).keyed(key)
+    }
+
     #[test]
     fn fingerprints_ignore_key_order_and_see_content() {
         let id = "6f1c1c3e-8a55-4c2e-9d7a-0a3c1f2b4d5e";
@@ -302,9 +341,10 @@ mod tests {
         let id = "6f1c1c3e-8a55-4c2e-9d7a-0a3c1f2b4d5e";
         let get = parse(Method::Get, json!({"id": id}));
         let delete = parse(Method::Delete, json!({"id": id}));
-        assert!(Keyed::new(Some("a:k"), &get).is_none());
-        assert!(Keyed::new(None, &delete).is_none());
-        assert!(Keyed::new(Some("a:k"), &delete).is_some());
+        assert!(Keyed::new(&ctx(Some("k")), &get).is_none());
+        assert!(Keyed::new(&ctx(None), &delete).is_none());
+        let keyed = Keyed::new(&ctx(Some("k")), &delete).unwrap();
+        assert_eq!((keyed.key(), keyed.redelivered()), ("a:k", false));
     }
 
     /// The UserStore keys a create without building its request: the same key either way,
@@ -317,14 +357,14 @@ mod tests {
             panic!("a create")
         };
         let (a, b) = (
-            Keyed::new(Some("a:k"), &req).unwrap(),
-            Keyed::of_create(Some("a:k"), new).unwrap(),
+            Keyed::new(&ctx(Some("k")), &req).unwrap(),
+            Keyed::of_create(&ctx(Some("k")), new).unwrap(),
         );
         assert_eq!(
             (a.key(), a.method(), a.fingerprint()),
             (b.key(), b.method(), b.fingerprint())
         );
-        assert!(Keyed::of_create(None, new).is_none());
+        assert!(Keyed::of_create(&ctx(None), new).is_none());
     }
 
     #[test]

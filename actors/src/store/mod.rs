@@ -97,7 +97,7 @@ impl UserStore {
     ) -> ResponseFuture<Result<Reply, CoreError>> {
         let (answer, answered) = oneshot::channel();
         self.waiting.push(group::Pending {
-            keyed: ledger::Keyed::of_create(call.request_key.as_deref(), &new),
+            keyed: ledger::Keyed::of_create(&call, &new),
             new,
             corr: call.correlation_id,
             deadline: call.deadline,

@@ -41,7 +41,7 @@ pub(super) struct Db {
 pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Reply, CoreError> {
     let corr = &ctx.correlation_id;
     let caller = ctx.caller.name.as_str();
-    let keyed = Keyed::new(ctx.request_key.as_deref(), &req);
+    let keyed = Keyed::new(&ctx, &req);
     let keyed = keyed.as_ref();
     match req {
         Request::Create(new) => creates::create(&db, new, keyed.cloned(), corr.clone()).await,
