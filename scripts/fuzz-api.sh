@@ -125,13 +125,15 @@ done
 
 # 4. Fuzz: every phase (examples, coverage, fuzzing, stateful) and every check (enabled in
 #    scripts/schemathesis.toml, with the few per-operation exceptions the contract makes),
-#    bounded by --max-time. Any finding fails the run.
+#    bounded by --max-time; generated request keys made unique by
+#    scripts/schemathesis_hooks.py. Any finding fails the run.
 say "running schemathesis (at most ${max_time}s)"
 started=$SECONDS
 set +e
 # From the target directory, so that Schemathesis keeps its cache (.schemathesis/) out of
 # the work tree.
 cd "$target"
+SCHEMATHESIS_HOOKS="$root/scripts/schemathesis_hooks.py" \
 "$venv/bin/st" --config-file "$root/scripts/schemathesis.toml" run \
     "http://127.0.0.1:$port/openapi.json" \
     --max-examples "$max_examples" \
