@@ -12,10 +12,7 @@ use crate::config::Config;
 /// Connects, creating the database and applying migrations. Retries with backoff while
 /// PostgreSQL is not reachable, for at most `patience`.
 pub async fn connect(config: &Config, patience: Duration) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(&config.database_url)?
-        .application_name("user-service")
-        // A query that hangs must not hold a request (or a connection) forever.
-        .options([("statement_timeout", "15s"), ("lock_timeout", "5s")]);
+    let options = options(&config.database_url)?;
     let deadline = tokio::time::Instant::now() + patience;
     let mut backoff = Backoff::reconnect();
     loop {
@@ -29,6 +26,24 @@ pub async fn connect(config: &Config, patience: Duration) -> anyhow::Result<PgPo
             Err(e) => return Err(e),
         }
     }
+}
+
+/// How every connection of the service is made. Nothing it holds outlives its use for long:
+/// a query that hangs is cancelled, a lock is waited for 5 s at most, and should an instance
+/// vanish mid-transaction (its host gone, no FIN), PostgreSQL ends the transaction it left
+/// idle and, through keepalive probes, the idle sessions it left (the outbox's leader lock):
+/// their locks go to the instances still there.
+pub fn options(database_url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(PgConnectOptions::from_str(database_url)?
+        .application_name("user-service")
+        .options([
+            ("statement_timeout", "15s"),
+            ("lock_timeout", "5s"),
+            ("idle_in_transaction_session_timeout", "15s"),
+            ("tcp_keepalives_idle", "15"),
+            ("tcp_keepalives_interval", "5"),
+            ("tcp_keepalives_count", "3"),
+        ]))
 }
 
 async fn try_connect(config: &Config, options: &PgConnectOptions) -> anyhow::Result<PgPool> {

@@ -264,3 +264,46 @@ async fn metrics_count_requests_by_caller_operation_and_transport() {
     })
     .await;
 }
+
+/// An instance that vanishes mid-transaction (its host gone: no FIN, no more statements)
+/// must not keep its locks — a request key's, a user row's — for the hours TCP takes to
+/// notice: PostgreSQL ends a transaction its client left idle, and probes idle sessions.
+#[tokio::test]
+async fn postgres_ends_a_transaction_the_service_left_idle() {
+    use sqlx::ConnectOptions;
+    let app = TestApp::spawn().await;
+    let url = format!("postgres://postgres@127.0.0.1:5432/{}", app.db_name);
+    let mut vanished = user_service::db::options(&url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let keepalive: String = sqlx::query_scalar("SHOW tcp_keepalives_idle")
+        .fetch_one(&mut vanished)
+        .await
+        .unwrap();
+    assert_eq!(
+        keepalive, "15",
+        "idle sessions of a vanished host are probed"
+    );
+    let lock = 0x5eed_i64;
+    sqlx::query("BEGIN").execute(&mut vanished).await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(lock)
+        .execute(&mut vanished)
+        .await
+        .unwrap();
+    // Nothing more comes from `vanished`. Its lock, a transaction's, is free once the
+    // transaction has ended.
+    eventually(Duration::from_secs(40), || async {
+        let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(lock)
+            .fetch_one(&mut app.db().await)
+            .await
+            .unwrap();
+        free.then_some(())
+    })
+    .await;
+    let gone = sqlx::query("SELECT 1").execute(&mut vanished).await;
+    assert!(gone.is_err(), "the server closed the session");
+}
