@@ -73,22 +73,24 @@ impl Raw {
             .with_correlation_id(correlation.clone().into());
         self.publish(queue, body, props).await;
         let wait = async {
-            while let Some(d) = self.replies.next().await {
-                let d = d.expect("reply consumer open");
-                if d.properties.correlation_id().as_ref().map(|c| c.as_str())
-                    == Some(correlation.as_str())
+            loop {
+                let (props, body) = self.next_reply().await;
+                if props.correlation_id().as_ref().map(|c| c.as_str()) == Some(correlation.as_str())
                 {
-                    return (
-                        d.properties.clone(),
-                        serde_json::from_slice(&d.data).unwrap(),
-                    );
+                    return (props, body);
                 }
             }
-            panic!("reply consumer ended");
         };
         tokio::time::timeout(Duration::from_secs(10), wait)
             .await
             .expect("a reply within 10 s")
+    }
+
+    /// The next reply that arrives: its properties and JSON body.
+    async fn next_reply(&mut self) -> (BasicProperties, Value) {
+        let d = self.replies.next().await.expect("reply consumer open");
+        let d = d.expect("reply consumer open");
+        (d.properties, serde_json::from_slice(&d.data).unwrap())
     }
 
     /// The next `n` replies (correlation id and body), within 20 s.
@@ -96,17 +98,9 @@ impl Raw {
         let wait = async {
             let mut got = Vec::with_capacity(n);
             while got.len() < n {
-                let d = self.replies.next().await.expect("reply consumer open");
-                let d = d.expect("reply consumer open");
-                let id = d
-                    .properties
-                    .correlation_id()
-                    .as_ref()
-                    .map(|c| c.to_string());
-                got.push((
-                    id.unwrap_or_default(),
-                    serde_json::from_slice(&d.data).unwrap(),
-                ));
+                let (props, body) = self.next_reply().await;
+                let id = props.correlation_id().as_ref().map(|c| c.to_string());
+                got.push((id.unwrap_or_default(), body));
             }
             got
         };

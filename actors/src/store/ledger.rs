@@ -197,19 +197,26 @@ const REDELIVERY_WAIT: Duration = Duration::from_secs(5);
 /// A broker redelivery tries again for up to [`REDELIVERY_WAIT`]: the work of the delivery
 /// before it is ending, and a 409 would answer a request that nobody processes any more.
 pub(super) async fn lock(conn: &mut PgConnection, k: &Keyed) -> Result<bool, CoreError> {
-    let until = Instant::now() + REDELIVERY_WAIT;
-    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(200));
+    // Set up on the first refusal only: most writes take their key at once.
+    let mut waiting: Option<(Instant, Backoff)> = None;
     loop {
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
             .bind(lock_id(&k.key))
             .fetch_one(&mut *conn)
             .await
             .map_err(db_error)?;
-        let now = Instant::now();
-        if locked || !k.redelivered || now >= until {
+        if locked || !k.redelivered {
             return Ok(locked);
         }
-        tokio::time::sleep(backoff.next_delay().min(until - now)).await;
+        let (until, backoff) = waiting.get_or_insert_with(|| {
+            let backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(200));
+            (Instant::now() + REDELIVERY_WAIT, backoff)
+        });
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        tokio::time::sleep(backoff.next_delay().min(left)).await;
     }
 }
 
