@@ -6,6 +6,7 @@
 //! typed request to. The domain they work on is the `user-domain` crate.
 
 pub mod amqp;
+pub mod breaker;
 pub mod cache;
 pub mod core;
 pub mod crypto;

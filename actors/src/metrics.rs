@@ -30,6 +30,10 @@ pub const AUTH_FAILURES: &str = "user_service_auth_failures_total";
 pub const OUTBOX_PENDING: &str = "user_service_outbox_pending";
 pub const OUTBOX_DEAD: &str = "user_service_outbox_dead";
 pub const EVENTS_DEAD: &str = "user_service_events_dead_total";
+/// 1 while a dependency's breaker is open (requests do not wait for it), by `dependency`.
+pub const BREAKER_OPEN: &str = "user_service_breaker_open";
+/// How often each dependency's breaker opened.
+pub const BREAKER_TRIPS: &str = "user_service_breaker_trips_total";
 /// Creates committed together, per group (see `store::group`).
 pub const CREATE_GROUP_SIZE: &str = "user_service_create_group_size";
 /// How long a group of creates took, from its start to its commit.

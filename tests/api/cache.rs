@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, eventually};
+use crate::relay::Relay;
 
 async fn redis() -> (redis::Client, MultiplexedConnection) {
     let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
@@ -381,8 +382,8 @@ async fn racing_reads_never_leave_a_stale_copy_behind() {
 /// and the instance listens again.
 #[tokio::test]
 async fn redis_cut_mid_run_changes_no_answer() {
-    let relay = crate::helpers::RedisRelay::start().await;
-    let app = TestApp::spawn_with(&[("REDIS_URL", &relay.url)]).await;
+    let relay = Relay::redis().await;
+    let app = TestApp::spawn_with(&[("REDIS_URL", &relay.redis_url())]).await;
     let redis_status = || async {
         let (_, health) = app.get("/health").await;
         health["components"]["redis"]["status"].clone()

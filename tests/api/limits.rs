@@ -107,10 +107,11 @@ async fn three_instances_let_a_caller_through_its_allowance_once() {
 
 #[tokio::test]
 async fn with_redis_cut_each_instance_counts_alone_and_sharing_resumes_when_it_returns() {
-    let relay = crate::helpers::RedisRelay::start().await;
+    let relay = crate::relay::Relay::redis().await;
+    let url = relay.redis_url();
     let vars = [
         ("RATE_LIMITS", "game-catalog=30/60,default=1000/60"),
-        ("REDIS_URL", relay.url.as_str()),
+        ("REDIS_URL", url.as_str()),
     ];
     let apps = three_instances(&vars).await;
     assert_eq!(accepted_of(&apps, 15).await, 15);

@@ -2,6 +2,7 @@
 
 mod amqp;
 mod helpers;
+mod relay;
 
 mod auth;
 mod batch;

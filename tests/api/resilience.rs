@@ -1,65 +1,17 @@
 //! The database going away and coming back; concurrency of the store.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 use crate::helpers::{TestApp, assert_error, eventually, send};
-
-/// A TCP proxy in front of PostgreSQL that the test can cut: when down, it closes every
-/// open connection and refuses new ones.
-struct Proxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-    cut: watch::Sender<u64>,
-}
-
-impl Proxy {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let (cut, _) = watch::channel(0u64);
-        let (accept_up, accept_cut) = (up.clone(), cut.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !accept_up.load(Ordering::SeqCst) {
-                    continue; // dropped: the connection is closed at once
-                }
-                let mut cut_rx = accept_cut.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect("127.0.0.1:5432").await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut_rx.changed() => {}
-                    }
-                });
-            }
-        });
-        Self { port, up, cut }
-    }
-
-    fn down(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.cut.send_modify(|n| *n += 1);
-    }
-
-    fn up(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
+use crate::relay::Relay;
 
 #[tokio::test]
 async fn database_outage_is_503_quickly_and_recovers_by_itself() {
-    let proxy = Proxy::start().await;
-    let url = format!("postgres://postgres@127.0.0.1:{}/{{db}}", proxy.port);
+    let proxy = Relay::postgres().await;
+    let url = format!("postgres://postgres@{}/{{db}}", proxy.addr);
     let app =
         TestApp::spawn_with(&[("DATABASE_URL", &url), ("DB_ACQUIRE_TIMEOUT_MS", "500")]).await;
     let id = app.create_user("Out", "out@example.com").await["id"]
@@ -68,7 +20,7 @@ async fn database_outage_is_503_quickly_and_recovers_by_itself() {
         .to_owned();
     let path = format!("/api/internal/users/{id}");
 
-    proxy.down();
+    proxy.cut();
     // A hang would trip reqwest's timeout and fail the test.
     let (status, err) = send(app.req(Method::GET, &path).timeout(Duration::from_secs(10))).await;
     assert_error(status, &err, StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE");
@@ -89,7 +41,7 @@ async fn database_outage_is_503_quickly_and_recovers_by_itself() {
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 
-    proxy.up();
+    proxy.restore();
     let user = eventually(Duration::from_secs(20), || async {
         let (status, body) = app.get(&path).await;
         (status == StatusCode::OK).then_some(body)
