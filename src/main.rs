@@ -22,8 +22,9 @@ usage:
 const REKEY_HELP: &str = "\
 usage: user-service rekey
 
-Re-seals the stored billing data (taxId, billingAddress) under the newest key of BILLING_KEYS
-and prints how many users' data changed.
+Re-seals the stored billing data (taxId, billingAddress) under the newest key of BILLING_KEYS,
+each value bound to its user and field (values sealed before binding existed, or in plain
+text, move to the bound form), and prints how many users' data changed.
 Environment: the service's configuration, of which it uses DATABASE_URL and BILLING_KEYS.
 It is safe while the service runs (short batches in id order, row locks as a write takes) and
 can be run again: values already under the newest key are skipped. Keep the old keys in

@@ -1,32 +1,62 @@
 //! Billing data sealed at rest: `taxId` and `billingAddress` of a user's billing info are
-//! stored (in PostgreSQL and in the Redis cache) as `enc:v1:<kid>:<base64(nonce || ct)>`,
-//! AES-256-GCM with a fresh random 96-bit nonce per value.
+//! stored (in PostgreSQL, in the Redis cache and in the request ledger's replies) as
+//! `enc:v2:<kid>:<base64(nonce || ct)>`, AES-256-GCM with a fresh random 96-bit nonce per value
+//! and the value's place as associated data: the user's id (or, in the ledger, the request
+//! key) and the field's name. A value copied into another user's row, or into another field,
+//! does not open: an error, never another user's data.
 //!
 //! Keys come as `kid:base64key,...` (32-byte keys, standard base64): the last key seals,
 //! every key opens, so a key can be rotated in while values sealed under older keys are
-//! still read. A stored value without the `enc:v1:` prefix was written before sealing
-//! existed and is read as it is (legacy); `user-service rekey` seals those too.
+//! still read. Older forms still open until `user-service rekey` moves them to `v2`: a value
+//! without the `enc:` prefix (written before sealing existed) is read as it is, and
+//! `enc:v1:` (sealed without a place) opens wherever it is.
 
 use std::fmt;
 
 use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::{Aead, Generate, KeyInit, Nonce};
+use aes_gcm::aead::{Aead, Generate, KeyInit, Nonce, Payload};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
-use user_domain::User;
 use user_domain::error::CoreError;
 use user_domain::views::Rendered;
+use user_domain::{User, UserId};
 
-/// What every sealed value starts with.
-pub const PREFIX: &str = "enc:v1:";
+/// What every sealed value starts with, whatever its version.
+pub const PREFIX: &str = "enc:";
+/// Sealed without a place (before places existed): still opened.
+const V1: &str = "enc:v1:";
+/// Sealed with its place as associated data: what is written now.
+const V2: &str = "enc:v2:";
 /// The fields of billing info that are sealed.
 pub const SEALED_FIELDS: [&str; 2] = ["taxId", "billingAddress"];
 /// The key used when none is configured, outside production only.
 pub const DEVELOPMENT_KEYS: &str = "dev:dXNlci1zZXJ2aWNlLWRldmVsb3BtZW50LWtleSEhISE=";
 const NONCE_LEN: usize = 12;
 const MAX_KID_LEN: usize = 16;
+
+/// Where a sealed value belongs; it opens only there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place<'a> {
+    /// A field of this user's billing info (the users table, the cache).
+    User(UserId),
+    /// A field of the reply a request key keeps in the ledger.
+    Request(&'a str),
+    /// A copy the service never opens again (a dead letter).
+    Unbound,
+}
+
+impl Place<'_> {
+    /// The associated data of `field` here: versioned, and unambiguous (ids hold no `:`).
+    fn aad(self, field: &str) -> String {
+        match self {
+            Self::User(id) => format!("user-service:v2:user:{}:{field}", id.as_uuid()),
+            Self::Request(key) => format!("user-service:v2:request:{}:{field}", key.len()) + key,
+            Self::Unbound => format!("user-service:v2:unbound:{field}"),
+        }
+    }
+}
 
 /// The billing keys: the last one seals, all of them open.
 pub struct BillingKeys {
@@ -96,18 +126,23 @@ impl BillingKeys {
         }
     }
 
-    /// Seals `plain` under the current key, with a fresh nonce.
-    pub fn seal(&self, plain: &str) -> Result<String, CoreError> {
+    /// Seals `plain`, the `field` at `place`, under the current key, with a fresh nonce.
+    pub fn seal(&self, plain: &str, place: Place, field: &str) -> Result<String, CoreError> {
         let (kid, cipher) = self.current();
         let nonce = Nonce::<Aes256Gcm>::try_generate()
             .map_err(|e| internal(format!("no random nonce for a billing value: {e}")))?;
+        let aad = place.aad(field);
+        let payload = Payload {
+            msg: plain.as_bytes(),
+            aad: aad.as_bytes(),
+        };
         let ct = cipher
-            .encrypt(&nonce, plain.as_bytes())
+            .encrypt(&nonce, payload)
             .map_err(|_| internal("a billing value could not be sealed".to_owned()))?;
         let mut raw = Vec::with_capacity(NONCE_LEN + ct.len());
         raw.extend_from_slice(&nonce);
         raw.extend_from_slice(&ct);
-        Ok(format!("{PREFIX}{kid}:{}", STANDARD.encode(raw)))
+        Ok(format!("{V2}{kid}:{}", STANDARD.encode(raw)))
     }
 
     /// Seals, in place, every `taxId` and `billingAddress` text anywhere in `doc` (a request
@@ -122,7 +157,9 @@ impl BillingKeys {
                     let billing = SEALED_FIELDS.contains(&key.as_str());
                     match value {
                         Value::String(text) if billing && !text.starts_with(PREFIX) => {
-                            *text = self.seal(text).unwrap_or_else(|_| "[withheld]".to_owned());
+                            *text = self
+                                .seal(text, Place::Unbound, key)
+                                .unwrap_or_else(|_| "[withheld]".to_owned());
                             changed = true;
                         }
                         other => changed |= self.seal_billing_fields(other),
@@ -137,10 +174,19 @@ impl BillingKeys {
         }
     }
 
-    /// The plain text of a stored value: a sealed value opened, a legacy value as it is.
-    /// An unknown key id or a tampered value is an internal error; the value is never quoted.
-    pub fn open(&self, stored: &str) -> Result<String, CoreError> {
-        let Some(rest) = stored.strip_prefix(PREFIX) else {
+    /// The plain text of a stored value, the `field` at `place`: a sealed value opened, a
+    /// legacy value as it is. An unknown key id, a tampered value or one sealed for another
+    /// place is an internal error; the value is never quoted.
+    pub fn open(&self, stored: &str, place: Place, field: &str) -> Result<String, CoreError> {
+        let (rest, aad) = if let Some(rest) = stored.strip_prefix(V2) {
+            (rest, place.aad(field))
+        } else if let Some(rest) = stored.strip_prefix(V1) {
+            (rest, String::new())
+        } else if stored.starts_with(PREFIX) {
+            return Err(internal(
+                "a billing value is sealed in a form this version does not know".to_owned(),
+            ));
+        } else {
             return Ok(stored.to_owned());
         };
         let (kid, body) = rest
@@ -167,42 +213,48 @@ impl BillingKeys {
                 "a billing value sealed under '{kid}' has a bad nonce"
             ))
         })?;
-        let plain = cipher.decrypt(&nonce, ct).map_err(|_| {
+        let payload = Payload {
+            msg: ct,
+            aad: aad.as_bytes(),
+        };
+        let plain = cipher.decrypt(&nonce, payload).map_err(|_| {
             internal(format!(
-                "a billing value sealed under '{kid}' does not open: tampered, or the key changed"
+                "a billing value sealed under '{kid}' does not open: tampered, moved from another user or field, or the key changed"
             ))
         })?;
         String::from_utf8(plain)
             .map_err(|_| internal(format!("a billing value sealed under '{kid}' is not UTF-8")))
     }
 
-    /// Whether a stored value is sealed under the current key already.
+    /// Whether a stored value is sealed in the current form under the current key already.
     pub fn is_current(&self, stored: &str) -> bool {
         stored
-            .strip_prefix(PREFIX)
+            .strip_prefix(V2)
             .and_then(|rest| rest.split_once(':'))
             .is_some_and(|(kid, _)| kid == self.current_kid())
     }
 
-    /// Billing info JSON as stored: its sealed fields sealed.
-    pub fn seal_billing(&self, info: &mut Value) -> Result<(), CoreError> {
-        self.each_field(info, |keys, s| keys.seal(s).map(Some))
+    /// Billing info JSON as stored at `place`: its sealed fields sealed.
+    pub fn seal_billing(&self, info: &mut Value, place: Place) -> Result<(), CoreError> {
+        self.each_field(info, |keys, s, field| keys.seal(s, place, field).map(Some))
     }
 
     /// Stored billing info JSON opened back (legacy plain values kept as they are).
-    pub fn open_billing(&self, info: &mut Value) -> Result<(), CoreError> {
-        self.each_field(info, |keys, s| keys.open(s).map(Some))
+    pub fn open_billing(&self, info: &mut Value, place: Place) -> Result<(), CoreError> {
+        self.each_field(info, |keys, s, field| keys.open(s, place, field).map(Some))
     }
 
-    /// Reseals every field not under the current key; whether anything changed.
-    pub fn rekey_billing(&self, info: &mut Value) -> Result<bool, CoreError> {
+    /// Reseals every field not in the current form under the current key; whether anything
+    /// changed.
+    pub fn rekey_billing(&self, info: &mut Value, place: Place) -> Result<bool, CoreError> {
         let mut changed = false;
-        self.each_field(info, |keys, s| {
+        self.each_field(info, |keys, s, field| {
             if keys.is_current(s) {
                 return Ok(None);
             }
             changed = true;
-            keys.seal(&keys.open(s)?).map(Some)
+            keys.seal(&keys.open(s, place, field)?, place, field)
+                .map(Some)
         })?;
         Ok(changed)
     }
@@ -221,12 +273,12 @@ impl BillingKeys {
         let mut v = serde_json::to_value(&r.user)
             .map_err(|e| internal(format!("a user does not serialise: {e}")))?;
         if let Some(info) = v.get_mut("billingInfo") {
-            self.seal_billing(info)?;
+            self.seal_billing(info, Place::User(r.user.id))?;
         }
         Ok(v.to_string())
     }
 
-    /// A user from its cached JSON.
+    /// A user from its cached JSON; its billing fields open only for the user it names.
     pub fn open_user(&self, stored: &str) -> Result<User, CoreError> {
         // Most users have nothing sealed: read those straight, without the detour via Value.
         if !stored.contains(PREFIX) {
@@ -235,8 +287,13 @@ impl BillingKeys {
         }
         let mut v: Value = serde_json::from_str(stored)
             .map_err(|e| internal(format!("a cached user is not JSON: {e}")))?;
+        let id = v
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| UserId::parse(id).ok())
+            .ok_or_else(|| internal("a cached user has no valid id".to_owned()))?;
         if let Some(info) = v.get_mut("billingInfo") {
-            self.open_billing(info)?;
+            self.open_billing(info, Place::User(id))?;
         }
         serde_json::from_value(v).map_err(|e| internal(format!("a cached user is invalid: {e}")))
     }
@@ -244,14 +301,14 @@ impl BillingKeys {
     fn each_field(
         &self,
         info: &mut Value,
-        mut f: impl FnMut(&Self, &str) -> Result<Option<String>, CoreError>,
+        mut f: impl FnMut(&Self, &str, &str) -> Result<Option<String>, CoreError>,
     ) -> Result<(), CoreError> {
         let Some(obj) = info.as_object_mut() else {
             return Ok(());
         };
         for field in SEALED_FIELDS {
             if let Some(Value::String(s)) = obj.get_mut(field)
-                && let Some(new) = f(self, s)?
+                && let Some(new) = f(self, s, field)?
             {
                 *s = new;
             }
@@ -266,150 +323,4 @@ fn internal(msg: String) -> CoreError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    use serde_json::json;
-
-    fn key(kid: &str, byte: u8) -> String {
-        format!("{kid}:{}", STANDARD.encode([byte; 32]))
-    }
-
-    fn keys(entries: &[(&str, u8)]) -> BillingKeys {
-        let s: Vec<String> = entries.iter().map(|(k, b)| key(k, *b)).collect();
-        BillingKeys::parse(&s.join(",")).unwrap()
-    }
-
-    #[test]
-    fn round_trips_with_a_fresh_nonce() {
-        let k = keys(&[("k1", 1)]);
-        let a = k.seal("123456789012").unwrap();
-        let b = k.seal("123456789012").unwrap();
-        assert!(a.starts_with("enc:v1:k1:"), "{a}");
-        assert!(!a.contains("123456789012"));
-        assert_ne!(a, b, "every value gets its own nonce");
-        assert_eq!(k.open(&a).unwrap(), "123456789012");
-        assert_eq!(k.open(&b).unwrap(), "123456789012");
-    }
-
-    #[test]
-    fn the_last_key_seals_and_old_keys_still_open() {
-        let old = keys(&[("k1", 1)]);
-        let rotated = keys(&[("k1", 1), ("k2", 2)]);
-        let sealed_old = old.seal("Москва").unwrap();
-        assert_eq!(rotated.open(&sealed_old).unwrap(), "Москва");
-        let sealed_new = rotated.seal("Москва").unwrap();
-        assert!(sealed_new.starts_with("enc:v1:k2:"));
-        assert!(rotated.is_current(&sealed_new));
-        assert!(!rotated.is_current(&sealed_old));
-        assert!(
-            old.open(&sealed_new).is_err(),
-            "k2 is unknown to the old set"
-        );
-    }
-
-    #[test]
-    fn tampering_and_wrong_keys_are_refused() {
-        let k = keys(&[("k1", 1)]);
-        let sealed = k.seal("secret address").unwrap();
-        let body = sealed.strip_prefix("enc:v1:k1:").unwrap();
-        let mut raw = STANDARD.decode(body).unwrap();
-        let last = raw.len() - 1;
-        raw[last] ^= 1;
-        let tampered = format!("enc:v1:k1:{}", STANDARD.encode(&raw));
-        for bad in [
-            tampered,
-            "enc:v1:k1:!!!".to_owned(),
-            "enc:v1:k1:AAAA".to_owned(),
-            "enc:v1:nokid".to_owned(),
-            sealed.replace("enc:v1:k1:", "enc:v1:k9:"),
-        ] {
-            let err = k.open(&bad).unwrap_err();
-            assert!(matches!(err, CoreError::Internal(_)), "{bad}");
-            assert!(!err.to_string().contains("secret address"));
-        }
-        let wrong = keys(&[("k1", 7)]);
-        assert!(matches!(wrong.open(&sealed), Err(CoreError::Internal(_))));
-    }
-
-    #[test]
-    fn a_value_without_the_prefix_is_legacy_plain_text() {
-        let k = keys(&[("k1", 1)]);
-        assert_eq!(k.open("123456789012").unwrap(), "123456789012");
-    }
-
-    #[test]
-    fn parse_refuses_bad_lists_without_quoting_keys() {
-        for bad in [
-            "",
-            "k1",
-            ":AAAA",
-            "k1:not base64",
-            "k1:AAAA",
-            "a:b:c",
-            &format!("{},{}", key("k1", 1), key("k1", 2)),
-            &format!("bad kid:{}", STANDARD.encode([1; 32])),
-        ] {
-            let err = BillingKeys::parse(bad).err().unwrap_or_default();
-            assert!(!err.is_empty(), "{bad:?} accepted");
-        }
-        let k = keys(&[("k1", 1), ("k2", 2)]);
-        assert_eq!(k.current_kid(), "k2");
-        assert_eq!(format!("{k:?}"), r#"BillingKeys { kids: ["k1", "k2"] }"#);
-        assert_eq!(BillingKeys::development().current_kid(), "dev");
-    }
-
-    #[test]
-    fn billing_json_seals_only_the_sensitive_fields() {
-        let k = keys(&[("k1", 1)]);
-        let plain = json!({"taxId": "123456789012", "billingAddress": "Москва",
-                           "currency": "RUB", "paymentMethods": ["card"]});
-        let mut v = plain.clone();
-        k.seal_billing(&mut v).unwrap();
-        assert!(v["taxId"].as_str().unwrap().starts_with(PREFIX));
-        assert!(v["billingAddress"].as_str().unwrap().starts_with(PREFIX));
-        assert_eq!(v["currency"], "RUB");
-        let mut opened = v.clone();
-        k.open_billing(&mut opened).unwrap();
-        assert_eq!(opened, plain);
-
-        let rotated = keys(&[("k1", 1), ("k2", 2)]);
-        let mut legacy = plain.clone();
-        assert!(rotated.rekey_billing(&mut legacy).unwrap(), "legacy sealed");
-        assert!(rotated.is_current(legacy["taxId"].as_str().unwrap()));
-        assert!(rotated.rekey_billing(&mut v).unwrap(), "k1 resealed");
-        assert!(!rotated.rekey_billing(&mut v).unwrap(), "already current");
-        rotated.open_billing(&mut v).unwrap();
-        assert_eq!(v, plain);
-    }
-
-    proptest! {
-        #[test]
-        fn any_string_round_trips(s in any::<String>()) {
-            let k = keys(&[("k1", 1), ("k2", 2)]);
-            let sealed = k.seal(&s).unwrap();
-            prop_assert!(k.is_current(&sealed));
-            prop_assert_eq!(k.open(&sealed).unwrap(), s);
-        }
-    }
-
-    #[test]
-    fn billing_fields_are_sealed_wherever_they_are() {
-        let k = keys(&[("k1", 1)]);
-        let mut doc = serde_json::json!({"method": "users.updateBillingInfo",
-            "params": {"id": "x", "taxId": "7707083893", "billingAddress": "Moscow",
-                       "nested": [{"taxId": "500100732259"}], "currency": "RUB"}});
-        assert!(k.seal_billing_fields(&mut doc));
-        let text = doc.to_string();
-        for plain in ["7707083893", "Moscow", "500100732259"] {
-            assert!(!text.contains(plain), "{text}");
-        }
-        assert_eq!(
-            k.open(doc["params"]["taxId"].as_str().unwrap()).unwrap(),
-            "7707083893"
-        );
-        assert_eq!(doc["params"]["currency"], "RUB");
-        let mut other = serde_json::json!({"method": "users.get", "params": {"id": "x"}});
-        assert!(!k.seal_billing_fields(&mut other));
-    }
-}
+mod tests;

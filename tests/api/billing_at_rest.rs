@@ -7,7 +7,7 @@ use std::time::Duration;
 use deadpool_redis::redis::{self, AsyncCommands};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use user_actors::crypto::{BillingKeys, DEVELOPMENT_KEYS};
+use user_actors::crypto::{BillingKeys, DEVELOPMENT_KEYS, Place};
 
 use crate::helpers::{TestApp, eventually, send};
 
@@ -73,7 +73,7 @@ async fn billing_values_are_sealed_in_postgres_redis_and_events() {
     let row: Value = serde_json::from_str(&rows[0]).expect("JSON");
     for field in ["taxId", "billingAddress"] {
         let v = row[field].as_str().unwrap_or_default();
-        assert!(v.starts_with("enc:v1:dev:"), "{field}: {v}");
+        assert!(v.starts_with("enc:v2:dev:"), "{field}: {v}");
     }
     assert_eq!(row["currency"], "RUB", "only the two fields are sealed");
 
@@ -112,7 +112,7 @@ async fn billing_values_are_sealed_in_postgres_redis_and_events() {
         })
         .await;
         assert_no_plain(key, &cached);
-        assert!(cached.contains("enc:v1:dev:"), "{cached}");
+        assert!(cached.contains("enc:v2:dev:"), "{cached}");
     }
 
     // Another instance, its in-process copy empty, reads the sealed entry from Redis.
@@ -157,8 +157,8 @@ async fn legacy_rows_still_read_and_rekey_reseals_everything_under_the_newest_ke
     assert_eq!((stats.scanned, stats.changed), (2, 2));
     for row in stored_billing(&app).await {
         assert_no_plain("a rekeyed row", &row);
-        assert_eq!(row.matches("enc:v1:k2:").count(), 2, "{row}");
-        assert!(!row.contains("enc:v1:dev:"), "{row}");
+        assert_eq!(row.matches("enc:v2:k2:").count(), 2, "{row}");
+        assert!(!row.contains(":dev:"), "{row}");
     }
     let again = user_actors::store::rekey(&pool, &keys, 1)
         .await
@@ -181,6 +181,41 @@ async fn legacy_rows_still_read_and_rekey_reseals_everything_under_the_newest_ke
     let (status, got) = app.get(&format!("{USERS}/{sealed}/billing-info")).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{got}");
     assert_no_plain("an error reply", &got.to_string());
+}
+
+/// A sealed value is bound to its user and field: copied into another user's row (by someone
+/// with write access to the table, say), it does not open there. The reader gets an internal
+/// error, never the other user's data.
+#[tokio::test]
+async fn a_sealed_value_copied_into_another_users_row_does_not_open() {
+    let app = TestApp::spawn().await;
+    let owner = new_user(&app, "owner-bound@example.com").await;
+    let other = new_user(&app, "other-bound@example.com").await;
+    let (status, body) = app
+        .patch(&format!("{USERS}/{owner}/billing-info"), billing())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    sqlx::query(
+        "UPDATE users SET billing_info = (SELECT billing_info FROM users WHERE id = $1::uuid)
+         WHERE id = $2::uuid",
+    )
+    .bind(&owner)
+    .bind(&other)
+    .execute(&mut app.db().await)
+    .await
+    .expect("copy the row's billing info");
+    // Read by an instance with a cache of its own: the row, not a cached copy, is read.
+    let fresh = app.twin(&[]).await;
+    let (status, got) = fresh.get(&format!("{USERS}/{other}/billing-info")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{got}");
+    assert_no_plain("the other user's answer", &got.to_string());
+    let (status, got) = fresh.get(&format!("{USERS}/{owner}/billing-info")).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(
+        got["billingInfo"],
+        billing(),
+        "the owner's values still open"
+    );
 }
 
 /// A billing update that fails with nobody to answer goes to the dead-letter queue with its
@@ -212,7 +247,11 @@ async fn dead_letters_hold_no_plain_billing_values() {
     );
     let keys = BillingKeys::parse(DEVELOPMENT_KEYS).unwrap();
     let tax = kept["params"]["taxId"].as_str().unwrap();
-    assert_eq!(keys.open(tax).unwrap(), "7707083893", "sealed, not lost");
+    assert_eq!(
+        keys.open(tax, Place::Unbound, "taxId").unwrap(),
+        "7707083893",
+        "sealed, not lost"
+    );
     assert_eq!(kept["params"]["nope"], 1, "the rest is kept");
 }
 

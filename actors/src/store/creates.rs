@@ -110,7 +110,7 @@ pub(super) async fn insert_users(
             ledger_keys.push(k.key());
             methods.push(k.method());
             fingerprints.push(k.fingerprint());
-            bodies.push(ledger::stored_body(keys, &reply)?);
+            bodies.push(ledger::stored_body(keys, k.key(), &reply)?);
         }
         uuids.push(id);
         emails.push(user.email.to_string());

@@ -20,7 +20,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::time::Instant;
 
-use crate::crypto::BillingKeys;
+use crate::crypto::{BillingKeys, Place};
 use crate::retry::Backoff;
 use user_domain::NewUser;
 use user_domain::call::{CallContext, Reply, ReplyStatus};
@@ -244,7 +244,7 @@ pub(super) fn replay(
         .and_then(ReplyStatus::from_code)
         .ok_or_else(|| CoreError::Internal(format!("ledger holds status {status}")))?;
     if let Some(info) = data.get_mut("billingInfo") {
-        keys.open_billing(info)?;
+        keys.open_billing(info, Place::Request(&k.key))?;
     }
     Ok(Reply {
         status,
@@ -270,18 +270,22 @@ pub(super) async fn record(
     .bind(k.method)
     .bind(&k.fingerprint)
     .bind(i16::try_from(reply.status.code()).unwrap_or(i16::MAX))
-    .bind(stored_body(keys, reply)?)
+    .bind(stored_body(keys, &k.key, reply)?)
     .execute(conn)
     .await
     .map_err(db_error)?;
     Ok(())
 }
 
-/// A reply as the ledger keeps it: JSON text, its billing fields sealed.
-pub(super) fn stored_body(keys: &BillingKeys, reply: &Reply) -> Result<String, CoreError> {
+/// A reply as the ledger keeps it under `key`: JSON text, its billing fields sealed.
+pub(super) fn stored_body(
+    keys: &BillingKeys,
+    key: &str,
+    reply: &Reply,
+) -> Result<String, CoreError> {
     let mut body = reply.data.to_value();
     if let Some(info) = body.get_mut("billingInfo") {
-        keys.seal_billing(info)?;
+        keys.seal_billing(info, Place::Request(key))?;
     }
     Ok(body.to_string())
 }

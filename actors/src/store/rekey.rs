@@ -15,7 +15,7 @@ use super::db_error;
 use sqlx::PgPool;
 use sqlx::types::{Json, Uuid};
 
-use crate::crypto::BillingKeys;
+use crate::crypto::{BillingKeys, Place};
 use user_domain::error::CoreError;
 
 /// What a rekey did.
@@ -52,7 +52,7 @@ pub async fn rekey(pool: &PgPool, keys: &BillingKeys, batch: i64) -> Result<Reke
         for (id, Json(mut info)) in rows {
             stats.scanned += 1;
             let changed = keys
-                .rekey_billing(&mut info)
+                .rekey_billing(&mut info, Place::User(id.into()))
                 .map_err(|e| CoreError::Internal(format!("billing info of user {id}: {e}")))?;
             if changed {
                 sqlx::query("UPDATE users SET billing_info = $2 WHERE id = $1")

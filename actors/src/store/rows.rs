@@ -7,7 +7,7 @@ use sqlx::types::{Json, Uuid};
 use sqlx::{FromRow, PgConnection, PgExecutor};
 
 use super::error::is_email_taken;
-use crate::crypto::BillingKeys;
+use crate::crypto::{BillingKeys, Place};
 use user_domain::error::{CoreError, from_json};
 use user_domain::{
     Amount, AvatarUrl, BillingStats, Email, PasswordHash, Timestamp, User, UserId, UserName,
@@ -86,9 +86,10 @@ impl UserRow {
                 .billing_info
                 .clone()
                 .map(|Json(mut b)| {
-                    keys.open_billing(&mut b).map_err(|e| {
-                        CoreError::Internal(format!("billing info of user {}: {e}", r.id))
-                    })?;
+                    keys.open_billing(&mut b, Place::User(UserId::from(r.id)))
+                        .map_err(|e| {
+                            CoreError::Internal(format!("billing info of user {}: {e}", r.id))
+                        })?;
                     from_json(b, "billingInfo")
                 })
                 .transpose()?,
@@ -190,7 +191,7 @@ pub(super) async fn save(
             let mut v = serde_json::to_value(b).map_err(|e| {
                 CoreError::Internal(format!("billing info does not serialise: {e}"))
             })?;
-            keys.seal_billing(&mut v)?;
+            keys.seal_billing(&mut v, Place::User(u.id))?;
             Some(Json(v))
         }
         None => None,
