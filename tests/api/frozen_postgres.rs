@@ -64,23 +64,17 @@ async fn a_frozen_database_is_answered_not_waited_on_and_service_resumes_after_t
     let mut events = Events::bind(&format!("{}.events", app.db_name)).await;
     let id_of = |v: Value| v["id"].as_str().unwrap().to_owned();
     let cached = id_of(app.create_user("Cached", "cached@example.com").await);
-    let mut uncached = Vec::new();
-    for email in ["uncached0@example.com", "uncached1@example.com"] {
-        uncached.push(id_of(app.create_user("Uncached", email).await));
-    }
     let updated = id_of(app.create_user("Updated", "updated@example.com").await);
     warm(&app, &cached).await;
 
-    relay.freeze();
-    let frozen_at = Instant::now();
     let seen = Arc::new(Seen::default());
     let stop = Arc::new(AtomicBool::new(false));
     let mut load = Vec::new();
     let targets = [
         (Kind::CachedRead, cached.clone()),
         (Kind::CachedRead, cached.clone()),
-        (Kind::UncachedRead, uncached[0].clone()),
-        (Kind::UncachedRead, uncached[1].clone()),
+        (Kind::UncachedRead, String::new()),
+        (Kind::UncachedRead, String::new()),
         (Kind::Create, String::new()),
         (Kind::Create, String::new()),
         (Kind::Update, updated.clone()),
@@ -96,6 +90,19 @@ async fn a_frozen_database_is_answered_not_waited_on_and_service_resumes_after_t
             stop.clone(),
         )));
     }
+
+    // Frozen with queries inside: the test holds the users table, so reads and writes of the
+    // load wait in PostgreSQL when it stops answering (then their answers are held back).
+    let mut locker = app.db().await;
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    until_waiting_on_locks(&app, 2).await;
+    relay.freeze();
+    let frozen_at = Instant::now();
+    sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
 
     // The breaker opens after a few timeouts; /health and readiness say so without waiting.
     eventually(Duration::from_secs(15), || async {
@@ -140,7 +147,7 @@ async fn a_frozen_database_is_answered_not_waited_on_and_service_resumes_after_t
 
     relay.thaw();
     let thawed_at = Instant::now();
-    // Service resumes within 5 s: a write commits, an uncached read is answered.
+    // Service resumes within 5 s: a write commits.
     eventually(Duration::from_secs(5), || async {
         let (status, _) = app
             .patch(
@@ -159,9 +166,11 @@ async fn a_frozen_database_is_answered_not_waited_on_and_service_resumes_after_t
     eventually(Duration::from_secs(10), || async {
         let outcomes = seen.outcomes.lock().unwrap();
         let served = |kind| {
-            outcomes
-                .iter()
-                .any(|o| o.kind == kind && o.started > thawed_at && o.status.is_success())
+            outcomes.iter().any(|o| {
+                o.kind == kind
+                    && o.started > thawed_at
+                    && o.status != StatusCode::SERVICE_UNAVAILABLE
+            })
         };
         (served(Kind::UncachedRead) && served(Kind::Create) && served(Kind::Update)).then_some(())
     })
@@ -177,10 +186,27 @@ async fn a_frozen_database_is_answered_not_waited_on_and_service_resumes_after_t
         "requests not answered within {ANSWERED_WITHIN:?}: {unanswered:?}"
     );
     let outcomes = std::mem::take(&mut *seen.outcomes.lock().unwrap());
-    let during = |o: &&Outcome| o.started >= frozen_at && o.ended <= thawed_at;
+    // Answered while frozen, including what was inside PostgreSQL when it froze.
+    let during = |o: &&Outcome| o.ended > frozen_at && o.ended <= thawed_at;
     for o in outcomes.iter().filter(|o| o.kind == Kind::CachedRead) {
         assert_eq!(o.status, StatusCode::OK, "a cached read: {o:?}");
     }
+    for o in outcomes.iter().filter(|o| o.kind == Kind::UncachedRead) {
+        let expected = match during(&o) {
+            true => StatusCode::SERVICE_UNAVAILABLE,
+            false => StatusCode::NOT_FOUND,
+        };
+        assert!(
+            o.status == expected || o.status == StatusCode::SERVICE_UNAVAILABLE,
+            "an uncached read: {o:?}"
+        );
+    }
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o.started < frozen_at && o.ended > frozen_at && o.kind != Kind::CachedRead),
+        "some requests were inside PostgreSQL when it froze"
+    );
     let needing_db: Vec<&Outcome> = outcomes
         .iter()
         .filter(during)
@@ -232,6 +258,31 @@ async fn a_frozen_database_is_answered_not_waited_on_and_service_resumes_after_t
     }
 }
 
+/// Waits until `n` of the service's queries wait for a lock.
+async fn until_waiting_on_locks(app: &TestApp, n: i64) {
+    let mut observer = app.db().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = $1 AND application_name = 'user-service'
+                AND wait_event_type = 'Lock'",
+        )
+        .bind(&app.db_name)
+        .fetch_one(&mut observer)
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} queries never waited on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Reads `id` until the cache answers it, so that it is served without the database.
 async fn warm(app: &TestApp, id: &str) {
     eventually(Duration::from_secs(10), || async {
@@ -261,7 +312,11 @@ async fn drive(
     while !stop.load(Ordering::SeqCst) {
         n += 1;
         let correlation = format!("frozen-{worker}-{n}");
-        let path = format!("/api/internal/users/{id}");
+        let path = match kind {
+            // A user that does not exist is never cached: the database is asked every time.
+            Kind::UncachedRead => format!("/api/internal/users/{}", uuid::Uuid::new_v4()),
+            _ => format!("/api/internal/users/{id}"),
+        };
         let request = match kind {
             Kind::CachedRead | Kind::UncachedRead => app.req(Method::GET, &path),
             Kind::Create => app.req(Method::POST, "/api/internal/users").json(&json!({
