@@ -45,8 +45,20 @@ struct Outcome {
 struct Seen {
     outcomes: Mutex<Vec<Outcome>>,
     unanswered: Mutex<Vec<String>>,
-    count: AtomicUsize,
+    /// Answers so far, by worker.
+    answered: [AtomicUsize; WORKERS],
 }
+
+impl Seen {
+    fn answered(&self) -> Vec<usize> {
+        self.answered
+            .iter()
+            .map(|n| n.load(Ordering::SeqCst))
+            .collect()
+    }
+}
+
+const WORKERS: usize = 8;
 
 #[tokio::test]
 async fn a_frozen_database_is_answered_not_waited_on_and_service_resumes_after_the_thaw() {
@@ -70,7 +82,7 @@ async fn a_frozen_database_is_answered_not_waited_on_and_service_resumes_after_t
     let seen = Arc::new(Seen::default());
     let stop = Arc::new(AtomicBool::new(false));
     let mut load = Vec::new();
-    let targets = [
+    let targets: [(Kind, String); WORKERS] = [
         (Kind::CachedRead, cached.clone()),
         (Kind::CachedRead, cached.clone()),
         (Kind::UncachedRead, String::new()),
@@ -80,6 +92,7 @@ async fn a_frozen_database_is_answered_not_waited_on_and_service_resumes_after_t
         (Kind::Update, updated.clone()),
         (Kind::Update, updated.clone()),
     ];
+    let kinds: Vec<Kind> = targets.iter().map(|(k, _)| *k).collect();
     for (worker, (kind, id)) in targets.into_iter().enumerate() {
         load.push(tokio::spawn(drive(
             app.clone(),
@@ -138,12 +151,23 @@ async fn a_frozen_database_is_answered_not_waited_on_and_service_resumes_after_t
         metrics.contains(r#"user_service_breaker_open{dependency="database"} 1"#),
         "{metrics}"
     );
-    // Some more load against the open breaker.
-    let now = seen.count.load(Ordering::SeqCst);
-    eventually(Duration::from_secs(15), || async {
-        (seen.count.load(Ordering::SeqCst) >= now + 40).then_some(())
-    })
-    .await;
+    // Every worker keeps being answered while the database is frozen; none hangs.
+    let before = seen.answered();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while seen
+        .answered()
+        .iter()
+        .zip(&before)
+        .any(|(now, then)| *now < then + 5)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a load worker is not answered while frozen: {:?} since {before:?} ({targets_seen:?})",
+            seen.answered(),
+            targets_seen = kinds
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 
     relay.thaw();
     let thawed_at = Instant::now();
@@ -367,6 +391,6 @@ async fn drive(
             ended: Instant::now(),
             correlation,
         });
-        seen.count.fetch_add(1, Ordering::SeqCst);
+        seen.answered[worker].fetch_add(1, Ordering::SeqCst);
     }
 }
