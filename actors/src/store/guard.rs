@@ -106,3 +106,45 @@ impl PgGuard {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::breaker::Probe;
+
+    fn guard() -> PgGuard {
+        let silent: Probe = Arc::new(|| Box::pin(async { false }));
+        let wait = Duration::from_secs(60);
+        let breaker = Breaker::new("database", 3, (wait, wait), silent);
+        PgGuard::new(breaker, Duration::from_millis(10))
+    }
+
+    #[tokio::test]
+    async fn timeouts_in_a_row_open_the_breaker_and_then_nothing_waits() {
+        let g = guard();
+        for _ in 0..3 {
+            let hung = g.run(std::future::pending::<Result<(), CoreError>>()).await;
+            assert!(matches!(hung, Err(CoreError::Unavailable(m)) if m.contains("did not answer")));
+        }
+        assert!(g.breaker().is_open());
+        let refused = g.run(async { Ok(()) }).await;
+        assert!(matches!(refused, Err(CoreError::Unavailable(m)) if m.contains("without waiting")));
+    }
+
+    #[tokio::test]
+    async fn only_an_unreachable_database_counts_against_it() {
+        let g = guard();
+        for _ in 0..5 {
+            // A write past its own (RPC) deadline, then an answer: neither is a failure.
+            g.note::<()>(&Err(CoreError::Unavailable("deadline passed".into())));
+            g.note::<()>(&Err(CoreError::UserNotFound("x".into())));
+        }
+        assert!(g.breaker().allows());
+        for _ in 0..3 {
+            g.note::<()>(&Err(CoreError::Unavailable(UNREACHABLE.into())));
+        }
+        assert!(g.breaker().is_open());
+    }
+}
