@@ -123,6 +123,7 @@ async fn a_frozen_database_is_answered_not_waited_on_and_service_resumes_after_t
         (health["components"]["database"]["breaker"] == "open").then_some(())
     })
     .await;
+    let opened_after = frozen_at.elapsed();
     let (status, health) = app.get("/health").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(health["status"], "degraded", "{health}");
@@ -204,6 +205,7 @@ async fn a_frozen_database_is_answered_not_waited_on_and_service_resumes_after_t
         worker.await.expect("load worker");
     }
 
+    let resumed_after = thawed_at.elapsed();
     let unanswered = seen.unanswered.lock().unwrap().clone();
     assert!(
         unanswered.is_empty(),
@@ -250,6 +252,24 @@ async fn a_frozen_database_is_answered_not_waited_on_and_service_resumes_after_t
         );
         assert_eq!(o.body["code"], "UNAVAILABLE", "{o:?}");
     }
+
+    let slowest = |kind| {
+        outcomes
+            .iter()
+            .filter(|o| o.kind == kind)
+            .map(|o| o.ended - o.started)
+            .max()
+    };
+    eprintln!(
+        "breaker open {:?} after the freeze; slowest cached read {:?}, uncached read {:?}, \
+         create {:?}, update {:?}; {} requests; all kinds served {resumed_after:?} after the thaw",
+        opened_after,
+        slowest(Kind::CachedRead),
+        slowest(Kind::UncachedRead),
+        slowest(Kind::Create),
+        slowest(Kind::Update),
+        outcomes.len()
+    );
 
     // Nothing acknowledged is lost: every create answered 201 is in the database, and the
     // event of every acknowledged write is published.
