@@ -14,7 +14,7 @@ use user_actors::cache::{CacheManager, CacheSettings, UserCache};
 use user_actors::health::{Health, HealthMonitor, HealthState};
 use user_actors::limits::{RateLimiter, RateLimits};
 use user_actors::publisher::{EventPublisher, PublisherConfig};
-use user_actors::store::{Store, UserStore};
+use user_actors::store::{PgGuard, Store, UserStore};
 use user_actors::supervisor::{ActorHandle, Supervision};
 
 use crate::auth::Authenticator;
@@ -23,6 +23,8 @@ use crate::{db, http, rpc};
 
 /// How long start-up waits for PostgreSQL before giving up.
 const DB_PATIENCE: Duration = Duration::from_secs(60);
+/// How long shutdown waits for the database connections to close.
+const POOL_CLOSE_PATIENCE: Duration = Duration::from_secs(5);
 /// Redis connections: every cached read takes one for a round trip, so more than the cores.
 const REDIS_POOL_SIZE: usize = 32;
 
@@ -94,7 +96,10 @@ impl Application {
             )
         });
         let rpc_billing_keys = billing_keys.clone();
-        let reads = Store::new(pool.clone(), cache.clone(), billing_keys);
+        // Created once: every request that needs the database passes it.
+        let db_breaker = db::breaker(&pool);
+        let guard = PgGuard::new(db_breaker.clone(), config.db_acquire_timeout);
+        let reads = Store::new(pool.clone(), cache.clone(), billing_keys, guard);
         let writes = reads.clone();
         let store = supervision.start("userStore", move || UserStore::new(writes.clone()));
         // Limits are counted in Redis by every instance together, when there is a Redis.
@@ -165,6 +170,7 @@ impl Application {
             core,
             auth,
             pool: pool.clone(),
+            db_breaker,
             health,
             actors: supervision,
             redis,
@@ -215,7 +221,13 @@ impl Application {
         if let Err(e) = rpc {
             tracing::error!(error = %e, "the RPC edge failed");
         }
-        self.pool.close().await;
+        // Connections a frozen database holds never come back: not waited for past this.
+        if tokio::time::timeout(POOL_CLOSE_PATIENCE, self.pool.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database connections not closed in time; left to the server");
+        }
         tracing::info!("stopped");
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
+use user_actors::breaker::{Breaker, Probe};
 use user_actors::retry::Backoff;
 
 use crate::config::Config;
@@ -29,7 +30,8 @@ pub async fn connect(config: &Config, patience: Duration) -> anyhow::Result<PgPo
 }
 
 /// How every connection of the service is made. Nothing it holds outlives its use for long:
-/// a query that hangs is cancelled, a lock is waited for 5 s at most, and should an instance
+/// a query that hangs is cancelled (so a live server answers within `statement_timeout`, and
+/// one that has not for `user_actors::store::HUNG_AFTER` has stopped), a lock is waited for 5 s at most, and should an instance
 /// vanish mid-transaction (its host gone, no FIN), PostgreSQL ends the transaction it left
 /// idle and, through keepalive probes, the idle sessions it left (the outbox's leader lock):
 /// their locks go to the instances still there.
@@ -90,4 +92,22 @@ pub async fn ping(pool: &PgPool, timeout: Duration) -> bool {
         tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(pool)).await,
         Ok(Ok(_))
     )
+}
+
+/// Timeouts in a row that open PostgreSQL's breaker.
+const BREAKER_THRESHOLD: u32 = 3;
+/// Waits between probes of an open breaker: often enough that service resumes within a
+/// couple of seconds of the database's return (the longest wait, with its jitter, is 2 s).
+const PROBE_EVERY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
+/// A probe's own deadline: a database that answers does so in milliseconds.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// PostgreSQL's breaker (see `user_actors::store::PgGuard`), probing with `SELECT 1`.
+pub fn breaker(pool: &PgPool) -> Breaker {
+    let pool = pool.clone();
+    let probe: Probe = std::sync::Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move { ping(&pool, PROBE_TIMEOUT).await })
+    });
+    Breaker::new("database", BREAKER_THRESHOLD, PROBE_EVERY, probe)
 }

@@ -49,10 +49,18 @@ impl Core {
         self.execute(ctx, request).await
     }
 
+    /// No request waits for PostgreSQL past its patience, whatever the database does
+    /// ([`crate::store::PgGuard`]): reads are bounded here (they ask the breaker only if the
+    /// cache misses), writes in [`Self::write`].
     pub async fn execute(&self, ctx: CallContext, request: Request) -> Result<Reply, CoreError> {
         authorize(&ctx, &request)?;
         let result = match request.method().is_read() {
-            true => self.reads.read(ctx, request).await,
+            true => {
+                self.reads
+                    .guard()
+                    .bound(self.reads.read(ctx, request))
+                    .await
+            }
             false => self.write(ctx, request).await,
         };
         if let Err(CoreError::Internal(detail)) = &result {
@@ -62,14 +70,25 @@ impl Core {
         result
     }
 
-    async fn write(&self, ctx: CallContext, request: Request) -> Result<Reply, CoreError> {
+    /// Every write needs the database: refused at once while its breaker is open, else
+    /// waited for as long as the patience. Its task may go on after the caller's answer,
+    /// but commits only before the deadline set here; a 503 is never an acknowledgement,
+    /// and a retry with the same request key is safe (the ledger).
+    async fn write(&self, mut ctx: CallContext, request: Request) -> Result<Reply, CoreError> {
+        let guard = self.reads.guard();
+        guard.admit()?;
         let writer = self.writer.ready(STORE_PATIENCE).await.ok_or_else(|| {
             CoreError::Unavailable("user store is restarting; nothing was done".to_owned())
         })?;
-        writer
-            .send(Execute { ctx, request })
+        let deadline = guard.deadline();
+        ctx.deadline = Some(ctx.deadline.map_or(deadline, |at| at.min(deadline)));
+        guard
+            .run(async {
+                writer.send(Execute { ctx, request }).await.map_err(|e| {
+                    CoreError::Unavailable(format!("user store is restarting ({e})"))
+                })?
+            })
             .await
-            .map_err(|e| CoreError::Unavailable(format!("user store is restarting ({e})")))?
     }
 }
 

@@ -12,15 +12,19 @@ use super::Edge;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Liveness: answers without touching the database. `status` is `degraded` while an
-/// integration (RabbitMQ, the outbox) is not well or an actor is restarting; the service
-/// still serves what it can. Each supervised actor is a component of its own, read from the
-/// supervisors (so it shows even while the HealthMonitor is the one restarting).
+/// integration (RabbitMQ, the outbox, the database's breaker) is not well or an actor is
+/// restarting; the service still serves what it can. Each supervised actor is a component of
+/// its own, read from the supervisors (so it shows even while the HealthMonitor is the one
+/// restarting).
 pub async fn live(edge: &Edge) -> Reply {
     let components = edge.health.addr().send(Snapshot).await.unwrap_or_default();
     let actors = edge.actors.states();
-    let degraded = components.values().any(|c| c.status != Status::Up)
+    let db_open = edge.db_breaker.is_open();
+    let degraded = db_open
+        || components.values().any(|c| c.status != Status::Up)
         || actors.values().any(|a| a.status != ActorStatus::Up);
     let mut parts = json!(components);
+    parts["database"] = breaker_part(db_open);
     for (name, state) in actors {
         parts[name] = json!(state);
     }
@@ -32,9 +36,18 @@ pub async fn live(edge: &Edge) -> Reply {
     }))
 }
 
-/// Readiness: 503 until the database answers.
+/// The database as the breaker sees it, without asking it.
+fn breaker_part(open: bool) -> Value {
+    match open {
+        true => json!({"status": "down", "breaker": "open",
+                       "detail": "not answering: requests that need it get 503 at once until a probe answers"}),
+        false => json!({"status": "up", "breaker": "closed"}),
+    }
+}
+
+/// Readiness: 503 until the database answers, and at once while its breaker is open.
 pub async fn ready(edge: &Edge) -> Result<Reply, CoreError> {
-    if crate::db::ping(&edge.pool, PROBE_TIMEOUT).await {
+    if edge.db_breaker.allows() && crate::db::ping(&edge.pool, PROBE_TIMEOUT).await {
         Ok(Reply::ok(json!({"status": "ok", "database": "up"})))
     } else {
         Err(CoreError::Unavailable(
@@ -86,10 +99,15 @@ fn millis(since: Instant) -> f64 {
 }
 
 async fn probe_database(edge: &Edge) -> Value {
+    if edge.db_breaker.is_open() {
+        return json!({"status": "down", "breaker": "open",
+                      "connections": edge.pool.size(), "idleConnections": edge.pool.num_idle()});
+    }
     let started = Instant::now();
     let up = crate::db::ping(&edge.pool, PROBE_TIMEOUT).await;
     json!({
         "status": if up { "ok" } else { "down" },
+        "breaker": "closed",
         "latencyMs": millis(started),
         "connections": edge.pool.size(),
         "idleConnections": edge.pool.num_idle(),

@@ -34,6 +34,8 @@ pub struct Edge {
     pub core: Core,
     pub auth: Arc<Authenticator>,
     pub pool: sqlx::PgPool,
+    /// Open while PostgreSQL does not answer: readiness is 503 without asking it.
+    pub db_breaker: user_actors::breaker::Breaker,
     pub health: Health,
     /// Every supervised actor's state, read directly (even while the HealthMonitor restarts).
     pub actors: user_actors::supervisor::Supervision,

@@ -37,12 +37,12 @@ pub(super) async fn report_backlog(
     let mut last_prune: Option<tokio::time::Instant> = None;
     loop {
         if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
-            if let Err(e) = crate::store::ledger::prune(&pool, ledger_retention).await {
+            if let Err(e) = super::pg(crate::store::ledger::prune(&pool, ledger_retention)).await {
                 tracing::warn!(error = %e, "could not prune the ledger of applied requests");
             }
             last_prune = Some(tokio::time::Instant::now());
         }
-        if let Ok(b) = backlog(&pool).await {
+        if let Ok(b) = super::pg(backlog(&pool)).await {
             crate::metrics::record_backlog(b.pending, b.dead);
             let status = if b.dead > 0 {
                 Status::Degraded

@@ -126,6 +126,8 @@ impl Actor for EventPublisher {
 enum PublishError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("the database did not answer for {0:?}")]
+    DbHung(Duration),
     #[error("RabbitMQ: {0}")]
     Amqp(#[from] lapin::Error),
     #[error("RabbitMQ connection lost")]
@@ -173,12 +175,12 @@ async fn lead(
     // The lock lives as long as this connection, which is not returned to the pool.
     let mut lock_conn = pool.acquire().await?.detach();
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(NOTIFY_CHANNEL).await?;
+    pg(listener.listen(NOTIFY_CHANNEL)).await?;
     loop {
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        let locked: bool = pg(sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(LEADER_LOCK)
-            .fetch_one(&mut lock_conn)
-            .await?;
+            .fetch_one(&mut lock_conn))
+        .await?;
         if locked {
             break;
         }
@@ -226,11 +228,14 @@ async fn lead(
             continue;
         }
         if last_prune.elapsed() > Duration::from_secs(60) {
-            prune(pool, config.retention).await?;
+            pg(prune(pool, config.retention)).await?;
             last_prune = tokio::time::Instant::now();
         }
         // Idle: wait for a commit's NOTIFY, the next retry that falls due, or the tick.
-        let wait = settle::next_retry_in(pool).await?.unwrap_or(TICK).min(TICK);
+        let wait = pg(settle::next_retry_in(pool))
+            .await?
+            .unwrap_or(TICK)
+            .min(TICK);
         if let Ok(Err(e)) = tokio::time::timeout(wait, listener.recv()).await {
             return Err(e.into());
         }
@@ -239,8 +244,20 @@ async fn lead(
         }
         // The role lasts as long as the lock's connection: if that broke, so did the lock,
         // and another instance may publish now.
-        sqlx::query("SELECT 1").execute(&mut lock_conn).await?;
+        pg(sqlx::query("SELECT 1").execute(&mut lock_conn)).await?;
     }
+}
+
+/// Every wait of the publisher on PostgreSQL ends: a server silent for
+/// [`HUNG_AFTER`](crate::store::HUNG_AFTER) has stopped, and the publisher starts over
+/// (its lock's connection dropped, so another instance may lead once the server is back).
+async fn pg<T>(
+    work: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, PublishError> {
+    let limit = crate::store::HUNG_AFTER;
+    Ok(tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| PublishError::DbHung(limit))??)
 }
 
 /// Keeps the outbox's pending-events index short. Each published event leaves a dead entry
@@ -264,9 +281,8 @@ impl Vacuum {
         let pool = pool.clone();
         self.running = Some(tokio::spawn(async move {
             // A vacuum that fails (not the table's owner, say) costs only speed.
-            if let Err(e) = sqlx::raw_sql("VACUUM (INDEX_CLEANUP ON) outbox")
-                .execute(&pool)
-                .await
+            if let Err(e) =
+                pg(sqlx::raw_sql("VACUUM (INDEX_CLEANUP ON) outbox").execute(&pool)).await
             {
                 tracing::debug!(error = %e, "could not vacuum the outbox");
             }
@@ -294,7 +310,7 @@ async fn publish_batch(
     exchange: &ShortString,
     channel: &Channel,
 ) -> Result<usize, PublishError> {
-    let batch: Vec<Pending> = sqlx::query_as(
+    let batch = sqlx::query_as::<_, Pending>(
         "SELECT o.id, o.user_id, o.routing_key, o.attempts,
                 CASE WHEN octet_length(o.payload::text) <= $2 THEN o.payload::text END AS payload,
                 octet_length(o.payload::text)::int8 AS payload_bytes
@@ -310,8 +326,8 @@ async fn publish_batch(
     )
     .bind(BATCH)
     .bind(i64::try_from(encode::MAX_EVENT_BYTES).unwrap_or(i64::MAX))
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(pool);
+    let batch = pg(batch).await?;
     if batch.is_empty() {
         return Ok(0);
     }
@@ -341,7 +357,7 @@ async fn publish_batch(
             Err(reason) => unencodable.push((event.id, reason.to_string())),
         }
     }
-    settle::set_aside(pool, &unencodable).await?;
+    pg(settle::set_aside(pool, &unencodable)).await?;
     // A refused event holds back its user's later events (they are published again after
     // it); other users' confirmed events are done.
     let mut acked = Vec::with_capacity(sent.len());
@@ -359,14 +375,16 @@ async fn publish_batch(
         }
     }
     if !acked.is_empty() {
-        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-            .bind(&acked)
-            .execute(pool)
-            .await?;
+        pg(
+            sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+                .bind(&acked)
+                .execute(pool),
+        )
+        .await?;
         mirror(config, mirrored.iter()).await;
     }
     for event in refused {
-        settle::retry_later(pool, event.id, event.attempts).await?;
+        pg(settle::retry_later(pool, event.id, event.attempts)).await?;
     }
     Ok(batch.len())
 }

@@ -1,6 +1,7 @@
-//! How database failures reach callers: unreachable → `UNAVAILABLE`, anything unexpected →
-//! `INTERNAL` (logged here, never shown).
+//! How database failures reach callers: unreachable or contended → `UNAVAILABLE`, anything
+//! unexpected → `INTERNAL` (logged here, never shown).
 
+use super::guard::UNREACHABLE;
 use user_domain::error::CoreError;
 
 /// The unique index that makes e-mail addresses case-insensitively unique among live users.
@@ -9,14 +10,16 @@ pub(super) const EMAIL_INDEX: &str = "users_email_live_key";
 /// The one mapping of a database failure to what the caller sees (use as `.map_err(db_error)`).
 pub(crate) fn db_error(e: sqlx::Error) -> CoreError {
     use sqlx::Error as E;
-    match &e {
-        E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
-            tracing::warn!(error = %e, "database unavailable");
-            CoreError::Unavailable("database is unavailable, retry later".to_owned())
+    let code = e.as_database_error().and_then(|d| d.code());
+    match (&e, code.as_deref()) {
+        (E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed, _) => {
+            unreachable(&e)
         }
-        E::Database(db) if is_transient(db.code().as_deref()) => {
-            tracing::warn!(error = %e, "database unavailable");
-            CoreError::Unavailable("database is unavailable, retry later".to_owned())
+        (E::Database(_), Some(c)) if is_unreachable(c) => unreachable(&e),
+        // The database answers: this write met another one.
+        (E::Database(_), Some("40001" | "40P01")) => {
+            tracing::warn!(error = %e, "write conflict");
+            CoreError::Unavailable("the write met a concurrent one; retry later".to_owned())
         }
         _ => {
             tracing::error!(error = %e, "database error");
@@ -25,11 +28,15 @@ pub(crate) fn db_error(e: sqlx::Error) -> CoreError {
     }
 }
 
-/// SQLSTATE classes that mean "try again": connection exceptions, shutdown, too many clients.
-fn is_transient(code: Option<&str>) -> bool {
-    code.is_some_and(|c| {
-        c.starts_with("08") || c.starts_with("57P") || c == "53300" || c == "40001" || c == "40P01"
-    })
+fn unreachable(e: &sqlx::Error) -> CoreError {
+    tracing::warn!(error = %e, "database unavailable");
+    CoreError::Unavailable(UNREACHABLE.to_owned())
+}
+
+/// SQLSTATE classes that mean the server cannot serve now: connection exceptions, shutdown,
+/// too many clients.
+fn is_unreachable(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57P") || code == "53300"
 }
 
 /// True when `e` is a violation of the unique e-mail index.

@@ -8,6 +8,7 @@ mod edits;
 mod error;
 pub(crate) use error::db_error;
 mod group;
+mod guard;
 pub mod ledger;
 mod ops;
 mod outbox;
@@ -32,6 +33,7 @@ use user_domain::call::{CallContext, Reply};
 use user_domain::error::CoreError;
 use user_domain::request::Request;
 
+pub use guard::{HUNG_AFTER, PgGuard};
 pub use outbox::{NOTIFY_CHANNEL, OutboxSignal};
 pub use rekey::{RekeyStats, rekey};
 
@@ -43,17 +45,23 @@ pub struct Store {
 
 impl Store {
     /// Reads go through `cache`; writes invalidate it after they commit. The billing fields
-    /// are sealed with `keys` in the users table.
-    pub fn new(pool: PgPool, cache: UserCache, keys: Arc<BillingKeys>) -> Self {
+    /// are sealed with `keys` in the users table. What needs the database passes `guard`.
+    pub fn new(pool: PgPool, cache: UserCache, keys: Arc<BillingKeys>, guard: PgGuard) -> Self {
         Self {
             db: ops::Db {
                 signal: OutboxSignal::new(pool.clone()),
                 pool,
                 cache,
                 keys,
+                guard,
                 deadline: None,
             },
         }
+    }
+
+    /// How requests wait for the database.
+    pub fn guard(&self) -> &PgGuard {
+        &self.db.guard
     }
 
     /// A read, on the caller's task. A panic fails this request only.
@@ -116,7 +124,8 @@ impl UserStore {
             let size = self.waiting.len().min(group::MAX_GROUP);
             let members: Vec<_> = self.waiting.drain(..size).collect();
             self.groups_running += 1;
-            let running = tokio::spawn(group::create_all(self.db.clone(), members));
+            let running =
+                tokio::spawn(abandon_if_hung(group::create_all(self.db.clone(), members)));
             let done = async move {
                 // A panic in the group fails its creates (their callers are told), not the actor.
                 let _ = running.await;
@@ -164,11 +173,30 @@ impl Handler<Execute> for UserStore {
         let work = ops::execute(db, call, request).instrument(tracing::Span::current());
         Box::pin(async move {
             // A panic inside the task fails this one request, not the actor.
-            tokio::spawn(work)
+            tokio::spawn(abandon_if_hung(work))
                 .await
-                .unwrap_or_else(|e| Err(CoreError::Internal(format!("store task failed: {e}"))))
+                .unwrap_or_else(|e| {
+                    Some(Err(CoreError::Internal(format!("store task failed: {e}"))))
+                })
+                .unwrap_or_else(|| {
+                    Err(CoreError::Unavailable(
+                        "the database stopped answering".to_owned(),
+                    ))
+                })
         })
     }
+}
+
+/// A write's task outlives its caller's wait (bounded by the [`PgGuard`]): it commits only
+/// before its deadline, and a commit once started finishes, with its cache invalidation. A
+/// server that has not answered for [`HUNG_AFTER`] never will: the task is dropped then, so
+/// nothing waits on it for good (a transaction dropped uncommitted is rolled back).
+async fn abandon_if_hung<T>(work: impl std::future::Future<Output = T>) -> Option<T> {
+    let done = tokio::time::timeout(HUNG_AFTER, work).await.ok();
+    if done.is_none() {
+        tracing::warn!("a write was abandoned: the database did not answer for {HUNG_AFTER:?}");
+    }
+    done
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ pub(super) struct Db {
     pub(super) keys: Arc<BillingKeys>,
     /// Wakes the publisher after a commit that added events.
     pub(super) signal: OutboxSignal,
+    /// What reads pass when they turn to the database, after the cache.
+    pub(super) guard: super::PgGuard,
     /// The request's deadline (an RPC `expiration`): a write not committing by then is
     /// rolled back. Once a commit starts it finishes, with its invalidation.
     pub(super) deadline: Option<Instant>,
@@ -56,7 +58,8 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
             email,
             include_credentials: true,
         } => {
-            let (u, hash) = rows::fetch_credentials(&db.pool, &db.keys, &email)
+            let (u, hash) = db
+                .asked(rows::fetch_credentials(&db.pool, &db.keys, &email))
                 .await?
                 .ok_or_else(|| CoreError::UserNotFound(email.to_string()))?;
             Ok(Reply::ok(views::with_credentials(&u, &hash)))
@@ -138,6 +141,18 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
 }
 
 impl Db {
+    /// A read that the cache could not answer asks the database: at once refused while its
+    /// breaker is open; its answer tells the breaker. (The wait is bounded by the caller.)
+    async fn asked<T>(
+        &self,
+        query: impl std::future::Future<Output = Result<T, CoreError>>,
+    ) -> Result<T, CoreError> {
+        self.guard.admit()?;
+        let result = query.await;
+        self.guard.note(&result);
+        result
+    }
+
     /// Commits, unless the request's deadline has passed: then nothing was done, truly.
     pub(super) async fn commit(
         &self,
@@ -167,7 +182,8 @@ impl Db {
             .copied()
             .collect();
         if !missing.is_empty() {
-            let fetched = rows::fetch_many(&self.pool, &self.keys, &missing)
+            let fetched = self
+                .asked(rows::fetch_many(&self.pool, &self.keys, &missing))
                 .await?
                 .into_iter()
                 .map(Rendered::new)
@@ -190,7 +206,8 @@ impl Db {
         if let Some(u) = cached {
             return Ok(u);
         }
-        let u = rows::fetch_by_email(&self.pool, &self.keys, email)
+        let u = self
+            .asked(rows::fetch_by_email(&self.pool, &self.keys, email))
             .await?
             .ok_or_else(|| CoreError::UserNotFound(email.to_string()))?;
         let u = Rendered::new(u)?;

@@ -28,11 +28,12 @@ impl OutboxSignal {
         let (pending, mut raised) = mpsc::channel(1);
         tokio::spawn(async move {
             while raised.recv().await.is_some() {
-                let sent = sqlx::query("SELECT pg_notify($1, '')")
+                let notify = sqlx::query("SELECT pg_notify($1, '')")
                     .bind(NOTIFY_CHANNEL)
-                    .execute(&pool)
-                    .await;
-                if let Err(e) = sent {
+                    .execute(&pool);
+                // A frozen database holds the signal back, never the writes that raise it.
+                let sent = tokio::time::timeout(super::HUNG_AFTER, notify).await;
+                if let Ok(Err(e)) = sent {
                     tracing::debug!(error = %e, "outbox notification not sent; the publisher's tick will find the events");
                 }
             }

@@ -42,6 +42,7 @@ impl TestDb {
             self.pool.clone(),
             UserCache::disabled(),
             Arc::new(BillingKeys::development()),
+            guard(),
         )
     }
 
@@ -54,6 +55,14 @@ impl TestDb {
             .await
             .unwrap();
     }
+}
+
+/// A breaker whose probe always answers, and a patience no test reaches.
+fn guard() -> PgGuard {
+    let probe: crate::breaker::Probe = Arc::new(|| Box::pin(async { true }));
+    let breaker =
+        crate::breaker::Breaker::new("database", 3, (Duration::ZERO, Duration::ZERO), probe);
+    PgGuard::new(breaker, Duration::from_secs(30))
 }
 
 fn exists(id: UserId) -> Execute {
