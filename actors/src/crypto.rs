@@ -22,7 +22,7 @@ use user_domain::views::Rendered;
 /// What every sealed value starts with.
 pub const PREFIX: &str = "enc:v1:";
 /// The fields of billing info that are sealed.
-pub const SEALED_FIELDS: [&str; 2] = ["taxId", "billingAddress"];
+pub const SEALED_FIELDS: [&str; 2] = user_domain::BillingInfo::SECRET_FIELDS;
 /// The key used when none is configured, outside production only.
 pub const DEVELOPMENT_KEYS: &str = "dev:dXNlci1zZXJ2aWNlLWRldmVsb3BtZW50LWtleSEhISE=";
 const NONCE_LEN: usize = 12;
@@ -110,9 +110,10 @@ impl BillingKeys {
         Ok(format!("{PREFIX}{kid}:{}", STANDARD.encode(raw)))
     }
 
-    /// Seals, in place, every `taxId` and `billingAddress` text anywhere in `doc` (a request
-    /// body kept as a dead letter, say), so billing values never rest in plain text. A value
-    /// that cannot be sealed is withheld. Returns whether anything changed.
+    /// Seals, in place, every `taxId` and `billingAddress` value anywhere in `doc` (a request
+    /// body kept as a dead letter, say), so billing values never rest in plain text: a text
+    /// as it is, any other JSON value (a number, an object) as its JSON text. A value that
+    /// cannot be sealed is withheld. Returns whether anything changed.
     pub fn seal_billing_fields(&self, doc: &mut serde_json::Value) -> bool {
         use serde_json::Value;
         match doc {
@@ -121,8 +122,16 @@ impl BillingKeys {
                 for (key, value) in map.iter_mut() {
                     let billing = SEALED_FIELDS.contains(&key.as_str());
                     match value {
-                        Value::String(text) if billing && !text.starts_with(PREFIX) => {
-                            *text = self.seal(text).unwrap_or_else(|_| "[withheld]".to_owned());
+                        Value::String(text) if billing && text.starts_with(PREFIX) => {}
+                        Value::Null => {}
+                        // Any other type too (a number for `taxId`): its JSON text is sealed.
+                        other if billing => {
+                            let text = match &mut *other {
+                                Value::String(text) => std::mem::take(text),
+                                v => v.to_string(),
+                            };
+                            let sealed = self.seal(&text).unwrap_or_else(|_| "[withheld]".to_owned());
+                            *other = Value::String(sealed);
                             changed = true;
                         }
                         other => changed |= self.seal_billing_fields(other),
@@ -411,5 +420,16 @@ mod tests {
         assert_eq!(doc["params"]["currency"], "RUB");
         let mut other = serde_json::json!({"method": "users.get", "params": {"id": "x"}});
         assert!(!k.seal_billing_fields(&mut other));
+        let mut typed = serde_json::json!({"params": {"taxId": 7707083893u64,
+            "billingAddress": {"city": "Moscow", "zip": 101000}, "nested": [{"taxId": [500100732259u64]}]}});
+        assert!(k.seal_billing_fields(&mut typed));
+        let text = typed.to_string();
+        for plain in ["7707083893", "Moscow", "101000", "500100732259"] {
+            assert!(!text.contains(plain), "{text}");
+        }
+        assert_eq!(
+            k.open(typed["params"]["taxId"].as_str().unwrap()).unwrap(),
+            "7707083893"
+        );
     }
 }

@@ -9,8 +9,11 @@
 mod dead_letter;
 mod delivery;
 mod envelope;
+mod repeats;
 mod settle;
 pub mod wire;
+
+pub use repeats::Repeats;
 
 use std::sync::Arc;
 
@@ -39,6 +42,9 @@ pub struct RpcConfig {
     pub queue: String,
     pub queue_type: QueueType,
     pub prefetch: u16,
+    /// Where a request that failed authentication may be answered besides direct reply-to
+    /// (`RPC_UNAUTHENTICATED_REPLY_PREFIX`); empty: nowhere else.
+    pub unauthenticated_reply_prefix: String,
 }
 
 /// How the request queue and its dead-letter queue are declared (`RPC_QUEUE_TYPE`).
@@ -81,6 +87,8 @@ pub struct RpcEdge {
     /// Seals billing values in the bodies of dead letters.
     pub billing_keys: Arc<user_actors::crypto::BillingKeys>,
     pub health: Health,
+    /// Deliveries whose settlement failed, so that they are not handled into it again.
+    pub repeats: Repeats,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +219,7 @@ async fn serve(
         replies: channel.clone(),
         confirmed: confirmed.clone(),
         settler,
+        frame_max: conn.configuration().frame_max(),
     };
     let durable = QueueDeclareOptions {
         durable: true,
@@ -289,6 +298,8 @@ pub(crate) struct Channels {
     pub(crate) replies: Channel,
     pub(crate) confirmed: Channel,
     pub(crate) settler: settle::Settler,
+    /// The connection's frame size: every message's properties must fit in one frame.
+    pub(crate) frame_max: u32,
 }
 
 /// Publishes a reply (see [`Channels`]).
