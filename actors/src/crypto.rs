@@ -130,7 +130,8 @@ impl BillingKeys {
                                 Value::String(text) => std::mem::take(text),
                                 v => v.to_string(),
                             };
-                            let sealed = self.seal(&text).unwrap_or_else(|_| "[withheld]".to_owned());
+                            let sealed =
+                                self.seal(&text).unwrap_or_else(|_| "[withheld]".to_owned());
                             *other = Value::String(sealed);
                             changed = true;
                         }

@@ -328,7 +328,10 @@ mod tests {
         doc["inner"][long.as_str()] = json!(1);
         let e = from_json::<Outer>(doc, "").unwrap_err();
         let field = &e.details()[0].field;
-        assert!(field.starts_with("inner.nnn") && field.ends_with('…'), "{field}");
+        assert!(
+            field.starts_with("inner.nnn") && field.ends_with('…'),
+            "{field}"
+        );
         assert_eq!(field.chars().count(), "inner.".len() + QUOTE_CHARS + 1);
         assert!(said(&e) < 400, "{}", e.body());
 
@@ -355,7 +358,10 @@ mod tests {
         ] {
             let e = from_json::<BillingInfo>(bad.clone(), "").unwrap_err();
             let text = e.body().to_string();
-            assert!(!text.contains("7707083893") && !text.contains("77070"), "{bad}: {text}");
+            assert!(
+                !text.contains("7707083893") && !text.contains("77070"),
+                "{bad}: {text}"
+            );
             assert_eq!(e.code(), ErrorCode::ValidationFailed);
         }
     }

@@ -77,7 +77,10 @@ mod tests {
 
     #[test]
     fn short_clean_text_is_borrowed() {
-        assert!(matches!(cut("users.get", QUOTE_CHARS), Cow::Borrowed("users.get")));
+        assert!(matches!(
+            cut("users.get", QUOTE_CHARS),
+            Cow::Borrowed("users.get")
+        ));
         assert!(matches!(cut("", 0), Cow::Borrowed("")));
     }
 
@@ -97,7 +100,10 @@ mod tests {
         let long = "x".repeat(1000);
         let msg = format!("unknown variant `{long}`, expected `dark` or `light`");
         let cut_msg = cut_quoted(&msg, 5);
-        assert_eq!(cut_msg, "unknown variant `xxxxx…`, expected `dark` or `light`");
+        assert_eq!(
+            cut_msg,
+            "unknown variant `xxxxx…`, expected `dark` or `light`"
+        );
         let value = format!("invalid type: string \"a\\\"{long}\", expected a number");
         assert_eq!(
             cut_quoted(&value, 3),

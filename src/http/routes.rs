@@ -146,7 +146,10 @@ pub fn allowed(segments: &[String]) -> Vec<&'static Http> {
 }
 
 fn not_found(segments: &[String]) -> CoreError {
-    CoreError::NotFound(format!("no route /{}", cut(&segments.join("/"), QUOTE_CHARS)))
+    CoreError::NotFound(format!(
+        "no route /{}",
+        cut(&segments.join("/"), QUOTE_CHARS)
+    ))
 }
 
 #[cfg(test)]

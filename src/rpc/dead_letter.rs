@@ -2,9 +2,9 @@
 //! request carried, its dead letter fits the broker's frame: a message's properties travel
 //! in one frame, and a larger one makes the broker close the connection.
 
+use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::BasicProperties;
 use user_domain::CoreError;
 use user_domain::quote::cut;
 

@@ -22,7 +22,7 @@ use super::envelope::{Envelope, deadline, header};
 use super::repeats::Repeat;
 use super::settle::Settlement;
 use super::wire::{self, Dialect};
-use super::{Channels, RpcConfig, RpcEdge, RpcError, reply};
+use super::{Channels, QueueType, RpcConfig, RpcEdge, RpcError, reply};
 use crate::auth::Credentials;
 
 /// How long a request that failed for a passing reason (database down) waits before it is
@@ -82,13 +82,16 @@ pub async fn handle(edge: Arc<RpcEdge>, channels: Channels, delivery: Delivery) 
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            tracing::error!(panic = %cut(&what, QUOTE_CHARS), "handling a request panicked; answering 500");
+            tracing::error!(panic = %what, "handling a request panicked; answering 500");
+            let what = cut(&what, QUOTE_CHARS);
             let failed = Err(CoreError::Internal(format!("handler panicked: {what}")));
             // Whether it authenticated is not known: its body is not read again.
             let dialect = wire::guess_dialect(&delivery.data);
             let envelope = Envelope::read(&delivery.properties, &dialect);
             let who = Who::default();
-            let settling = settle(&edge, &channels, &delivery, &dialect, &envelope, failed, &who);
+            let settling = settle(
+                &edge, &channels, &delivery, &dialect, &envelope, failed, &who,
+            );
             let recovered = AssertUnwindSafe(settling).catch_unwind().await;
             match recovered {
                 Ok(outcome) => outcome,
@@ -110,7 +113,10 @@ pub async fn handle(edge: Arc<RpcEdge>, channels: Channels, delivery: Delivery) 
 }
 
 async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Outcome {
-    match edge.repeats.check(delivery) {
+    match edge
+        .repeats
+        .check(delivery, edge.config.queue_type == QueueType::Quorum)
+    {
         Repeat::First => {}
         Repeat::Again => return set_aside(edge, channels, delivery).await,
         Repeat::Hopeless => {
@@ -122,10 +128,9 @@ async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Ou
     let props = &delivery.properties;
     // Credentials travel in headers: the body of a request that does not authenticate is
     // never read.
-    let caller = edge.auth.authenticate(
-        &Credentials::from_headers(|n| header(props, n)),
-        None,
-    );
+    let caller = edge
+        .auth
+        .authenticate(&Credentials::from_headers(|n| header(props, n)), None);
     let decoded = caller.is_ok().then(|| wire::decode(&delivery.data));
     let dialect = match &decoded {
         Some(Ok(incoming)) => incoming.dialect.clone(),
@@ -184,7 +189,10 @@ async fn settle(
         (Some(reply_to), true) => {
             let mut body = wire::encode(dialect, &result);
             if body.len() > MAX_REPLY_BYTES {
-                tracing::warn!(bytes = body.len(), "a reply over the size limit was replaced by an error");
+                tracing::warn!(
+                    bytes = body.len(),
+                    "a reply over the size limit was replaced by an error"
+                );
                 record_unsendable("reply");
                 let too_large = Err(CoreError::Internal("reply over the size limit".to_owned()));
                 body = wire::encode(dialect, &too_large);
@@ -272,7 +280,11 @@ async fn settle_failure(
         let requeue = Settlement::Nack { requeue: true };
         return settled(edge, channels, delivery, requeue, Outcome::Requeued).await;
     }
-    let keep = if who.caller.is_some() { Keep::All } else { Keep::Unparsed };
+    let keep = if who.caller.is_some() {
+        Keep::All
+    } else {
+        Keep::Unparsed
+    };
     let caller = who.caller.as_deref();
     let lettered = dead_letter(edge, channels, delivery, e, caller, keep).await;
     after_dead_letter(edge, channels, delivery, lettered).await
@@ -280,7 +292,10 @@ async fn settle_failure(
 
 /// A request that came back after its settlement failed: only a minimal dead letter.
 async fn set_aside(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Outcome {
-    tracing::warn!(redelivered = delivery.redelivered, "a request whose settlement failed came back; setting it aside");
+    tracing::warn!(
+        redelivered = delivery.redelivered,
+        "a request whose settlement failed came back; setting it aside"
+    );
     let why = CoreError::Internal("its settlement failed before".to_owned());
     let lettered = dead_letter(edge, channels, delivery, &why, None, Keep::Minimal).await;
     after_dead_letter(edge, channels, delivery, lettered).await
@@ -307,7 +322,12 @@ async fn after_dead_letter(
     }
 }
 
-async fn ack(edge: &RpcEdge, channels: &Channels, delivery: &Delivery, outcome: Outcome) -> Outcome {
+async fn ack(
+    edge: &RpcEdge,
+    channels: &Channels,
+    delivery: &Delivery,
+    outcome: Outcome,
+) -> Outcome {
     settled(edge, channels, delivery, Settlement::Ack, outcome).await
 }
 

@@ -30,9 +30,12 @@ use user_actors::Core;
 use user_actors::health::{Health, Report, Status};
 use user_actors::metrics::record_delivery;
 use user_actors::retry::Backoff;
+use user_domain::quote::cut;
 
 use crate::auth::Authenticator;
 
+/// How much of a broker error a log line or `/health` quotes.
+const LOGGED_ERROR_CHARS: usize = 512;
 /// How long setting an unreadable request aside waits for each message.
 const GET_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -143,13 +146,14 @@ pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
                 continue;
             }
             Err(e) if e.is_unreadable() => {
-                tracing::warn!(error = %e, "unreadable request; setting it aside");
+                tracing::warn!(error = %cut(&e.to_string(), LOGGED_ERROR_CHARS), "unreadable request; setting it aside");
                 set_aside = true;
                 continue;
             }
             Err(e) => {
+                let e = cut(&e.to_string(), LOGGED_ERROR_CHARS).into_owned();
                 tracing::warn!(error = %e, "RabbitMQ connection lost; reconnecting");
-                edge.report(Status::Down, Some(e.to_string()));
+                edge.report(Status::Down, Some(e));
             }
         }
         if !backoff.wait(&mut stop).await {

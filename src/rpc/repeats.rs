@@ -60,8 +60,10 @@ impl Repeats {
         }
     }
 
-    pub(super) fn check(&self, delivery: &Delivery) -> Repeat {
-        let returns = delivery_count(delivery);
+    /// `quorum`: whether the queue is a quorum queue, whose `x-delivery-count` the broker
+    /// sets (on a classic queue the header would be the sender's word).
+    pub(super) fn check(&self, delivery: &Delivery, quorum: bool) -> Repeat {
+        let returns = if quorum { delivery_count(delivery) } else { 0 };
         if !delivery.redelivered && returns == 0 {
             return Repeat::First;
         }
@@ -124,22 +126,28 @@ mod tests {
     fn a_failed_settlement_is_set_aside_then_dropped_when_it_comes_back() {
         let repeats = Repeats::default();
         let plain = BasicProperties::default;
-        assert_eq!(repeats.check(&delivery(b"a", false, plain())), Repeat::First);
+        assert_eq!(
+            repeats.check(&delivery(b"a", false, plain()), false),
+            Repeat::First
+        );
         repeats.failed(&delivery(b"a", false, plain()));
         assert_eq!(
-            repeats.check(&delivery(b"a", false, plain())),
+            repeats.check(&delivery(b"a", false, plain()), false),
             Repeat::First,
             "only a redelivery is looked up"
         );
-        assert_eq!(repeats.check(&delivery(b"a", true, plain())), Repeat::Again);
         assert_eq!(
-            repeats.check(&delivery(b"b", true, plain())),
+            repeats.check(&delivery(b"a", true, plain()), false),
+            Repeat::Again
+        );
+        assert_eq!(
+            repeats.check(&delivery(b"b", true, plain()), false),
             Repeat::First,
             "another message"
         );
         repeats.failed(&delivery(b"a", true, plain()));
         assert_eq!(
-            repeats.check(&delivery(b"a", true, plain())),
+            repeats.check(&delivery(b"a", true, plain()), false),
             Repeat::Hopeless
         );
     }
@@ -149,21 +157,34 @@ mod tests {
         let repeats = Repeats::default();
         let counted = |n: i64| props_with(&[("x-delivery-count", AMQPValue::LongLongInt(n))]);
         let few = delivery(b"a", true, counted(POISON_DELIVERY_COUNT - 1));
-        assert_eq!(repeats.check(&few), Repeat::First);
+        assert_eq!(repeats.check(&few, true), Repeat::First);
         let many = delivery(b"a", false, counted(POISON_DELIVERY_COUNT));
-        assert_eq!(repeats.check(&many), Repeat::Again);
+        assert_eq!(repeats.check(&many, true), Repeat::Again);
+        assert_eq!(
+            repeats.check(&many, false),
+            Repeat::First,
+            "on a classic queue the header is the sender's"
+        );
     }
 
     #[test]
     fn the_record_is_bounded() {
         let repeats = Repeats::default();
         for i in 0..(SLOTS * 3) {
-            repeats.failed(&delivery(&i.to_le_bytes(), true, BasicProperties::default()));
+            repeats.failed(&delivery(
+                &i.to_le_bytes(),
+                true,
+                BasicProperties::default(),
+            ));
         }
         assert_eq!(repeats.lock().slots.len(), SLOTS);
-        let newest = delivery(&(SLOTS * 3 - 1).to_le_bytes(), true, BasicProperties::default());
-        assert_eq!(repeats.check(&newest), Repeat::Again);
+        let newest = delivery(
+            &(SLOTS * 3 - 1).to_le_bytes(),
+            true,
+            BasicProperties::default(),
+        );
+        assert_eq!(repeats.check(&newest, false), Repeat::Again);
         let oldest = delivery(&0usize.to_le_bytes(), true, BasicProperties::default());
-        assert_eq!(repeats.check(&oldest), Repeat::First);
+        assert_eq!(repeats.check(&oldest, false), Repeat::First);
     }
 }

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::amqp::{Raw, dead_letters, key, table};
-use crate::helpers::{AUTH_KEY, HASH, TestApp, eventually, send};
+use crate::helpers::{AUTH_KEY, HASH, TestApp, captured_logs, eventually, send};
 use crate::relay::Relay;
 
 fn authed() -> BasicProperties {
@@ -71,16 +71,19 @@ fn header<'a>(headers: &'a FieldTable, name: &str) -> Option<&'a AMQPValue> {
 
 /// The two messages, with no credentials and no reply address, and two that do
 /// authenticate: each is dead-lettered once, in a letter of bounded size; the calls behind
-/// them are answered at once and the service's connection to the broker is never lost.
+/// them are answered at once, the service's connection to the broker is never lost, and no
+/// log line quotes more than a short prefix of the name.
 #[tokio::test]
 async fn oversized_requests_are_dead_lettered_once_and_the_connection_stays() {
+    let logs = captured_logs();
     let app = TestApp::spawn_with(&[("RPC_PREFETCH", "8")]).await;
     app.until_broker(true).await;
     let before = rabbitmq(&app).await;
     assert_eq!(before.0, "up");
     let mut raw = Raw::connect().await;
     let q = app.rpc_queue.clone();
-    let name = "n".repeat(200_000);
+    // A character no other test sends, to find it in the process's logs.
+    let name = "ж".repeat(200_000);
     let mut unknown_field: Value = serde_json::from_slice(&exists()).unwrap();
     unknown_field[name.as_str()] = json!(1);
     let mut unknown_param: Value = serde_json::from_slice(&exists()).unwrap();
@@ -88,10 +91,19 @@ async fn oversized_requests_are_dead_lettered_once_and_the_connection_stays() {
     let big = vec![b'h'; 130_000];
     let bad_id = json!({"method": "users.get", "params": {"id": "nope"}});
     let cases = [
-        (unknown_field.to_string().into_bytes(), BasicProperties::default()),
-        (exists(), with_header(BasicProperties::default(), "x-big", &big)),
+        (
+            unknown_field.to_string().into_bytes(),
+            BasicProperties::default(),
+        ),
+        (
+            exists(),
+            with_header(BasicProperties::default(), "x-big", &big),
+        ),
         (unknown_param.to_string().into_bytes(), authed()),
-        (bad_id.to_string().into_bytes(), with_header(authed(), "x-big", &big)),
+        (
+            bad_id.to_string().into_bytes(),
+            with_header(authed(), "x-big", &big),
+        ),
     ];
     for (body, props) in &cases {
         raw.publish(&q, body, props.clone()).await;
@@ -106,7 +118,9 @@ async fn oversized_requests_are_dead_lettered_once_and_the_connection_stays() {
         assert_eq!(answer["status"], 200, "{answer}");
     }
     // A reply quotes the name cut short.
-    let (_, refused) = raw.call(&q, unknown_param.to_string().as_bytes(), authed()).await;
+    let (_, refused) = raw
+        .call(&q, unknown_param.to_string().as_bytes(), authed())
+        .await;
     assert_eq!(refused["error"]["code"], "VALIDATION_FAILED", "{refused}");
     assert!(refused.to_string().len() < 1000, "{refused}");
 
@@ -115,7 +129,10 @@ async fn oversized_requests_are_dead_lettered_once_and_the_connection_stays() {
     assert_eq!(letters.len(), cases.len());
     let mut dropped = 0;
     for (_, error, headers) in &letters {
-        assert!(error.len() < 600 && !error.contains(&"n".repeat(65)), "{error}");
+        assert!(
+            error.len() < 600 && !error.contains(&"ж".repeat(65)),
+            "{error}"
+        );
         let size = format!("{headers:?}").len();
         assert!(size < 40_000, "headers of {size} bytes");
         dropped += usize::from(header(headers, "x-headers-dropped").is_some());
@@ -130,7 +147,17 @@ async fn oversized_requests_are_dead_lettered_once_and_the_connection_stays() {
     assert_eq!(after["status"], 200);
     assert_eq!(waiting(&raw, &q).await, 0);
     assert_eq!(waiting(&raw, &dlq).await, 0, "each dead-lettered once");
-    assert_eq!(rabbitmq(&app).await, before, "the connection was never lost");
+    assert_eq!(
+        rabbitmq(&app).await,
+        before,
+        "the connection was never lost"
+    );
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(text.contains("ж"), "the name was logged, cut");
+    assert!(
+        !text.contains(&"ж".repeat(65)),
+        "a log line quotes the name whole"
+    );
 }
 
 /// REST quotes an unknown field's name cut short too.
@@ -143,7 +170,10 @@ async fn rest_errors_quote_a_short_prefix_of_a_name() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error.to_string().len() < 1000, "{error}");
     let field = error["details"][0]["field"].as_str().unwrap();
-    assert!(field.starts_with("fff") && field.chars().count() <= 65, "{field}");
+    assert!(
+        field.starts_with("fff") && field.chars().count() <= 65,
+        "{field}"
+    );
 }
 
 /// Waits until `n` of the service's queries wait on a lock.
@@ -162,7 +192,10 @@ async fn until_waiting_on_locks(app: &TestApp, n: i64) {
         if waiting == n {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "never waited on the lock");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never waited on the lock"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -218,7 +251,10 @@ async fn a_request_whose_settlement_failed_is_set_aside_when_it_comes_back() {
     let letters = letters(&raw, &dlq, 1).await;
     let (body, error, headers) = &letters[0];
     assert!(header(headers, "x-repeat").is_some(), "{headers:?}");
-    assert!(header(headers, "x-api-key").is_none(), "minimal: {headers:?}");
+    assert!(
+        header(headers, "x-api-key").is_none(),
+        "minimal: {headers:?}"
+    );
     assert!(error.starts_with("INTERNAL"), "{error}");
     assert_eq!(body["pattern"], "users.recordLogin");
     let (_, fine) = raw.call(&q, &exists(), authed()).await;
@@ -227,9 +263,11 @@ async fn a_request_whose_settlement_failed_is_set_aside_when_it_comes_back() {
     assert_eq!(waiting(&raw, &dlq).await, 0);
 }
 
-/// A billing value of any JSON type is sealed in a dead letter and quoted nowhere.
+/// A billing value of any JSON type is sealed in a dead letter and quoted nowhere: not in
+/// its headers, not in an error text, not in a log line.
 #[tokio::test]
 async fn billing_values_of_any_type_are_sealed_in_dead_letters() {
+    let logs = captured_logs();
     let app = TestApp::spawn().await;
     let id = app.create_user("Bill", "bill@example.com").await["id"].clone();
     app.until_broker(true).await;
@@ -260,6 +298,14 @@ async fn billing_values_of_any_type_are_sealed_in_dead_letters() {
             }
         }
     }
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        text.contains("VALIDATION_FAILED"),
+        "the failures were logged"
+    );
+    for plain in ["7707083893", "Tverskaya", "5001007322"] {
+        assert!(!text.contains(plain), "{plain} in the logs");
+    }
 }
 
 /// A request that fails authentication is answered only through direct reply-to or a queue
@@ -279,7 +325,9 @@ async fn an_unauthenticated_request_is_never_answered_into_an_arbitrary_queue() 
     let victim = format!("{}.victim", app.db_name);
     let allowed = format!("{}.replies.a", app.db_name);
     for queue in [&victim, &allowed] {
-        let declared = raw.channel.queue_declare(queue.as_str().into(), own, FieldTable::default());
+        let declared = raw
+            .channel
+            .queue_declare(queue.as_str().into(), own, FieldTable::default());
         declared.await.unwrap();
     }
 
@@ -288,14 +336,20 @@ async fn an_unauthenticated_request_is_never_answered_into_an_arbitrary_queue() 
     assert_eq!(reply["error"]["code"], "UNAUTHENTICATED");
 
     let to = |queue: &str, props: BasicProperties| props.with_reply_to(queue.into());
-    raw.publish(&q, &exists(), to(&victim, BasicProperties::default())).await;
-    raw.publish(&q, &exists(), to(&allowed, BasicProperties::default())).await;
+    raw.publish(&q, &exists(), to(&victim, BasicProperties::default()))
+        .await;
+    raw.publish(&q, &exists(), to(&allowed, BasicProperties::default()))
+        .await;
     let (_, fine) = raw.call(&q, &exists(), authed()).await;
     assert_eq!(fine["status"], 200);
     let dlq = format!("{q}.dlq");
     let letters = letters(&raw, &dlq, 1).await;
     assert_eq!(letters.len(), 1);
-    assert!(letters[0].1.starts_with("UNAUTHENTICATED"), "{}", letters[0].1);
+    assert!(
+        letters[0].1.starts_with("UNAUTHENTICATED"),
+        "{}",
+        letters[0].1
+    );
     eventually(Duration::from_secs(10), || async {
         (waiting(&raw, &allowed).await == 1).then_some(())
     })
