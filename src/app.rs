@@ -155,6 +155,7 @@ impl Application {
                 queue: config.rpc_queue.clone(),
                 queue_type: config.rpc_queue_type,
                 prefetch: config.rpc_prefetch,
+                unauthenticated_reply_prefix: config.rpc_unauthenticated_reply_prefix.clone(),
             },
             instance: format!(
                 "user-service/{}/{}",
@@ -165,6 +166,7 @@ impl Application {
             auth: auth.clone(),
             health: health.clone(),
             billing_keys: rpc_billing_keys,
+            repeats: rpc::Repeats::default(),
         });
         let edge = Arc::new(http::Edge {
             core,

@@ -86,6 +86,9 @@ pub struct Config {
     pub rpc_queue_type: QueueType,
     /// Most unacknowledged RPC requests per instance: the bound on work in flight.
     pub rpc_prefetch: u16,
+    /// Queues a request that failed authentication may be answered into, besides direct
+    /// reply-to; empty (the default): none.
+    pub rpc_unauthenticated_reply_prefix: String,
     pub events_exchange: String,
     pub cache_prefix: String,
     /// Lifetime of a cached user in Redis; zero turns the cache off.
@@ -205,6 +208,11 @@ impl Config {
                 }
                 n => n,
             },
+            rpc_unauthenticated_reply_prefix: broker_name(
+                "RPC_UNAUTHENTICATED_REPLY_PREFIX",
+                or("RPC_UNAUTHENTICATED_REPLY_PREFIX", "").trim().to_owned(),
+                255,
+            )?,
             events_exchange: broker_name(
                 "EVENTS_EXCHANGE",
                 or("EVENTS_EXCHANGE", "user-service.events"),

@@ -30,7 +30,7 @@ const V1: &str = "enc:v1:";
 /// Sealed with its place as associated data: what is written now.
 const V2: &str = "enc:v2:";
 /// The fields of billing info that are sealed.
-pub const SEALED_FIELDS: [&str; 2] = ["taxId", "billingAddress"];
+pub const SEALED_FIELDS: [&str; 2] = user_domain::BillingInfo::SECRET_FIELDS;
 /// The key used when none is configured, outside production only.
 pub const DEVELOPMENT_KEYS: &str = "dev:dXNlci1zZXJ2aWNlLWRldmVsb3BtZW50LWtleSEhISE=";
 const NONCE_LEN: usize = 12;
@@ -145,9 +145,10 @@ impl BillingKeys {
         Ok(format!("{V2}{kid}:{}", STANDARD.encode(raw)))
     }
 
-    /// Seals, in place, every `taxId` and `billingAddress` text anywhere in `doc` (a request
-    /// body kept as a dead letter, say), so billing values never rest in plain text. A value
-    /// that cannot be sealed is withheld. Returns whether anything changed.
+    /// Seals, in place, every `taxId` and `billingAddress` value anywhere in `doc` (a request
+    /// body kept as a dead letter, say), so billing values never rest in plain text: a text
+    /// as it is, any other JSON value (a number, an object) as its JSON text. A value that
+    /// cannot be sealed is withheld. Returns whether anything changed.
     pub fn seal_billing_fields(&self, doc: &mut serde_json::Value) -> bool {
         use serde_json::Value;
         match doc {
@@ -156,10 +157,18 @@ impl BillingKeys {
                 for (key, value) in map.iter_mut() {
                     let billing = SEALED_FIELDS.contains(&key.as_str());
                     match value {
-                        Value::String(text) if billing && !text.starts_with(PREFIX) => {
-                            *text = self
-                                .seal(text, Place::Unbound, key)
+                        Value::String(text) if billing && text.starts_with(PREFIX) => {}
+                        Value::Null => {}
+                        // Any other type too (a number for `taxId`): its JSON text is sealed.
+                        other if billing => {
+                            let text = match &mut *other {
+                                Value::String(text) => std::mem::take(text),
+                                v => v.to_string(),
+                            };
+                            let sealed = self
+                                .seal(&text, Place::Unbound, key)
                                 .unwrap_or_else(|_| "[withheld]".to_owned());
+                            *other = Value::String(sealed);
                             changed = true;
                         }
                         other => changed |= self.seal_billing_fields(other),

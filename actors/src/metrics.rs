@@ -26,6 +26,9 @@ pub const ERRORS: &str = "user_service_integration_errors_total";
 pub const CACHE_HITS: &str = "user_service_integration_cache_hits_total";
 pub const CACHE_MISSES: &str = "user_service_integration_cache_misses_total";
 pub const RPC_DELIVERIES: &str = "user_service_rpc_deliveries_total";
+/// Messages the RPC edge could not send as they were (an oversized reply replaced by an
+/// error, a dead letter refused or failed twice and dropped), by `message`.
+pub const RPC_UNSENDABLE: &str = "user_service_rpc_unsendable_total";
 pub const AUTH_FAILURES: &str = "user_service_auth_failures_total";
 pub const OUTBOX_PENDING: &str = "user_service_outbox_pending";
 pub const OUTBOX_DEAD: &str = "user_service_outbox_dead";
@@ -114,6 +117,11 @@ pub fn record_delivery(outcome: &'static str) {
     metrics::counter!(RPC_DELIVERIES, "outcome" => outcome).increment(1);
 }
 
+/// A reply or dead letter that could not be sent as it was (see [`RPC_UNSENDABLE`]).
+pub fn record_unsendable(message: &'static str) {
+    metrics::counter!(RPC_UNSENDABLE, "message" => message).increment(1);
+}
+
 pub fn record_backlog(pending: i64, dead: i64) {
     metrics::gauge!(OUTBOX_PENDING).set(pending as f64);
     metrics::gauge!(OUTBOX_DEAD).set(dead as f64);
@@ -144,6 +152,10 @@ pub fn describe() {
     metrics::describe_counter!(
         RPC_DELIVERIES,
         "RPC deliveries by how they were settled: answered, done, dead_lettered, requeued, expired, dropped, unsettled, unreadable"
+    );
+    metrics::describe_counter!(
+        RPC_UNSENDABLE,
+        "RPC replies replaced by an error for their size, and dead letters dropped (refused by the broker, or failed twice), by message: reply, dead_letter"
     );
     metrics::describe_gauge!(
         OUTBOX_PENDING,

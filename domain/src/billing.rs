@@ -12,6 +12,12 @@ pub struct BillingInfo {
     pub tax_id: Option<TaxId>,
 }
 
+impl BillingInfo {
+    /// The fields whose values are never shown outside a user's billing info: sealed at
+    /// rest (and in dead letters), never quoted in an error, a header or a log line.
+    pub const SECRET_FIELDS: [&str; 2] = ["taxId", "billingAddress"];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]

@@ -1,6 +1,12 @@
 //! The core's error type and its one mapping to the contract's codes and statuses.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
+use serde_path_to_error::Segment;
+
+use crate::BillingInfo;
+use crate::quote::{QUOTE_CHARS, cut, cut_quoted};
 
 /// One `details` entry of a `VALIDATION_FAILED` error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -11,18 +17,23 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    /// U+0000 (from echoed input) becomes U+FFFD: an error body may be stored in PostgreSQL.
+    /// Longest `field` kept: a path of names, each already cut to [`QUOTE_CHARS`].
+    pub const FIELD_CHARS: usize = 256;
+    /// Longest `message` kept; the texts this service writes are shorter, so only one that
+    /// quotes input too much is cut.
+    pub const MESSAGE_CHARS: usize = 1024;
+
+    /// Both texts are cut (see [`cut`]): a message quotes at most a prefix of the input.
+    /// Control characters (U+0000 among them: an error body may be stored in PostgreSQL)
+    /// become U+FFFD.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        let clean = |s: String| {
-            if s.contains('\0') {
-                s.replace('\0', "\u{FFFD}")
-            } else {
-                s
-            }
+        let bounded = |s: String, max: usize| match cut(&s, max) {
+            Cow::Borrowed(_) => s,
+            Cow::Owned(cut) => cut,
         };
         Self {
-            field: clean(field.into()),
-            message: clean(message.into()),
+            field: bounded(field.into(), Self::FIELD_CHARS),
+            message: bounded(message.into(), Self::MESSAGE_CHARS),
         }
     }
 }
@@ -210,26 +221,36 @@ impl CoreError {
     }
 
     /// Turns a failed deserialisation into a validation error that names the offending field,
-    /// as a dotted path under `prefix`.
+    /// as a dotted path under `prefix`. Names and values the message quotes are cut to
+    /// [`QUOTE_CHARS`]; under a billing field (`taxId`, `billingAddress`) values are not
+    /// quoted at all, whatever their JSON type.
     pub fn from_serde(err: serde_path_to_error::Error<serde_json::Error>, prefix: &str) -> Self {
         let message = err.inner().to_string();
-        let mut path = err.path().to_string();
-        if path == "." {
-            path.clear();
+        let mut path = String::new();
+        let mut billing = false;
+        for segment in err.path().iter() {
+            match segment {
+                Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+                Segment::Map { key } | Segment::Enum { variant: key } => {
+                    billing |= BillingInfo::SECRET_FIELDS.contains(&key.as_str());
+                    path = join_path(&path, &cut(key, QUOTE_CHARS));
+                }
+                Segment::Unknown => path = join_path(&path, "?"),
+            }
         }
         // A missing field is named in the message, not in the path.
         if let Some(name) = message
             .strip_prefix("missing field `")
             .and_then(|r| r.split('`').next())
         {
-            path = join_path(&path, name);
+            path = join_path(&path, &cut(name, QUOTE_CHARS));
         }
         let message = match message.strip_prefix("unknown field `") {
             Some(rest) => match rest.split_once("`, expected ") {
                 Some((_, expected)) => format!("unknown field; allowed: {expected}"),
                 None => "unknown field".to_owned(),
             },
-            None => message,
+            None => cut_quoted(&message, if billing { 0 } else { QUOTE_CHARS }),
         };
         Self::invalid(join_path(prefix, &path), message)
     }
@@ -293,5 +314,55 @@ mod tests {
             field_of(json!({"name": 5, "inner": {"flag": true}})),
             "name"
         );
+    }
+
+    /// The length of everything an error says: what a reply, a dead letter or a log carries.
+    fn said(e: &CoreError) -> usize {
+        e.body().to_string().len()
+    }
+
+    #[test]
+    fn error_texts_never_quote_unbounded_input() {
+        let long = "n".repeat(200_000);
+        let mut doc = json!({"name": "x", "inner": {"flag": true}});
+        doc["inner"][long.as_str()] = json!(1);
+        let e = from_json::<Outer>(doc, "").unwrap_err();
+        let field = &e.details()[0].field;
+        assert!(
+            field.starts_with("inner.nnn") && field.ends_with('…'),
+            "{field}"
+        );
+        assert_eq!(field.chars().count(), "inner.".len() + QUOTE_CHARS + 1);
+        assert!(said(&e) < 400, "{}", e.body());
+
+        let value = json!({"name": "x", "inner": {"flag": "v".repeat(200_000)}});
+        let e = from_json::<Outer>(value, "").unwrap_err();
+        assert!(said(&e) < 400, "{}", e.body());
+        assert!(e.to_string().contains("…"), "{e}");
+
+        let e = CoreError::invalid("f".repeat(10_000), "m".repeat(10_000));
+        let d = &e.details()[0];
+        assert_eq!(d.field.chars().count(), FieldError::FIELD_CHARS + 1);
+        assert_eq!(d.message.chars().count(), FieldError::MESSAGE_CHARS + 1);
+    }
+
+    #[test]
+    fn billing_values_of_any_type_are_never_quoted() {
+        for bad in [
+            json!({"taxId": 7707083893u64}),
+            json!({"taxId": true}),
+            json!({"taxId": 77070.83893}),
+            json!({"billingAddress": 7707083893u64}),
+            json!({"billingAddress": ["7707083893"]}),
+            json!({"taxId": {"inn": "7707083893"}}),
+        ] {
+            let e = from_json::<BillingInfo>(bad.clone(), "").unwrap_err();
+            let text = e.body().to_string();
+            assert!(
+                !text.contains("7707083893") && !text.contains("77070"),
+                "{bad}: {text}"
+            );
+            assert_eq!(e.code(), ErrorCode::ValidationFailed);
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod events;
 pub mod json;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+pub mod quote;
 pub mod request;
 pub mod views;
 
@@ -32,7 +33,6 @@ pub use preferences::{
     Preferences, Theme, TimeZone,
 };
 pub use privacy::{PrivacySettings, ProfileVisibility};
-pub(crate) use scalars::truncate;
 pub use scalars::{
     AvatarUrl, BoundedText, CorrelationId, Metadata, PasswordHash, PaymentId, UserId, UserName,
 };

@@ -2,6 +2,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Invalid, string_newtype};
+use crate::quote::{QUOTE_CHARS, cut};
 
 /// A user's id. Any textual UUID form parses; it always prints hyphenated and lower-case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -17,7 +18,7 @@ impl UserId {
     pub fn parse(s: &str) -> Result<Self, Invalid> {
         Uuid::try_parse(s.trim())
             .map(Self)
-            .map_err(|_| Invalid::new(format!("'{}' is not a valid UUID", truncate(s, 64))))
+            .map_err(|_| Invalid::new(format!("'{}' is not a valid UUID", cut(s, QUOTE_CHARS))))
     }
 
     pub fn as_uuid(&self) -> Uuid {
@@ -47,18 +48,6 @@ impl From<UserId> for String {
 impl std::fmt::Display for UserId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.hyphenated().fmt(f)
-    }
-}
-
-/// Echoing user input in an error message, but never a megabyte of it, and never a control
-/// character (U+FFFD instead: an error body may be stored, and PostgreSQL refuses U+0000).
-pub(crate) fn truncate(s: &str, max: usize) -> String {
-    let clean = |c: char| if c.is_control() { '\u{FFFD}' } else { c };
-    let head: String = s.chars().take(max).map(clean).collect();
-    if s.chars().count() <= max {
-        head
-    } else {
-        format!("{head}…")
     }
 }
 

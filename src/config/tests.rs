@@ -118,3 +118,12 @@ fn bad_values_are_reported() {
     let c = config(&[("INTERNAL_ALLOWED_IPS", "127.0.0.1, ::1, 192.168.1.0/24")]).unwrap();
     assert_eq!(c.auth.allowed_ips.len(), 3);
 }
+
+#[test]
+fn unauthenticated_replies_go_only_where_configured() {
+    assert_eq!(config(&[]).unwrap().rpc_unauthenticated_reply_prefix, "");
+    let c = config(&[("RPC_UNAUTHENTICATED_REPLY_PREFIX", " replies. ")]).unwrap();
+    assert_eq!(c.rpc_unauthenticated_reply_prefix, "replies.");
+    let long = "r".repeat(256);
+    assert!(config(&[("RPC_UNAUTHENTICATED_REPLY_PREFIX", long.as_str())]).is_err());
+}

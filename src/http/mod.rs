@@ -18,6 +18,7 @@ use user_actors::Core;
 use user_actors::health::Health;
 use user_actors::metrics::{Transport, record_request};
 use user_domain::CorrelationId;
+use user_domain::quote::{QUOTE_CHARS, cut};
 use user_domain::{CallContext, Caller, CoreError, ParamForm};
 use warp::Filter;
 use warp::http::{HeaderMap, Method as Http};
@@ -28,6 +29,8 @@ pub use respond::CORRELATION_HEADER;
 
 /// Request bodies above this size get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How much of a request's path a log line quotes.
+const LOGGED_PATH_CHARS: usize = 256;
 
 /// What the REST edge needs: the core, the authenticator, and the pieces /health reads.
 pub struct Edge {
@@ -81,8 +84,8 @@ where
     let span = tracing::info_span!(
         "http",
         correlation_id = %correlation_id,
-        method = %method,
-        path = %path,
+        method = %cut(method.as_str(), QUOTE_CHARS),
+        path = %cut(&path, LOGGED_PATH_CHARS),
         caller = tracing::field::Empty,
     );
     let started = Instant::now();
@@ -96,7 +99,7 @@ where
     let result = async {
         if HEALTH_PATHS.contains(&path.as_str()) && method != Http::GET {
             allow = Some("GET".to_owned());
-            return Err(CoreError::MethodNotAllowed(method.to_string()));
+            return Err(not_allowed(&method));
         }
         match path.as_str() {
             "/health" => return Ok(health::live(&edge).await),
@@ -189,15 +192,17 @@ fn unauthenticated(
     if *method == Http::GET {
         return Some(response);
     }
-    let mut refused = respond::render(
-        Err(CoreError::MethodNotAllowed(method.to_string())),
-        correlation_id,
-    );
+    let mut refused = respond::render(Err(not_allowed(&method)), correlation_id);
     refused.headers_mut().insert(
         warp::http::header::ALLOW,
         warp::http::HeaderValue::from_static("GET"),
     );
     Some(refused)
+}
+
+/// A 405 that quotes the method (the caller's token) cut.
+fn not_allowed(method: &Http) -> CoreError {
+    CoreError::MethodNotAllowed(cut(method.as_str(), QUOTE_CHARS).into_owned())
 }
 
 /// Splits the path into percent-decoded segments, dropping empty ones (`//`, trailing `/`).
@@ -241,7 +246,7 @@ fn add_body(params: &mut Map<String, Value>, body: Bytes) -> Result<(), CoreErro
     for (k, v) in fields {
         if params.contains_key(&k) {
             return Err(CoreError::invalid(
-                k,
+                cut(&k, QUOTE_CHARS),
                 "unknown field in the body (it belongs in the path or query)",
             ));
         }

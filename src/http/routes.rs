@@ -2,6 +2,7 @@
 //! only thing the REST edge knows about operations.
 
 use serde_json::{Map, Value};
+use user_domain::quote::{QUOTE_CHARS, cut};
 use user_domain::{CoreError, Method};
 use warp::http::Method as Http;
 
@@ -124,7 +125,7 @@ pub fn find(http: &Http, segments: &[String]) -> Result<Route, CoreError> {
         .iter()
         .find(|e| e.path == template && e.http == *http)
         .map(|e| e.method)
-        .ok_or_else(|| CoreError::MethodNotAllowed(http.to_string()))?;
+        .ok_or_else(|| CoreError::MethodNotAllowed(cut(http.as_str(), QUOTE_CHARS).into_owned()))?;
     Ok(Route {
         method,
         path_params,
@@ -145,7 +146,10 @@ pub fn allowed(segments: &[String]) -> Vec<&'static Http> {
 }
 
 fn not_found(segments: &[String]) -> CoreError {
-    CoreError::NotFound(format!("no route /{}", segments.join("/")))
+    CoreError::NotFound(format!(
+        "no route /{}",
+        cut(&segments.join("/"), QUOTE_CHARS)
+    ))
 }
 
 #[cfg(test)]

@@ -13,19 +13,26 @@ use lapin::message::Delivery;
 use lapin::types::ShortString;
 use tokio::time::Instant;
 use tracing::Instrument;
-use user_actors::metrics::{Transport, record_delivery, record_request};
+use user_actors::metrics::{Transport, record_delivery, record_request, record_unsendable};
+use user_domain::quote::{QUOTE_CHARS, cut};
 use user_domain::{CallContext, Caller, CoreError, Method, ParamForm, Reply};
 
-use super::dead_letter::dead_letter;
+use super::dead_letter::{Keep, dead_letter};
 use super::envelope::{Envelope, deadline, header};
+use super::repeats::Repeat;
 use super::settle::Settlement;
 use super::wire::{self, Dialect};
-use super::{Channels, RpcEdge, reply};
+use super::{Channels, QueueType, RpcConfig, RpcEdge, RpcError, reply};
 use crate::auth::Credentials;
 
 /// How long a request that failed for a passing reason (database down) waits before it is
 /// handed back to the queue: long enough not to spin, short enough to recover promptly.
 const REQUEUE_DELAY: Duration = Duration::from_secs(1);
+/// Replies above this size are replaced by an error: RabbitMQ 4 refuses larger messages by
+/// default (`max_message_size`), closing the channel that sent one.
+const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
+/// What the broker names a direct reply-to address on delivery.
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to.";
 /// How a delivery was settled; every delivery ends in exactly one (a metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -76,11 +83,14 @@ pub async fn handle(edge: Arc<RpcEdge>, channels: Channels, delivery: Delivery) 
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             tracing::error!(panic = %what, "handling a request panicked; answering 500");
+            let what = cut(&what, QUOTE_CHARS);
             let failed = Err(CoreError::Internal(format!("handler panicked: {what}")));
-            let dialect = wire::dialect_of(&delivery.data);
+            // Whether it authenticated is not known: its body is not read again.
+            let dialect = wire::guess_dialect(&delivery.data);
             let envelope = Envelope::read(&delivery.properties, &dialect);
+            let who = Who::default();
             let settling = settle(
-                &edge, &channels, &delivery, &dialect, &envelope, failed, None,
+                &edge, &channels, &delivery, &dialect, &envelope, failed, &who,
             );
             let recovered = AssertUnwindSafe(settling).catch_unwind().await;
             match recovered {
@@ -94,7 +104,7 @@ pub async fn handle(edge: Arc<RpcEdge>, channels: Channels, delivery: Delivery) 
                     } else {
                         Outcome::Dropped
                     };
-                    settled(&channels, &delivery, again, outcome).await
+                    settled(&edge, &channels, &delivery, again, outcome).await
                 }
             }
         }
@@ -103,18 +113,38 @@ pub async fn handle(edge: Arc<RpcEdge>, channels: Channels, delivery: Delivery) 
 }
 
 async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Outcome {
+    match edge
+        .repeats
+        .check(delivery, edge.config.queue_type == QueueType::Quorum)
+    {
+        Repeat::First => {}
+        Repeat::Again => return set_aside(edge, channels, delivery).await,
+        Repeat::Hopeless => {
+            tracing::error!("a request whose dead letter failed twice was dropped");
+            record_unsendable("dead_letter");
+            return ack(edge, channels, delivery, Outcome::Dropped).await;
+        }
+    }
     let props = &delivery.properties;
-    let decoded = wire::decode(&delivery.data);
+    // Credentials travel in headers: the body of a request that does not authenticate is
+    // never read.
+    let caller = edge
+        .auth
+        .authenticate(&Credentials::from_headers(|n| header(props, n)), None);
+    let decoded = caller.is_ok().then(|| wire::decode(&delivery.data));
     let dialect = match &decoded {
-        Ok(incoming) => incoming.dialect.clone(),
-        Err(_) => wire::guess_dialect(&delivery.data),
+        Some(Ok(incoming)) => incoming.dialect.clone(),
+        _ => wire::guess_dialect(&delivery.data),
     };
     let envelope = Envelope::read(props, &dialect);
-    let method_name = decoded.as_ref().map_or("?", |i| i.method.as_str());
+    let method_name = match &decoded {
+        Some(Ok(incoming)) => incoming.method.as_str(),
+        _ => "?",
+    };
     let span = tracing::info_span!(
         "rpc",
         correlation_id = %envelope.correlation_id,
-        method = %wire::loggable(method_name),
+        method = %cut(method_name, QUOTE_CHARS),
         caller = tracing::field::Empty,
         redelivered = delivery.redelivered,
     );
@@ -122,18 +152,17 @@ async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Ou
         let started = std::time::Instant::now();
         let Ok(deadline) = deadline(props) else {
             tracing::info!("expired before it could be handled; dropped");
-            return ack(channels, delivery, Outcome::Expired).await;
+            return ack(edge, channels, delivery, Outcome::Expired).await;
         };
-        let mut seen = Seen::default();
-        let result = call(edge, delivery, decoded, &envelope, deadline, &mut seen).await;
+        let mut who = Who::default();
+        let result = call(edge, delivery, caller, decoded, &envelope, deadline, &mut who).await;
         let status = result.as_ref().map_or_else(|e| e.code().status(), |r| r.status.code());
-        if let Some(method) = seen.method {
-            let caller = seen.caller.as_deref().unwrap_or(Caller::ANONYMOUS);
+        if let Some(method) = who.method {
+            let caller = who.caller.as_deref().unwrap_or(Caller::ANONYMOUS);
             let error = result.as_ref().err().map(CoreError::code);
             record_request(caller, method.as_str(), Transport::Rpc, status, started.elapsed(), error);
         }
-        let caller = seen.caller.as_deref();
-        let outcome = settle(edge, channels, delivery, &dialect, &envelope, result, caller).await;
+        let outcome = settle(edge, channels, delivery, &dialect, &envelope, result, &who).await;
         tracing::info!(status, outcome = outcome.as_str(), ms = %format_args!("{:.2}", started.elapsed().as_secs_f64() * 1e3), "request");
         outcome
     }
@@ -142,6 +171,8 @@ async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Ou
 }
 
 /// Answers the caller, or when nobody waits for an answer, acks, requeues or dead-letters.
+/// A request that failed authentication is answered only through direct reply-to (or a
+/// queue named with the configured prefix): never into an arbitrary queue.
 async fn settle(
     edge: &RpcEdge,
     channels: &Channels,
@@ -149,11 +180,23 @@ async fn settle(
     dialect: &Dialect,
     envelope: &Envelope<'_>,
     result: Result<Reply, CoreError>,
-    caller: Option<&str>,
+    who: &Who,
 ) -> Outcome {
-    match (envelope.reply_to, dialect.wants_reply()) {
+    let reply_to = envelope
+        .reply_to
+        .filter(|r| who.caller.is_some() || may_answer_anyone(&edge.config, r.as_str()));
+    match (reply_to, dialect.wants_reply()) {
         (Some(reply_to), true) => {
-            let body = wire::encode(dialect, &result);
+            let mut body = wire::encode(dialect, &result);
+            if body.len() > MAX_REPLY_BYTES {
+                tracing::warn!(
+                    bytes = body.len(),
+                    "a reply over the size limit was replaced by an error"
+                );
+                record_unsendable("reply");
+                let too_large = Err(CoreError::Internal("reply over the size limit".to_owned()));
+                body = wire::encode(dialect, &too_large);
+            }
             let mut props = BasicProperties::default()
                 .with_content_type(ShortString::from("application/json"))
                 .with_app_id(ShortString::from(edge.instance.as_str()));
@@ -161,49 +204,57 @@ async fn settle(
                 props = props.with_correlation_id(c.clone());
             }
             match reply(&channels.replies, reply_to.as_str(), &body, props).await {
-                Ok(()) => ack(channels, delivery, Outcome::Answered).await,
+                Ok(()) => ack(edge, channels, delivery, Outcome::Answered).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not answer; the request will be redelivered");
+                    edge.repeats.failed(delivery);
                     Outcome::Unsettled
                 }
             }
         }
         _ => match &result {
-            Ok(_) => ack(channels, delivery, Outcome::Done).await,
-            Err(e) => settle_failure(edge, channels, delivery, e, caller).await,
+            Ok(_) => ack(edge, channels, delivery, Outcome::Done).await,
+            Err(e) => settle_failure(edge, channels, delivery, e, who).await,
         },
     }
 }
 
-/// What a request turned out to be, for the metrics and the dead letter.
+/// Whether a request that did not authenticate may be answered at `reply_to`: direct
+/// reply-to (the broker names it `amq.rabbitmq.reply-to.…` on delivery), or a configured
+/// prefix.
+fn may_answer_anyone(config: &RpcConfig, reply_to: &str) -> bool {
+    let prefix = config.unauthenticated_reply_prefix.as_str();
+    reply_to.starts_with(DIRECT_REPLY_TO) || (!prefix.is_empty() && reply_to.starts_with(prefix))
+}
+
+/// What a request turned out to be, for the metrics, the dead letter and its reply.
 #[derive(Default)]
-struct Seen {
+struct Who {
     method: Option<Method>,
+    /// The authenticated caller's name.
     caller: Option<String>,
 }
 
 async fn call(
     edge: &RpcEdge,
     delivery: &Delivery,
-    decoded: Result<wire::Incoming, CoreError>,
+    caller: Result<Caller, CoreError>,
+    decoded: Option<Result<wire::Incoming, CoreError>>,
     envelope: &Envelope<'_>,
     deadline: Option<Instant>,
-    seen: &mut Seen,
+    who: &mut Who,
 ) -> Result<Reply, CoreError> {
-    let incoming = decoded?;
+    let caller = caller?;
+    tracing::Span::current().record("caller", caller.name.as_str());
+    who.caller = Some(caller.name.clone());
+    let incoming = decoded.unwrap_or_else(|| wire::decode(&delivery.data))?;
     let method = Method::parse(&incoming.method).ok_or_else(|| {
         CoreError::NotFound(format!(
             "unknown method '{}'",
-            wire::loggable(&incoming.method)
+            cut(&incoming.method, QUOTE_CHARS)
         ))
     })?;
-    seen.method = Some(method);
-    let caller = edge.auth.authenticate(
-        &Credentials::from_headers(|n| header(&delivery.properties, n)),
-        None,
-    )?;
-    tracing::Span::current().record("caller", caller.name.as_str());
-    seen.caller = Some(caller.name.clone());
+    who.method = Some(method);
     // The same message delivered twice carries the same id: that makes writes idempotent.
     let mut ctx =
         CallContext::new(caller, envelope.correlation_id.clone()).keyed(envelope.request_key);
@@ -215,34 +266,75 @@ async fn call(
 }
 
 /// A request that failed with nobody to tell: a passing failure goes back to the queue,
-/// any other to the dead-letter queue.
+/// any other to the dead-letter queue. A dead letter the broker refuses is dropped, counted:
+/// holding the request would only bring it back to the same refusal.
 async fn settle_failure(
     edge: &RpcEdge,
     channels: &Channels,
     delivery: &Delivery,
     e: &CoreError,
-    caller: Option<&str>,
+    who: &Who,
 ) -> Outcome {
     if matches!(e, CoreError::Unavailable(_)) {
         tokio::time::sleep(REQUEUE_DELAY).await;
         let requeue = Settlement::Nack { requeue: true };
-        return settled(channels, delivery, requeue, Outcome::Requeued).await;
+        return settled(edge, channels, delivery, requeue, Outcome::Requeued).await;
     }
-    match dead_letter(edge, &channels.confirmed, delivery, e, caller).await {
-        Ok(()) => ack(channels, delivery, Outcome::DeadLettered).await,
+    let keep = if who.caller.is_some() {
+        Keep::All
+    } else {
+        Keep::Unparsed
+    };
+    let caller = who.caller.as_deref();
+    let lettered = dead_letter(edge, channels, delivery, e, caller, keep).await;
+    after_dead_letter(edge, channels, delivery, lettered).await
+}
+
+/// A request that came back after its settlement failed: only a minimal dead letter.
+async fn set_aside(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Outcome {
+    tracing::warn!(
+        redelivered = delivery.redelivered,
+        "a request whose settlement failed came back; setting it aside"
+    );
+    let why = CoreError::Internal("its settlement failed before".to_owned());
+    let lettered = dead_letter(edge, channels, delivery, &why, None, Keep::Minimal).await;
+    after_dead_letter(edge, channels, delivery, lettered).await
+}
+
+async fn after_dead_letter(
+    edge: &RpcEdge,
+    channels: &Channels,
+    delivery: &Delivery,
+    lettered: Result<(), RpcError>,
+) -> Outcome {
+    match lettered {
+        Ok(()) => ack(edge, channels, delivery, Outcome::DeadLettered).await,
+        Err(RpcError::Nacked) => {
+            tracing::error!("the broker refused a dead letter; the request was dropped");
+            record_unsendable("dead_letter");
+            ack(edge, channels, delivery, Outcome::Dropped).await
+        }
         Err(err) => {
             tracing::warn!(error = %err, "could not dead-letter; the request will be redelivered");
+            edge.repeats.failed(delivery);
             Outcome::Unsettled
         }
     }
 }
 
-async fn ack(channels: &Channels, delivery: &Delivery, outcome: Outcome) -> Outcome {
-    settled(channels, delivery, Settlement::Ack, outcome).await
+async fn ack(
+    edge: &RpcEdge,
+    channels: &Channels,
+    delivery: &Delivery,
+    outcome: Outcome,
+) -> Outcome {
+    settled(edge, channels, delivery, Settlement::Ack, outcome).await
 }
 
-/// `outcome` once the broker is told `how`; else the delivery stays with the broker.
+/// `outcome` once the broker is told `how`; else the delivery stays with the broker, and
+/// is remembered as one whose settlement failed.
 async fn settled(
+    edge: &RpcEdge,
     channels: &Channels,
     delivery: &Delivery,
     how: Settlement,
@@ -252,5 +344,8 @@ async fn settled(
         return outcome;
     }
     tracing::warn!(?how, "settling failed; the request will be redelivered");
+    if how == Settlement::Ack {
+        edge.repeats.failed(delivery);
+    }
     Outcome::Unsettled
 }

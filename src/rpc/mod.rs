@@ -9,8 +9,11 @@
 mod dead_letter;
 mod delivery;
 mod envelope;
+mod repeats;
 mod settle;
 pub mod wire;
+
+pub use repeats::Repeats;
 
 use std::sync::Arc;
 
@@ -27,9 +30,12 @@ use user_actors::Core;
 use user_actors::health::{Health, Report, Status};
 use user_actors::metrics::record_delivery;
 use user_actors::retry::Backoff;
+use user_domain::quote::cut;
 
 use crate::auth::Authenticator;
 
+/// How much of a broker error a log line or `/health` quotes.
+const LOGGED_ERROR_CHARS: usize = 512;
 /// How long setting an unreadable request aside waits for each message.
 const GET_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -39,6 +45,9 @@ pub struct RpcConfig {
     pub queue: String,
     pub queue_type: QueueType,
     pub prefetch: u16,
+    /// Where a request that failed authentication may be answered besides direct reply-to
+    /// (`RPC_UNAUTHENTICATED_REPLY_PREFIX`); empty: nowhere else.
+    pub unauthenticated_reply_prefix: String,
 }
 
 /// How the request queue and its dead-letter queue are declared (`RPC_QUEUE_TYPE`).
@@ -81,6 +90,8 @@ pub struct RpcEdge {
     /// Seals billing values in the bodies of dead letters.
     pub billing_keys: Arc<user_actors::crypto::BillingKeys>,
     pub health: Health,
+    /// Deliveries whose settlement failed, so that they are not handled into it again.
+    pub repeats: Repeats,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,13 +146,14 @@ pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
                 continue;
             }
             Err(e) if e.is_unreadable() => {
-                tracing::warn!(error = %e, "unreadable request; setting it aside");
+                tracing::warn!(error = %cut(&e.to_string(), LOGGED_ERROR_CHARS), "unreadable request; setting it aside");
                 set_aside = true;
                 continue;
             }
             Err(e) => {
+                let e = cut(&e.to_string(), LOGGED_ERROR_CHARS).into_owned();
                 tracing::warn!(error = %e, "RabbitMQ connection lost; reconnecting");
-                edge.report(Status::Down, Some(e.to_string()));
+                edge.report(Status::Down, Some(e));
             }
         }
         if !backoff.wait(&mut stop).await {
@@ -211,6 +223,7 @@ async fn serve(
         replies: channel.clone(),
         confirmed: confirmed.clone(),
         settler,
+        frame_max: conn.configuration().frame_max(),
     };
     let durable = QueueDeclareOptions {
         durable: true,
@@ -289,6 +302,8 @@ pub(crate) struct Channels {
     pub(crate) replies: Channel,
     pub(crate) confirmed: Channel,
     pub(crate) settler: settle::Settler,
+    /// The connection's frame size: every message's properties must fit in one frame.
+    pub(crate) frame_max: u32,
 }
 
 /// Publishes a reply (see [`Channels`]).

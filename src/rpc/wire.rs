@@ -4,12 +4,11 @@
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
 use user_domain::CorrelationId;
+use user_domain::quote::{QUOTE_CHARS, cut};
 use user_domain::{CoreError, Reply, ReplyStatus};
 
 /// Bodies above this size get 413 `PAYLOAD_TOO_LARGE` unread.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// How much of a caller's text (a method name) goes into logs and error messages.
-const LOGGABLE_CHARS: usize = 64;
 
 /// How the caller spoke, and so how to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +76,7 @@ pub fn decode(body: &[u8]) -> Result<Incoming, CoreError> {
     let params = map.remove("params").unwrap_or(Value::Null);
     if let Some(extra) = map.keys().next() {
         return Err(CoreError::invalid(
-            extra.clone(),
+            cut(extra, QUOTE_CHARS),
             "unknown field; allowed: method, params",
         ));
     }
@@ -99,20 +98,6 @@ pub fn guess_dialect(body: &[u8]) -> Dialect {
     } else {
         Dialect::Plain
     }
-}
-
-/// The dialect of any body, decodable or not.
-pub fn dialect_of(body: &[u8]) -> Dialect {
-    decode(body).map_or_else(|_| guess_dialect(body), |i| i.dialect)
-}
-
-/// A caller's text cut to a length fit for logs and error messages.
-pub fn loggable(text: &str) -> String {
-    let mut out: String = text.chars().take(LOGGABLE_CHARS).collect();
-    if out.len() < text.len() {
-        out.push('…');
-    }
-    out
 }
 
 /// The reply body for `result` in the caller's dialect, serialised.

@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use user_actors::crypto::{BillingKeys, DEVELOPMENT_KEYS, Place};
 
-use crate::helpers::{TestApp, eventually, send};
+use crate::helpers::{TestApp, captured_logs, eventually, send};
 
 const USERS: &str = "/api/internal/users";
 const TAX_ID: &str = "770123456789";
@@ -253,40 +253,6 @@ async fn dead_letters_hold_no_plain_billing_values() {
         "sealed, not lost"
     );
     assert_eq!(kept["params"]["nope"], 1, "the rest is kept");
-}
-
-/// Everything the services in this test process log from now on (debug and up), kept in
-/// memory. Installed once, as the process's global subscriber.
-fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
-    use std::sync::{Arc, Mutex, OnceLock};
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        let writer = move || Capture(sink.clone());
-        let filter = tracing_subscriber::EnvFilter::new(
-            "debug,lapin=info,amq_protocol=info,hyper=info,hyper_util=info,reqwest=info",
-        );
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(writer)
-            .with_ansi(false)
-            .try_init();
-        logs
-    })
-    .clone()
-}
-
-struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Billing values never reach the logs, at debug level either: not from writes, replays,

@@ -86,6 +86,8 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, BasicProperties)> {
         BasicProperties::default().with_headers(t)
     };
     let max_short = "c".repeat(255);
+    let mut unknown_field = json!({"method": "users.exists", "params": {}});
+    unknown_field["u".repeat(200_000).as_str()] = json!(1);
     vec![
         ("empty body", vec![], reply_to(authed())),
         ("not JSON", b"{oops".to_vec(), reply_to(authed())),
@@ -264,6 +266,16 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, BasicProperties)> {
             "no credentials, no reply address",
             exists(),
             BasicProperties::default(),
+        ),
+        (
+            "unknown field of 200 000 characters, no credentials, no reply address",
+            unknown_field.to_string().into_bytes(),
+            BasicProperties::default(),
+        ),
+        (
+            "header of 130 000 bytes, no credentials, no reply address",
+            exists(),
+            with_headers(vec![("x-big", long(&[b'h'; 130_000]))]),
         ),
     ]
 }

@@ -20,6 +20,7 @@ mod ledger_rpc;
 mod limits;
 mod nestjs;
 mod openapi;
+mod oversized;
 mod resilience;
 mod rpc;
 mod startup;

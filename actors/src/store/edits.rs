@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use user_domain::error::{CoreError, from_json};
 use user_domain::events::{Event, EventType};
 use user_domain::json::{Changes, diff};
+use user_domain::quote::{QUOTE_CHARS, cut};
 use user_domain::request::{Patch, Payment};
 use user_domain::{CorrelationId, EditableUser, Timestamp, User};
 
@@ -36,10 +37,12 @@ fn merged<T: Serialize + DeserializeOwned>(current: &T, patch: &Patch) -> Result
 /// removing an absent key of it is fine.)
 fn unknown_null(doc: &Value, patch: &Patch, prefix: &str) -> Option<String> {
     patch.iter().find_map(|(k, v)| {
+        // An unknown name is the caller's: cut, as every error quotes input.
+        let name = cut(k, QUOTE_CHARS);
         let path = if prefix.is_empty() {
-            k.clone()
+            name.into_owned()
         } else {
-            format!("{prefix}.{k}")
+            format!("{prefix}.{name}")
         };
         match (doc.get(k), v) {
             (None, Value::Null) => Some(path),

@@ -4,6 +4,7 @@ use std::sync::LazyLock;
 use serde_json::{Map, Value};
 
 use crate::error::CoreError;
+use crate::quote::{QUOTE_CHARS, cut};
 use crate::{BillingInfo, BillingStats, Preferences, PrivacySettings};
 
 const TOP_LEVEL: [&str; 14] = [
@@ -60,6 +61,9 @@ fn collect_paths(prefix: &str, value: &Value, out: &mut BTreeSet<String>) {
     }
 }
 
+/// How many unknown names an error names.
+const SHOWN_UNKNOWN: usize = 5;
+
 /// A validated `fields` list: which parts of a user to return. `id` is always returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Projection {
@@ -85,7 +89,15 @@ impl Projection {
             }
         }
         if !unknown.is_empty() {
-            let shown: Vec<String> = unknown.iter().map(|u| crate::truncate(u, 64)).collect();
+            // A few names, each cut: the list is the caller's and may be long.
+            let mut shown: Vec<String> = unknown
+                .iter()
+                .take(SHOWN_UNKNOWN)
+                .map(|u| cut(u, QUOTE_CHARS).into_owned())
+                .collect();
+            if unknown.len() > SHOWN_UNKNOWN {
+                shown.push(format!("and {} more", unknown.len() - SHOWN_UNKNOWN));
+            }
             return Err(CoreError::invalid(
                 "fields",
                 format!(
