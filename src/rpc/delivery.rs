@@ -21,7 +21,7 @@ use super::envelope::{Envelope, deadline, header};
 use super::settle::Settlement;
 use super::wire::{self, Dialect};
 use super::{Channels, RpcEdge, reply};
-use crate::auth::Credentials;
+use crate::auth::{Credentials, Source};
 
 /// How long a request that failed for a passing reason (database down) waits before it is
 /// handed back to the queue: long enough not to spin, short enough to recover promptly.
@@ -198,9 +198,10 @@ async fn call(
         ))
     })?;
     seen.method = Some(method);
+    let user_id = delivery.properties.user_id().as_ref().map(|u| u.as_str());
     let caller = edge.auth.authenticate(
         &Credentials::from_headers(|n| header(&delivery.properties, n)),
-        None,
+        Source::Broker { user_id },
     )?;
     tracing::Span::current().record("caller", caller.name.as_str());
     seen.caller = Some(caller.name.clone());
