@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use subtle::ConstantTimeEq;
-use user_actors::metrics::{Transport, record_auth_failure};
+use user_actors::metrics::record_auth_failure;
 use user_domain::{Caller, CoreError};
 
 use crate::config::AuthConfig;
@@ -39,11 +39,18 @@ impl<'a> Credentials<'a> {
                 .filter(|s| !s.is_empty()),
         }
     }
+
+    /// Whether the request presented a key or a secret at all.
+    pub fn presented(&self) -> bool {
+        self.api_key.is_some() || self.internal_secret.is_some()
+    }
 }
 
 mod gate;
+mod source;
 
-use gate::FailureGate;
+use gate::{FailureGate, Verdict};
+pub use source::Source;
 
 pub struct Authenticator {
     config: AuthConfig,
@@ -78,33 +85,60 @@ impl Authenticator {
         })
     }
 
-    /// Identifies the caller. `peer` is the REST caller's address; RPC callers have none
-    /// (the broker connection is the boundary there).
+    /// Whether a reader of `/health/integrations` sees its figures (callers, allow-list,
+    /// secret settings, cache and connection figures): an address in `INTERNAL_ALLOWED_IPS`,
+    /// a loopback reader in local open mode, or valid credentials (a failure is counted as
+    /// any other; a reader that presents none is not a failure: health needs none).
+    pub fn may_see_details(&self, creds: &Credentials<'_>, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        if self.config.allowed_ips.iter().any(|n| n.contains(&peer)) {
+            return true;
+        }
+        if self.is_open() {
+            return peer.is_loopback();
+        }
+        creds.presented() && self.authenticate(creds, Source::Address(peer)).is_ok()
+    }
+
+    /// Identifies the caller. A failure is counted against its [`Source`]; past the limit it
+    /// is answered 429 instead. Valid credentials are never refused for their source's
+    /// failures, and cost the gate nothing.
     pub fn authenticate(
         &self,
         creds: &Credentials<'_>,
-        peer: Option<IpAddr>,
+        source: Source<'_>,
     ) -> Result<Caller, CoreError> {
-        let peer = peer.map(|ip| ip.to_canonical());
-        let transport = if peer.is_some() {
-            Transport::Rest
-        } else {
-            Transport::Rpc
+        let e = match self.check(creds, source.address()) {
+            Ok(caller) => return Ok(caller),
+            Err(e) => e,
         };
-        if let Some(ip) = peer {
-            self.gate.check(ip).inspect_err(|_| {
+        let transport = source.transport();
+        let key = source.key();
+        let presented = (creds.api_key, creds.internal_secret);
+        match self
+            .gate
+            .failed(key.clone(), self.gate.fingerprint(presented))
+        {
+            Verdict::Counted => {
+                tracing::info!(source = %key, error = %e, "authentication failed");
+                record_auth_failure(transport, e.code().as_str());
+                Err(e)
+            }
+            Verdict::Blocked {
+                retry_after_secs,
+                first,
+            } => {
+                if first {
+                    tracing::warn!(
+                        source = %key,
+                        retry_after_secs,
+                        "failed authentications over AUTH_FAILURES_PER_ADDRESS: further failures get 429"
+                    );
+                }
                 record_auth_failure(transport, "blocked");
-            })?;
+                Err(CoreError::RateLimited { retry_after_secs })
+            }
         }
-        let result = self.check(creds, peer);
-        if let (Err(e), Some(ip)) = (&result, peer) {
-            self.gate.failed(ip);
-            tracing::info!(%ip, error = %e, "authentication failed");
-        }
-        if let Err(e) = &result {
-            record_auth_failure(transport, e.code().as_str());
-        }
-        result
     }
 
     fn check(&self, creds: &Credentials<'_>, peer: Option<IpAddr>) -> Result<Caller, CoreError> {
@@ -138,7 +172,7 @@ impl Authenticator {
     /// The caller's name, and whether its own API key said so (rather than a name claimed
     /// with the shared secret). Names come only from the configuration: a closed set.
     fn identify(&self, creds: &Credentials<'_>) -> Result<(String, bool), CoreError> {
-        if creds.api_key.is_none() && creds.internal_secret.is_none() {
+        if !creds.presented() {
             return Err(CoreError::Unauthenticated(
                 "missing credentials: send an API key (Authorization: Bearer or x-api-key) or x-internal-service".to_owned(),
             ));
@@ -159,9 +193,21 @@ impl Authenticator {
             (creds.internal_secret, &self.config.internal_secret)
             && bool::from(secret.as_bytes().ct_eq(presented.as_bytes()))
         {
-            let declared = creds
-                .service_name
-                .and_then(|n| self.config.service_names.get(n));
+            // A name with its own key is proved by that key only: the secret cannot spend
+            // its rate limit or replay its request keys.
+            let claimed = creds.service_name;
+            if let Some(k) = self
+                .config
+                .api_keys
+                .iter()
+                .find(|k| Some(k.caller.as_str()) == claimed)
+            {
+                return Err(CoreError::Forbidden(format!(
+                    "'{}' has its own API key: the shared secret cannot claim it",
+                    k.caller
+                )));
+            }
+            let declared = claimed.and_then(|n| self.config.service_names.get(n));
             let name = declared.map_or(Caller::INTERNAL, String::as_str);
             return Ok((name.to_owned(), false));
         }
@@ -180,185 +226,4 @@ impl Authenticator {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::ApiKey;
-
-    fn auth(keys: &[(&str, &str)], secret: Option<&str>, ips: &[&str]) -> Authenticator {
-        Authenticator::new(AuthConfig {
-            api_keys: keys
-                .iter()
-                .map(|(c, k)| ApiKey {
-                    caller: c.to_string(),
-                    key: k.to_string(),
-                    bare: false,
-                })
-                .collect(),
-            internal_secret: secret.map(str::to_owned),
-            service_names: ["library-service".to_owned(), "auth-service".to_owned()].into(),
-            allowed_ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
-            credential_readers: ["auth-service".to_owned()].into(),
-            failures_per_address: user_actors::limits::RateLimit {
-                requests: 3,
-                window: std::time::Duration::from_secs(60),
-            },
-        })
-    }
-
-    fn key(k: &str) -> Credentials<'_> {
-        Credentials {
-            api_key: Some(k),
-            ..Default::default()
-        }
-    }
-
-    fn ip(s: &str) -> Option<IpAddr> {
-        Some(s.parse().unwrap())
-    }
-
-    #[test]
-    fn api_keys_identify_callers() {
-        let a = auth(&[("auth-service", "k1"), ("game-catalog", "k2")], None, &[]);
-        let c = a.authenticate(&key("k1"), ip("10.1.2.3")).unwrap();
-        assert_eq!(c.name, "auth-service");
-        assert!(c.can_read_credentials);
-        assert!(
-            !a.authenticate(&key("k2"), None)
-                .unwrap()
-                .can_read_credentials
-        );
-        assert!(matches!(
-            a.authenticate(&key("nope"), None),
-            Err(CoreError::Unauthenticated(_))
-        ));
-        assert!(matches!(
-            a.authenticate(&Credentials::default(), None),
-            Err(CoreError::Unauthenticated(_))
-        ));
-    }
-
-    #[test]
-    fn internal_secret_takes_the_service_name() {
-        let a = auth(&[], Some("s3cret"), &[]);
-        let creds = Credentials {
-            internal_secret: Some("s3cret"),
-            service_name: Some("library-service"),
-            ..Default::default()
-        };
-        assert_eq!(
-            a.authenticate(&creds, None).unwrap().name,
-            "library-service"
-        );
-        let claims = |name| Credentials {
-            internal_secret: Some("s3cret"),
-            service_name: Some(name),
-            ..Default::default()
-        };
-        // An undeclared name is not taken: the caller is `internal`.
-        let long = "x".repeat(5000);
-        for invented in ["payment-service-7", long.as_str(), ""] {
-            assert_eq!(
-                a.authenticate(&claims(invented), None).unwrap().name,
-                "internal"
-            );
-        }
-        // A declared name is, but never with the right to read credentials.
-        let auth = a.authenticate(&claims("auth-service"), None).unwrap();
-        assert_eq!(auth.name, "auth-service");
-        assert!(
-            !auth.can_read_credentials,
-            "the secret cannot claim credential reads"
-        );
-        let creds = Credentials {
-            internal_secret: Some("s3cret"),
-            ..Default::default()
-        };
-        assert_eq!(a.authenticate(&creds, None).unwrap().name, "internal");
-        let creds = Credentials {
-            internal_secret: Some("wrong"),
-            ..Default::default()
-        };
-        assert!(a.authenticate(&creds, None).is_err());
-    }
-
-    #[test]
-    fn allow_list_is_an_additional_requirement() {
-        let a = auth(
-            &[("svc", "k")],
-            None,
-            &["10.0.0.0/8", "2001:db8::/32", "127.0.0.1/32"],
-        );
-        assert!(a.authenticate(&key("k"), ip("10.20.30.40")).is_ok());
-        assert!(a.authenticate(&key("k"), ip("2001:db8::7")).is_ok());
-        assert!(
-            a.authenticate(&key("k"), ip("::ffff:127.0.0.1")).is_ok(),
-            "IPv4-mapped addresses count as IPv4"
-        );
-        assert!(matches!(
-            a.authenticate(&key("k"), ip("192.168.1.1")),
-            Err(CoreError::Forbidden(_))
-        ));
-        assert!(matches!(
-            a.authenticate(&key("k"), ip("2001:db9::1")),
-            Err(CoreError::Forbidden(_))
-        ));
-        assert!(matches!(
-            a.authenticate(&key("bad"), ip("10.0.0.1")),
-            Err(CoreError::Unauthenticated(_))
-        ));
-    }
-
-    #[test]
-    fn open_mode_is_loopback_only() {
-        let a = auth(&[], None, &[]);
-        assert_eq!(
-            a.authenticate(&Credentials::default(), ip("127.0.0.1"))
-                .unwrap()
-                .name,
-            "local"
-        );
-        assert!(a.authenticate(&Credentials::default(), ip("::1")).is_ok());
-        assert!(matches!(
-            a.authenticate(&Credentials::default(), ip("10.0.0.1")),
-            Err(CoreError::Forbidden(_))
-        ));
-    }
-
-    #[test]
-    fn bearer_and_header_forms() {
-        let h = |name: &str| match name {
-            "authorization" => Some("Bearer  abc "),
-            _ => None,
-        };
-        assert_eq!(Credentials::from_headers(h).api_key, Some("abc"));
-        let h = |name: &str| (name == "authorization").then_some("Basic abc");
-        assert_eq!(Credentials::from_headers(h).api_key, None);
-    }
-
-    #[tokio::test]
-    async fn failed_authentications_are_limited_per_address() {
-        let a = auth(&[("svc", "k")], None, &[]);
-        let (attacker, other) = (ip("10.9.9.9"), ip("10.1.1.1"));
-        for _ in 0..3 {
-            assert!(matches!(
-                a.authenticate(&key("guess"), attacker),
-                Err(CoreError::Unauthenticated(_))
-            ));
-        }
-        // Past the allowance, even the right key is refused from that address.
-        match a.authenticate(&key("guess"), attacker) {
-            Err(CoreError::Unauthenticated(_)) => {}
-            other => panic!("the 4th failure is counted: {other:?}"),
-        }
-        assert!(matches!(
-            a.authenticate(&key("k"), attacker),
-            Err(CoreError::RateLimited { .. })
-        ));
-        assert_eq!(a.authenticate(&key("k"), other).unwrap().name, "svc");
-        // RPC has no address to hold against anyone.
-        for _ in 0..10 {
-            assert!(a.authenticate(&key("guess"), None).is_err());
-        }
-        assert!(a.authenticate(&key("k"), None).is_ok());
-    }
-}
+mod tests;

@@ -57,12 +57,14 @@ impl std::fmt::Debug for ApiKey {
 pub struct AuthConfig {
     pub api_keys: Vec<ApiKey>,
     pub internal_secret: Option<String>,
-    /// The names a holder of the shared secret may claim with `x-service-name`.
+    /// The names a holder of the shared secret may claim with `x-service-name`; never the
+    /// name of an API key.
     pub service_names: BTreeSet<String>,
     pub allowed_ips: Vec<IpNet>,
     /// May read password hashes, when authenticated by their own API key.
     pub credential_readers: HashSet<String>,
-    /// Failed authentications allowed per source address (REST) before it is refused.
+    /// Different failed credentials allowed per source and window; past them, failures
+    /// from that source are answered 429 (valid credentials never are).
     pub failures_per_address: RateLimit,
 }
 
@@ -111,6 +113,10 @@ pub struct Config {
 const DEFAULT_RATE_LIMITS: &str =
     "auth-service=1000/60,game-catalog=500/60,payment-service=200/60,default=100/60";
 
+/// The most different failed credentials `AUTH_FAILURES_PER_ADDRESS` may allow a source per
+/// window: each is remembered (as a fingerprint) until the window ends.
+pub const MAX_AUTH_FAILURES: u32 = 1000;
+
 /// Keys and secrets shorter than this are refused in production.
 pub const MIN_KEY_LEN: usize = 32;
 
@@ -143,23 +149,12 @@ impl Config {
         };
 
         let rate_limits = parse_rate_limits(&or("RATE_LIMITS", DEFAULT_RATE_LIMITS))?;
-        let service_names: BTreeSet<String> = match get("INTERNAL_SERVICE_NAMES") {
-            Some(names) => list(&names).map(str::to_owned).collect(),
-            None => rate_limits
-                .keys()
-                .filter(|n| *n != DEFAULT_CALLER)
-                .cloned()
-                .collect(),
-        };
-        if let Some(bad) = service_names.iter().find(|n| !is_caller_name(n)) {
-            return Err(err(
-                "INTERNAL_SERVICE_NAMES",
-                format!("'{bad}' is not a name (letters, digits, - _ . up to 64)"),
-            ));
-        }
+        let api_keys = parse_api_keys(&or("INTERNAL_API_KEYS", ""))?;
+        let service_names =
+            parse_service_names(get("INTERNAL_SERVICE_NAMES"), &rate_limits, &api_keys)?;
         let failures = or("AUTH_FAILURES_PER_ADDRESS", "20/60");
         let auth = AuthConfig {
-            api_keys: parse_api_keys(&or("INTERNAL_API_KEYS", ""))?,
+            api_keys,
             internal_secret: get("INTERNAL_SERVICE_SECRET"),
             service_names,
             allowed_ips: parse_ips(&or("INTERNAL_ALLOWED_IPS", ""))?,
@@ -167,7 +162,13 @@ impl Config {
                 .map(str::to_owned)
                 .collect(),
             failures_per_address: parse_rate(&failures)
-                .ok_or_else(|| err("AUTH_FAILURES_PER_ADDRESS", "expected requests/seconds"))?,
+                .filter(|r| r.requests <= MAX_AUTH_FAILURES)
+                .ok_or_else(|| {
+                    err(
+                        "AUTH_FAILURES_PER_ADDRESS",
+                        format!("expected requests/seconds, requests 1 to {MAX_AUTH_FAILURES}"),
+                    )
+                })?,
         };
 
         let app_env = match or("APP_ENV", "development").to_ascii_lowercase().as_str() {
@@ -396,6 +397,41 @@ fn parse_ips(s: &str) -> Result<Vec<IpNet>, ConfigError> {
                 })
         })
         .collect()
+}
+
+/// The names the shared secret may claim: `INTERNAL_SERVICE_NAMES`, else the callers named
+/// in `RATE_LIMITS` that have no API key of their own. A name with its own key is proved by
+/// that key only, so listing one is refused rather than silently opening it to the secret.
+fn parse_service_names(
+    listed: Option<String>,
+    rate_limits: &BTreeMap<String, RateLimit>,
+    api_keys: &[ApiKey],
+) -> Result<BTreeSet<String>, ConfigError> {
+    let has_key = |n: &str| api_keys.iter().any(|k| k.caller == n);
+    let Some(listed) = listed else {
+        return Ok(rate_limits
+            .keys()
+            .filter(|n| *n != DEFAULT_CALLER && !has_key(n))
+            .cloned()
+            .collect());
+    };
+    let names: BTreeSet<String> = list(&listed).map(str::to_owned).collect();
+    if let Some(bad) = names.iter().find(|n| !is_caller_name(n)) {
+        return Err(err(
+            "INTERNAL_SERVICE_NAMES",
+            format!("'{bad}' is not a name (letters, digits, - _ . up to 64)"),
+        ));
+    }
+    if let Some(keyed) = names.iter().find(|n| has_key(n)) {
+        return Err(err(
+            "INTERNAL_SERVICE_NAMES",
+            format!(
+                "'{keyed}' has its own key in INTERNAL_API_KEYS; a name is proved by its key or \
+                 claimed with the shared secret, not both"
+            ),
+        ));
+    }
+    Ok(names)
 }
 
 /// `caller=requests/seconds,...`

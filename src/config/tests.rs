@@ -89,6 +89,27 @@ fn shared_secret_names_are_declared() {
     assert!(config(&[("INTERNAL_SERVICE_NAMES", "bad name")]).is_err());
     assert!(config(&[("RATE_LIMITS", "bad name=1/1")]).is_err());
     assert!(config(&[("AUTH_FAILURES_PER_ADDRESS", "0/60")]).is_err());
+    assert!(config(&[("AUTH_FAILURES_PER_ADDRESS", "1001/60")]).is_err());
+    let c = config(&[("AUTH_FAILURES_PER_ADDRESS", "1000/30")]).unwrap();
+    assert_eq!(c.auth.failures_per_address.requests, 1000);
+    assert_eq!(config(&[]).unwrap().auth.failures_per_address.requests, 20);
+}
+
+#[test]
+fn names_with_their_own_key_are_not_open_to_the_secret() {
+    let keys = ("INTERNAL_API_KEYS", "auth-service=k1,game-catalog=k2");
+    let c = config(&[keys]).unwrap();
+    let names: Vec<&str> = c.auth.service_names.iter().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["payment-service"],
+        "the default leaves key holders out"
+    );
+    let listed = config(&[keys, ("INTERNAL_SERVICE_NAMES", "social, game-catalog")]);
+    let e = listed.expect_err("a key holder listed explicitly is refused at start");
+    assert_eq!(e.var, "INTERNAL_SERVICE_NAMES");
+    assert!(e.message.contains("'game-catalog' has its own key"), "{e}");
+    assert!(config(&[keys, ("INTERNAL_SERVICE_NAMES", "social")]).is_ok());
 }
 
 #[test]

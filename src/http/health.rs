@@ -1,4 +1,4 @@
-//! The unauthenticated health endpoints of contract section 3.
+//! The health endpoints of contract section 3, answered without credentials.
 
 use std::time::{Duration, Instant};
 
@@ -57,8 +57,10 @@ pub async fn ready(edge: &Edge) -> Result<Reply, CoreError> {
 }
 
 /// How each integration is doing, probed now (database, Redis) or as last reported (events).
-/// Always 200: the body is the report (`/health/ready` is the probe that says 503).
-pub async fn integrations(edge: &Edge) -> Reply {
+/// Always 200: the body is the report (`/health/ready` is the probe that says 503). Unless
+/// `detailed` (see `Authenticator::may_see_details`), each part shows its `status` only:
+/// the callers, allow-list, secret settings, error texts and figures are for operators.
+pub async fn integrations(edge: &Edge, detailed: bool) -> Reply {
     let components = edge.health.addr().send(Snapshot).await.unwrap_or_default();
     let (database, redis) = tokio::join!(probe_database(edge), probe_redis(edge));
     let database_down = database["status"] == "down";
@@ -81,7 +83,11 @@ pub async fn integrations(edge: &Edge) -> Reply {
     };
     let mut body = json!({"status": worst});
     for (name, part) in parts {
-        body[name] = part;
+        body[name] = if detailed {
+            part
+        } else {
+            json!({"status": part["status"]})
+        };
     }
     Reply::ok(body)
 }

@@ -6,7 +6,7 @@ pub mod openapi;
 mod respond;
 mod routes;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use user_domain::{CallContext, Caller, CoreError, ParamForm};
 use warp::Filter;
 use warp::http::{HeaderMap, Method as Http};
 
-use crate::auth::{Authenticator, Credentials};
+use crate::auth::{Authenticator, Credentials, Source};
 
 pub use respond::CORRELATION_HEADER;
 
@@ -89,6 +89,8 @@ where
         caller = tracing::field::Empty,
     );
     let started = Instant::now();
+    // Without a TCP peer (never seen), no address: refused by the allow-list and open mode.
+    let peer = remote.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
     if let Some(response) = unauthenticated(&method, &path, &correlation_id) {
         return respond::with_correlation_id(response, &correlation_id);
     }
@@ -104,7 +106,11 @@ where
         match path.as_str() {
             "/health" => return Ok(health::live(&edge).await),
             "/health/ready" => return health::ready(&edge).await,
-            "/health/integrations" => return Ok(health::integrations(&edge).await),
+            "/health/integrations" => {
+                let creds = Credentials::from_headers(|n| headers.get(n)?.to_str().ok());
+                let detailed = edge.auth.may_see_details(&creds, peer);
+                return Ok(health::integrations(&edge, detailed).await);
+            }
             _ => {}
         }
         let segments = decode_segments(&path)?;
@@ -121,7 +127,7 @@ where
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let caller = edge
             .auth
-            .authenticate(&Credentials::from_headers(header), remote.map(|a| a.ip()))?;
+            .authenticate(&Credentials::from_headers(header), Source::Address(peer))?;
         tracing::Span::current().record("caller", caller.name.as_str());
         caller_name = Some(caller.name.clone());
         let mut params = route.path_params;

@@ -23,7 +23,7 @@ use super::repeats::Repeat;
 use super::settle::Settlement;
 use super::wire::{self, Dialect};
 use super::{Channels, QueueType, RpcConfig, RpcEdge, RpcError, reply};
-use crate::auth::Credentials;
+use crate::auth::{Credentials, Source};
 
 /// How long a request that failed for a passing reason (database down) waits before it is
 /// handed back to the queue: long enough not to spin, short enough to recover promptly.
@@ -128,9 +128,11 @@ async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Ou
     let props = &delivery.properties;
     // Credentials travel in headers: the body of a request that does not authenticate is
     // never read.
-    let caller = edge
-        .auth
-        .authenticate(&Credentials::from_headers(|n| header(props, n)), None);
+    let user_id = props.user_id().as_ref().map(|u| u.as_str());
+    let caller = edge.auth.authenticate(
+        &Credentials::from_headers(|n| header(props, n)),
+        Source::Broker { user_id },
+    );
     let decoded = caller.is_ok().then(|| wire::decode(&delivery.data));
     let dialect = match &decoded {
         Some(Ok(incoming)) => incoming.dialect.clone(),

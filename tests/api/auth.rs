@@ -8,6 +8,8 @@ use user_service::config::Config;
 
 use crate::helpers::{AUTH_KEY, CATALOG_KEY, HASH, SECRET, TestApp, assert_error, send};
 
+mod failures;
+
 const USERS: &str = "/api/internal/users";
 
 /// A path every authenticated caller gets 200 from, whatever the database holds.
@@ -625,27 +627,4 @@ async fn invented_service_names_are_one_caller() {
         "no series per invented name"
     );
     assert!(metrics.contains("service=\"internal\""));
-}
-
-/// Failed authentications from one address are limited, and counted (a unit test shows other
-/// addresses unaffected).
-#[tokio::test]
-async fn repeated_failed_authentications_are_refused_early() {
-    let app = TestApp::spawn_with(&[("AUTH_FAILURES_PER_ADDRESS", "5/60")])
-        .await
-        .with_key(None);
-    let path = exists_path();
-    let guess = |k: &'static str| app.req(Method::GET, &path).header("x-api-key", k);
-    for _ in 0..6 {
-        let (status, _) = send(guess("guess-0123456789")).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
-    }
-    // Now even the right key is refused from this address until the window ends.
-    let (status, err) = send(guess(AUTH_KEY)).await;
-    assert_error(status, &err, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
-    let metrics = app.metrics().await;
-    assert!(
-        metrics.contains("user_service_auth_failures_total{transport=\"rest\",reason=\"blocked\"}"),
-        "{metrics}"
-    );
 }

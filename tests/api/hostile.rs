@@ -410,7 +410,7 @@ async fn dead_letters_carry_no_credentials_and_name_the_caller() {
     )]);
     let by_secret = with_headers(vec![
         ("x-internal-service", long(SECRET.as_bytes())),
-        ("x-service-name", long(b"game-catalog")),
+        ("x-service-name", long(b"payment-service")),
     ]);
     let wrong_key = with_headers(vec![("x-api-key", long(b"not-a-key"))]);
     for props in [by_key, by_bearer, by_secret, wrong_key] {
@@ -453,7 +453,7 @@ async fn dead_letters_carry_no_credentials_and_name_the_caller() {
     callers.sort();
     assert_eq!(
         callers,
-        ["", "auth-service", "auth-service", "game-catalog"],
+        ["", "auth-service", "auth-service", "payment-service"],
         "x-caller names the authenticated caller, never a forged one"
     );
 }

@@ -332,7 +332,9 @@ pub struct Readiness {
     database: String,
 }
 
-/// `GET /health/integrations`: each part with its own `status` and figures.
+/// `GET /health/integrations`: each part with its own `status` and figures (the figures
+/// only for authenticated callers and `INTERNAL_ALLOWED_IPS`; anyone else gets each part's
+/// `status` alone).
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Integrations {
