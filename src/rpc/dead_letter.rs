@@ -1,12 +1,12 @@
 //! The dead-letter queue: where a request goes that failed with nobody to tell.
 
+use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel};
 use user_domain::CoreError;
 
 use super::wire::MAX_BODY_BYTES;
-use super::{RpcEdge, RpcError, publish};
+use super::{RpcEdge, RpcError, TimedChannel, publish};
 
 /// Headers that carry credentials: never copied into a dead letter.
 const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "x-internal-service"];
@@ -16,7 +16,7 @@ const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "x-internal
 /// out. Its `expiration` is dropped so that it stays there.
 pub(super) async fn dead_letter(
     edge: &RpcEdge,
-    channel: &Channel,
+    channel: &TimedChannel,
     delivery: &Delivery,
     e: &CoreError,
     caller: Option<&str>,
