@@ -124,10 +124,10 @@ mod tests {
             heartbeat: 5,
             timeout: Duration::from_millis(200),
         };
-        let started = std::time::Instant::now();
-        let result = broker.connect("test", None).await;
+        let result = tokio::time::timeout(Duration::from_secs(5), broker.connect("test", None))
+            .await
+            .expect("gave up by itself");
         assert!(matches!(result, Err(AmqpError::Timeout(_))), "{result:?}");
-        assert!(started.elapsed() < Duration::from_secs(5));
         held.abort();
     }
 }
