@@ -116,7 +116,7 @@ impl Application {
             RateLimiter::new(sweeper.clone(), limiter_health.clone())
         });
         let publisher = PublisherConfig {
-            amqp_url: config.amqp_url.clone(),
+            broker: config.amqp.clone(),
             exchange: config.events_exchange.clone(),
             envelope: config.event_envelope,
             retention: config.outbox_retention,
@@ -151,7 +151,7 @@ impl Application {
         let core = Core::new(reads, store, limits);
         let rpc = Arc::new(rpc::RpcEdge {
             config: rpc::RpcConfig {
-                amqp_url: config.amqp_url.clone(),
+                broker: config.amqp.clone(),
                 queue: config.rpc_queue.clone(),
                 queue_type: config.rpc_queue_type,
                 prefetch: config.rpc_prefetch,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use user_actors::amqp::Broker;
 use user_actors::crypto::BillingKeys;
 use user_actors::limits::{DEFAULT_CALLER, RateLimit};
 use user_actors::publisher::Envelope;
@@ -83,7 +84,8 @@ pub struct Config {
     /// How long a request waits for a database connection before answering 503.
     pub db_acquire_timeout: Duration,
     pub redis_url: String,
-    pub amqp_url: String,
+    /// `AMQP_URL`, and how long the service waits for the broker.
+    pub amqp: Broker,
     pub rpc_queue: String,
     pub rpc_queue_type: QueueType,
     /// Most unacknowledged RPC requests per instance: the bound on work in flight.
@@ -189,7 +191,21 @@ impl Config {
                 2000,
             )?),
             redis_url: or("REDIS_URL", "redis://127.0.0.1:6379"),
-            amqp_url: or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            amqp: Broker {
+                url: or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+                heartbeat: match parse_num(
+                    "AMQP_HEARTBEAT_SECONDS",
+                    get("AMQP_HEARTBEAT_SECONDS"),
+                    5,
+                )? {
+                    s @ 1..=600 => s,
+                    _ => return Err(err("AMQP_HEARTBEAT_SECONDS", "expected 1 to 600")),
+                },
+                timeout: match parse_num("AMQP_TIMEOUT_MS", get("AMQP_TIMEOUT_MS"), 5000)? {
+                    ms @ 100..=600_000 => Duration::from_millis(ms),
+                    _ => return Err(err("AMQP_TIMEOUT_MS", "expected 100 to 600000")),
+                },
+            },
             // AMQP names are at most 255 bytes; the queue's dead-letter twin adds ".dlq".
             rpc_queue: broker_name("RPC_QUEUE", or("RPC_QUEUE", "user-service.rpc"), 251)?,
             rpc_queue_type: match or("RPC_QUEUE_TYPE", "classic")

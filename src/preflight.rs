@@ -32,7 +32,7 @@ pub async fn check(config: &Config) -> anyhow::Result<()> {
     let database = postgres(&config.database_url);
     let others = [
         from_url("Redis", "REDIS_URL", &config.redis_url, 6379),
-        from_url("RabbitMQ", "AMQP_URL", &config.amqp_url, 5672),
+        from_url("RabbitMQ", "AMQP_URL", &config.amqp.url, 5672),
     ];
     if let Some(server) = &database {
         match probe(server).await {

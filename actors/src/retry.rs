@@ -21,6 +21,14 @@ impl Backoff {
         Self::new(Duration::from_millis(250), Duration::from_secs(10))
     }
 
+    /// Reconnecting to RabbitMQ: from a quarter second up to two (four with the jitter). A
+    /// broker is only ever reconnected to by the RPC consumer and the publisher, one
+    /// connection each, and every attempt is itself bounded (`AMQP_TIMEOUT_MS`), so a short
+    /// cap costs the broker little and brings RPC back within seconds of its return.
+    pub fn broker() -> Self {
+        Self::new(Duration::from_millis(250), Duration::from_secs(2))
+    }
+
     /// From `min` (first wait) doubling up to `max`, each wait stretched by up to itself at random.
     pub fn new(min: Duration, max: Duration) -> Self {
         let builder = ExponentialBuilder::new()

@@ -148,3 +148,21 @@ fn unauthenticated_replies_go_only_where_configured() {
     let long = "r".repeat(256);
     assert!(config(&[("RPC_UNAUTHENTICATED_REPLY_PREFIX", long.as_str())]).is_err());
 }
+
+#[test]
+fn broker_waits_are_bounded() {
+    let c = config(&[]).unwrap();
+    assert_eq!(c.amqp.heartbeat, 5);
+    assert_eq!(c.amqp.timeout, Duration::from_secs(5));
+    let set = config(&[("AMQP_HEARTBEAT_SECONDS", "2"), ("AMQP_TIMEOUT_MS", "1500")]).unwrap();
+    assert_eq!(
+        (set.amqp.heartbeat, set.amqp.timeout),
+        (2, Duration::from_millis(1500))
+    );
+    for bad in ["0", "601", "-1", "soon", "70000"] {
+        assert!(config(&[("AMQP_HEARTBEAT_SECONDS", bad)]).is_err(), "{bad}");
+    }
+    for bad in ["0", "99", "600001", "soon"] {
+        assert!(config(&[("AMQP_TIMEOUT_MS", bad)]).is_err(), "{bad}");
+    }
+}

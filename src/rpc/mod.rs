@@ -5,6 +5,12 @@
 //! channel's frames in order, so the reply is routed before the ack takes effect), or after
 //! its dead-letter copy is confirmed by the broker: a crash means redelivery, not loss. The
 //! connection is re-established with backoff whenever it drops.
+//!
+//! A broker that hangs (paused, partitioned) costs this edge its connection, never a stall:
+//! every call on the broker has the deadline `AMQP_TIMEOUT_MS`, one that misses it marks the
+//! connection hung and the consumer loop drops it, and an idle connection that hears nothing
+//! for two heartbeats is dropped by lapin. Requests held by a dropped connection are
+//! redelivered by the broker.
 
 mod dead_letter;
 mod delivery;
@@ -15,7 +21,9 @@ pub mod wire;
 
 pub use repeats::Repeats;
 
+use std::future::IntoFuture;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::{
@@ -24,9 +32,10 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use user_actors::Core;
+use user_actors::amqp::{AmqpError, Broker};
 use user_actors::health::{Health, Report, Status};
 use user_actors::metrics::record_delivery;
 use user_actors::retry::Backoff;
@@ -41,7 +50,7 @@ const GET_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct RpcConfig {
-    pub amqp_url: String,
+    pub broker: Broker,
     pub queue: String,
     pub queue_type: QueueType,
     pub prefetch: u16,
@@ -97,7 +106,7 @@ pub struct RpcEdge {
 #[derive(Debug, thiserror::Error)]
 enum RpcError {
     #[error(transparent)]
-    Amqp(#[from] lapin::Error),
+    Amqp(#[from] AmqpError),
     #[error("the broker refused the message")]
     Nacked,
     #[error("the broker ended the consumer")]
@@ -113,7 +122,13 @@ impl RpcError {
     /// short-string property): the connection is lost, and the request goes back to the
     /// queue, where it would end the next connection too.
     fn is_unreadable(&self) -> bool {
-        matches!(self, Self::Amqp(e) if matches!(e.kind(), lapin::ErrorKind::ParsingError(_)))
+        matches!(self, Self::Amqp(AmqpError::Lapin(e)) if matches!(e.kind(), lapin::ErrorKind::ParsingError(_)))
+    }
+}
+
+impl From<lapin::Error> for RpcError {
+    fn from(e: lapin::Error) -> Self {
+        Self::Amqp(e.into())
     }
 }
 
@@ -125,14 +140,14 @@ impl RpcEdge {
 
 /// Serves until `stop` turns true, reconnecting with the shared backoff after any failure.
 pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
-    if edge.auth.is_open() && !broker_is_loopback(&edge.config.amqp_url) {
+    if edge.auth.is_open() && !broker_is_loopback(&edge.config.broker.url) {
         let why = "local open mode: RPC is served only over a broker on this machine (AMQP_URL on \
                    localhost); configure INTERNAL_API_KEYS or INTERNAL_SERVICE_SECRET";
         tracing::warn!("{why}");
         edge.report(Status::Down, Some(why.to_owned()));
         return;
     }
-    let mut backoff = Backoff::reconnect();
+    let mut backoff = Backoff::broker();
     let mut set_aside = false;
     loop {
         let result = serve(&edge, &mut stop, &mut backoff, set_aside).await;
@@ -184,14 +199,14 @@ fn broker_is_loopback(url: &str) -> bool {
 /// to the queue as it was (its place in line is lost, nothing else); the unreadable one ends
 /// this connection too, but is gone from the queue for good.
 async fn set_aside_unreadable(
-    channel: &Channel,
+    channel: &TimedChannel,
     queue: &str,
     count: usize,
 ) -> Result<(), RpcError> {
     let take = BasicGetOptions { no_ack: true };
     for _ in 0..count {
         // A get whose answer could not be parsed never completes: the bound ends the wait.
-        let got = tokio::time::timeout(GET_PATIENCE, channel.basic_get(queue.into(), take))
+        let got = tokio::time::timeout(GET_PATIENCE, channel.get().basic_get(queue.into(), take))
             .await
             .map_err(|_| RpcError::SetAside)?
             .map_err(|_| RpcError::SetAside)?;
@@ -212,15 +227,22 @@ async fn serve(
     backoff: &mut Backoff,
     set_aside: bool,
 ) -> Result<(), RpcError> {
-    let conn = user_actors::amqp::connect(&edge.config.amqp_url, "user-service rpc", None).await?;
-    let channel = conn.create_channel().await?;
-    let confirmed = conn.create_channel().await?;
-    confirmed
-        .confirm_select(ConfirmSelectOptions::default())
+    let broker = &edge.config.broker;
+    let conn = broker.connect("user-service rpc", None).await?;
+    let deadline = Deadline {
+        timeout: broker.timeout,
+        hung: Arc::new(Notify::new()),
+    };
+    let channel = deadline.within(conn.create_channel()).await?;
+    let confirmed = deadline.within(conn.create_channel()).await?;
+    deadline
+        .within(confirmed.confirm_select(ConfirmSelectOptions::default()))
         .await?;
-    let (settler, mut settling) = settle::Settler::start(channel.clone());
+    let replies = TimedChannel(channel.clone(), deadline.clone());
+    let confirmed = TimedChannel(confirmed, deadline.clone());
+    let (settler, mut settling) = settle::Settler::start(replies.clone());
     let channels = Channels {
-        replies: channel.clone(),
+        replies,
         confirmed: confirmed.clone(),
         settler,
         frame_max: conn.configuration().frame_max(),
@@ -230,25 +252,26 @@ async fn serve(
         ..Default::default()
     };
     for queue in [edge.config.queue.clone(), edge.config.dead_letter_queue()] {
-        channel
-            .queue_declare(queue.into(), durable, edge.config.queue_type.arguments())
+        let arguments = edge.config.queue_type.arguments();
+        deadline
+            .within(channel.queue_declare(queue.into(), durable, arguments))
             .await?;
     }
     if set_aside {
         let count = usize::from(edge.config.prefetch) + 1;
         set_aside_unreadable(&confirmed, &edge.config.queue, count).await?;
     }
-    channel
-        .basic_qos(edge.config.prefetch, BasicQosOptions::default())
+    deadline
+        .within(channel.basic_qos(edge.config.prefetch, BasicQosOptions::default()))
         .await?;
     let tag = format!("user-service-{}", uuid::Uuid::new_v4().simple());
-    let mut consumer = channel
-        .basic_consume(
+    let mut consumer = deadline
+        .within(channel.basic_consume(
             edge.config.queue.clone().into(),
             tag.clone().into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
-        )
+        ))
         .await?;
     tracing::info!(queue = %edge.config.queue, prefetch = edge.config.prefetch, "consuming RPC requests");
     edge.report(Status::Up, None);
@@ -274,6 +297,11 @@ async fn serve(
                 }
             },
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            // A call on this connection missed its deadline: the broker hangs.
+            () = deadline.hung.notified() => {
+                in_flight.detach_all();
+                return Err(AmqpError::Timeout(deadline.timeout).into());
+            }
             // It ends only with the last `Channels`, which this loop holds, or by a panic.
             _ = &mut settling => {
                 in_flight.detach_all();
@@ -281,9 +309,11 @@ async fn serve(
             }
             // The guard `wait_for` returns is not `Send`: dropped before the branch runs.
             () = async { let _ = stop.wait_for(|s| *s).await; } => {
-                let _ = channel.basic_cancel(tag.into(), BasicCancelOptions::default()).await;
+                let cancel = channel.basic_cancel(tag.into(), BasicCancelOptions::default());
+                let _ = deadline.within(cancel).await;
+                // Each request's own broker calls are bounded.
                 while in_flight.join_next().await.is_some() {}
-                let _ = conn.close(200, "shutting down".into()).await;
+                let _ = deadline.within(conn.close(200, "shutting down".into())).await;
                 edge.report(Status::Down, Some("stopped".to_owned()));
                 return Ok(());
             }
@@ -299,16 +329,55 @@ async fn serve(
 /// put back) goes on `confirmed` and waits for the broker's confirm.
 #[derive(Clone)]
 pub(crate) struct Channels {
-    pub(crate) replies: Channel,
-    pub(crate) confirmed: Channel,
+    pub(crate) replies: TimedChannel,
+    pub(crate) confirmed: TimedChannel,
     pub(crate) settler: settle::Settler,
     /// The connection's frame size: every message's properties must fit in one frame.
     pub(crate) frame_max: u32,
 }
 
+/// The deadline of one connection's calls on the broker. A call that misses it marks the
+/// connection hung, and the consumer loop drops the connection.
+#[derive(Clone)]
+pub(crate) struct Deadline {
+    timeout: Duration,
+    hung: Arc<Notify>,
+}
+
+impl Deadline {
+    pub(crate) async fn within<T>(
+        &self,
+        wait: impl IntoFuture<Output = lapin::Result<T>>,
+    ) -> Result<T, AmqpError> {
+        let done = user_actors::amqp::within(self.timeout, wait).await;
+        if matches!(done, Err(AmqpError::Timeout(_))) {
+            // Stored if the loop is not waiting yet: it ends at its next turn.
+            self.hung.notify_one();
+        }
+        done
+    }
+}
+
+/// A channel and its connection's [`Deadline`].
+#[derive(Clone)]
+pub(crate) struct TimedChannel(Channel, Deadline);
+
+impl TimedChannel {
+    pub(crate) fn get(&self) -> &Channel {
+        &self.0
+    }
+
+    pub(crate) async fn within<T>(
+        &self,
+        wait: impl IntoFuture<Output = lapin::Result<T>>,
+    ) -> Result<T, AmqpError> {
+        self.1.within(wait).await
+    }
+}
+
 /// Publishes a reply (see [`Channels`]).
 async fn reply(
-    channel: &Channel,
+    channel: &TimedChannel,
     key: &str,
     body: &[u8],
     props: BasicProperties,
@@ -319,28 +388,31 @@ async fn reply(
 
 /// Publishes and waits for the broker's confirm.
 async fn publish(
-    channel: &Channel,
+    channel: &TimedChannel,
     exchange: &str,
     key: &str,
     body: &[u8],
     props: BasicProperties,
 ) -> Result<(), RpcError> {
-    match send(channel, exchange, key, body, props).await?.await? {
+    let confirm = send(channel, exchange, key, body, props).await?;
+    match channel.within(confirm).await? {
         Confirmation::Nack(_) => Err(RpcError::Nacked),
         _ => Ok(()),
     }
 }
 
 async fn send(
-    channel: &Channel,
+    channel: &TimedChannel,
     exchange: &str,
     key: &str,
     body: &[u8],
     props: BasicProperties,
 ) -> Result<PublisherConfirm, RpcError> {
     let options = BasicPublishOptions::default();
-    let publishing = channel.basic_publish(exchange.into(), key.into(), options, body, props);
-    Ok(publishing.await?)
+    let publishing = channel
+        .get()
+        .basic_publish(exchange.into(), key.into(), options, body, props);
+    Ok(channel.within(publishing).await?)
 }
 
 /// Message properties for the unit tests of this edge.

@@ -11,10 +11,11 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::DeliveryTag;
 use tokio::sync::{mpsc, oneshot};
+
+use super::TimedChannel;
 
 /// Most settlements taken in one turn of the task.
 const TURN: usize = 512;
@@ -49,7 +50,7 @@ struct Note(DeliveryTag, Settlement, oneshot::Sender<bool>);
 
 impl Settler {
     /// Starts the task for `channel`; it ends with the last clone.
-    pub(crate) fn start(channel: Channel) -> (Self, tokio::task::JoinHandle<()>) {
+    pub(crate) fn start(channel: TimedChannel) -> (Self, tokio::task::JoinHandle<()>) {
         let (notes, queue) = mpsc::unbounded_channel();
         let unsettled = Unsettled::default();
         let task = tokio::spawn(run(channel, queue, unsettled.clone()));
@@ -72,7 +73,11 @@ impl Settler {
     }
 }
 
-async fn run(channel: Channel, mut queue: mpsc::UnboundedReceiver<Note>, unsettled: Unsettled) {
+async fn run(
+    channel: TimedChannel,
+    mut queue: mpsc::UnboundedReceiver<Note>,
+    unsettled: Unsettled,
+) {
     let mut notes = Vec::with_capacity(TURN);
     while queue.recv_many(&mut notes, TURN).await > 0 {
         let (mut settling, mut waiting) = (Vec::new(), Vec::new());
@@ -114,17 +119,21 @@ struct Frame {
 }
 
 impl Frame {
-    async fn send(&self, channel: &Channel) -> bool {
+    /// False when the broker was not told in time.
+    async fn send(&self, channel: &TimedChannel) -> bool {
         let multiple = self.multiple;
         let sent = match self.how {
             Settlement::Ack => {
-                channel
-                    .basic_ack(self.tag, BasicAckOptions { multiple })
-                    .await
+                let ack = channel
+                    .get()
+                    .basic_ack(self.tag, BasicAckOptions { multiple });
+                channel.within(ack).await
             }
             Settlement::Nack { requeue } => {
                 let options = BasicNackOptions { multiple, requeue };
-                channel.basic_nack(self.tag, options).await
+                channel
+                    .within(channel.get().basic_nack(self.tag, options))
+                    .await
             }
         };
         sent.is_ok()

@@ -14,6 +14,7 @@ mod cluster;
 mod events;
 mod failover;
 mod frozen_postgres;
+mod frozen_rabbitmq;
 mod hostile;
 mod ledger;
 mod ledger_rpc;

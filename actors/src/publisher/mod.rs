@@ -14,6 +14,11 @@
 //!   its own (`next_attempt_at`); meanwhile its user's later events wait (per-user order) and
 //!   every other event flows. After [`MAX_ATTEMPTS`] it is dead too. A dead event holds
 //!   nothing back; dead events are counted in `/health` and in `user_service_events_dead_total`.
+//! * **Leads only while it can publish.** An instance takes the role only once it is connected
+//!   to the broker, and every wait on the broker has a deadline ([`crate::amqp`]): a broker
+//!   that hangs costs the connection, and with it the role, within `AMQP_TIMEOUT_MS` (two
+//!   heartbeats when idle). Its writes wait in the outbox and are published, in order, by
+//!   whichever instance reconnects first.
 
 use std::time::Duration;
 
@@ -26,6 +31,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
+use crate::amqp::{AmqpError, Broker};
 use crate::health::{Health, Report, Status};
 use crate::retry::Backoff;
 use crate::store::NOTIFY_CHANNEL;
@@ -59,7 +65,7 @@ pub enum Envelope {
 
 #[derive(Clone)]
 pub struct PublisherConfig {
-    pub amqp_url: String,
+    pub broker: Broker,
     pub exchange: String,
     pub envelope: Envelope,
     /// Published events older than this are deleted.
@@ -129,7 +135,7 @@ enum PublishError {
     #[error("the database did not answer for {0:?}")]
     DbHung(Duration),
     #[error("RabbitMQ: {0}")]
-    Amqp(#[from] lapin::Error),
+    Amqp(#[from] AmqpError),
     #[error("RabbitMQ connection lost")]
     Disconnected,
     #[error("the exchange name is longer than 255 bytes")]
@@ -143,7 +149,7 @@ async fn run(
     health: Health,
     mut stop: watch::Receiver<bool>,
 ) -> bool {
-    let mut backoff = Backoff::reconnect();
+    let mut backoff = Backoff::broker();
     loop {
         let result = tokio::select! {
             r = lead(&pool, &config, &health, &mut backoff) => r,
@@ -163,7 +169,9 @@ async fn run(
     }
 }
 
-/// Waits for the publishing role, then publishes until something breaks.
+/// Connects to the broker, waits for the publishing role, then publishes until something
+/// breaks. The role is taken only with a working connection, and lost with it (the lock's
+/// connection is dropped on any error).
 async fn lead(
     pool: &PgPool,
     config: &PublisherConfig,
@@ -172,6 +180,26 @@ async fn lead(
 ) -> Result<(), PublishError> {
     let exchange =
         ShortString::try_new(config.exchange.as_str()).map_err(|_| PublishError::ExchangeName)?;
+    let broker = &config.broker;
+    let conn = broker
+        .connect("user-service events", Some(crate::amqp::SMALL_FRAMES))
+        .await?;
+    let channel = broker.within(conn.create_channel()).await?;
+    broker
+        .within(channel.confirm_select(ConfirmSelectOptions::default()))
+        .await?;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    broker
+        .within(channel.exchange_declare(
+            exchange.clone(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        ))
+        .await?;
     // The lock lives as long as this connection, which is not returned to the pool.
     let mut lock_conn = pool.acquire().await?.detach();
     let mut listener = PgListener::connect_with(pool).await?;
@@ -190,29 +218,10 @@ async fn lead(
             Some("standby: another instance publishes".into()),
         ));
         let _ = tokio::time::timeout(TICK, listener.recv()).await;
+        if !conn.status().connected() {
+            return Err(PublishError::Disconnected);
+        }
     }
-    let conn = crate::amqp::connect(
-        &config.amqp_url,
-        "user-service events",
-        Some(crate::amqp::SMALL_FRAMES),
-    )
-    .await?;
-    let channel = conn.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .exchange_declare(
-            exchange.clone(),
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
     tracing::info!(exchange = %config.exchange, "publishing events");
     health.do_send(Report::new("eventPublishing", Status::Up, None));
     backoff.reset();
@@ -343,14 +352,15 @@ async fn publish_batch(
         };
         match message {
             Ok(m) => {
-                let confirm = channel
-                    .basic_publish(
+                let confirm = config
+                    .broker
+                    .within(channel.basic_publish(
                         exchange.clone(),
                         m.routing_key,
                         BasicPublishOptions::default(),
                         &m.body,
                         m.properties,
-                    )
+                    ))
                     .await?;
                 sent.push((event, m.event, confirm));
             }
@@ -365,7 +375,7 @@ async fn publish_batch(
     let mut refused: Vec<&Pending> = Vec::new();
     for (event, value, confirm) in sent {
         let held = refused.iter().any(|r| r.user_id == event.user_id);
-        match confirm.await? {
+        match config.broker.within(confirm).await? {
             _ if held => {}
             Confirmation::Nack(_) => refused.push(event),
             _ => {
