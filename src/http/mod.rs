@@ -198,7 +198,7 @@ fn unauthenticated(
     if *method == Http::GET {
         return Some(response);
     }
-    let mut refused = respond::render(Err(not_allowed(&method)), correlation_id);
+    let mut refused = respond::render(Err(not_allowed(method)), correlation_id);
     refused.headers_mut().insert(
         warp::http::header::ALLOW,
         warp::http::HeaderValue::from_static("GET"),

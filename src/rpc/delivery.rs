@@ -45,7 +45,8 @@ pub enum Outcome {
     Requeued,
     /// Its `expiration` had passed: dropped unprocessed.
     Expired,
-    /// Handling and settling both failed twice: dropped (or dead-lettered by a broker policy).
+    /// Taken off the queue unhandled and not kept: handling and settling both failed twice,
+    /// its dead letter was refused, or it came back after even its minimal dead letter failed.
     Dropped,
     /// The broker went away before the delivery could be settled; it will be redelivered.
     Unsettled,
@@ -82,15 +83,15 @@ pub async fn handle(edge: Arc<RpcEdge>, channels: Channels, delivery: Delivery) 
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            tracing::error!(panic = %what, "handling a request panicked; answering 500");
             let what = cut(&what, QUOTE_CHARS);
+            tracing::error!(panic = %what, "handling a request panicked; answering 500");
             let failed = Err(CoreError::Internal(format!("handler panicked: {what}")));
             // Whether it authenticated is not known: its body is not read again.
             let dialect = wire::guess_dialect(&delivery.data);
             let envelope = Envelope::read(&delivery.properties, &dialect);
-            let who = Who::default();
+            let seen = Seen::default();
             let settling = settle(
-                &edge, &channels, &delivery, &dialect, &envelope, failed, &who,
+                &edge, &channels, &delivery, &dialect, &envelope, failed, &seen,
             );
             let recovered = AssertUnwindSafe(settling).catch_unwind().await;
             match recovered {
@@ -156,15 +157,15 @@ async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Ou
             tracing::info!("expired before it could be handled; dropped");
             return ack(edge, channels, delivery, Outcome::Expired).await;
         };
-        let mut who = Who::default();
-        let result = call(edge, delivery, caller, decoded, &envelope, deadline, &mut who).await;
+        let mut seen = Seen::default();
+        let result = call(edge, delivery, caller, decoded, &envelope, deadline, &mut seen).await;
         let status = result.as_ref().map_or_else(|e| e.code().status(), |r| r.status.code());
-        if let Some(method) = who.method {
-            let caller = who.caller.as_deref().unwrap_or(Caller::ANONYMOUS);
+        if let Some(method) = seen.method {
+            let caller = seen.caller.as_deref().unwrap_or(Caller::ANONYMOUS);
             let error = result.as_ref().err().map(CoreError::code);
             record_request(caller, method.as_str(), Transport::Rpc, status, started.elapsed(), error);
         }
-        let outcome = settle(edge, channels, delivery, &dialect, &envelope, result, &who).await;
+        let outcome = settle(edge, channels, delivery, &dialect, &envelope, result, &seen).await;
         tracing::info!(status, outcome = outcome.as_str(), ms = %format_args!("{:.2}", started.elapsed().as_secs_f64() * 1e3), "request");
         outcome
     }
@@ -182,11 +183,11 @@ async fn settle(
     dialect: &Dialect,
     envelope: &Envelope<'_>,
     result: Result<Reply, CoreError>,
-    who: &Who,
+    seen: &Seen,
 ) -> Outcome {
     let reply_to = envelope
         .reply_to
-        .filter(|r| who.caller.is_some() || may_answer_anyone(&edge.config, r.as_str()));
+        .filter(|r| seen.caller.is_some() || may_answer_anyone(&edge.config, r.as_str()));
     match (reply_to, dialect.wants_reply()) {
         (Some(reply_to), true) => {
             let mut body = wire::encode(dialect, &result);
@@ -216,7 +217,7 @@ async fn settle(
         }
         _ => match &result {
             Ok(_) => ack(edge, channels, delivery, Outcome::Done).await,
-            Err(e) => settle_failure(edge, channels, delivery, e, who).await,
+            Err(e) => settle_failure(edge, channels, delivery, e, seen).await,
         },
     }
 }
@@ -231,7 +232,7 @@ fn may_answer_anyone(config: &RpcConfig, reply_to: &str) -> bool {
 
 /// What a request turned out to be, for the metrics, the dead letter and its reply.
 #[derive(Default)]
-struct Who {
+struct Seen {
     method: Option<Method>,
     /// The authenticated caller's name.
     caller: Option<String>,
@@ -244,11 +245,11 @@ async fn call(
     decoded: Option<Result<wire::Incoming, CoreError>>,
     envelope: &Envelope<'_>,
     deadline: Option<Instant>,
-    who: &mut Who,
+    seen: &mut Seen,
 ) -> Result<Reply, CoreError> {
     let caller = caller?;
     tracing::Span::current().record("caller", caller.name.as_str());
-    who.caller = Some(caller.name.clone());
+    seen.caller = Some(caller.name.clone());
     let incoming = decoded.unwrap_or_else(|| wire::decode(&delivery.data))?;
     let method = Method::parse(&incoming.method).ok_or_else(|| {
         CoreError::NotFound(format!(
@@ -256,7 +257,7 @@ async fn call(
             cut(&incoming.method, QUOTE_CHARS)
         ))
     })?;
-    who.method = Some(method);
+    seen.method = Some(method);
     // The same message delivered twice carries the same id: that makes writes idempotent.
     let mut ctx =
         CallContext::new(caller, envelope.correlation_id.clone()).keyed(envelope.request_key);
@@ -275,19 +276,19 @@ async fn settle_failure(
     channels: &Channels,
     delivery: &Delivery,
     e: &CoreError,
-    who: &Who,
+    seen: &Seen,
 ) -> Outcome {
     if matches!(e, CoreError::Unavailable(_)) {
         tokio::time::sleep(REQUEUE_DELAY).await;
         let requeue = Settlement::Nack { requeue: true };
         return settled(edge, channels, delivery, requeue, Outcome::Requeued).await;
     }
-    let keep = if who.caller.is_some() {
+    let keep = if seen.caller.is_some() {
         Keep::All
     } else {
         Keep::Unparsed
     };
-    let caller = who.caller.as_deref();
+    let caller = seen.caller.as_deref();
     let lettered = dead_letter(edge, channels, delivery, e, caller, keep).await;
     after_dead_letter(edge, channels, delivery, lettered).await
 }
