@@ -81,15 +81,6 @@ impl Relay {
         format!("redis://{}", self.addr)
     }
 
-    /// The relay's port.
-    pub fn port(&self) -> u16 {
-        self.addr
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("an address with a port")
-    }
-
     pub fn freeze(&self) {
         self.mode.send_modify(|m| m.frozen = true);
     }
