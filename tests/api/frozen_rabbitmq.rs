@@ -61,7 +61,7 @@ async fn answered(
 #[tokio::test]
 async fn a_frozen_broker_costs_rest_nothing_rpc_returns_and_no_event_is_lost() {
     let relay = Relay::rabbitmq().await;
-    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", relay.port());
+    let url = format!("amqp://guest:guest@{}/%2f", relay.addr);
     let app = Arc::new(
         TestApp::spawn_with(&[
             ("AMQP_URL", url.as_str()),
