@@ -3,9 +3,11 @@
 //! local open mode when nothing is configured. Both edges use this one check.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 use user_actors::metrics::record_auth_failure;
 use user_domain::{Caller, CoreError};
 
@@ -52,15 +54,45 @@ mod source;
 use gate::{FailureGate, Verdict};
 pub use source::Source;
 
+/// How long a REST failure past the limit waits before its 401/403: a guesser is slowed,
+/// while a client that only reads the status (a fuzzer, a misconfigured service) still gets
+/// the answer its credentials deserve, never a 429 it would take for a rate limit.
+const TARPIT: Duration = Duration::from_millis(200);
+/// REST failures held in the tarpit at once, from every source together; past them a
+/// failure over the limit is answered 429 at once, so a flood holds nothing.
+const TARPIT_SLOTS: usize = 64;
+
 pub struct Authenticator {
     config: AuthConfig,
     gate: FailureGate,
+    tarpit: Semaphore,
+}
+
+/// A refusal that waited in the tarpit says why it was slow.
+fn slowed(e: CoreError) -> CoreError {
+    const WHY: &str = " (answered slowly: this source is over AUTH_FAILURES_PER_ADDRESS)";
+    match e {
+        CoreError::Unauthenticated(m) => CoreError::Unauthenticated(m + WHY),
+        CoreError::Forbidden(m) => CoreError::Forbidden(m + WHY),
+        other => other,
+    }
+}
+
+/// Why a request did not authenticate, and whether its source is over the limit.
+struct Refusal {
+    error: CoreError,
+    /// Over `AUTH_FAILURES_PER_ADDRESS`: the `Retry-After` of a 429.
+    blocked: Option<u64>,
 }
 
 impl Authenticator {
     pub fn new(config: AuthConfig) -> Self {
         let gate = FailureGate::new(config.failures_per_address);
-        Self { config, gate }
+        Self {
+            config,
+            gate,
+            tarpit: Semaphore::new(TARPIT_SLOTS),
+        }
     }
 
     pub fn is_open(&self) -> bool {
@@ -97,17 +129,48 @@ impl Authenticator {
         if self.is_open() {
             return peer.is_loopback();
         }
-        creds.presented() && self.authenticate(creds, Source::Address(peer)).is_ok()
+        creds.presented() && self.judge(creds, Source::Address(peer)).is_ok()
     }
 
-    /// Identifies the caller. A failure is counted against its [`Source`]; past the limit it
-    /// is answered 429 instead. Valid credentials are never refused for their source's
-    /// failures, and cost the gate nothing.
+    /// Identifies an RPC caller. A failure is counted against its [`Source`]; past the limit
+    /// it is answered 429 at once (a held delivery would hold a prefetch slot). Valid
+    /// credentials are never refused for their source's failures, and cost the gate nothing.
     pub fn authenticate(
         &self,
         creds: &Credentials<'_>,
         source: Source<'_>,
     ) -> Result<Caller, CoreError> {
+        self.judge(creds, source).map_err(|r| match r.blocked {
+            Some(retry_after_secs) => CoreError::RateLimited { retry_after_secs },
+            None => r.error,
+        })
+    }
+
+    /// Identifies a REST caller, as [`Self::authenticate`] does, except that a failure past
+    /// the limit waits [`TARPIT`] and then gets its own 401/403; only when the tarpit is full
+    /// is it answered 429 at once.
+    pub async fn authenticate_slowly(
+        &self,
+        creds: &Credentials<'_>,
+        source: Source<'_>,
+    ) -> Result<Caller, CoreError> {
+        let refusal = match self.judge(creds, source) {
+            Ok(caller) => return Ok(caller),
+            Err(r) => r,
+        };
+        let Some(retry_after_secs) = refusal.blocked else {
+            return Err(refusal.error);
+        };
+        match self.tarpit.try_acquire() {
+            Ok(_held) => {
+                tokio::time::sleep(TARPIT).await;
+                Err(slowed(refusal.error))
+            }
+            Err(_) => Err(CoreError::RateLimited { retry_after_secs }),
+        }
+    }
+
+    fn judge(&self, creds: &Credentials<'_>, source: Source<'_>) -> Result<Caller, Refusal> {
         let e = match self.check(creds, source.address()) {
             Ok(caller) => return Ok(caller),
             Err(e) => e,
@@ -122,7 +185,10 @@ impl Authenticator {
             Verdict::Counted => {
                 tracing::info!(source = %key, error = %e, "authentication failed");
                 record_auth_failure(transport, e.code().as_str());
-                Err(e)
+                Err(Refusal {
+                    error: e,
+                    blocked: None,
+                })
             }
             Verdict::Blocked {
                 retry_after_secs,
@@ -132,11 +198,14 @@ impl Authenticator {
                     tracing::warn!(
                         source = %key,
                         retry_after_secs,
-                        "failed authentications over AUTH_FAILURES_PER_ADDRESS: further failures get 429"
+                        "failed authentications over AUTH_FAILURES_PER_ADDRESS: further failures are slowed (REST) or get 429 (RPC)"
                     );
                 }
                 record_auth_failure(transport, "blocked");
-                Err(CoreError::RateLimited { retry_after_secs })
+                Err(Refusal {
+                    error: e,
+                    blocked: Some(retry_after_secs),
+                })
             }
         }
     }

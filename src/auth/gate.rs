@@ -10,7 +10,8 @@ use user_actors::limits::RateLimit;
 use super::source::Key;
 
 /// Counts, per source and window, the *different* credentials that failed. Past the
-/// allowance every further failure from that source is answered 429 until its window ends;
+/// allowance every further failure from that source is over the limit until its window ends
+/// (slowed over REST, 429 over RPC: see `Authenticator`);
 /// a valid credential never reaches the gate (it is only asked about failures), so a
 /// guessing or misconfigured neighbour behind the same NAT or proxy locks nobody out. A
 /// client retrying one stale key is not guessing: it keeps getting the 401 it must fix.
@@ -43,7 +44,7 @@ struct Window {
 pub(super) enum Verdict {
     /// Counted (or already counted): answer the failure as it is.
     Counted,
-    /// Over the limit: answer 429 with this `Retry-After`. `first` for the failure that
+    /// Over the limit, until this `Retry-After`. `first` for the failure that
     /// crossed it (logged once per window).
     Blocked { retry_after_secs: u64, first: bool },
 }

@@ -127,7 +127,8 @@ where
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let caller = edge
             .auth
-            .authenticate(&Credentials::from_headers(header), Source::Address(peer))?;
+            .authenticate_slowly(&Credentials::from_headers(header), Source::Address(peer))
+            .await?;
         tracing::Span::current().record("caller", caller.name.as_str());
         caller_name = Some(caller.name.clone());
         let mut params = route.path_params;
