@@ -13,6 +13,7 @@ mod client;
 mod cluster;
 mod events;
 mod failover;
+mod frozen_redis;
 mod hostile;
 mod ledger;
 mod ledger_rpc;

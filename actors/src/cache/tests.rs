@@ -22,7 +22,7 @@ fn cache() -> (UserCache, Pool, String) {
     };
     let keys = Arc::new(BillingKeys::development());
     (
-        UserCache::new(Some(pool.clone()), settings, keys),
+        UserCache::new(Some(crate::redis::Redis::new(pool.clone())), settings, keys),
         pool,
         prefix,
     )
@@ -122,4 +122,42 @@ fn a_user_of_the_default_shape_weighs_about_what_the_budget_assumes() {
     let w = weight(&rendered(&user("Ann")));
     assert!((1_000..=4_000).contains(&w), "{w}");
     assert!(LOCAL_BYTES / u64::from(w) >= 5_000);
+}
+
+/// While Redis' breaker is open no invalidation can arrive, even on a subscription that is
+/// still open: the in-process copy serves only users read within `MAX_AGE_WITHOUT_REDIS`,
+/// and Redis is not asked for the others.
+#[tokio::test]
+async fn with_redis_cut_off_only_recent_reads_are_served_in_process() {
+    let settings = CacheSettings {
+        prefix: "cache_test_nowhere".to_owned(),
+        ttl: Duration::from_secs(300),
+    };
+    let redis = crate::redis::Redis::new(pool("redis://127.0.0.1:1"));
+    let keys = Arc::new(BillingKeys::development());
+    let cache = UserCache::new(Some(redis.clone()), settings, keys);
+    cache.inner.as_ref().unwrap().set_listening(true);
+    redis.breaker().trip();
+    let (recent, old) = (user("Recent"), user("Old"));
+    let now = ReadMark {
+        at: Instant::now(),
+        redis_time: None,
+    };
+    let earlier = ReadMark {
+        at: Instant::now()
+            .checked_sub(MAX_AGE_WITHOUT_REDIS + Duration::from_secs(1))
+            .unwrap(),
+        redis_time: None,
+    };
+    cache.fill(now, &[rendered(&recent)], true).await;
+    cache.fill(earlier, &[rendered(&old)], true).await;
+    let (found, _) = cache.get_many(&[recent.id, old.id], "test").await;
+    assert_eq!(found.keys().collect::<Vec<_>>(), vec![&recent.id]);
+    assert!(cache.get_by_email(&old.email, "test").await.0.is_none());
+    let figures = cache.figures();
+    assert_eq!(
+        (figures.local_hits, figures.redis_errors),
+        (1, 0),
+        "{figures:?}"
+    );
 }
