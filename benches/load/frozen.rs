@@ -162,7 +162,11 @@ impl Ctx {
         }
         let path = format!("/api/internal/users/{}", uuid::Uuid::new_v4());
         let answer = self.send(conn, &self.base, Method::GET, path, None, None);
-        Some(answer.await.map(|(status, _)| Answer::Aside(status.as_u16())))
+        Some(
+            answer
+                .await
+                .map(|(status, _)| Answer::Aside(status.as_u16())),
+        )
     }
 
     /// After a thaw: how long until `/health` says `ok` again (`None`: not within a minute).
@@ -171,7 +175,14 @@ impl Ctx {
         let mut conn = Conn::default();
         while started.elapsed() < RECOVERY_LIMIT {
             let health = self
-                .send(&mut conn, &self.base, Method::GET, "/health".into(), None, None)
+                .send(
+                    &mut conn,
+                    &self.base,
+                    Method::GET,
+                    "/health".into(),
+                    None,
+                    None,
+                )
                 .await;
             if let Ok((StatusCode::OK, body)) = health
                 && serde_json::from_slice::<serde_json::Value>(&body)

@@ -306,7 +306,10 @@ async fn job_for(
     pools: &mut BTreeMap<u32, PgPool>,
 ) -> Option<Arc<Job>> {
     if w.frozen().is_some() && setup.relays.is_none() {
-        eprintln!("{} skipped: it needs the service the bench starts", w.name());
+        eprintln!(
+            "{} skipped: it needs the service the bench starts",
+            w.name()
+        );
         return None;
     }
     if w != Workload::CeilSqlCreate {
