@@ -1,5 +1,6 @@
 //! The cache against the local Redis: the ordering rule that keeps old reads out.
 
+use deadpool_redis::Pool;
 use deadpool_redis::redis::AsyncCommands;
 
 use super::*;
@@ -136,28 +137,44 @@ async fn with_redis_cut_off_only_recent_reads_are_served_in_process() {
     let redis = crate::redis::Redis::new(pool("redis://127.0.0.1:1"));
     let keys = Arc::new(BillingKeys::development());
     let cache = UserCache::new(Some(redis.clone()), settings, keys);
-    cache.inner.as_ref().unwrap().set_listening(true);
-    redis.breaker().trip();
-    let (recent, old) = (user("Recent"), user("Old"));
+    let c = cache.inner.clone().unwrap();
+    c.set_listening(true);
+    let recent = user("Recent");
+    let old = User {
+        email: Email::parse("old@example.com").unwrap(),
+        ..user("Old")
+    };
     let now = ReadMark {
         at: Instant::now(),
         redis_time: None,
     };
-    let earlier = ReadMark {
-        at: Instant::now()
-            .checked_sub(MAX_AGE_WITHOUT_REDIS + Duration::from_secs(1))
-            .unwrap(),
-        redis_time: None,
-    };
     cache.fill(now, &[rendered(&recent)], true).await;
-    cache.fill(earlier, &[rendered(&old)], true).await;
-    let (found, _) = cache.get_many(&[recent.id, old.id], "test").await;
+    // Read before the cache existed, so inserted by hand (a fill would refuse it).
+    let read_at = Instant::now()
+        .checked_sub(MAX_AGE_WITHOUT_REDIS + Duration::from_secs(1))
+        .unwrap();
+    let local = Local {
+        user: rendered(&old),
+        read_at,
+    };
+    c.local.insert(old.id, local);
+    c.emails.insert(old.email.clone(), old.id);
+    let both = [recent.id, old.id];
+    assert_eq!(
+        cache.get_many(&both, "test").await.0.len(),
+        2,
+        "Redis answers"
+    );
+
+    redis.breaker().trip();
+    let (found, _) = cache.get_many(&both, "test").await;
     assert_eq!(found.keys().collect::<Vec<_>>(), vec![&recent.id]);
     assert!(cache.get_by_email(&old.email, "test").await.0.is_none());
+    assert!(cache.get_by_email(&recent.email, "test").await.0.is_some());
     let figures = cache.figures();
     assert_eq!(
         (figures.local_hits, figures.redis_errors),
-        (1, 0),
+        (4, 0),
         "{figures:?}"
     );
 }
