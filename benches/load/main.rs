@@ -86,8 +86,8 @@
 //! `frozen-redis` is `rest-get` over every seeded user; `frozen-rabbitmq` is half `rest-get`,
 //! half `rest-create`; `frozen-postgres` is `rest-get` of the seeded users, warmed into the
 //! cache, and one request in ten reads an id no cache holds (a user that does not exist):
-//! those are measured apart, whatever their status, as the share answered 503 and the longest
-//! answer.
+//! those are measured apart, whatever their status (0: no answer within 10 s), every one begun
+//! in the window however late it ends, as the share answered 503 and the longest answer.
 //!
 //! Also reported: the service's VmRSS idle after start and seeding, its peak during the load
 //! (sampled every 100 ms) and idle after it (idle: once two readings a second apart agree,

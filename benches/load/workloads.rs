@@ -327,7 +327,7 @@ impl Ctx {
         if matches!(job, Job::Service(Workload::FrozenPostgres))
             && let Some(answer) = self.uncached_read(conn, rng).await
         {
-            return answer;
+            return Ok(answer);
         }
         self.request(job, conn, rng, uniq)
             .await
