@@ -14,6 +14,7 @@ use user_actors::cache::{CacheManager, CacheSettings, UserCache};
 use user_actors::health::{Health, HealthMonitor, HealthState};
 use user_actors::limits::{RateLimiter, RateLimits};
 use user_actors::publisher::{EventPublisher, PublisherConfig};
+use user_actors::redis::Redis;
 use user_actors::store::{PgGuard, Store, UserStore};
 use user_actors::supervisor::{ActorHandle, Supervision};
 
@@ -63,10 +64,13 @@ impl Application {
         });
         let mut redis_config = deadpool_redis::Config::from_url(config.redis_url.clone());
         redis_config.pool = Some(deadpool_redis::PoolConfig::new(REDIS_POOL_SIZE));
+        // One pool and one breaker for every Redis user (the cache, shared limits, the event
+        // mirror, /health): a hung Redis is cut off for all of them at once.
         let redis = redis_config
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .map_err(|e| tracing::warn!(error = %e, "REDIS_URL unusable; no cache, events are not mirrored to Redis"))
-            .ok();
+            .ok()
+            .map(Redis::new);
         let (billing_keys, configured) = config.billing_keys();
         if !configured {
             tracing::warn!(

@@ -16,6 +16,7 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod publisher;
+pub mod redis;
 pub mod retry;
 pub mod store;
 pub mod supervisor;

@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
 use crate::http::Conn;
-use crate::workloads::{Ctx, Job, Rng};
+use crate::workloads::{Answer, Ctx, Job, Rng};
 
 /// What one measurement saw: latencies of the successful requests (µs) and the errors.
 pub struct Measured {
@@ -16,6 +16,24 @@ pub struct Measured {
     pub errors: u64,
     pub error_kinds: BTreeMap<String, u64>,
     pub secs: f64,
+    pub aside: Aside,
+}
+
+/// The requests measured apart ([`Answer::Aside`]): how many got each status, and the
+/// longest answer (µs).
+#[derive(Debug, Clone, Default)]
+pub struct Aside {
+    pub statuses: BTreeMap<u16, u64>,
+    pub longest_us: u64,
+}
+
+impl Aside {
+    pub fn add(&mut self, other: &Aside) {
+        for (status, n) in &other.statuses {
+            *self.statuses.entry(*status).or_default() += n;
+        }
+        self.longest_us = self.longest_us.max(other.longest_us);
+    }
 }
 
 impl Measured {
@@ -25,6 +43,7 @@ impl Measured {
             errors: 0,
             error_kinds: BTreeMap::new(),
             secs,
+            aside: Aside::default(),
         }
     }
 
@@ -32,6 +51,7 @@ impl Measured {
         // Both auto-resize, so adding cannot fail on range.
         let _ = self.hist.add(&other.hist);
         self.errors += other.errors;
+        self.aside.add(&other.aside);
         for (k, n) in other.error_kinds {
             *self.error_kinds.entry(k).or_default() += n;
         }
@@ -90,13 +110,22 @@ async fn worker(ctx: &Ctx, job: &Job, w: usize, from: Instant, until: Instant) -
         let started = Instant::now();
         let outcome = ctx.call(job, &mut conn, &mut rng, &uniq).await;
         let ended = Instant::now();
+        let us = u64::try_from((ended - started).as_micros().max(1)).unwrap_or(u64::MAX);
+        // Measured apart: every one begun in the window, however long it took to end.
+        if let Ok(Answer::Aside(status)) = outcome {
+            if started >= from && started < until {
+                *seen.aside.statuses.entry(status).or_default() += 1;
+                seen.aside.longest_us = seen.aside.longest_us.max(us);
+            }
+            continue;
+        }
         if started < from || ended > until {
             continue;
         }
         match outcome {
-            Ok(()) => {
-                let us = (ended - started).as_micros().max(1);
-                let _ = seen.hist.record(u64::try_from(us).unwrap_or(u64::MAX));
+            Ok(Answer::Aside(_)) => {}
+            Ok(Answer::Measured) => {
+                let _ = seen.hist.record(us);
             }
             Err(kind) => {
                 seen.errors += 1;

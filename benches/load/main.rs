@@ -77,12 +77,25 @@
 //!   commits concurrent creates in groups (one flush for many), so it may pass this figure;
 //!   what it adds is parsing, the actors, the cache invalidation and the transport.
 //!
+//! **The frozen dependencies** (`frozen-redis`, `frozen-postgres`, `frozen-rabbitmq`): when one
+//! is selected, the service the bench starts reaches PostgreSQL, Redis and RabbitMQ through TCP
+//! relays of the bench's own (the tests' `tests/api/relay.rs`), for the whole run, so the
+//! other workloads of that run measure the same path. Each freezes one relay (connections stay
+//! open, nothing is forwarded: a stopped process) from the start of its warm-up to the end of
+//! its window, then thaws it and prints how long `/health` took to say `ok` again.
+//! `frozen-redis` is `rest-get` over every seeded user; `frozen-rabbitmq` is half `rest-get`,
+//! half `rest-create`; `frozen-postgres` is `rest-get` of the seeded users, warmed into the
+//! cache, and one request in ten reads an id no cache holds (a user that does not exist):
+//! those are measured apart, whatever their status (0: no answer within 10 s), every one begun
+//! in the window however late it ends, as the share answered 503 and the longest answer.
+//!
 //! Also reported: the service's VmRSS idle after start and seeding, its peak during the load
 //! (sampled every 100 ms) and idle after it (idle: once two readings a second apart agree,
 //! since freed pages go back a few seconds after a burst); with `--soak`, the RSS curve.
 
 mod ceilings;
 mod drive;
+mod frozen;
 mod http;
 mod opts;
 mod report;
@@ -217,7 +230,24 @@ async fn measure(opts: &Opts, setup: &Setup) -> (Runs, Rss) {
                 {
                     eprintln!("warming the cache failed ({e}); measuring from cold");
                 }
+                // Frozen from the start of the warm-up, so that the window measures the
+                // service once it has noticed.
+                let frozen = w.frozen().zip(setup.relays.as_ref());
+                if let Some((d, relays)) = frozen {
+                    relays.freeze(d);
+                }
                 let m = drive(&setup.ctx, &job, c, opts.warmup, opts.duration).await;
+                if let Some((d, relays)) = frozen {
+                    relays.thaw(d);
+                    match setup.ctx.recovery().await {
+                        Some(t) => eprintln!(
+                            "  {} thawed: /health ok again {:.1} s later",
+                            d.name(),
+                            t.as_secs_f64()
+                        ),
+                        None => eprintln!("  {} thawed: /health not ok within 60 s", d.name()),
+                    }
+                }
                 let s = Stats::of(&m);
                 eprintln!(
                     "run {run}/{}: {:<20} c={c:<4} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
@@ -275,6 +305,13 @@ async fn job_for(
     setup: &Setup,
     pools: &mut BTreeMap<u32, PgPool>,
 ) -> Option<Arc<Job>> {
+    if w.frozen().is_some() && setup.relays.is_none() {
+        eprintln!(
+            "{} skipped: it needs the service the bench starts",
+            w.name()
+        );
+        return None;
+    }
     if w != Workload::CeilSqlCreate {
         return Some(Arc::new(Job::Service(w)));
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::drive::Measured;
+use crate::drive::{Aside, Measured};
 use crate::workloads::Workload;
 
 /// One measurement's figures.
@@ -17,6 +17,7 @@ pub struct Stats {
     pub p999: f64,
     pub errors: u64,
     pub error_kinds: BTreeMap<String, u64>,
+    pub aside: Aside,
 }
 
 impl Stats {
@@ -28,14 +29,23 @@ impl Stats {
             p999: m.ms(0.999),
             errors: m.errors,
             error_kinds: m.error_kinds.clone(),
+            aside: m.aside.clone(),
         }
     }
 
     fn json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "rps": round(self.rps, 1), "p50Ms": round(self.p50, 3), "p99Ms": round(self.p99, 3),
             "p999Ms": round(self.p999, 3), "errors": self.errors, "errorKinds": self.error_kinds,
-        })
+        });
+        if !self.aside.statuses.is_empty() {
+            v["aside"] = json!({
+                "statuses": self.aside.statuses,
+                "share503": round(share_503(&self.aside), 4),
+                "longestMs": round(self.aside.longest_us as f64 / 1e3, 3),
+            });
+        }
+        v
     }
 }
 
@@ -69,10 +79,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub fn median_of(runs: &[Stats]) -> Stats {
     let pick = |f: fn(&Stats) -> f64| median(runs.iter().map(f).collect());
     let mut kinds = BTreeMap::new();
+    let mut aside = Aside::default();
     for s in runs {
         for (k, n) in &s.error_kinds {
             *kinds.entry(k.clone()).or_insert(0) += n;
         }
+        aside.add(&s.aside);
     }
     Stats {
         rps: pick(|s| s.rps),
@@ -81,6 +93,7 @@ pub fn median_of(runs: &[Stats]) -> Stats {
         p999: pick(|s| s.p999),
         errors: pick(|s| s.errors as f64).round() as u64,
         error_kinds: kinds,
+        aside,
     }
 }
 
@@ -124,6 +137,23 @@ pub fn print_table(runs: &Runs, n_runs: usize) {
             s.errors,
             r
         );
+    }
+    for (&(w, c), stats) in runs {
+        let a = median_of(stats).aside;
+        if !a.statuses.is_empty() {
+            println!(
+                "{:<20} {:>5}  measured apart: {} (status × count), {:.1}% 503, longest {:.1} ms",
+                w.name(),
+                c,
+                a.statuses
+                    .iter()
+                    .map(|(s, n)| format!("{s} × {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                share_503(&a) * 100.0,
+                a.longest_us as f64 / 1e3
+            );
+        }
     }
     let mut shown = false;
     for (&(w, c), stats) in runs {
@@ -231,4 +261,15 @@ pub fn soak_json(points: &[SoakPoint], workers: &str) -> Value {
         "lastMiB": rss.last().map_or(Value::Null, |v| round(*v, 1)),
         "maxMiB": rss.iter().copied().reduce(f64::max).map_or(Value::Null, |v| round(v, 1)),
     })
+}
+
+/// The share of the requests measured apart that were answered 503.
+fn share_503(a: &Aside) -> f64 {
+    let all: u64 = a.statuses.values().sum();
+    let unavailable = a.statuses.get(&503).copied().unwrap_or(0);
+    if all == 0 {
+        0.0
+    } else {
+        unavailable as f64 / all as f64
+    }
 }

@@ -96,6 +96,7 @@ fn spawn(mut cmd: Command, name: &str) -> Result<Proc, String> {
 /// The service's own configuration for the run.
 pub struct ServiceEnv {
     pub database_url: String,
+    pub redis_url: String,
     pub amqp_url: String,
     pub rpc_queue: String,
     pub events_exchange: String,
@@ -114,6 +115,7 @@ pub async fn start_service(
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_user-service"));
     cmd.env_clear()
         .env("DATABASE_URL", &env.database_url)
+        .env("REDIS_URL", &env.redis_url)
         .env("AMQP_URL", &env.amqp_url)
         .env("RPC_QUEUE", &env.rpc_queue)
         .env("EVENTS_EXCHANGE", &env.events_exchange)
@@ -127,12 +129,7 @@ pub async fn start_service(
             log_file.try_clone().map_err(|e| e.to_string())?,
         ))
         .stderr(Stdio::from(log_file));
-    for pass in [
-        "DB_POOL_SIZE",
-        "RPC_PREFETCH",
-        "REDIS_URL",
-        "_RJEM_MALLOC_CONF",
-    ] {
+    for pass in ["DB_POOL_SIZE", "RPC_PREFETCH", "_RJEM_MALLOC_CONF"] {
         if let Ok(v) = std::env::var(pass) {
             cmd.env(pass, v);
         }

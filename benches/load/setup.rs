@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use user_service_client::{Client, ClientConfig};
 
+use crate::frozen::{Relays, Routed};
 use crate::opts::{self, Opts};
 use crate::seed;
 use crate::service::{self, Proc};
@@ -18,6 +19,8 @@ pub struct Setup {
     pub pid: Option<u32>,
     /// The bench database, for the SQL ceiling.
     pub sql_url: Option<String>,
+    /// Between the service and its servers, when a `frozen-*` workload is selected.
+    pub relays: Option<Relays>,
     /// Stopped in this order: the ceilings, then the service.
     procs: Vec<Proc>,
 }
@@ -34,6 +37,7 @@ impl Setup {
             .map_err(|e| e.to_string())?;
         let mut procs = Vec::new();
         let noop_queue = "user-service-bench.noop".to_owned();
+        let mut relays = None;
         let (base, pid, rpc_queue, sql_url) = match &opts.service_url {
             Some(url) => (
                 url.trim_end_matches('/').to_owned(),
@@ -46,17 +50,28 @@ impl Setup {
                     .database_url
                     .clone()
                     .unwrap_or_else(|| opts::DEFAULT_DATABASE_URL.into());
-                let env = service::ServiceEnv {
+                let redis = std::env::var("REDIS_URL")
+                    .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+                let mut urls = Routed {
                     database_url: db.clone(),
+                    redis_url: redis.clone(),
                     amqp_url: opts.amqp_url.clone(),
+                };
+                if opts.only.iter().any(|w| w.frozen().is_some()) {
+                    let (started, routed) = Relays::start(urls).await?;
+                    eprintln!("the service reaches its servers through the bench's relays");
+                    (relays, urls) = (Some(started), routed);
+                }
+                let env = service::ServiceEnv {
+                    database_url: urls.database_url,
+                    redis_url: urls.redis_url,
+                    amqp_url: urls.amqp_url,
                     rpc_queue: "user-service-bench.rpc".into(),
                     events_exchange: "user-service-bench.events".into(),
                     cache_prefix: "user-service-bench".into(),
                     http_port: service::free_port()?,
                 };
                 service::reset_database(&db).await?;
-                let redis = std::env::var("REDIS_URL")
-                    .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
                 service::clear_cache(&redis, &env.cache_prefix).await?;
                 let rpc = env.rpc_queue.clone();
                 let stale = [rpc.clone(), format!("{rpc}.dlq"), noop_queue.clone()];
@@ -134,6 +149,7 @@ impl Setup {
             ctx: Arc::new(ctx),
             pid,
             sql_url,
+            relays,
             procs,
         })
     }

@@ -25,6 +25,9 @@ pub enum Workload {
     CeilWarp,
     CeilWarpBatch100,
     CeilSqlCreate,
+    FrozenRedis,
+    FrozenPostgres,
+    FrozenRabbitmq,
 }
 
 impl Workload {
@@ -37,6 +40,7 @@ impl Workload {
                 | Self::RestPrefs
                 | Self::RestPayment
                 | Self::CeilSqlCreate
+                | Self::FrozenRabbitmq
         )
     }
 
@@ -46,8 +50,9 @@ impl Workload {
     }
 
     /// In the order they run: the ceilings and the reads first, on a quiet service; then the
-    /// writes, whose events the service publishes in the background from then on.
-    pub const ALL: [Workload; 15] = [
+    /// writes, whose events the service publishes in the background from then on; last the
+    /// frozen dependencies (see [`crate::frozen`]), whose recovery nothing else should share.
+    pub const ALL: [Workload; 18] = [
         Self::CeilWarp,
         Self::CeilWarpBatch100,
         Self::CeilRpcNoop,
@@ -63,6 +68,9 @@ impl Workload {
         Self::RpcCreate,
         Self::RestPrefs,
         Self::RestPayment,
+        Self::FrozenRedis,
+        Self::FrozenPostgres,
+        Self::FrozenRabbitmq,
     ];
 
     pub fn name(self) -> &'static str {
@@ -82,6 +90,9 @@ impl Workload {
             Self::CeilWarp => "ceil-warp",
             Self::CeilWarpBatch100 => "ceil-warp-batch100",
             Self::CeilSqlCreate => "ceil-sql-create",
+            Self::FrozenRedis => "frozen-redis",
+            Self::FrozenPostgres => "frozen-postgres",
+            Self::FrozenRabbitmq => "frozen-rabbitmq",
         }
     }
 
@@ -106,15 +117,23 @@ impl Workload {
             Self::CeilWarp => "ceiling: bare warp server, fixed body of one user",
             Self::CeilWarpBatch100 => "ceiling: bare warp server, fixed body of a 100-id batch",
             Self::CeilSqlCreate => "ceiling: a keyed create's SQL transaction through sqlx",
+            Self::FrozenRedis => "rest-get with Redis frozen",
+            Self::FrozenPostgres => {
+                "rest-get of cached users with PostgreSQL frozen; 1 in 10 reads an uncached id"
+            }
+            Self::FrozenRabbitmq => "rest-get and rest-create, half each, with RabbitMQ frozen",
         }
     }
 
     /// The ceiling its throughput is compared with.
     pub fn ceiling(self) -> Option<Workload> {
         match self {
-            Self::RestGet | Self::RestEmail | Self::RestBatch10 | Self::RestProfiles => {
-                Some(Self::CeilWarp)
-            }
+            Self::RestGet
+            | Self::RestEmail
+            | Self::RestBatch10
+            | Self::RestProfiles
+            | Self::FrozenRedis
+            | Self::FrozenPostgres => Some(Self::CeilWarp),
             Self::RestBatch100 => Some(Self::CeilWarpBatch100),
             Self::RpcGet | Self::RpcBatch10 => Some(Self::CeilRpcNoop),
             Self::RestCreate | Self::RpcCreate => Some(Self::CeilSqlCreate),
@@ -165,6 +184,14 @@ impl Rng {
 
 type Outcome = Result<(), String>;
 
+/// How a request that got its expected answer counts.
+pub enum Answer {
+    /// In the workload's histogram.
+    Measured,
+    /// Apart, by status (`frozen-postgres`' uncached reads, whose status depends on the fix).
+    Aside(u16),
+}
+
 impl Ctx {
     fn id(&self, rng: &mut Rng) -> &str {
         &self.users.ids[rng.below(self.users.ids.len())]
@@ -207,7 +234,7 @@ impl Ctx {
     }
 
     /// One request with the bench's API key (and `key` as its idempotency key).
-    async fn send(
+    pub(crate) async fn send(
         &self,
         conn: &mut Conn,
         base: &str,
@@ -290,9 +317,32 @@ impl Ctx {
     }
 
     /// One request of `job`; `uniq` is unique within the run.
-    pub async fn call(&self, job: &Job, conn: &mut Conn, rng: &mut Rng, uniq: &str) -> Outcome {
+    pub async fn call(
+        &self,
+        job: &Job,
+        conn: &mut Conn,
+        rng: &mut Rng,
+        uniq: &str,
+    ) -> Result<Answer, String> {
+        if matches!(job, Job::Service(Workload::FrozenPostgres))
+            && let Some(answer) = self.uncached_read(conn, rng).await
+        {
+            return Ok(answer);
+        }
+        self.request(job, conn, rng, uniq)
+            .await
+            .map(|()| Answer::Measured)
+    }
+
+    async fn request(&self, job: &Job, conn: &mut Conn, rng: &mut Rng, uniq: &str) -> Outcome {
         let w = match job {
             Job::Sql(pool) => return ceilings::sql_create(pool, &self.tag, uniq).await,
+            // With a dependency frozen, the requests of the workloads they measure.
+            Job::Service(Workload::FrozenRedis | Workload::FrozenPostgres) => Workload::RestGet,
+            Job::Service(Workload::FrozenRabbitmq) => match rng.below(2) {
+                0 => Workload::RestGet,
+                _ => Workload::RestCreate,
+            },
             Job::Service(w) => *w,
         };
         let users = "/api/internal/users";
@@ -391,6 +441,9 @@ impl Ctx {
                     .await
             }
             Workload::CeilSqlCreate => Err("the SQL ceiling needs its pool".to_owned()),
+            Workload::FrozenRedis | Workload::FrozenPostgres | Workload::FrozenRabbitmq => {
+                Err("a frozen workload runs the requests of another".to_owned())
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use user_actors::breaker::Breaker;
 use user_actors::health::{Component, Snapshot, Status};
 use user_actors::supervisor::ActorStatus;
 use user_domain::{CoreError, Reply};
@@ -12,21 +13,23 @@ use super::Edge;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Liveness: answers without touching the database. `status` is `degraded` while an
-/// integration (RabbitMQ, the outbox, the database's breaker) is not well or an actor is
-/// restarting; the service still serves what it can. Each supervised actor is a component of
-/// its own, read from the supervisors (so it shows even while the HealthMonitor is the one
+/// integration (RabbitMQ, the outbox) is not well, a dependency's breaker is open or an actor
+/// is restarting; the service still serves what it can. Each supervised actor is a component
+/// of its own, read from the supervisors (so it shows even while the HealthMonitor is the one
 /// restarting).
 pub async fn live(edge: &Edge) -> Reply {
     let components = edge.health.addr().send(Snapshot).await.unwrap_or_default();
     let actors = edge.actors.states();
-    let db_open = edge.db_breaker.is_open();
-    let degraded = db_open
-        || components.values().any(|c| c.status != Status::Up)
+    let mut degraded = components.values().any(|c| c.status != Status::Up)
         || actors.values().any(|a| a.status != ActorStatus::Up);
     let mut parts = json!(components);
-    parts["database"] = breaker_part(db_open);
+    parts["database"] = json!({"status": "up"});
     for (name, state) in actors {
         parts[name] = json!(state);
+    }
+    degraded |= show_breaker(&mut parts, &edge.db_breaker);
+    if let Some(redis) = &edge.redis {
+        degraded |= show_breaker(&mut parts, redis.breaker());
     }
     Reply::ok(json!({
         "status": if degraded { "degraded" } else { "ok" },
@@ -34,15 +37,6 @@ pub async fn live(edge: &Edge) -> Reply {
         "uptimeSeconds": edge.started.elapsed().as_secs(),
         "components": parts,
     }))
-}
-
-/// The database as the breaker sees it, without asking it.
-fn breaker_part(open: bool) -> Value {
-    match open {
-        true => json!({"status": "down", "breaker": "open",
-                       "detail": "not answering: requests that need it get 503 at once until a probe answers"}),
-        false => json!({"status": "up", "breaker": "closed"}),
-    }
 }
 
 /// Readiness: 503 until the database answers, and at once while its breaker is open.
@@ -92,6 +86,22 @@ pub async fn integrations(edge: &Edge, detailed: bool) -> Reply {
     Reply::ok(body)
 }
 
+/// Shows a dependency's breaker (`breaker`: `open` or `closed`) in the component named after
+/// it; while open, that component is down. True when open.
+fn show_breaker(parts: &mut Value, breaker: &Breaker) -> bool {
+    let open = breaker.is_open();
+    let part = &mut parts[breaker.name()];
+    part["breaker"] = json!(if open { "open" } else { "closed" });
+    if open {
+        part["status"] = json!("down");
+        part["detail"] = json!(OPEN_DETAIL);
+    }
+    open
+}
+
+const OPEN_DETAIL: &str =
+    "not answering: requests take their fallback at once until a background probe answers";
+
 fn word(status: Status) -> &'static str {
     match status {
         Status::Up => "ok",
@@ -120,22 +130,18 @@ async fn probe_database(edge: &Edge) -> Value {
     })
 }
 
+/// A `PING`, unless Redis' breaker is open: then it is down without asking.
 async fn probe_redis(edge: &Edge) -> Value {
-    let Some(pool) = &edge.redis else {
+    let Some(redis) = &edge.redis else {
         return json!({"status": "down", "error": "REDIS_URL is not usable"});
     };
+    if redis.breaker().is_open() {
+        return json!({"status": "down", "breaker": "open", "error": OPEN_DETAIL});
+    }
     let started = Instant::now();
-    let ping = async {
-        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-        deadpool_redis::redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map_err(|e| e.to_string())
-    };
-    match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
-        Ok(Ok(_)) => json!({"status": "ok", "latencyMs": millis(started)}),
-        Ok(Err(e)) => json!({"status": "down", "error": e}),
-        Err(_) => json!({"status": "down", "error": "no answer within 2 s"}),
+    match redis.ping(PROBE_TIMEOUT).await {
+        Ok(()) => json!({"status": "ok", "breaker": "closed", "latencyMs": millis(started)}),
+        Err(e) => json!({"status": "down", "breaker": "closed", "error": e.to_string()}),
     }
 }
 

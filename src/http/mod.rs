@@ -42,7 +42,7 @@ pub struct Edge {
     pub health: Health,
     /// Every supervised actor's state, read directly (even while the HealthMonitor restarts).
     pub actors: user_actors::supervisor::Supervision,
-    pub redis: Option<deadpool_redis::Pool>,
+    pub redis: Option<user_actors::redis::Redis>,
     pub cache: user_actors::cache::UserCache,
     pub started: Instant,
 }

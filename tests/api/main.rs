@@ -15,6 +15,7 @@ mod events;
 mod failover;
 mod frozen_postgres;
 mod frozen_rabbitmq;
+mod frozen_redis;
 mod hostile;
 mod ledger;
 mod ledger_rpc;

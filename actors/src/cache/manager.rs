@@ -1,8 +1,9 @@
 //! The CacheManager actor: keeps this instance's cache coherent with the others. It listens
 //! on the invalidation channel (dropping in-process copies as other instances write), checks
-//! Redis every second, redelivers invalidations Redis missed, and reports to health. It is
-//! supervised: if it dies, the in-process copy is off (its listener's guard sees to that)
-//! until a new one has subscribed again.
+//! Redis every second (not while Redis' breaker is open: its probe does, and the subscription
+//! is kept for when Redis answers again), redelivers invalidations Redis missed, and reports
+//! to health. It is supervised: if it dies, the in-process copy is off (its listener's guard
+//! sees to that) until a new one has subscribed again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,9 @@ impl Actor for CacheManager {
         ctx.spawn(listen.into_actor(self));
         ctx.run_interval(TICK, move |act, ctx| {
             inner.sweep();
+            if !inner.redis.breaker().allows() {
+                return;
+            }
             let inner = inner.clone();
             let check = async move {
                 // Lenient: a busy instance answers its requests late, which is no reason to

@@ -14,8 +14,12 @@
 //! * An invalidation that cannot reach Redis is remembered: that user is not read from Redis
 //!   until the [`CacheManager`] has delivered it.
 //! * Redis slow or down never fails a request: every call has a short timeout and a failure
-//!   is a miss.
+//!   is a miss. A Redis that hangs is not asked at all once its breaker is open (see
+//!   [`crate::redis`]); meanwhile no invalidation can arrive from other instances, so the
+//!   in-process copy serves only users read in the last [`MAX_AGE_WITHOUT_REDIS`], which bounds
+//!   how late this instance sees another's write.
 
+mod local;
 mod manager;
 mod recent;
 mod scripts;
@@ -25,14 +29,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use deadpool_redis::Pool;
 use deadpool_redis::redis;
 
 use crate::crypto::BillingKeys;
 use crate::metrics;
+use crate::redis::{Failure, Redis};
 use user_domain::views::Rendered;
 use user_domain::{Email, UserId};
 
+pub use local::MAX_AGE_WITHOUT_REDIS;
+use local::{LOCAL_BYTES, LOCAL_EMAILS, LOCAL_TTL, Local, weight};
 pub use manager::CacheManager;
 
 /// Most time a Redis call may take before the cache gives up on it (a miss).
@@ -40,14 +46,6 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(100);
 /// How long an invalidation marker lives; fills of reads older than this are dropped.
 const MARKER_TTL: Duration = Duration::from_secs(60);
 const MAX_FILL_AGE: Duration = Duration::from_secs(30);
-/// The in-process copy is bounded in time as well as by invalidations.
-const LOCAL_TTL: Duration = Duration::from_secs(30);
-/// The in-process copy is bounded by the memory its users take, as [`weight`] estimates it
-/// (about 2 KiB for a user of the default shape, so some 12,000 users); the least used
-/// go first.
-const LOCAL_BYTES: u64 = 24 * 1024 * 1024;
-/// Addresses kept in process, each an address and an id.
-const LOCAL_EMAILS: u64 = 20_000;
 /// Invalidations remembered while Redis is away; past this, Redis is distrusted as a whole
 /// and this instance's keys are purged once it is back.
 const MAX_UNCLEAN: usize = 10_000;
@@ -67,12 +65,12 @@ pub struct UserCache {
 }
 
 struct Inner {
-    redis: Pool,
+    redis: Redis,
     prefix: String,
     ttl: Duration,
     /// Seal and open the billing fields of the Redis entries.
     keys: Arc<BillingKeys>,
-    local: moka::sync::Cache<UserId, Arc<Rendered>>,
+    local: moka::sync::Cache<UserId, Local>,
     emails: moka::sync::Cache<Email, UserId>,
     /// When each user was last invalidated here.
     /// Invalidations seen, to refuse fills read before them.
@@ -134,7 +132,7 @@ impl Kind {
 }
 
 impl UserCache {
-    pub fn new(redis: Option<Pool>, settings: CacheSettings, keys: Arc<BillingKeys>) -> Self {
+    pub fn new(redis: Option<Redis>, settings: CacheSettings, keys: Arc<BillingKeys>) -> Self {
         let inner = redis.filter(|_| !settings.ttl.is_zero()).map(|redis| {
             let local_ttl = settings.ttl.min(LOCAL_TTL);
             Arc::new(Inner {
@@ -143,7 +141,7 @@ impl UserCache {
                 ttl: settings.ttl,
                 keys,
                 local: moka::sync::Cache::builder()
-                    .weigher(|_, u| weight(u))
+                    .weigher(|_, l: &Local| weight(&l.user))
                     .max_capacity(LOCAL_BYTES)
                     .time_to_live(local_ttl)
                     .build(),
@@ -180,10 +178,10 @@ impl UserCache {
         let Some(c) = &self.inner else {
             return (found, mark);
         };
-        let use_local = c.listening.load(Ordering::Acquire);
+        let serve = c.serve();
         let mut rest = Vec::new();
         for id in ids {
-            match c.local.get(id).filter(|_| use_local) {
+            match c.local_user(id, serve) {
                 Some(u) => {
                     found.insert(*id, u);
                 }
@@ -228,11 +226,11 @@ impl UserCache {
         let Some(c) = &self.inner else {
             return (None, mark);
         };
+        let serve = c.serve();
         let local = c
             .emails
             .get(email)
-            .filter(|_| c.listening.load(Ordering::Acquire))
-            .and_then(|id| c.local.get(&id))
+            .and_then(|id| c.local_user(&id, serve))
             .filter(|u| u.user.email == *email);
         if let Some(u) = local {
             c.count(caller, Kind::Email, Tier::Local, 1);
@@ -341,13 +339,6 @@ impl UserCache {
     }
 }
 
-/// Bytes a cached user holds, estimated: the struct, its rendered JSON, and as much again
-/// for the fields the struct points to (the same text, parsed).
-fn weight(u: &Arc<Rendered>) -> u32 {
-    let json = u.json().get().len();
-    u32::try_from(size_of::<Rendered>() + 2 * json).unwrap_or(u32::MAX)
-}
-
 #[derive(Debug, Clone, Copy)]
 enum Tier {
     Local,
@@ -390,41 +381,6 @@ impl Inner {
     fn is_unclean(&self, id: &UserId) -> bool {
         let unclean = self.unclean.lock().unwrap_or_else(|p| p.into_inner());
         unclean.contains_key(id)
-    }
-
-    fn keep_local(&self, u: &Arc<Rendered>, mark: ReadMark, by_email: bool) {
-        if !self.listening.load(Ordering::Acquire) {
-            return;
-        }
-        let id = u.user.id;
-        if self.recent.since(id, mark.at) {
-            return;
-        }
-        self.local.insert(id, u.clone());
-        if by_email {
-            self.emails.insert(u.user.email.clone(), id);
-        }
-    }
-
-    /// Frees what has expired in process now, rather than at the next use of each cache,
-    /// so an idle instance gives its memory back.
-    fn sweep(&self) {
-        self.local.run_pending_tasks();
-        self.emails.run_pending_tasks();
-    }
-
-    fn drop_local(&self, id: UserId) {
-        self.recent.record(id);
-        self.local.invalidate(&id);
-    }
-
-    /// Turns the in-process copy on or off; either way it starts empty, since invalidations
-    /// may have been missed.
-    fn set_listening(&self, on: bool) {
-        self.listening.store(false, Ordering::Release);
-        self.local.invalidate_all();
-        self.emails.invalidate_all();
-        self.listening.store(on, Ordering::Release);
     }
 
     /// `MGET` of `keys` and Redis' clock, in one round trip.
@@ -530,24 +486,22 @@ impl Inner {
         self.run_within(REDIS_TIMEOUT, call).await
     }
 
-    /// [`Self::run`] with another timeout.
+    /// [`Self::run`] with another timeout. While the breaker is open nothing is asked, and
+    /// that is no error: `redisErrors` counts calls that were made and failed.
     async fn run_within<T>(
         &self,
         limit: Duration,
         call: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
     ) -> Option<T> {
-        let work = async {
-            let mut conn = self.redis.get().await.map_err(|e| e.to_string())?;
-            call(&mut conn).await.map_err(|e| e.to_string())
-        };
-        let error = match tokio::time::timeout(limit, work).await {
-            Ok(Ok(v)) => return Some(v),
-            Ok(Err(e)) => e,
-            Err(_) => format!("no answer within {limit:?}"),
-        };
-        self.stats.errors.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(%error, "redis call failed; treated as a miss");
-        None
+        match self.redis.call(limit, call).await {
+            Ok(v) => Some(v),
+            Err(Failure::Open) => None,
+            Err(error) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%error, "redis call failed; treated as a miss");
+                None
+            }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The cache against the local Redis: the ordering rule that keeps old reads out.
 
+use deadpool_redis::Pool;
 use deadpool_redis::redis::AsyncCommands;
 
 use super::*;
@@ -22,7 +23,7 @@ fn cache() -> (UserCache, Pool, String) {
     };
     let keys = Arc::new(BillingKeys::development());
     (
-        UserCache::new(Some(pool.clone()), settings, keys),
+        UserCache::new(Some(crate::redis::Redis::new(pool.clone())), settings, keys),
         pool,
         prefix,
     )
@@ -122,4 +123,58 @@ fn a_user_of_the_default_shape_weighs_about_what_the_budget_assumes() {
     let w = weight(&rendered(&user("Ann")));
     assert!((1_000..=4_000).contains(&w), "{w}");
     assert!(LOCAL_BYTES / u64::from(w) >= 5_000);
+}
+
+/// While Redis' breaker is open no invalidation can arrive, even on a subscription that is
+/// still open: the in-process copy serves only users read within `MAX_AGE_WITHOUT_REDIS`,
+/// and Redis is not asked for the others.
+#[tokio::test]
+async fn with_redis_cut_off_only_recent_reads_are_served_in_process() {
+    let settings = CacheSettings {
+        prefix: "cache_test_nowhere".to_owned(),
+        ttl: Duration::from_secs(300),
+    };
+    let redis = crate::redis::Redis::new(pool("redis://127.0.0.1:1"));
+    let keys = Arc::new(BillingKeys::development());
+    let cache = UserCache::new(Some(redis.clone()), settings, keys);
+    let c = cache.inner.clone().unwrap();
+    c.set_listening(true);
+    let recent = user("Recent");
+    let old = User {
+        email: Email::parse("old@example.com").unwrap(),
+        ..user("Old")
+    };
+    let now = ReadMark {
+        at: Instant::now(),
+        redis_time: None,
+    };
+    cache.fill(now, &[rendered(&recent)], true).await;
+    // Read before the cache existed, so inserted by hand (a fill would refuse it).
+    let read_at = Instant::now()
+        .checked_sub(MAX_AGE_WITHOUT_REDIS + Duration::from_secs(1))
+        .unwrap();
+    let local = Local {
+        user: rendered(&old),
+        read_at,
+    };
+    c.local.insert(old.id, local);
+    c.emails.insert(old.email.clone(), old.id);
+    let both = [recent.id, old.id];
+    assert_eq!(
+        cache.get_many(&both, "test").await.0.len(),
+        2,
+        "Redis answers"
+    );
+
+    redis.breaker().trip();
+    let (found, _) = cache.get_many(&both, "test").await;
+    assert_eq!(found.keys().collect::<Vec<_>>(), vec![&recent.id]);
+    assert!(cache.get_by_email(&old.email, "test").await.0.is_none());
+    assert!(cache.get_by_email(&recent.email, "test").await.0.is_some());
+    let figures = cache.figures();
+    assert_eq!(
+        (figures.local_hits, figures.redis_errors),
+        (4, 0),
+        "{figures:?}"
+    );
 }

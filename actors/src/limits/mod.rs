@@ -4,10 +4,10 @@
 //!
 //! The allowance is the service's, not the instance's: with Redis configured every instance
 //! counts in Redis ([`shared`]), spending leases locally so a caller far below its limit
-//! costs no round trip. When Redis does not answer, each instance counts alone with the whole
-//! allowance ([`local`]) until the [`RateLimiter`] actor's probe sees Redis again; the
-//! `rateLimits` health component says which it is. The actor also owns the counters'
-//! lifetime: it forgets callers idle for a whole window.
+//! costs no round trip. While Redis' breaker is open (see [`crate::redis`]), each instance
+//! counts alone with the whole allowance ([`local`]), until the breaker's probe sees Redis
+//! again; the `rateLimits` health component says which it is. The [`RateLimiter`] actor owns
+//! the counters' lifetime: it forgets callers idle for a whole window.
 
 mod local;
 mod shared;
@@ -16,17 +16,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, ActorFutureExt, AsyncContext, Context, WrapFuture};
-use deadpool_redis::Pool;
+use actix::{Actor, AsyncContext, Context};
 use user_domain::error::CoreError;
 
 pub use self::local::{DEFAULT_CALLER, LocalLimits, RateLimit};
 use self::shared::Shared;
 use crate::health::{Figures, Health, Report, Status};
+use crate::redis::Redis;
 
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// How often the actor looks at Redis while counting locally, and how long it waits.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How often the actor looks at how limits are counted, to report a change.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// How limits are being counted now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +57,7 @@ impl RateLimits {
     }
 
     /// Limits shared through Redis, under `prefix`, by every instance that uses it.
-    pub fn shared(limits: BTreeMap<String, RateLimit>, redis: Pool, prefix: &str) -> Self {
+    pub fn shared(limits: BTreeMap<String, RateLimit>, redis: Redis, prefix: &str) -> Self {
         Self {
             local: LocalLimits::new(limits),
             shared: Some(Arc::new(Shared::new(redis, prefix))),
@@ -99,20 +99,24 @@ impl RateLimits {
     }
 }
 
-/// Owns the counters' lifetime (sweeps idle callers away every minute) and, while Redis is
-/// away, looks for it every second so shared counting resumes when it returns.
+/// Owns the counters' lifetime (sweeps idle callers away every minute) and reports how they
+/// are counted, each second while that is not shared.
 pub struct RateLimiter {
     limits: RateLimits,
     health: Health,
     callers: usize,
+    /// How limits were counted at the last report.
+    reported: Counting,
 }
 
 impl RateLimiter {
     pub fn new(limits: RateLimits, health: Health) -> Self {
+        let reported = limits.counting();
         Self {
             limits,
             health,
             callers: 0,
+            reported,
         }
     }
 
@@ -122,8 +126,9 @@ impl RateLimiter {
         self.report();
     }
 
-    fn report(&self) {
+    fn report(&mut self) {
         let counting = self.limits.counting();
+        self.reported = counting;
         let (status, detail) = match counting {
             Counting::Fallback => (
                 Status::Degraded,
@@ -143,22 +148,13 @@ impl RateLimiter {
         });
     }
 
-    /// While counting falls back to local, asks Redis whether it is back.
-    fn watch(&mut self, ctx: &mut Context<Self>) {
-        let Some(shared) = self.limits.shared.clone() else {
-            return;
-        };
-        let was = self.limits.counting();
-        let probe = async move {
-            if !shared.is_up() {
-                shared.probe(PROBE_EVERY).await;
-            }
-        };
-        ctx.spawn(probe.into_actor(self).map(move |_, act, _| {
-            if act.limits.counting() != was || was == Counting::Fallback {
-                act.report();
-            }
-        }));
+    /// Reports a change of counting (Redis' breaker opened or closed), and every second
+    /// while counting locally.
+    fn watch(&mut self) {
+        let now = self.limits.counting();
+        if now != self.reported || now == Counting::Fallback {
+            self.report();
+        }
     }
 }
 
@@ -168,7 +164,7 @@ impl Actor for RateLimiter {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.sweep();
         ctx.run_interval(SWEEP_EVERY, |act, _| act.sweep());
-        ctx.run_interval(PROBE_EVERY, |act, ctx| act.watch(ctx));
+        ctx.run_interval(WATCH_EVERY, |act, _| act.watch());
     }
 }
 

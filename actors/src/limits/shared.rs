@@ -4,19 +4,19 @@
 //! atomic script, one round trip) and spends them locally; it never holds more than a
 //! sixteenth of what remained when it asked, so near the limit every request asks, and the
 //! instances together never let more than the allowance through. One request per caller
-//! asks at a time; the others wait for what it brings.
+//! asks at a time; the others wait for what it brings. While Redis' breaker is open nobody
+//! asks: every check counts locally at once.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use deadpool_redis::Pool;
 use deadpool_redis::redis::Script;
 use tokio::time::Instant;
 use user_domain::error::CoreError;
 
 use super::local::RateLimit;
+use crate::redis::Redis;
 
 /// The longest a limit check waits for Redis before counting locally.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(100);
@@ -24,8 +24,6 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(100);
 const MAX_LEASE: u32 = 1024;
 /// A lease takes at most this fraction (1/n) of what remains of the allowance.
 const LEASE_SHARE: u32 = 16;
-/// Failed Redis calls in a row after which every check counts locally.
-const FAILURES_TO_FALL_BACK: u32 = 3;
 
 /// KEYS: the caller's window. ARGV: the requests to take, the window (ms). Counts them and
 /// opens the window if this is its first request. Returns the count and the ms left.
@@ -89,34 +87,28 @@ impl Caller {
 }
 
 pub(super) struct Shared {
-    redis: Pool,
+    redis: Redis,
     prefix: String,
     callers: DashMap<String, Arc<Caller>>,
-    /// Redis calls failed in a row.
-    failures: AtomicU32,
-    /// Redis failed [`FAILURES_TO_FALL_BACK`] checks in a row: count locally until the
-    /// RateLimiter's probe sees it back.
-    down: AtomicBool,
 }
 
 impl Shared {
-    pub(super) fn new(redis: Pool, prefix: &str) -> Self {
+    pub(super) fn new(redis: Redis, prefix: &str) -> Self {
         Self {
             redis,
             prefix: prefix.to_owned(),
             callers: DashMap::new(),
-            failures: AtomicU32::new(0),
-            down: AtomicBool::new(false),
         }
     }
 
+    /// May checks ask Redis? Not while its breaker is open (one atomic load).
     pub(super) fn is_up(&self) -> bool {
-        !self.down.load(Ordering::Relaxed)
+        self.redis.breaker().allows()
     }
 
     /// Takes one request from the caller's shared allowance. `None` when Redis did not
-    /// answer in time: this request is then counted locally, and so is everyone's once
-    /// Redis has failed a few times in a row, until the probe sees it again.
+    /// answer in time, or its breaker opened while this request waited its turn: this
+    /// request is then counted locally, and so is everyone's while the breaker is open.
     pub(super) async fn check(
         &self,
         caller: &str,
@@ -135,18 +127,15 @@ impl Shared {
         if let Some(answer) = state.spend(now) {
             return Some(answer);
         }
+        if !self.is_up() {
+            return None;
+        }
         let seen = match state.lease.lock().ok()? {
             lease if lease.current(now) => lease.seen,
             _ => 0,
         };
         let want = lease_size(limit.requests, seen);
-        let Some((count, left)) = self.take(caller, want, limit.window).await else {
-            if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= FAILURES_TO_FALL_BACK {
-                self.down.store(true, Ordering::Relaxed);
-            }
-            return None;
-        };
-        self.failures.store(0, Ordering::Relaxed);
+        let (count, left) = self.take(caller, want, limit.window).await?;
         let granted = granted(limit.requests, want, count);
         let until = Some(now + left);
         let mut lease = state.lease.lock().ok()?;
@@ -169,49 +158,24 @@ impl Shared {
     async fn take(&self, caller: &str, want: u32, window: Duration) -> Option<(u64, Duration)> {
         let key = format!("{}:limit:{caller}", self.prefix);
         let window_ms = window.as_millis().clamp(1, u64::MAX as u128) as u64;
-        let work = async {
-            let mut conn = self.redis.get().await.ok()?;
-            let (count, left): (i64, i64) = TAKE
-                .key(key)
+        let script = async |conn: &mut deadpool_redis::Connection| {
+            TAKE.key(key)
                 .arg(want)
                 .arg(window_ms)
-                .invoke_async(&mut conn)
+                .invoke_async::<(i64, i64)>(conn)
                 .await
-                .map_err(|e| tracing::debug!(error = %e, "rate limit script failed"))
-                .ok()?;
-            let left = u64::try_from(left).unwrap_or(window_ms).clamp(1, window_ms);
-            Some((
-                u64::try_from(count).unwrap_or(0),
-                Duration::from_millis(left),
-            ))
         };
-        tokio::time::timeout(REDIS_TIMEOUT, work)
+        let (count, left) = self
+            .redis
+            .call(REDIS_TIMEOUT, script)
             .await
-            .ok()
-            .flatten()
-    }
-
-    #[cfg(test)]
-    pub(super) fn mark_down(&self) {
-        self.down.store(true, Ordering::Relaxed);
-    }
-
-    /// Does Redis answer? Clears the down flag when it does.
-    pub(super) async fn probe(&self, timeout: Duration) -> bool {
-        let ping = async {
-            let mut conn = self.redis.get().await.ok()?;
-            deadpool_redis::redis::cmd("PING")
-                .query_async::<String>(&mut conn)
-                .await
-                .ok()
-        };
-        let up = tokio::time::timeout(timeout, ping)
-            .await
-            .ok()
-            .flatten()
-            .is_some();
-        self.down.store(!up, Ordering::Relaxed);
-        up
+            .map_err(|e| tracing::debug!(error = %e, "rate limit script failed"))
+            .ok()?;
+        let left = u64::try_from(left).unwrap_or(window_ms).clamp(1, window_ms);
+        Some((
+            u64::try_from(count).unwrap_or(0),
+            Duration::from_millis(left),
+        ))
     }
 
     /// Forgets leases of windows that have ended.

@@ -13,6 +13,10 @@ fn pool(url: &str) -> Pool {
         .unwrap()
 }
 
+fn redis(url: &str) -> Redis {
+    Redis::new(pool(url))
+}
+
 fn allowance(requests: u32, secs: u64) -> BTreeMap<String, RateLimit> {
     let limit = RateLimit {
         requests,
@@ -29,7 +33,7 @@ fn prefix() -> String {
 async fn three_instances_share_one_allowance() {
     let prefix = prefix();
     let instances: Vec<RateLimits> = (0..3)
-        .map(|_| RateLimits::shared(allowance(500, 60), pool("redis://127.0.0.1:6379"), &prefix))
+        .map(|_| RateLimits::shared(allowance(500, 60), redis("redis://127.0.0.1:6379"), &prefix))
         .collect();
     let mut accepted = 0;
     for round in 0..400 {
@@ -58,7 +62,11 @@ async fn three_instances_share_one_allowance() {
 #[tokio::test]
 async fn a_caller_far_below_its_limit_takes_leases() {
     let prefix = prefix();
-    let limits = RateLimits::shared(allowance(1000, 60), pool("redis://127.0.0.1:6379"), &prefix);
+    let limits = RateLimits::shared(
+        allowance(1000, 60),
+        redis("redis://127.0.0.1:6379"),
+        &prefix,
+    );
     limits.check("social").await.unwrap();
     let mut conn = pool("redis://127.0.0.1:6379").get().await.unwrap();
     let counted: u64 = deadpool_redis::redis::cmd("GET")
@@ -88,7 +96,7 @@ async fn without_redis_each_instance_counts_alone_until_it_returns() {
     drop(closed);
     let limits = RateLimits::shared(
         allowance(3, 60),
-        pool(&format!("redis://127.0.0.1:{port}")),
+        redis(&format!("redis://127.0.0.1:{port}")),
         &prefix(),
     );
     for _ in 0..3 {
@@ -99,19 +107,23 @@ async fn without_redis_each_instance_counts_alone_until_it_returns() {
         limits.check("review").await.is_err(),
         "the local allowance holds"
     );
-    let shared = limits.shared.clone().unwrap();
-    assert!(!shared.probe(Duration::from_millis(200)).await);
     assert_eq!(limits.counting(), Counting::Fallback);
 }
 
 #[tokio::test]
 async fn shared_counting_resumes_when_the_probe_sees_redis() {
-    let limits = RateLimits::shared(allowance(3, 60), pool("redis://127.0.0.1:6379"), &prefix());
-    let shared = limits.shared.clone().unwrap();
-    shared.mark_down();
+    let redis = redis("redis://127.0.0.1:6379");
+    let limits = RateLimits::shared(allowance(3, 60), redis.clone(), &prefix());
+    redis.breaker().trip();
     assert_eq!(limits.counting(), Counting::Fallback);
-    assert!(shared.probe(Duration::from_secs(1)).await);
-    assert_eq!(limits.counting(), Counting::Shared);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while limits.counting() != Counting::Shared {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the probe closes it"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     limits.check("review").await.unwrap();
 }
 
@@ -119,7 +131,7 @@ async fn shared_counting_resumes_when_the_probe_sees_redis() {
 async fn concurrent_checks_share_one_allowance() {
     let prefix = prefix();
     let instances: Vec<RateLimits> = (0..3)
-        .map(|_| RateLimits::shared(allowance(60, 60), pool("redis://127.0.0.1:6379"), &prefix))
+        .map(|_| RateLimits::shared(allowance(60, 60), redis("redis://127.0.0.1:6379"), &prefix))
         .collect();
     let checks = (0..240).map(|i| instances[i % 3].check("game-catalog"));
     let answers = futures::future::join_all(checks).await;

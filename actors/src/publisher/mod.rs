@@ -73,8 +73,9 @@ pub struct PublisherConfig {
     /// Entries of the ledger of applied requests older than this are deleted (every minute,
     /// by every instance, with the backlog report).
     pub idempotency_retention: Duration,
-    /// Best-effort mirror of each event on `{prefix}:events`.
-    pub redis: Option<(deadpool_redis::Pool, String)>,
+    /// Best-effort mirror of each event on `{prefix}:events` (skipped while Redis' breaker
+    /// is open).
+    pub redis: Option<(crate::redis::Redis, String)>,
 }
 
 pub struct EventPublisher {
@@ -399,23 +400,22 @@ async fn publish_batch(
     Ok(batch.len())
 }
 
-/// Best effort: a slow or absent Redis never holds up publishing.
+/// Best effort: a slow or absent Redis never holds up publishing, and one whose breaker is
+/// open is not asked. The events go in one pipeline, with one deadline.
 async fn mirror<'a>(config: &PublisherConfig, events: impl Iterator<Item = &'a Value>) {
     let Some((redis, prefix)) = &config.redis else {
         return;
     };
     let channel = format!("{prefix}:events");
-    let work = async {
-        let mut conn = redis.get().await.ok()?;
-        for event in events {
-            let payload = event.to_string();
-            let _: Result<i64, _> = deadpool_redis::redis::cmd("PUBLISH")
-                .arg(&channel)
-                .arg(payload)
-                .query_async(&mut conn)
-                .await;
-        }
-        Some(())
-    };
-    let _ = tokio::time::timeout(Duration::from_millis(250), work).await;
+    let mut pipe = deadpool_redis::redis::pipe();
+    for event in events {
+        pipe.cmd("PUBLISH")
+            .arg(&channel)
+            .arg(event.to_string())
+            .ignore();
+    }
+    let publish = async |c: &mut deadpool_redis::Connection| pipe.query_async::<()>(c).await;
+    if let Err(e) = redis.call(Duration::from_millis(250), publish).await {
+        tracing::debug!(error = %e, "events not mirrored to Redis");
+    }
 }

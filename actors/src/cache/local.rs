@@ -1,0 +1,114 @@
+//! The in-process copy: which users it may serve (none without the invalidation subscription;
+//! with it, all while Redis answers and only recent reads while Redis' breaker is open, since
+//! no invalidation can come through a Redis that hangs), filling it, and dropping from it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use user_domain::UserId;
+use user_domain::views::Rendered;
+
+use super::{Inner, ReadMark};
+
+/// The in-process copy is bounded in time as well as by invalidations.
+pub(super) const LOCAL_TTL: Duration = Duration::from_secs(30);
+/// While Redis' breaker is open, invalidations from other instances cannot arrive: an
+/// in-process user is served only if it was read (from PostgreSQL or Redis) this recently;
+/// older ones are read again from PostgreSQL.
+pub const MAX_AGE_WITHOUT_REDIS: Duration = Duration::from_secs(5);
+/// The in-process copy is bounded by the memory its users take, as [`weight`] estimates it
+/// (about 2 KiB for a user of the default shape, so some 12,000 users); the least used
+/// go first.
+pub(super) const LOCAL_BYTES: u64 = 24 * 1024 * 1024;
+/// Addresses kept in process, each an address and an id.
+pub(super) const LOCAL_EMAILS: u64 = 20_000;
+
+/// A user held in process, and when the read that found it began.
+#[derive(Clone)]
+pub(super) struct Local {
+    pub(super) user: Arc<Rendered>,
+    pub(super) read_at: Instant,
+}
+
+/// Which in-process users may be served now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Serve {
+    /// Every one: subscribed, and invalidations arrive.
+    All,
+    /// Those read within [`MAX_AGE_WITHOUT_REDIS`]: subscribed, but Redis does not answer.
+    Recent,
+    /// None: not subscribed, so invalidations may be missed.
+    Nothing,
+}
+
+/// Bytes a cached user holds, estimated: the struct, its rendered JSON, and as much again
+/// for the fields the struct points to (the same text, parsed).
+pub(super) fn weight(u: &Arc<Rendered>) -> u32 {
+    let json = u.json().get().len();
+    u32::try_from(size_of::<Rendered>() + size_of::<Local>() + 2 * json).unwrap_or(u32::MAX)
+}
+
+impl Inner {
+    /// What the in-process copy may serve now: two atomic loads.
+    pub(super) fn serve(&self) -> Serve {
+        if !self.listening.load(Ordering::Acquire) {
+            Serve::Nothing
+        } else if self.redis.breaker().allows() {
+            Serve::All
+        } else {
+            Serve::Recent
+        }
+    }
+
+    pub(super) fn local_user(&self, id: &UserId, serve: Serve) -> Option<Arc<Rendered>> {
+        match serve {
+            Serve::Nothing => None,
+            Serve::All => self.local.get(id).map(|l| l.user),
+            Serve::Recent => self
+                .local
+                .get(id)
+                .filter(|l| l.read_at.elapsed() <= MAX_AGE_WITHOUT_REDIS)
+                .map(|l| l.user),
+        }
+    }
+
+    pub(super) fn keep_local(&self, u: &Arc<Rendered>, mark: ReadMark, by_email: bool) {
+        if self.serve() == Serve::Nothing {
+            return;
+        }
+        let id = u.user.id;
+        if self.recent.since(id, mark.at) {
+            return;
+        }
+        let local = Local {
+            user: u.clone(),
+            read_at: mark.at,
+        };
+        self.local.insert(id, local);
+        if by_email {
+            self.emails.insert(u.user.email.clone(), id);
+        }
+    }
+
+    /// Frees what has expired in process now, rather than at the next use of each cache,
+    /// so an idle instance gives its memory back.
+    pub(super) fn sweep(&self) {
+        self.local.run_pending_tasks();
+        self.emails.run_pending_tasks();
+    }
+
+    pub(super) fn drop_local(&self, id: UserId) {
+        self.recent.record(id);
+        self.local.invalidate(&id);
+    }
+
+    /// Turns the in-process copy on or off; either way it starts empty, since invalidations
+    /// may have been missed.
+    pub(super) fn set_listening(&self, on: bool) {
+        self.listening.store(false, Ordering::Release);
+        self.local.invalidate_all();
+        self.emails.invalidate_all();
+        self.listening.store(on, Ordering::Release);
+    }
+}

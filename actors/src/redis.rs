@@ -1,0 +1,152 @@
+//! Redis as every part of the service reaches it: one pool and one [`Breaker`], shared by the
+//! cache, the shared rate limits and the publisher's event mirror. Every call has a deadline;
+//! a call that times out or cannot reach Redis counts against the breaker, and while the
+//! breaker is open calls fail at once without asking (each caller has a fallback: a miss, a
+//! local count, no mirror), so a Redis that hangs costs requests a few timeouts in all, not
+//! one each. The breaker's probe (a `PING`) closes it when Redis answers again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_redis::{Connection, Pool, redis};
+
+use crate::breaker::{Breaker, Probe};
+
+/// Timeouts or unreachable calls in a row that open the breaker.
+const FAILURES_TO_OPEN: u32 = 3;
+/// The probe's deadline: a Redis that answers a `PING` slower than this is not back.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+/// Waits between probes while open: from this, doubling (with jitter) up to [`PROBE_MAX`].
+const PROBE_MIN: Duration = Duration::from_millis(100);
+const PROBE_MAX: Duration = Duration::from_secs(1);
+
+/// Cheap to clone; every clone is the same pool and breaker.
+#[derive(Clone)]
+pub struct Redis {
+    pool: Pool,
+    breaker: Breaker,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("breaker", &self.breaker)
+            .finish()
+    }
+}
+
+/// Why a call gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("not asked: Redis' breaker is open")]
+    Open,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// Redis could not be reached (a connection or I/O error).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// Redis answered with an error.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl Redis {
+    /// The service's one view of Redis, with its breaker (see the module's doc).
+    pub fn new(pool: Pool) -> Self {
+        let probe_pool = pool.clone();
+        let probe: Probe = Arc::new(move || {
+            let pool = probe_pool.clone();
+            Box::pin(async move { ping(&pool, PROBE_TIMEOUT).await.is_ok() })
+        });
+        let breaker = Breaker::new("redis", FAILURES_TO_OPEN, (PROBE_MIN, PROBE_MAX), probe);
+        Self { pool, breaker }
+    }
+
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// One call within `limit`. While the breaker is open it fails at once, asking nothing.
+    pub async fn call<T>(
+        &self,
+        limit: Duration,
+        call: impl AsyncFnOnce(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, Failure> {
+        if !self.breaker.allows() {
+            return Err(Failure::Open);
+        }
+        let result = within(&self.pool, limit, call).await;
+        match &result {
+            Ok(_) | Err(Failure::Refused(_)) => self.breaker.success(),
+            Err(_) => self.breaker.failure(),
+        }
+        result
+    }
+
+    /// A `PING` within `limit`, whatever the breaker says (health endpoints report it).
+    pub async fn ping(&self, limit: Duration) -> Result<(), Failure> {
+        ping(&self.pool, limit).await
+    }
+}
+
+async fn ping(pool: &Pool, limit: Duration) -> Result<(), Failure> {
+    let answer = within(pool, limit, async |c: &mut Connection| {
+        redis::cmd("PING").query_async::<String>(c).await
+    });
+    answer.await.map(|_| ())
+}
+
+async fn within<T>(
+    pool: &Pool,
+    limit: Duration,
+    call: impl AsyncFnOnce(&mut Connection) -> redis::RedisResult<T>,
+) -> Result<T, Failure> {
+    let work = async {
+        let mut conn = pool
+            .get()
+            .await
+            .map_err(|e| Failure::Unreachable(e.to_string()))?;
+        call(&mut conn).await.map_err(|e| {
+            let unreachable = e.is_io_error()
+                || e.is_timeout()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.is_unrecoverable_error();
+            match unreachable {
+                true => Failure::Unreachable(e.to_string()),
+                false => Failure::Refused(e.to_string()),
+            }
+        })
+    };
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or(Err(Failure::Timeout(limit)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool to a port where nothing listens: every call is refused at once.
+    fn nowhere() -> Redis {
+        let config = deadpool_redis::Config::from_url("redis://127.0.0.1:1");
+        Redis::new(
+            config
+                .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn failures_open_the_breaker_and_then_nothing_is_asked() {
+        let redis = nowhere();
+        let ping = async |c: &mut Connection| redis::cmd("PING").query_async::<String>(c).await;
+        for _ in 0..FAILURES_TO_OPEN {
+            let failed = redis.call(Duration::from_secs(1), ping).await;
+            assert!(matches!(failed, Err(Failure::Unreachable(_))), "{failed:?}");
+        }
+        assert!(redis.breaker().is_open());
+        let failed = redis.call(Duration::from_secs(1), ping).await;
+        assert!(matches!(failed, Err(Failure::Open)), "{failed:?}");
+    }
+}
