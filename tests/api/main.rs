@@ -21,6 +21,7 @@ mod nestjs;
 mod openapi;
 mod resilience;
 mod rpc;
+mod slow_clients;
 mod startup;
 mod supervision;
 mod users;
