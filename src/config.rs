@@ -179,7 +179,7 @@ impl Config {
 
         let config = Self {
             http_addr,
-            http: HttpLimits::from_lookup(&get)?,
+            http: HttpLimits::from_lookup(get)?,
             database_url: or(
                 "DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/user_service",
