@@ -31,6 +31,7 @@ const REDIS_POOL_SIZE: usize = 32;
 
 pub struct Application {
     listener: TcpListener,
+    http_limits: crate::config::HttpLimits,
     edge: Arc<http::Edge>,
     rpc: Arc<rpc::RpcEdge>,
     pool: PgPool,
@@ -182,9 +183,11 @@ impl Application {
             redis,
             cache,
             started: Instant::now(),
+            body_timeout: config.http.body_timeout,
         });
         Ok(Self {
             listener,
+            http_limits: config.http,
             edge,
             rpc,
             pool,
@@ -213,13 +216,12 @@ impl Application {
         });
         tokio::spawn(crate::metrics::upkeep(stop.clone()));
         tracing::info!(addr = ?self.listener.local_addr().ok(), "serving REST");
-        let mut http_stop = stop.clone();
-        let http = warp::serve(http::filter(self.edge))
-            .incoming(self.listener)
-            .graceful(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .run();
+        let http = http::server::serve(
+            self.listener,
+            warp::service(http::filter(self.edge)),
+            self.http_limits,
+            stop.clone(),
+        );
         // On the worker pool, not this (the actix System's) thread: each delivery's task is
         // then spawned onto the worker that took the delivery, without waking another thread.
         let rpc = tokio::spawn(rpc::run(self.rpc, stop));

@@ -13,6 +13,9 @@ use user_actors::publisher::Envelope;
 
 use crate::rpc::QueueType;
 
+mod http;
+pub use http::HttpLimits;
+
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {message}")]
 pub struct ConfigError {
@@ -79,6 +82,8 @@ impl AuthConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub http_addr: SocketAddr,
+    /// What one REST client may hold: timeouts and the connection cap.
+    pub http: HttpLimits,
     pub database_url: String,
     pub db_pool_size: u32,
     /// How long a request waits for a database connection before answering 503.
@@ -180,6 +185,7 @@ impl Config {
 
         let config = Self {
             http_addr,
+            http: HttpLimits::from_lookup(get)?,
             database_url: or(
                 "DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/user_service",

@@ -234,6 +234,9 @@ pub async fn warp_fixed() -> Result<(), String> {
                 .unwrap_or_default()
         });
     announce(&format!("READY {port}"));
-    warp::serve(routes).incoming(listener).run().await;
+    // Served by the service's own server code, so that this is the ceiling of the same code.
+    let (_serving, stop) = tokio::sync::watch::channel(false);
+    let limits = user_service::config::HttpLimits::default();
+    user_service::http::server::serve(listener, warp::service(routes), limits, stop).await;
     Ok(())
 }

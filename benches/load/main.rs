@@ -58,7 +58,8 @@
 //! **The ceilings**, measured in the same run with the same clients and concurrencies; each
 //! row's `ratio` is its req/s over its ceiling's:
 //!
-//! * `ceil-warp` (for REST reads): a bare warp server (this binary re-run with
+//! * `ceil-warp` (for REST reads): a bare warp filter on the service's server code
+//!   (`user_service::http::server`, its default limits; this binary re-run with
 //!   `BENCH_ROLE=warp-fixed`, multi-thread tokio with the default workers) answering every
 //!   GET with a fixed JSON body the size of one user (the body of an actual
 //!   `GET /api/internal/users/{id}`); `ceil-warp-batch100` serves the body of a 100-id

@@ -84,6 +84,7 @@ fn error_code(name: Option<&str>, status: u16) -> ErrorCode {
         403 => ErrorCode::Forbidden,
         404 => ErrorCode::NotFound,
         405 => ErrorCode::MethodNotAllowed,
+        408 => ErrorCode::RequestTimeout,
         409 => ErrorCode::Conflict,
         413 => ErrorCode::PayloadTooLarge,
         422 => ErrorCode::IdempotencyKeyReused,

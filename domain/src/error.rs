@@ -56,6 +56,8 @@ pub enum ErrorCode {
     /// A request key reused with different content (IETF Idempotency-Key draft).
     IdempotencyKeyReused,
     PayloadTooLarge,
+    /// REST only: a request body that did not all arrive in time.
+    RequestTimeout,
     RateLimited,
     Unavailable,
     Internal,
@@ -63,7 +65,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the contract's order.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::ValidationFailed,
         Self::Unauthenticated,
         Self::Forbidden,
@@ -74,6 +76,7 @@ impl ErrorCode {
         Self::Conflict,
         Self::IdempotencyKeyReused,
         Self::PayloadTooLarge,
+        Self::RequestTimeout,
         Self::RateLimited,
         Self::Unavailable,
         Self::Internal,
@@ -87,6 +90,7 @@ impl ErrorCode {
             Self::UserNotFound | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::EmailTaken | Self::Conflict => 409,
+            Self::RequestTimeout => 408,
             Self::PayloadTooLarge => 413,
             Self::IdempotencyKeyReused => 422,
             Self::RateLimited => 429,
@@ -107,6 +111,7 @@ impl ErrorCode {
             Self::Conflict => "CONFLICT",
             Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::RateLimited => "RATE_LIMITED",
             Self::Unavailable => "UNAVAILABLE",
             Self::Internal => "INTERNAL",
@@ -121,6 +126,7 @@ impl ErrorCode {
             403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            408 => "Request Timeout",
             409 => "Conflict",
             413 => "Payload Too Large",
             422 => "Unprocessable Entity",
@@ -157,6 +163,8 @@ pub enum CoreError {
     IdempotencyKeyReused(String),
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("the request body did not all arrive within {0:?}")]
+    RequestTimeout(std::time::Duration),
     #[error("rate limit exceeded, retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
@@ -179,6 +187,7 @@ impl CoreError {
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::IdempotencyKeyReused(_) => ErrorCode::IdempotencyKeyReused,
             Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            Self::RequestTimeout(_) => ErrorCode::RequestTimeout,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,

@@ -166,3 +166,32 @@ fn broker_waits_are_bounded() {
         assert!(config(&[("AMQP_TIMEOUT_MS", bad)]).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn http_limits_default_and_refuse_unbounded_values() {
+    let c = config(&[]).unwrap();
+    assert_eq!(c.http, HttpLimits::default());
+    assert_eq!(c.http.header_timeout, Duration::from_secs(10));
+    assert_eq!(c.http.max_connections, 10_000);
+    let set = config(&[
+        ("HTTP_HEADER_TIMEOUT_MS", "1500"),
+        ("HTTP_BODY_TIMEOUT_MS", "2000"),
+        ("HTTP_IDLE_TIMEOUT_MS", "3000"),
+        ("HTTP_MAX_CONNECTIONS", "64"),
+    ])
+    .unwrap();
+    assert_eq!(set.http.header_timeout, Duration::from_millis(1500));
+    assert_eq!(set.http.body_timeout, Duration::from_secs(2));
+    assert_eq!(set.http.idle_timeout, Duration::from_secs(3));
+    assert_eq!(set.http.max_connections, 64);
+    for (var, bad) in [
+        ("HTTP_HEADER_TIMEOUT_MS", "0"),
+        ("HTTP_BODY_TIMEOUT_MS", "3600001"),
+        ("HTTP_IDLE_TIMEOUT_MS", "-1"),
+        ("HTTP_MAX_CONNECTIONS", "0"),
+        ("HTTP_MAX_CONNECTIONS", "many"),
+    ] {
+        let e = config(&[(var, bad)]).unwrap_err();
+        assert_eq!(e.var, var, "{bad}");
+    }
+}

@@ -5,6 +5,7 @@ mod health;
 pub mod openapi;
 mod respond;
 mod routes;
+pub mod server;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct Edge {
     pub redis: Option<user_actors::redis::Redis>,
     pub cache: user_actors::cache::UserCache,
     pub started: Instant,
+    /// How long a request's body may take to arrive (`HTTP_BODY_TIMEOUT_MS`).
+    pub body_timeout: Duration,
 }
 
 /// The whole HTTP surface as one warp filter.
@@ -58,11 +61,27 @@ pub fn filter(
         .and(warp::path::full())
         .and(query)
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(warp::ext::optional::<server::PeerAddr>())
         .and(warp::body::stream())
         .then(
-            |edge: Arc<Edge>, method, path: warp::path::FullPath, query, headers, remote, body| async move {
-                handle(edge, method, path.as_str().to_owned(), query, headers, remote, body).await
+            |edge: Arc<Edge>,
+             method,
+             path: warp::path::FullPath,
+             query,
+             headers,
+             peer: Option<server::PeerAddr>,
+             body| async move {
+                let remote = peer.map(|p| p.0);
+                handle(
+                    edge,
+                    method,
+                    path.as_str().to_owned(),
+                    query,
+                    headers,
+                    remote,
+                    body,
+                )
+                .await
             },
         )
 }
@@ -136,7 +155,10 @@ where
         let form = if method == Http::GET || method == Http::DELETE {
             ParamForm::Query
         } else {
-            add_body(&mut params, read_body(&headers, body).await?)?;
+            add_body(
+                &mut params,
+                read_body(&headers, body, edge.body_timeout).await?,
+            )?;
             ParamForm::Json
         };
         let key = header("idempotency-key");
@@ -168,7 +190,15 @@ where
             error,
         );
     }
+    // A body that did not arrive leaves the connection mid-request: close it.
+    let close = matches!(result, Err(CoreError::RequestTimeout(_)));
     let mut response = respond::render(result, &correlation_id);
+    if close {
+        response.headers_mut().insert(
+            warp::http::header::CONNECTION,
+            warp::http::HeaderValue::from_static("close"),
+        );
+    }
     if let Some(v) = allow.and_then(|a| warp::http::HeaderValue::from_str(&a).ok()) {
         response.headers_mut().insert(warp::http::header::ALLOW, v);
     }
@@ -262,8 +292,13 @@ fn add_body(params: &mut Map<String, Value>, body: Bytes) -> Result<(), CoreErro
     Ok(())
 }
 
-/// Reads the body up to [`MAX_BODY_BYTES`]; a declared or actual larger body is a 413.
-async fn read_body<S, B>(headers: &HeaderMap, body: S) -> Result<Bytes, CoreError>
+/// Reads the body up to [`MAX_BODY_BYTES`]; a declared or actual larger body is a 413, one
+/// that has not all arrived within `timeout` a 408.
+async fn read_body<S, B>(
+    headers: &HeaderMap,
+    body: S,
+    timeout: Duration,
+) -> Result<Bytes, CoreError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
@@ -277,17 +312,26 @@ where
         drain(body).await;
         return Err(CoreError::PayloadTooLarge(MAX_BODY_BYTES));
     }
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let chunk =
-            chunk.map_err(|e| CoreError::invalid("body", format!("could not be read: {e}")))?;
-        if buf.len() + chunk.remaining() > MAX_BODY_BYTES {
-            drain(body).await;
-            return Err(CoreError::PayloadTooLarge(MAX_BODY_BYTES));
+    let read = async {
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.map_err(|e| CoreError::invalid("body", format!("could not be read: {e}")))?;
+            if buf.len() + chunk.remaining() > MAX_BODY_BYTES {
+                return Err(CoreError::PayloadTooLarge(MAX_BODY_BYTES));
+            }
+            buf.put(chunk);
         }
-        buf.put(chunk);
+        Ok(buf.freeze())
+    };
+    // Its timer starts only if the body is not already in hand.
+    let read = tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(CoreError::RequestTimeout(timeout)));
+    if let Err(CoreError::PayloadTooLarge(_)) = read {
+        drain(body).await;
     }
-    Ok(buf.freeze())
+    read
 }
 
 /// Reads and discards what the client is still sending, within bounds, so that the 413

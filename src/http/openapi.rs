@@ -240,7 +240,7 @@ fn operation(e: &Endpoint) -> Operation {
         errors.push(404);
     }
     if has_body {
-        errors.push(413);
+        errors.extend([408, 413]);
     }
     if writes {
         errors.extend([409, 422]);

@@ -25,6 +25,7 @@ mod openapi;
 mod oversized;
 mod resilience;
 mod rpc;
+mod slow_clients;
 mod startup;
 mod supervision;
 mod users;

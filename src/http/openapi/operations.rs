@@ -305,6 +305,9 @@ pub(super) fn error_description(status: u16) -> &'static str {
         403 => "The caller's address or permission does not allow this",
         404 => "No such user",
         409 => "Conflict",
+        408 => {
+            "The body did not all arrive within `HTTP_BODY_TIMEOUT_MS`; the connection is closed"
+        }
         413 => "The body is larger than 1 MiB",
         422 => "The Idempotency-Key was used for a different request",
         429 => "Too many requests (per caller, or failed authentications per address)",
