@@ -112,7 +112,7 @@ async fn a_frozen_database_is_answered_not_waited_on_and_service_resumes_after_t
         .execute(&mut locker)
         .await
         .unwrap();
-    until_waiting_on_locks(&app, 2).await;
+    app.until_waiting_on_locks(2).await;
     relay.freeze();
     let frozen_at = Instant::now();
     sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
@@ -300,31 +300,6 @@ async fn a_frozen_database_is_answered_not_waited_on_and_service_resumes_after_t
         if let Some(corr) = event["correlationId"].as_str() {
             expected.remove(corr);
         }
-    }
-}
-
-/// Waits until `n` of the service's queries wait for a lock.
-async fn until_waiting_on_locks(app: &TestApp, n: i64) {
-    let mut observer = app.db().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = $1 AND application_name = 'user-service'
-                AND wait_event_type = 'Lock'",
-        )
-        .bind(&app.db_name)
-        .fetch_one(&mut observer)
-        .await
-        .unwrap();
-        if waiting >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{n} queries never waited on the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -194,6 +194,31 @@ impl TestApp {
         TestApp::spawn_with(&all).await
     }
 
+    /// Waits until at least `n` of this service's queries wait on a lock.
+    pub async fn until_waiting_on_locks(&self, n: i64) {
+        let mut observer = self.db().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = $1 AND application_name = 'user-service'
+                    AND wait_event_type = 'Lock'",
+            )
+            .bind(&self.db_name)
+            .fetch_one(&mut observer)
+            .await
+            .unwrap();
+            if waiting >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} queries never waited on a lock"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
         let response = self.client.get(self.url("/metrics")).send().await;

@@ -176,30 +176,6 @@ async fn rest_errors_quote_a_short_prefix_of_a_name() {
     );
 }
 
-/// Waits until `n` of the service's queries wait on a lock.
-async fn until_waiting_on_locks(app: &TestApp, n: i64) {
-    let mut observer = app.db().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = $1 AND application_name = 'user-service' AND wait_event_type = 'Lock'",
-        )
-        .bind(&app.db_name)
-        .fetch_one(&mut observer)
-        .await
-        .unwrap();
-        if waiting == n {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never waited on the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// `user_service_rpc_deliveries_total{outcome="unsettled"}` (shared by the tests of this process).
 async fn unsettled(app: &TestApp) -> f64 {
     let text = app.metrics().await;
@@ -233,7 +209,7 @@ async fn a_request_whose_settlement_failed_is_set_aside_when_it_comes_back() {
         .unwrap();
     let login = json!({"pattern": "users.recordLogin", "data": {"id": id}}).to_string();
     raw.publish(&q, login.as_bytes(), authed()).await;
-    until_waiting_on_locks(&app, 1).await;
+    app.until_waiting_on_locks(1).await;
 
     let before = unsettled(&app).await;
     relay.cut();

@@ -74,7 +74,7 @@ async fn slow_queries_run_concurrently() {
         .unwrap();
 
     let release_when_both_wait = async {
-        until_waiting_on_locks(&app, 2).await;
+        app.until_waiting_on_locks(2).await;
         sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
     };
     let (path_a, path_b) = (
@@ -88,30 +88,6 @@ async fn slow_queries_run_concurrently() {
     );
     assert_eq!(first.0, StatusCode::OK, "{}", first.1);
     assert_eq!(second.0, StatusCode::OK, "{}", second.1);
-}
-
-/// Waits until `n` of the service's queries are blocked on a lock.
-async fn until_waiting_on_locks(app: &TestApp, n: i64) {
-    let mut observer = app.db().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(4);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = $1 AND application_name = 'user-service' AND wait_event_type = 'Lock'",
-        )
-        .bind(&app.db_name)
-        .fetch_one(&mut observer)
-        .await
-        .unwrap();
-        if waiting == n {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{n} queries never waited together"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A request in flight when the stop signal arrives still gets its answer; then the
@@ -133,7 +109,7 @@ async fn shutdown_lets_in_flight_requests_finish() {
 
     let path = format!("/api/internal/users/{id}");
     let stop_while_in_flight = async {
-        until_waiting_on_locks(&app, 1).await;
+        app.until_waiting_on_locks(1).await;
         app.begin_stop();
         sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
     };
