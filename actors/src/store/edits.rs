@@ -25,17 +25,19 @@ pub(super) struct Edit {
 fn merged<T: Serialize + DeserializeOwned>(current: &T, patch: &Patch) -> Result<T, CoreError> {
     let mut doc = serde_json::to_value(current)
         .map_err(|e| CoreError::Internal(format!("serialising for a merge: {e}")))?;
-    if let Some(path) = unknown_null(&doc, patch, "") {
-        return Err(CoreError::invalid(path, "unknown field"));
+    if let Some((path, why)) = refused(&doc, patch, "") {
+        return Err(CoreError::invalid(path, why));
     }
     json_patch::merge(&mut doc, &Value::Object(patch.clone()));
     from_json(doc, "")
 }
 
-/// The first field the patch sets to `null` that `doc` does not have. Merging would drop it
-/// silently, where any other value for it is refused as unknown. (`metadata` is free-form:
-/// removing an absent key of it is fine.)
-fn unknown_null(doc: &Value, patch: &Patch, prefix: &str) -> Option<String> {
+/// The first field the merge would let through unchecked, and why: one the patch sets to
+/// `null` that `doc` does not have (merging would drop it silently, where any other value
+/// for it is refused as unknown), or a list where `doc` has an object (serde reads a struct
+/// from a list too, so `{"notifications": []}` would pass as "all defaults"). (`metadata` is
+/// free-form: removing an absent key of it is fine.)
+fn refused(doc: &Value, patch: &Patch, prefix: &str) -> Option<(String, &'static str)> {
     patch.iter().find_map(|(k, v)| {
         // An unknown name is the caller's: cut, as every error quotes input.
         let name = cut(k, QUOTE_CHARS);
@@ -45,9 +47,10 @@ fn unknown_null(doc: &Value, patch: &Patch, prefix: &str) -> Option<String> {
             format!("{prefix}.{name}")
         };
         match (doc.get(k), v) {
-            (None, Value::Null) => Some(path),
+            (None, Value::Null) => Some((path, "unknown field")),
+            (Some(Value::Object(_)), Value::Array(_)) => Some((path, "must be an object")),
             (Some(inner @ Value::Object(_)), Value::Object(nested)) if path != "metadata" => {
-                unknown_null(inner, nested, &path)
+                refused(inner, nested, &path)
             }
             _ => None,
         }

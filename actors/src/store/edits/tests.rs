@@ -83,6 +83,10 @@ fn merge_result_is_validated() {
         json!({"theme": "neon"}),
         json!({"extra": 1}),
         json!({"gameSettings": 5}),
+        // A list is not an object, though serde reads a struct from one.
+        json!({"notifications": []}),
+        json!({"notifications": [false, false, false]}),
+        json!({"gameSettings": {"autoDownload": true}, "downloadSettings": [3, null, true]}),
     ] {
         assert!(
             preferences(&user(), &patch(bad.clone()), &corr("c")).is_err(),
