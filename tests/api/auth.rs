@@ -194,8 +194,7 @@ async fn allow_list_including_the_caller_is_200() {
 
 #[tokio::test]
 async fn allow_list_over_ipv6() {
-    if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("skipping allow_list_over_ipv6: no IPv6 loopback on this machine");
+    if !crate::helpers::ipv6_loopback() {
         return;
     }
     let app = TestApp::spawn_with(&[

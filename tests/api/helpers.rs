@@ -194,6 +194,19 @@ impl TestApp {
         TestApp::spawn_with(&all).await
     }
 
+    /// A connection in an open transaction that holds these users' rows locked, as a write
+    /// would; `COMMIT` on it releases them.
+    pub async fn lock_users(&self, ids: &[&str]) -> sqlx::PgConnection {
+        let mut locker = self.db().await;
+        sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+        sqlx::query("SELECT 1 FROM users WHERE id = ANY($1::uuid[]) FOR UPDATE")
+            .bind(ids)
+            .execute(&mut locker)
+            .await
+            .unwrap();
+        locker
+    }
+
     /// Waits until at least `n` of this service's queries wait on a lock.
     pub async fn until_waiting_on_locks(&self, n: i64) {
         let mut observer = self.db().await;
@@ -270,6 +283,15 @@ impl Drop for TestApp {
 
 /// Drops a test's database and its broker objects (named after it). Runs on a thread of its
 /// own, so it can be called from a test's runtime, and from `Drop`.
+/// Whether this machine has an IPv6 loopback (tests over IPv6 are skipped without one).
+pub fn ipv6_loopback() -> bool {
+    let up = std::net::TcpListener::bind("[::1]:0").is_ok();
+    if !up {
+        eprintln!("skipping: no IPv6 loopback on this machine");
+    }
+    up
+}
+
 pub fn clean_up(db: String) {
     let _ = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -200,13 +200,7 @@ async fn a_request_whose_settlement_failed_is_set_aside_when_it_comes_back() {
     app.until_broker(true).await;
     let mut raw = Raw::connect().await;
     let q = app.rpc_queue.clone();
-    let mut locker = app.db().await;
-    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
-    sqlx::query("SELECT 1 FROM users WHERE id = $1::uuid FOR UPDATE")
-        .bind(&id)
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    let mut locker = app.lock_users(&[&id]).await;
     let login = json!({"pattern": "users.recordLogin", "data": {"id": id}}).to_string();
     raw.publish(&q, login.as_bytes(), authed()).await;
     app.until_waiting_on_locks(1).await;

@@ -65,13 +65,7 @@ async fn slow_queries_run_concurrently() {
         .unwrap()
         .to_owned();
 
-    let mut locker = app.db().await;
-    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
-    sqlx::query("SELECT 1 FROM users WHERE id = ANY($1::uuid[]) FOR UPDATE")
-        .bind(vec![a.clone(), b.clone()])
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    let mut locker = app.lock_users(&[&a, &b]).await;
 
     let release_when_both_wait = async {
         app.until_waiting_on_locks(2).await;
@@ -99,13 +93,7 @@ async fn shutdown_lets_in_flight_requests_finish() {
         .as_str()
         .unwrap()
         .to_owned();
-    let mut locker = app.db().await;
-    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
-    sqlx::query("SELECT 1 FROM users WHERE id = $1::uuid FOR UPDATE")
-        .bind(&id)
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    let mut locker = app.lock_users(&[&id]).await;
 
     let path = format!("/api/internal/users/{id}");
     let stop_while_in_flight = async {

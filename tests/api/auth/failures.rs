@@ -147,8 +147,7 @@ async fn rpc_failures_past_the_limit_get_429_and_valid_credentials_are_served() 
 /// address, apart from the IPv6 loopback's /64 (the /64 grouping itself is a unit test).
 #[tokio::test]
 async fn ipv4_mapped_and_ipv6_callers_are_separate_sources() {
-    if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("skipping: no IPv6 loopback on this machine");
+    if !crate::helpers::ipv6_loopback() {
         return;
     }
     let app = TestApp::spawn_with(&[
