@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use user_actors::amqp::Broker;
 use user_actors::crypto::BillingKeys;
 use user_actors::limits::{DEFAULT_CALLER, RateLimit};
 use user_actors::publisher::Envelope;
+use user_service_client::broker::{self, Broker, DEFAULT_AMQP_URL};
 
 use crate::rpc::QueueType;
 
@@ -54,7 +54,7 @@ pub struct Config {
     /// How long a request waits for a database connection before answering 503.
     pub db_acquire_timeout: Duration,
     pub redis_url: String,
-    /// `AMQP_URL`, and how long the service waits for the broker.
+    /// `AMQP_URL` (one node or a cluster's), and how long the service waits for the broker.
     pub amqp: Broker,
     pub rpc_queue: String,
     pub rpc_queue_type: QueueType,
@@ -88,6 +88,22 @@ const DEFAULT_RATE_LIMITS: &str =
 /// The most different failed credentials `AUTH_FAILURES_PER_ADDRESS` may allow a source per
 /// window: each is remembered (as a fingerprint) until the window ends.
 pub const MAX_AUTH_FAILURES: u32 = 1000;
+
+/// `AMQP_URL`, or `AMQP_URLS` as NestJS names its list: one node, or a cluster's nodes
+/// separated by commas, shuffled (instances spread over the nodes).
+fn amqp_nodes(url: Option<String>, urls: Option<String>) -> Result<Vec<String>, ConfigError> {
+    let (var, list) = match (url, urls) {
+        (Some(url), Some(urls)) if url != urls => {
+            return Err(err("AMQP_URLS", "set AMQP_URL or AMQP_URLS, not both"));
+        }
+        (_, Some(urls)) => ("AMQP_URLS", urls),
+        (url, None) => (
+            "AMQP_URL",
+            url.unwrap_or_else(|| DEFAULT_AMQP_URL.to_owned()),
+        ),
+    };
+    broker::nodes(&list).map_err(|e| err(var, e.to_string()))
+}
 
 /// Keys and secrets shorter than this are refused in production.
 pub const MIN_KEY_LEN: usize = 32;
@@ -163,7 +179,7 @@ impl Config {
             )?),
             redis_url: or("REDIS_URL", "redis://127.0.0.1:6379"),
             amqp: Broker {
-                url: or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+                nodes: amqp_nodes(get("AMQP_URL"), get("AMQP_URLS"))?,
                 heartbeat: match parse_num(
                     "AMQP_HEARTBEAT_SECONDS",
                     get("AMQP_HEARTBEAT_SECONDS"),

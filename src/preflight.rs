@@ -30,10 +30,10 @@ struct Server {
 /// does not answer (Redis and RabbitMQ are optional, a remote database may still be starting).
 pub async fn check(config: &Config) -> anyhow::Result<()> {
     let database = postgres(&config.database_url);
-    let others = [
-        from_url("Redis", "REDIS_URL", &config.redis_url, 6379),
-        from_url("RabbitMQ", "AMQP_URL", &config.amqp.url, 5672),
-    ];
+    let redis = from_url("Redis", "REDIS_URL", &config.redis_url, 6379);
+    let nodes = config.amqp.nodes.iter();
+    let others =
+        std::iter::once(redis).chain(nodes.map(|url| from_url("RabbitMQ", "AMQP_URL", url, 5672)));
     if let Some(server) = &database {
         match probe(server).await {
             Probe::Answers => {}
@@ -53,8 +53,8 @@ pub async fn check(config: &Config) -> anyhow::Result<()> {
             ),
         }
     }
-    for server in others.iter().flatten() {
-        if !matches!(probe(server).await, Probe::Answers) {
+    for server in others.flatten() {
+        if !matches!(probe(&server).await, Probe::Answers) {
             tracing::warn!(
                 "{} does not answer at {}:{} ({}); the service runs without it and connects when it comes. {REMEDY}",
                 server.name,

@@ -5,7 +5,6 @@
 //! [`HealthMonitor`](health); their [`supervisor`]; and the [`Core`] both edges hand each
 //! typed request to. The domain they work on is the `user-domain` crate.
 
-pub mod amqp;
 pub mod breaker;
 pub mod cache;
 pub mod core;

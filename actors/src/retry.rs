@@ -3,7 +3,7 @@
 //! with the same exponential backoff with jitter, built on `backon`, so a recovering server
 //! is not hit by every instance in step.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::sync::watch;
@@ -13,7 +13,14 @@ pub struct Backoff {
     builder: ExponentialBuilder,
     delays: ExponentialBackoff,
     last: Duration,
+    /// A loss after a success that held at least this long is retried at once.
+    at_once_after: Option<Duration>,
+    /// Since the last [`Backoff::reset`], until the next wait.
+    worked_since: Option<Instant>,
 }
+
+/// How long a broker connection must have worked for its loss to be retried at once.
+const BROKER_HELD: Duration = Duration::from_secs(1);
 
 impl Backoff {
     /// Reconnecting to PostgreSQL, RabbitMQ or Redis: from a quarter second up to ten.
@@ -21,12 +28,21 @@ impl Backoff {
         Self::new(Duration::from_millis(250), Duration::from_secs(10))
     }
 
-    /// Reconnecting to RabbitMQ: from a quarter second up to two (four with the jitter). A
-    /// broker is only ever reconnected to by the RPC consumer and the publisher, one
-    /// connection each, and every attempt is itself bounded (`AMQP_TIMEOUT_MS`), so a short
-    /// cap costs the broker little and brings RPC back within seconds of its return.
+    /// Reconnecting to RabbitMQ: at once after a connection that worked for a second (the
+    /// next attempt goes to the next node of the cluster), then from a quarter second up
+    /// to two (four with the jitter). A broker is only ever reconnected to by the RPC
+    /// consumer and the publisher, one connection each, and every attempt is itself bounded
+    /// (`AMQP_TIMEOUT_MS`), so a short cap costs the broker little and brings RPC back
+    /// within seconds of its return. A connection that fails as soon as it is made is never
+    /// retried in a tight loop.
     pub fn broker() -> Self {
-        Self::new(Duration::from_millis(250), Duration::from_secs(2))
+        Self::new(Duration::from_millis(250), Duration::from_secs(2)).at_once_after(BROKER_HELD)
+    }
+
+    /// The first wait after a success that held at least `held` is none.
+    pub fn at_once_after(mut self, held: Duration) -> Self {
+        self.at_once_after = Some(held);
+        self
     }
 
     /// From `min` (first wait) doubling up to `max`, each wait stretched by up to itself at random.
@@ -41,11 +57,20 @@ impl Backoff {
             delays: builder.build(),
             builder,
             last: min,
+            at_once_after: None,
+            worked_since: None,
         }
     }
 
     /// The next wait; the sequence never ends.
     pub fn next_delay(&mut self) -> Duration {
+        let worked = self.worked_since.take().map(|since| since.elapsed());
+        if worked
+            .zip(self.at_once_after)
+            .is_some_and(|(w, held)| w >= held)
+        {
+            return Duration::ZERO;
+        }
         self.last = self.delays.next().unwrap_or(self.last);
         self.last
     }
@@ -53,6 +78,7 @@ impl Backoff {
     /// Back to the shortest wait, after the thing waited for worked.
     pub fn reset(&mut self) {
         self.delays = self.builder.build();
+        self.worked_since = Some(Instant::now());
     }
 
     /// Sleeps the next wait; false when `stop` turned true first (the caller should end).
@@ -80,6 +106,24 @@ mod tests {
         assert!(later[9] >= max, "reaches the cap: {later:?}");
         b.reset();
         assert!(b.next_delay() <= min * 2);
+    }
+
+    #[test]
+    fn a_loss_after_a_success_that_held_is_retried_at_once_then_backed_off() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(1));
+        let mut b = Backoff::new(min, max).at_once_after(Duration::ZERO);
+        assert!(b.next_delay() >= min, "no success yet");
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::ZERO);
+        assert!(b.next_delay() >= min, "once only");
+        // A connection that fails as soon as it is made is backed off from.
+        let mut b = Backoff::broker();
+        b.reset();
+        assert!(b.next_delay() >= Duration::from_millis(250));
+        // Without the setting, a reset only shortens the waits.
+        let mut plain = Backoff::new(min, max);
+        plain.reset();
+        assert!(plain.next_delay() >= min);
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! The connection, one call's attempts, and the breaker around them.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -9,12 +9,13 @@ use dashmap::DashMap;
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use user_domain::{ErrorCode, Method};
 
 use crate::breaker::{Breaker, State as BreakerState};
+use crate::broker::{Connected, Connector, within};
 use crate::config::ClientConfig;
 use crate::error::{ClientError, decode_reply};
 
@@ -39,21 +40,31 @@ pub enum RequestKey {
 type Pending = Arc<DashMap<String, oneshot::Sender<Vec<u8>>>>;
 
 /// A connection to user-service. Share it (`Arc<Client>`); calls run concurrently over one
-/// channel, their replies routed by correlation id.
+/// channel, their replies routed by correlation id. A lost connection is replaced by the
+/// next call, on the next node of the list; the calls that were waiting on it fail at once
+/// as transport errors, and are retried when safe.
 pub struct Client {
     config: ClientConfig,
-    _connection: Connection,
-    channel: Channel,
-    pending: Pending,
+    link: RwLock<Arc<Link>>,
+    /// Held while a new link is made, so that one call makes it and the others use it.
+    connector: tokio::sync::Mutex<Connector>,
     breaker: Mutex<Breaker>,
 }
 
-impl Client {
-    pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
-        let properties =
-            ConnectionProperties::default().with_connection_name("user-service client".into());
-        let connection = Connection::connect(&config.amqp_url, properties).await?;
-        let channel = connection.create_channel().await?;
+/// One connection to one node: its channel, and the calls waiting for replies on it.
+struct Link {
+    connection: Connection,
+    channel: Channel,
+    pending: Pending,
+    /// Cleared when the reply consumer ends: no reply comes on this link any more.
+    replies: Arc<AtomicBool>,
+}
+
+impl Link {
+    async fn open(connector: &mut Connector, config: &ClientConfig) -> Result<Self, ClientError> {
+        let Connected { connection, node } = connector.connect("user-service client", None).await?;
+        let broker = connector.broker();
+        let channel = broker.within(connection.create_channel()).await?;
         // Declared as the service declares it, so requests sent before the service is up wait.
         let durable = QueueDeclareOptions {
             durable: true,
@@ -66,18 +77,26 @@ impl Client {
                 AMQPValue::LongString("quorum".into()),
             );
         }
-        channel
-            .queue_declare(config.queue.clone().into(), durable, arguments)
+        let queue = config.queue.clone().into();
+        broker
+            .within(channel.queue_declare(queue, durable, arguments))
             .await?;
         let consume = BasicConsumeOptions {
             no_ack: true,
             ..Default::default()
         };
-        let mut replies = channel
-            .basic_consume(REPLY_TO.into(), "".into(), consume, FieldTable::default())
+        let mut replies = broker
+            .within(channel.basic_consume(
+                REPLY_TO.into(),
+                "".into(),
+                consume,
+                FieldTable::default(),
+            ))
             .await?;
+        tracing::debug!(%node, "connected to RabbitMQ");
         let pending: Pending = Arc::new(DashMap::new());
-        let routes = pending.clone();
+        let open = Arc::new(AtomicBool::new(true));
+        let (routes, still_open) = (pending.clone(), open.clone());
         tokio::spawn(async move {
             while let Some(Ok(delivery)) = replies.next().await {
                 let id = delivery
@@ -89,15 +108,52 @@ impl Client {
                     let _ = waiter.send(delivery.data);
                 }
             }
+            // The link is lost: its waiting calls fail now, rather than at their timeout.
+            still_open.store(false, Ordering::Release);
+            routes.clear();
         });
+        Ok(Self {
+            connection,
+            channel,
+            pending,
+            replies: open,
+        })
+    }
+
+    fn is_open(&self) -> bool {
+        self.replies.load(Ordering::Acquire) && self.connection.status().connected()
+    }
+}
+
+impl Client {
+    pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        let mut connector = config.broker.connector();
+        let link = Link::open(&mut connector, &config).await?;
         let breaker = Mutex::new(Breaker::new(config.breaker));
         Ok(Self {
             config,
-            _connection: connection,
-            channel,
-            pending,
+            link: RwLock::new(Arc::new(link)),
+            connector: tokio::sync::Mutex::new(connector),
             breaker,
         })
+    }
+
+    /// The current link, or a new one (on the next node) when it is lost.
+    async fn link(&self) -> Result<Arc<Link>, ClientError> {
+        let current = || {
+            let link = self.link.read().unwrap_or_else(PoisonError::into_inner);
+            Some(link.clone()).filter(|l| l.is_open())
+        };
+        if let Some(link) = current() {
+            return Ok(link);
+        }
+        let mut connector = self.connector.lock().await;
+        if let Some(link) = current() {
+            return Ok(link);
+        }
+        let link = Arc::new(Link::open(&mut connector, &self.config).await?);
+        *self.link.write().unwrap_or_else(PoisonError::into_inner) = link.clone();
+        Ok(link)
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -213,27 +269,27 @@ impl Client {
         if let Some(id) = message_id {
             props = props.with_message_id(id.to_owned().into());
         }
+        let link = self.link().await?;
         let (tx, rx) = oneshot::channel();
-        self.pending.insert(correlation_id.clone(), tx);
-        let published = self
-            .channel
-            .basic_publish(
-                "".into(),
-                self.config.queue.clone().into(),
-                BasicPublishOptions::default(),
-                &body,
-                props,
-            )
-            .await;
-        if let Err(e) = published {
-            self.pending.remove(&correlation_id);
+        link.pending.insert(correlation_id.clone(), tx);
+        let publish = link.channel.basic_publish(
+            "".into(),
+            self.config.queue.clone().into(),
+            BasicPublishOptions::default(),
+            &body,
+            props,
+        );
+        if let Err(e) = within(self.config.timeout, publish).await {
+            link.pending.remove(&correlation_id);
             return Err(e.into());
         }
         match tokio::time::timeout(self.config.timeout, rx).await {
             Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(_)) => Err(ClientError::Transport("reply consumer stopped".to_owned())),
+            Ok(Err(_)) => Err(ClientError::Transport(
+                "the connection was lost before the reply came".to_owned(),
+            )),
             Err(_) => {
-                self.pending.remove(&correlation_id);
+                link.pending.remove(&correlation_id);
                 Err(ClientError::Timeout(self.config.timeout))
             }
         }

@@ -3,9 +3,8 @@
 use std::time::Duration;
 
 use crate::breaker::BreakerConfig;
-
-/// The broker of a local development setup.
-pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+use crate::broker::Broker;
+pub use crate::broker::DEFAULT_AMQP_URL;
 /// The service's request queue (contract section 1, `RPC_QUEUE`).
 pub const DEFAULT_QUEUE: &str = "user-service.rpc";
 
@@ -13,7 +12,7 @@ pub const DEFAULT_QUEUE: &str = "user-service.rpc";
 pub const ENVIRONMENT: &[(&str, &str)] = &[
     (
         "AMQP_URL",
-        "the broker (default amqp://guest:guest@127.0.0.1:5672/%2f)",
+        "the broker, or a cluster's nodes separated by commas (also read as AMQP_URLS); default amqp://guest:guest@127.0.0.1:5672/%2f",
     ),
     (
         "RPC_QUEUE",
@@ -39,7 +38,8 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    pub amqp_url: String,
+    /// The nodes, tried in turn (shuffled), with a 5 s heartbeat and 5 s to connect to one.
+    pub broker: Broker,
     pub queue: String,
     /// The request queue is a quorum queue (the service runs with `RPC_QUEUE_TYPE=quorum`):
     /// it is asserted with `x-queue-type: quorum`, as the service declares it.
@@ -58,11 +58,17 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// The platform's defaults, against `amqp_url` and the default queue `user-service.rpc`,
-    /// with no credentials (a service in local open mode accepts that from loopback).
-    pub fn new(amqp_url: impl Into<String>) -> Self {
+    /// The platform's defaults, against `amqp_url` (one node, or a cluster's nodes separated
+    /// by commas) and the default queue `user-service.rpc`, with no credentials (a service in
+    /// local open mode accepts that from loopback).
+    pub fn new(amqp_url: impl AsRef<str>) -> Self {
+        let list = amqp_url.as_ref();
         Self {
-            amqp_url: amqp_url.into(),
+            // A list that does not parse is tried as it is: connecting says what is wrong.
+            broker: Broker::new(list).unwrap_or_else(|_| Broker {
+                nodes: vec![list.to_owned()],
+                ..Broker::default()
+            }),
             queue: DEFAULT_QUEUE.to_owned(),
             quorum: false,
             timeout: Duration::from_secs(3),
@@ -84,7 +90,8 @@ impl ClientConfig {
     /// [`ClientConfig::from_env`] with another source of variables.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let var = |name: &str| lookup(name).filter(|v| !v.is_empty());
-        let mut config = Self::new(var("AMQP_URL").unwrap_or_else(|| DEFAULT_AMQP_URL.to_owned()))
+        let nodes = var("AMQP_URLS").or_else(|| var("AMQP_URL"));
+        let mut config = Self::new(nodes.unwrap_or_else(|| DEFAULT_AMQP_URL.to_owned()))
             .queue(var("RPC_QUEUE").unwrap_or_else(|| DEFAULT_QUEUE.to_owned()));
         if var("RPC_QUEUE_TYPE").is_some_and(|t| t.eq_ignore_ascii_case("quorum")) {
             config = config.quorum();
@@ -113,6 +120,13 @@ impl ClientConfig {
 
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// The heartbeat asked for: a connection that hears nothing for two is dropped, and the
+    /// next call goes to the next node.
+    pub fn heartbeat(mut self, seconds: u16) -> Self {
+        self.broker.heartbeat = seconds;
         self
     }
 
@@ -158,8 +172,8 @@ mod tests {
     fn the_environment_names_broker_queue_and_credentials() {
         let c = ClientConfig::from_lookup(lookup(&[]));
         assert_eq!(
-            (c.amqp_url.as_str(), c.queue.as_str()),
-            (DEFAULT_AMQP_URL, DEFAULT_QUEUE)
+            (c.broker.nodes.as_slice(), c.queue.as_str()),
+            ([DEFAULT_AMQP_URL.to_owned()].as_slice(), DEFAULT_QUEUE)
         );
         assert!(c.headers.is_empty(), "no credentials: local open mode");
         assert!(!c.quorum);
@@ -173,9 +187,17 @@ mod tests {
             ("INTERNAL_SERVICE_SECRET", "s"),
         ]));
         assert_eq!(
-            (c.amqp_url.as_str(), c.queue.as_str()),
-            ("amqp://mq:5672/%2f", "q")
+            (c.broker.nodes.as_slice(), c.queue.as_str()),
+            (["amqp://mq:5672/%2f".to_owned()].as_slice(), "q")
         );
+        let mut cluster = ClientConfig::from_lookup(lookup(&[(
+            "AMQP_URLS",
+            "amqp://mq2:5672/%2f,amqp://mq1:5672/%2f",
+        )]))
+        .broker
+        .nodes;
+        cluster.sort();
+        assert_eq!(cluster, ["amqp://mq1:5672/%2f", "amqp://mq2:5672/%2f"]);
         assert_eq!(c.headers, [("x-api-key".to_owned(), "k".to_owned())]);
 
         let c = ClientConfig::from_lookup(lookup(&[

@@ -69,6 +69,12 @@ impl From<lapin::Error> for ClientError {
     }
 }
 
+impl From<crate::broker::AmqpError> for ClientError {
+    fn from(e: crate::broker::AmqpError) -> Self {
+        Self::Transport(e.to_string())
+    }
+}
+
 /// The code named in a reply; a name this client does not know (a newer service) is read
 /// from the status, the way an HTTP client reads an unknown status by its class.
 fn error_code(name: Option<&str>, status: u16) -> ErrorCode {

@@ -43,6 +43,7 @@
 //! ```
 
 mod breaker;
+pub mod broker;
 pub mod cli;
 mod client;
 mod config;

@@ -168,6 +168,39 @@ fn broker_waits_are_bounded() {
 }
 
 #[test]
+fn the_broker_is_one_node_or_a_list_named_either_way() {
+    let nodes = |vars: &[(&'static str, &'static str)]| {
+        let mut nodes = config(vars).map(|c| c.amqp.nodes)?;
+        nodes.sort();
+        Ok::<_, ConfigError>(nodes)
+    };
+    assert_eq!(nodes(&[]).unwrap(), [DEFAULT_AMQP_URL]);
+    let (a, b) = (
+        "amqp://guest:guest@a:5672/%2f",
+        "amqp://guest:guest@b:5672/%2f",
+    );
+    let list = "amqp://guest:guest@b:5672/%2f, amqp://guest:guest@a:5672/%2f";
+    assert_eq!(nodes(&[("AMQP_URL", list)]).unwrap(), [a, b]);
+    assert_eq!(nodes(&[("AMQP_URLS", list)]).unwrap(), [a, b]);
+    assert_eq!(
+        nodes(&[("AMQP_URL", list), ("AMQP_URLS", list)]).unwrap(),
+        [a, b]
+    );
+    let both = config(&[("AMQP_URL", a), ("AMQP_URLS", b)]).unwrap_err();
+    assert_eq!(both.var, "AMQP_URLS");
+    let bad = config(&[(
+        "AMQP_URLS",
+        "amqp://guest:s3cret@a/%2f,redis://guest:s3cret@b",
+    )]);
+    let bad = bad.unwrap_err();
+    assert_eq!(bad.var, "AMQP_URLS");
+    assert!(
+        bad.message.contains("entry 2") && !bad.message.contains("s3cret"),
+        "{bad}"
+    );
+}
+
+#[test]
 fn http_limits_default_and_refuse_unbounded_values() {
     let c = config(&[]).unwrap();
     assert_eq!(c.http, HttpLimits::default());

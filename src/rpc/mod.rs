@@ -35,11 +35,11 @@ use lapin::types::{AMQPValue, FieldTable};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use user_actors::Core;
-use user_actors::amqp::{AmqpError, Broker};
 use user_actors::health::{Health, Report, Status};
 use user_actors::metrics::record_delivery;
 use user_actors::retry::Backoff;
 use user_domain::quote::cut;
+use user_service_client::broker::{AmqpError, Broker, Connected, Connector};
 
 use crate::auth::Authenticator;
 
@@ -140,7 +140,7 @@ impl RpcEdge {
 
 /// Serves until `stop` turns true, reconnecting with the shared backoff after any failure.
 pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
-    if edge.auth.is_open() && !broker_is_loopback(&edge.config.broker.url) {
+    if edge.auth.is_open() && !edge.config.broker.is_loopback() {
         let why = "local open mode: RPC is served only over a broker on this machine (AMQP_URL on \
                    localhost); configure INTERNAL_API_KEYS or INTERNAL_SERVICE_SECRET";
         tracing::warn!("{why}");
@@ -148,9 +148,10 @@ pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
         return;
     }
     let mut backoff = Backoff::broker();
+    let mut connector = edge.config.broker.connector();
     let mut set_aside = false;
     loop {
-        let result = serve(&edge, &mut stop, &mut backoff, set_aside).await;
+        let result = serve(&edge, &mut connector, &mut stop, &mut backoff, set_aside).await;
         set_aside = false;
         match result {
             Ok(()) => return,
@@ -175,23 +176,6 @@ pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
             return;
         }
     }
-}
-
-/// Is the broker on this machine? Anyone who can reach a remote broker could call an
-/// unauthenticated service through it.
-fn broker_is_loopback(url: &str) -> bool {
-    let Ok(uri) = url.parse::<lapin::uri::AMQPUri>() else {
-        return false;
-    };
-    let host = uri
-        .authority
-        .host
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 /// After an unreadable delivery ended a connection, it is back among the first `prefetch`
@@ -223,12 +207,16 @@ async fn set_aside_unreadable(
 /// At most `prefetch` deliveries are unacked, which bounds the work in flight.
 async fn serve(
     edge: &Arc<RpcEdge>,
+    connector: &mut Connector,
     stop: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
     set_aside: bool,
 ) -> Result<(), RpcError> {
     let broker = &edge.config.broker;
-    let conn = broker.connect("user-service rpc", None).await?;
+    let Connected {
+        connection: conn,
+        node,
+    } = connector.connect("user-service rpc", None).await?;
     let deadline = Deadline {
         timeout: broker.timeout,
         hung: Arc::new(Notify::new()),
@@ -273,8 +261,8 @@ async fn serve(
             FieldTable::default(),
         ))
         .await?;
-    tracing::info!(queue = %edge.config.queue, prefetch = edge.config.prefetch, "consuming RPC requests");
-    edge.report(Status::Up, None);
+    tracing::info!(queue = %edge.config.queue, prefetch = edge.config.prefetch, %node, "consuming RPC requests");
+    edge.report(Status::Up, Some(format!("consuming via {node}")));
     backoff.reset();
 
     let mut in_flight = JoinSet::new();
@@ -337,29 +325,5 @@ mod test_props {
 
     pub fn long(s: &str) -> AMQPValue {
         AMQPValue::LongString(LongString::from(s.as_bytes()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_broker_on_this_machine_is_loopback() {
-        for local in [
-            "amqp://guest:guest@127.0.0.1:5672/%2f",
-            "amqp://localhost",
-            "amqp://[::1]:5672",
-            "amqp://127.8.9.10",
-        ] {
-            assert!(broker_is_loopback(local), "{local}");
-        }
-        for remote in [
-            "amqp://rabbit.internal:5672",
-            "amqp://10.0.0.5",
-            "not a url",
-        ] {
-            assert!(!broker_is_loopback(remote), "{remote}");
-        }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use tokio::sync::Notify;
-use user_actors::amqp::AmqpError;
+use user_service_client::broker::AmqpError;
 
 use super::{RpcError, settle};
 
@@ -40,7 +40,7 @@ impl Deadline {
         &self,
         wait: impl IntoFuture<Output = lapin::Result<T>>,
     ) -> Result<T, AmqpError> {
-        let done = user_actors::amqp::within(self.timeout, wait).await;
+        let done = user_service_client::broker::within(self.timeout, wait).await;
         if matches!(done, Err(AmqpError::Timeout(_))) {
             // Stored if the loop is not waiting yet: it ends at its next turn.
             self.hung.notify_one();

@@ -15,7 +15,7 @@
 //!   every other event flows. After [`MAX_ATTEMPTS`] it is dead too. A dead event holds
 //!   nothing back; dead events are counted in `/health` and in `user_service_events_dead_total`.
 //! * **Leads only while it can publish.** An instance takes the role only once it is connected
-//!   to the broker, and every wait on the broker has a deadline ([`crate::amqp`]): a broker
+//!   to the broker, and every wait on the broker has a deadline ([`user_service_client::broker`]): a broker
 //!   that hangs costs the connection, and with it the role, within `AMQP_TIMEOUT_MS` (two
 //!   heartbeats when idle). Its writes wait in the outbox and are published, in order, by
 //!   whichever instance reconnects first.
@@ -31,10 +31,10 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
-use crate::amqp::{AmqpError, Broker};
 use crate::health::{Health, Report, Status};
 use crate::retry::Backoff;
 use crate::store::NOTIFY_CHANNEL;
+use user_service_client::broker::{AmqpError, Broker, Connected, Connector, SMALL_FRAMES};
 
 mod backlog;
 pub mod encode;
@@ -151,9 +151,10 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> bool {
     let mut backoff = Backoff::broker();
+    let mut connector = config.broker.connector();
     loop {
         let result = tokio::select! {
-            r = lead(&pool, &config, &health, &mut backoff) => r,
+            r = lead(&pool, &config, &mut connector, &health, &mut backoff) => r,
             _ = stop.wait_for(|s| *s) => return true,
         };
         if let Err(e) = result {
@@ -176,14 +177,18 @@ async fn run(
 async fn lead(
     pool: &PgPool,
     config: &PublisherConfig,
+    connector: &mut Connector,
     health: &Health,
     backoff: &mut Backoff,
 ) -> Result<(), PublishError> {
     let exchange =
         ShortString::try_new(config.exchange.as_str()).map_err(|_| PublishError::ExchangeName)?;
     let broker = &config.broker;
-    let conn = broker
-        .connect("user-service events", Some(crate::amqp::SMALL_FRAMES))
+    let Connected {
+        connection: conn,
+        node,
+    } = connector
+        .connect("user-service events", Some(SMALL_FRAMES))
         .await?;
     let channel = broker.within(conn.create_channel()).await?;
     broker
@@ -216,15 +221,21 @@ async fn lead(
         health.do_send(Report::new(
             "eventPublishing",
             Status::Up,
-            Some("standby: another instance publishes".into()),
+            Some(format!(
+                "standby: another instance publishes (connected via {node})"
+            )),
         ));
         let _ = tokio::time::timeout(TICK, listener.recv()).await;
         if !conn.status().connected() {
             return Err(PublishError::Disconnected);
         }
     }
-    tracing::info!(exchange = %config.exchange, "publishing events");
-    health.do_send(Report::new("eventPublishing", Status::Up, None));
+    tracing::info!(exchange = %config.exchange, %node, "publishing events");
+    health.do_send(Report::new(
+        "eventPublishing",
+        Status::Up,
+        Some(format!("publishing via {node}")),
+    ));
     backoff.reset();
 
     let mut last_prune = tokio::time::Instant::now() - Duration::from_secs(3600);

@@ -1,0 +1,246 @@
+//! Reaching RabbitMQ, the same way for the service (its RPC consumer and its event
+//! publisher) and for its callers: a list of nodes, tried in turn, and a deadline on every
+//! wait.
+//!
+//! * **Several nodes.** `AMQP_URL` (or `AMQP_URLS`, as NestJS names its `urls`) is a
+//!   comma-separated list of a cluster's nodes. Each process shuffles it once, so that
+//!   instances spread over the nodes, and each connection walks it with a [`Connector`]:
+//!   after a connection is lost, the next attempt starts at the *next* node, so a dead or
+//!   paused node costs one attempt at most, not one per reconnect.
+//! * **No wait without a bound.** A paused or partitioned node accepts TCP and never
+//!   answers. Connecting (TCP and the AMQP handshake) and every later call end after
+//!   [`Broker::timeout`], and an idle connection that hears nothing for two heartbeats is
+//!   dropped by lapin. Either way the caller's reconnect loop takes over.
+
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use lapin::uri::AMQPUri;
+use lapin::{Connection, ConnectionProperties};
+
+/// lapin keeps 32 frames of read and 32 of write buffer per connection: 8 MiB resident at
+/// RabbitMQ's default frame size of 128 KiB, 1 MiB at this size.
+pub const SMALL_FRAMES: u32 = 16 * 1024;
+
+/// The broker of a local development setup.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The most nodes a list may name.
+pub const MAX_NODES: usize = 16;
+
+/// Where RabbitMQ is and how long to wait for it (`AMQP_URL`, `AMQP_HEARTBEAT_SECONDS`,
+/// `AMQP_TIMEOUT_MS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    /// The cluster's nodes, in the order this process tries them.
+    pub nodes: Vec<String>,
+    /// The heartbeat asked for, in seconds, unless the URL names one (`?heartbeat=`): a
+    /// connection that hears nothing for two of them is dropped.
+    pub heartbeat: u16,
+    /// The bound on each single wait: connecting to one node, opening a channel,
+    /// declaring, publishing, a confirm, an ack, closing.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    #[error(transparent)]
+    Lapin(#[from] lapin::Error),
+    #[error("RabbitMQ did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Why a list of nodes was refused. Never quotes a URL: it may hold a password.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NodesError {
+    #[error("expected one or more AMQP URLs, separated by commas")]
+    Empty,
+    #[error("at most {MAX_NODES} nodes")]
+    TooMany,
+    #[error("entry {0} is not an AMQP URL (amqp://user:password@host:port/vhost)")]
+    Malformed(usize),
+}
+
+impl Default for Broker {
+    /// The local development broker.
+    fn default() -> Self {
+        Self {
+            nodes: vec![DEFAULT_AMQP_URL.to_owned()],
+            heartbeat: 5,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Broker {
+    /// The nodes of `list` (comma-separated AMQP URLs), shuffled, with the service's
+    /// defaults: a 5 s heartbeat and 5 s per wait.
+    pub fn new(list: &str) -> Result<Self, NodesError> {
+        Ok(Self {
+            nodes: nodes(list)?,
+            ..Self::default()
+        })
+    }
+
+    /// A walk over the nodes for one connection at a time (see [`Connector`]).
+    pub fn connector(&self) -> Connector {
+        Connector {
+            broker: self.clone(),
+            next: 0,
+        }
+    }
+
+    /// `wait`, or [`AmqpError::Timeout`] after [`Broker::timeout`].
+    pub async fn within<T>(
+        &self,
+        wait: impl IntoFuture<Output = lapin::Result<T>>,
+    ) -> Result<T, AmqpError> {
+        within(self.timeout, wait).await
+    }
+
+    /// Are all nodes on this machine?
+    pub fn is_loopback(&self) -> bool {
+        self.nodes.iter().all(|url| {
+            url.parse::<AMQPUri>().is_ok_and(|uri| {
+                let host = uri
+                    .authority
+                    .host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                host.eq_ignore_ascii_case("localhost")
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.to_canonical().is_loopback())
+            })
+        })
+    }
+}
+
+/// Splits a comma-separated list of AMQP URLs, checks each, and shuffles them.
+pub fn nodes(list: &str) -> Result<Vec<String>, NodesError> {
+    let mut nodes: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if nodes.is_empty() {
+        return Err(NodesError::Empty);
+    }
+    if nodes.len() > MAX_NODES {
+        return Err(NodesError::TooMany);
+    }
+    if let Some(bad) = nodes.iter().position(|u| u.parse::<AMQPUri>().is_err()) {
+        return Err(NodesError::Malformed(bad + 1));
+    }
+    fastrand::shuffle(&mut nodes);
+    Ok(nodes)
+}
+
+/// Where a URL points, for logs and `/health`: `host:port`, never the credentials.
+pub fn address(url: &str) -> String {
+    match url.parse::<AMQPUri>() {
+        Ok(uri) => format!("{}:{}", uri.authority.host, uri.authority.port),
+        Err(_) => "an unreadable URL".to_owned(),
+    }
+}
+
+/// One connection's walk over the nodes. Each [`Connector::connect`] tries every node once,
+/// starting after the node of the last connection it made, and stops at the first that
+/// answers.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    broker: Broker,
+    next: usize,
+}
+
+/// A connection and the node it is to.
+pub struct Connected {
+    pub connection: Connection,
+    /// `host:port` of the node.
+    pub node: String,
+}
+
+impl Connector {
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// Connects, named `name` in the broker's list of connections, to the first node that
+    /// answers; the error is the last node's when none does. With `frame_max`, frames of at
+    /// most that size are asked for, unless the URL names a size (`?frame_max=`). Only a
+    /// connection that receives nothing but confirms may ask for small frames: a message's
+    /// properties travel in one frame, and lapin drops a connection that receives a frame
+    /// over its size, so a consumer takes the broker's size.
+    pub async fn connect(
+        &mut self,
+        name: &str,
+        frame_max: Option<u32>,
+    ) -> Result<Connected, AmqpError> {
+        let count = self.broker.nodes.len().max(1);
+        let mut last = AmqpError::Timeout(self.broker.timeout);
+        for _ in 0..count {
+            let index = self.next % count;
+            self.next = index + 1;
+            let Some(url) = self.broker.nodes.get(index) else {
+                break;
+            };
+            match self.connect_to(url, name, frame_max).await {
+                Ok(connection) => {
+                    return Ok(Connected {
+                        connection,
+                        node: address(url),
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(node = %address(url), error = %e, "RabbitMQ node not reachable");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn connect_to(
+        &self,
+        url: &str,
+        name: &str,
+        frame_max: Option<u32>,
+    ) -> Result<Connection, AmqpError> {
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        let connecting = async {
+            match url.parse::<AMQPUri>() {
+                Ok(uri) => {
+                    let uri = with_defaults(uri, self.broker.heartbeat, frame_max);
+                    Connection::connect_uri(uri, properties).await
+                }
+                // lapin reports a malformed URL itself.
+                Err(_) => Connection::connect(url, properties).await,
+            }
+        };
+        self.broker.within(connecting).await
+    }
+}
+
+/// `wait`, or [`AmqpError::Timeout`] after `timeout`.
+pub async fn within<T>(
+    timeout: Duration,
+    wait: impl IntoFuture<Output = lapin::Result<T>>,
+) -> Result<T, AmqpError> {
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(done) => Ok(done?),
+        Err(_) => Err(AmqpError::Timeout(timeout)),
+    }
+}
+
+/// The heartbeat and frame size asked for, where the URL names none.
+fn with_defaults(mut uri: AMQPUri, heartbeat: u16, frame_max: Option<u32>) -> AMQPUri {
+    uri.query.heartbeat.get_or_insert(heartbeat);
+    if let Some(size) = frame_max {
+        uri.query.frame_max.get_or_insert(size);
+    }
+    uri
+}
+
+#[cfg(test)]
+mod tests;

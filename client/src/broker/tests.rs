@@ -1,0 +1,119 @@
+use super::*;
+
+fn query(u: &str, frame_max: Option<u32>) -> (Option<u16>, Option<u32>) {
+    let uri = with_defaults(u.parse().expect("a valid URL"), 5, frame_max);
+    (uri.query.heartbeat, uri.query.frame_max)
+}
+
+#[test]
+fn heartbeat_and_frame_size_are_asked_for_unless_the_url_names_them() {
+    let url = "amqp://localhost/%2f";
+    assert_eq!(
+        query(url, Some(SMALL_FRAMES)),
+        (Some(5), Some(SMALL_FRAMES))
+    );
+    assert_eq!(query(url, None), (Some(5), None));
+    let named = "amqp://localhost/%2f?frame_max=65536&heartbeat=30";
+    assert_eq!(query(named, Some(SMALL_FRAMES)), (Some(30), Some(65536)));
+}
+
+#[test]
+fn a_list_names_every_node_once_in_some_order() {
+    let list = " amqp://a:5672/%2f, amqp://b:5672/%2f ,,amqp://c:5672/%2f";
+    let mut nodes = nodes(list).expect("three nodes");
+    nodes.sort();
+    assert_eq!(
+        nodes,
+        [
+            "amqp://a:5672/%2f",
+            "amqp://b:5672/%2f",
+            "amqp://c:5672/%2f"
+        ]
+    );
+    assert_eq!(
+        super::nodes(DEFAULT_AMQP_URL).expect("one"),
+        [DEFAULT_AMQP_URL]
+    );
+}
+
+#[test]
+fn the_order_differs_between_processes() {
+    let list: Vec<String> = (0..8).map(|i| format!("amqp://n{i}:5672/%2f")).collect();
+    let list = list.join(",");
+    let first = nodes(&list).expect("eight nodes");
+    // 8! orders: a hundred shuffles that all agree would be a broken shuffle.
+    assert!((0..100).any(|_| nodes(&list).expect("eight nodes") != first));
+}
+
+#[test]
+fn a_bad_list_is_refused_without_quoting_it() {
+    assert_eq!(nodes(""), Err(NodesError::Empty));
+    assert_eq!(nodes(" , ,"), Err(NodesError::Empty));
+    let secret = "amqp://guest:s3cret@a:5672/%2f,http://guest:s3cret@b/";
+    let refused = nodes(secret).expect_err("not AMQP");
+    assert_eq!(refused, NodesError::Malformed(2));
+    assert!(!refused.to_string().contains("s3cret"), "{refused}");
+    let many = vec!["amqp://a:5672/%2f"; MAX_NODES + 1].join(",");
+    assert_eq!(nodes(&many), Err(NodesError::TooMany));
+}
+
+#[test]
+fn an_address_never_carries_credentials() {
+    assert_eq!(
+        address("amqp://guest:s3cret@10.0.0.7:5682/%2f"),
+        "10.0.0.7:5682"
+    );
+    assert_eq!(address("amqp://10.0.0.7/%2f"), "10.0.0.7:5672");
+    assert!(!address("nonsense://s3cret").contains("s3cret"));
+}
+
+#[test]
+fn loopback_means_every_node() {
+    let broker = |list: &str| Broker::new(list).expect("valid");
+    assert!(
+        broker("amqp://localhost/%2f,amqp://127.0.0.2:5682/%2f,amqp://[::1]/%2f").is_loopback()
+    );
+    assert!(!broker("amqp://127.0.0.1/%2f,amqp://mq.internal/%2f").is_loopback());
+}
+
+/// Accepts connections, then says nothing: a paused broker.
+async fn silent_node() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    (format!("amqp://guest:guest@{addr}/%2f"), held)
+}
+
+/// A port nobody listens on: a dead broker.
+async fn dead_node() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("amqp://guest:guest@{addr}/%2f")
+}
+
+#[tokio::test]
+async fn nodes_that_never_answer_or_are_gone_are_given_up_on() {
+    let (silent, held) = silent_node().await;
+    let broker = Broker {
+        nodes: vec![silent, dead_node().await],
+        heartbeat: 5,
+        timeout: Duration::from_millis(200),
+    };
+    let mut connector = broker.connector();
+    let result = tokio::time::timeout(Duration::from_secs(5), connector.connect("test", None))
+        .await
+        .expect("gave up by itself");
+    // The last node tried, the dead one, gives the error.
+    assert!(
+        matches!(result, Err(AmqpError::Lapin(_))),
+        "{:?}",
+        result.err()
+    );
+    held.abort();
+}
