@@ -17,6 +17,8 @@ pub struct Backoff {
     at_once_after: Option<Duration>,
     /// Since the last [`Backoff::reset`], until the next wait.
     worked_since: Option<Instant>,
+    /// The connection did real work since the last wait ([`Backoff::proven`]).
+    proven: bool,
 }
 
 /// How long a broker connection must have worked for its loss to be retried at once.
@@ -28,8 +30,9 @@ impl Backoff {
         Self::new(Duration::from_millis(250), Duration::from_secs(10))
     }
 
-    /// Reconnecting to RabbitMQ: at once after a connection that worked for a second (the
-    /// next attempt goes to the next node of the cluster), then from a quarter second up
+    /// Reconnecting to RabbitMQ: at once after a connection that worked for a second or
+    /// did real work ([`Backoff::proven`]; the next attempt goes to the next node of the
+    /// cluster), then from a quarter second up
     /// to two (four with the jitter). A broker is only ever reconnected to by the RPC
     /// consumer and the publisher, one connection each, and every attempt is itself bounded
     /// (`AMQP_TIMEOUT_MS`), so a short cap costs the broker little and brings RPC back
@@ -59,6 +62,7 @@ impl Backoff {
             last: min,
             at_once_after: None,
             worked_since: None,
+            proven: false,
         }
     }
 
@@ -79,6 +83,14 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.delays = self.builder.build();
         self.worked_since = Some(Instant::now());
+    }
+
+    /// The connection did real work (it delivered a request): its loss is retried at once
+    /// however short its life. A broker that closes the connection over one message (a
+    /// reply to a caller on a node that died) costs a reconnect per such message, not a
+    /// growing wait; each is set aside on its return, so this ends.
+    pub fn proven(&mut self) {
+        self.proven = true;
     }
 
     /// Sleeps the next wait; false when `stop` turned true first (the caller should end).
@@ -120,6 +132,11 @@ mod tests {
         let mut b = Backoff::broker();
         b.reset();
         assert!(b.next_delay() >= Duration::from_millis(250));
+        // One that did real work is, however short its life.
+        b.reset();
+        b.proven();
+        assert_eq!(b.next_delay(), Duration::ZERO);
+        assert!(b.next_delay() >= Duration::from_millis(250), "once only");
         // Without the setting, a reset only shortens the waits.
         let mut plain = Backoff::new(min, max);
         plain.reset();

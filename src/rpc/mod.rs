@@ -45,6 +45,10 @@ use crate::auth::Authenticator;
 
 /// How much of a broker error a log line or `/health` quotes.
 const LOGGED_ERROR_CHARS: usize = 512;
+/// A consumer with room for more that has received nothing for this long, while requests
+/// wait in the queue, has lost its subscription: a quorum queue can take a `basic.consume`
+/// and forward it to a leader that is paused, and deliver nothing until that node returns.
+const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long setting an unreadable request aside waits for each message.
 const GET_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -113,6 +117,8 @@ enum RpcError {
     ConsumerEnded,
     #[error("the task settling deliveries ended")]
     SettlerEnded,
+    #[error("requests wait in the queue, yet none came for {0:?}: the subscription is lost")]
+    Stalled(std::time::Duration),
     #[error("an unreadable request was taken off the queue")]
     SetAside,
 }
@@ -266,10 +272,14 @@ async fn serve(
     backoff.reset();
 
     let mut in_flight = JoinSet::new();
+    let mut last_delivery = tokio::time::Instant::now();
+    let mut watch = tokio::time::interval(STALLED_AFTER / 2);
     loop {
         tokio::select! {
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
+                    last_delivery = tokio::time::Instant::now();
+                    backoff.proven();
                     channels.settler.delivered(delivery.delivery_tag);
                     in_flight.spawn(delivery::handle(edge.clone(), channels.clone(), delivery));
                 }
@@ -285,6 +295,17 @@ async fn serve(
                 }
             },
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            _ = watch.tick(), if last_delivery.elapsed() >= STALLED_AFTER
+                && in_flight.len() < usize::from(edge.config.prefetch) => {
+                let passive = QueueDeclareOptions { passive: true, ..durable };
+                let queue = edge.config.queue.clone().into();
+                let arguments = edge.config.queue_type.arguments();
+                let waiting = deadline.within(channel.queue_declare(queue, passive, arguments)).await?;
+                if waiting.message_count() > 0 {
+                    in_flight.detach_all();
+                    return Err(RpcError::Stalled(last_delivery.elapsed()));
+                }
+            }
             // A call on this connection missed its deadline: the broker hangs.
             () = deadline.hung.notified() => {
                 in_flight.detach_all();

@@ -23,6 +23,7 @@ mod limits;
 mod nestjs;
 mod openapi;
 mod oversized;
+mod rabbitmq_cluster;
 mod resilience;
 mod rpc;
 mod slow_clients;

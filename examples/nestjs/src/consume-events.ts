@@ -11,7 +11,7 @@ async function main(): Promise<void> {
   const app = await NestFactory.createMicroservice<MicroserviceOptions>(EventsModule, {
     transport: Transport.RMQ,
     options: {
-      urls: [process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672'],
+      urls: (process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672').split(','),
       queue: process.env.EVENTS_QUEUE ?? 'my-service.user-events',
       queueOptions: { durable: true },
       // Bind the queue to user-service's topic exchange (declared durable, as the service

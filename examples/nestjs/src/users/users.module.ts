@@ -12,7 +12,7 @@ const apiKey = process.env.USER_SERVICE_API_KEY;
         name: USER_SERVICE,
         transport: Transport.RMQ,
         options: {
-          urls: [process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672'],
+          urls: (process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672').split(','),
           queue: process.env.RPC_QUEUE ?? 'user-service.rpc',
           // As user-service declares it: durable, no arguments (RPC_QUEUE_TYPE=classic), or
           // a quorum queue (RPC_QUEUE_TYPE=quorum).
