@@ -69,9 +69,9 @@ impl Backoff {
     /// The next wait; the sequence never ends.
     pub fn next_delay(&mut self) -> Duration {
         let worked = self.worked_since.take().map(|since| since.elapsed());
-        if worked
-            .zip(self.at_once_after)
-            .is_some_and(|(w, held)| w >= held)
+        let proven = std::mem::take(&mut self.proven);
+        if let Some(held) = self.at_once_after
+            && (proven || worked.is_some_and(|w| w >= held))
         {
             return Duration::ZERO;
         }

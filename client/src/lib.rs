@@ -18,6 +18,12 @@
 //! retry (the first attempt still being processed) is retried too. Service errors (4xx) are
 //! answers, not failures: they neither retry nor count against the breaker.
 //!
+//! **A cluster.** [`ClientConfig::new`] (and `AMQP_URL` or `AMQP_URLS`) takes one node or a
+//! comma-separated list of a cluster's nodes, shuffled once per client. Every wait on the
+//! broker is bounded (a 5 s heartbeat, 5 s to connect to a node); when the connection is
+//! lost, the calls waiting on it fail at once (and are retried when safe), and the next
+//! call connects to the next node that answers ([`broker`]).
+//!
 //! ```no_run
 //! use user_service_client::{Client, ClientConfig, ClientError, ErrorCode, NewUser};
 //!

@@ -17,7 +17,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// is restarting; the service still serves what it can. Each supervised actor is a component
 /// of its own, read from the supervisors (so it shows even while the HealthMonitor is the one
 /// restarting).
-pub async fn live(edge: &Edge) -> Reply {
+///
+/// Unless `detailed`, no component shows its `detail` (error texts, the broker's nodes):
+/// those are for operators.
+pub async fn live(edge: &Edge, detailed: bool) -> Reply {
     let components = edge.health.addr().send(Snapshot).await.unwrap_or_default();
     let actors = edge.actors.states();
     let mut degraded = components.values().any(|c| c.status != Status::Up)
@@ -30,6 +33,11 @@ pub async fn live(edge: &Edge) -> Reply {
     degraded |= show_breaker(&mut parts, &edge.db_breaker);
     if let Some(redis) = &edge.redis {
         degraded |= show_breaker(&mut parts, redis.breaker());
+    }
+    if !detailed && let Some(parts) = parts.as_object_mut() {
+        for part in parts.values_mut().filter_map(Value::as_object_mut) {
+            part.remove("detail");
+        }
     }
     Reply::ok(json!({
         "status": if degraded { "degraded" } else { "ok" },

@@ -123,12 +123,14 @@ where
             return Err(not_allowed(&method));
         }
         match path.as_str() {
-            "/health" => return Ok(health::live(&edge).await),
             "/health/ready" => return health::ready(&edge).await,
-            "/health/integrations" => {
+            "/health" | "/health/integrations" => {
                 let creds = Credentials::from_headers(|n| headers.get(n)?.to_str().ok());
                 let detailed = edge.auth.may_see_details(&creds, peer);
-                return Ok(health::integrations(&edge, detailed).await);
+                return Ok(match path.as_str() {
+                    "/health" => health::live(&edge, detailed).await,
+                    _ => health::integrations(&edge, detailed).await,
+                });
             }
             _ => {}
         }

@@ -755,7 +755,10 @@ async fn corrupt_events_are_set_aside_alone_also_after_a_leader_change() {
         for (i, app) in [&first, &second].into_iter().enumerate() {
             let (_, h) = app.get("/health").await;
             let p = &h["components"]["eventPublishing"];
-            if p["status"] == "up" && p["detail"].is_null() {
+            let publishing = p["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("publishing via "));
+            if p["status"] == "up" && publishing {
                 return Some(i);
             }
         }

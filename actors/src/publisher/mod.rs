@@ -10,10 +10,13 @@
 //!   crash between confirm and mark means it is published again (a duplicate, never a loss).
 //! * **No poison pill.** Every stored value is checked before it becomes a message
 //!   ([`encode`]): an event that cannot be encoded is set aside as dead at once, with the
-//!   reason in `last_error`. An event the broker refuses is retried after a growing delay of
+//!   reason in `last_error`. An event the broker refuses alone is retried after a growing delay of
 //!   its own (`next_attempt_at`); meanwhile its user's later events wait (per-user order) and
 //!   every other event flows. After [`MAX_ATTEMPTS`] it is dead too. A dead event holds
 //!   nothing back; dead events are counted in `/health` and in `user_service_events_dead_total`.
+//!   A batch refused whole (more than one event, no confirm) is the broker failing, such as
+//!   a quorum queue without a leader while a node is lost: publishing starts over through
+//!   the next node, and no event's attempts are counted, so a failover never kills events.
 //! * **Leads only while it can publish.** An instance takes the role only once it is connected
 //!   to the broker, and every wait on the broker has a deadline ([`user_service_client::broker`]): a broker
 //!   that hangs costs the connection, and with it the role, within `AMQP_TIMEOUT_MS` (two
@@ -141,6 +144,8 @@ enum PublishError {
     Disconnected,
     #[error("the exchange name is longer than 255 bytes")]
     ExchangeName,
+    #[error("RabbitMQ refused all {0} events of a batch")]
+    Refused(usize),
 }
 
 /// Runs until `stop`; returns true when stopped on purpose.
@@ -395,6 +400,12 @@ async fn publish_batch(
                 mirrored.push(value);
             }
         }
+    }
+    // Every confirm a refusal, of more than one event: the broker is failing, not the
+    // events (a quorum queue without a leader while a node is lost refuses everything
+    // routed to it). Start over through the next node; no event's attempts are counted.
+    if acked.is_empty() && refused.len() > 1 {
+        return Err(PublishError::Refused(refused.len()));
     }
     if !acked.is_empty() {
         pg(

@@ -1,0 +1,155 @@
+//! The cluster and the service's instances, as processes of their own.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{AUTH_KEY, CATALOG_KEY, SECRET, clean_up, eventually};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq-cluster.sh");
+
+pub fn cluster(args: &[&str]) -> String {
+    eprintln!("{} rabbitmq-cluster.sh {args:?}", chrono::Utc::now());
+    let out = Command::new(SCRIPT)
+        .args(args)
+        .output()
+        .expect("the script runs");
+    assert!(
+        out.status.success(),
+        "rabbitmq-cluster.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// One instance of the service, a process of its own.
+pub struct Instance {
+    pub name: &'static str,
+    http: String,
+    child: Child,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Instance {
+    pub fn start(name: &'static str, db: &str, urls: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let log = std::env::temp_dir().join(format!("{db}-{name}.log"));
+        let log = std::fs::File::create(&log).expect("a log file");
+        let keys = format!("auth-service={AUTH_KEY},game-catalog={CATALOG_KEY}");
+        let child = Command::new(env!("CARGO_BIN_EXE_user-service"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "DATABASE_URL",
+                format!("postgres://postgres@127.0.0.1:5432/{db}"),
+            )
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("AMQP_URL", urls)
+            .env("AMQP_HEARTBEAT_SECONDS", "1")
+            .env("AMQP_TIMEOUT_MS", "2000")
+            .env("RPC_QUEUE", format!("{db}.rpc"))
+            .env("RPC_QUEUE_TYPE", "quorum")
+            .env("EVENTS_EXCHANGE", format!("{db}.events"))
+            .env("CACHE_PREFIX", db)
+            .env("INTERNAL_API_KEYS", keys)
+            .env("INTERNAL_SERVICE_SECRET", SECRET)
+            .env("RATE_LIMITS", "default=1000000/60")
+            .env("DB_POOL_SIZE", "8")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("the service starts");
+        Self {
+            name,
+            http: format!("http://127.0.0.1:{port}"),
+            child,
+        }
+    }
+
+    pub async fn health(&self, http: &reqwest::Client) -> Value {
+        let response = http
+            .get(format!("{}/health", self.http))
+            .header("x-api-key", AUTH_KEY)
+            .send()
+            .await;
+        match response {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+
+    /// RPC requests this instance has taken off the queue so far.
+    pub async fn served(&self, http: &reqwest::Client) -> Option<f64> {
+        let text = http
+            .get(format!("{}/metrics", self.http))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(
+            text.lines()
+                .filter(|l| l.starts_with("user_service_rpc_deliveries_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum(),
+        )
+    }
+}
+
+/// The node (1 to 3) the publishing instance publishes through, from its `/health`.
+pub async fn publisher_node(
+    instances: &[Instance],
+    http: &reqwest::Client,
+    ports: &[String],
+) -> usize {
+    eventually(Duration::from_secs(30), || async {
+        for instance in instances {
+            let health = instance.health(http).await;
+            let detail = health["components"]["eventPublishing"]["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if let Some(via) = detail.strip_prefix("publishing via ") {
+                let port = via.rsplit(':').next().unwrap_or_default();
+                if let Some(i) = ports.iter().position(|p| p == port) {
+                    return Some(i + 1);
+                }
+            }
+        }
+        None
+    })
+    .await
+}
+
+/// A paused node is resumed whatever happens.
+pub struct Resume(pub usize);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = Command::new(SCRIPT)
+            .args(["resume", &self.0.to_string()])
+            .status();
+    }
+}
+
+pub struct DropDb(pub String);
+
+impl Drop for DropDb {
+    fn drop(&mut self) {
+        clean_up(self.0.clone());
+    }
+}

@@ -1,0 +1,172 @@
+//! What the test watches: each instance's service, and the broker's own failovers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lapin::types::{AMQPValue, FieldTable};
+use user_service_client::broker::Broker;
+
+use super::instance::{Instance, cluster};
+use crate::helpers::AUTH_KEY;
+
+/// A stretch of time, in wall-clock terms (the database's and the script's clocks).
+pub type Span = (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
+
+/// What the watcher saw of each instance: its stretches of more than a second without
+/// serving a request, and its stretches without an RPC consumer (`/health` says `rabbitmq`
+/// is not up).
+pub struct Watched {
+    pub idle: Vec<Vec<Span>>,
+    pub unsubscribed: Vec<Vec<Span>>,
+}
+
+/// Watches every instance while `running`.
+pub fn watch(
+    instances: Arc<Vec<Instance>>,
+    running: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Watched> {
+    tokio::spawn(async move {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .expect("client");
+        let now = chrono::Utc::now;
+        let count = instances.len();
+        let mut last: Vec<(Option<f64>, chrono::DateTime<chrono::Utc>)> =
+            vec![(None, now()); count];
+        let mut down_since = vec![None; count];
+        let mut watched = Watched {
+            idle: vec![Vec::new(); count],
+            unsubscribed: vec![Vec::new(); count],
+        };
+        while running.load(Ordering::Acquire) {
+            for (i, instance) in instances.iter().enumerate() {
+                let served = instance.served(&http).await;
+                if served.is_some() && served > last[i].0 {
+                    if now() - last[i].1 > chrono::TimeDelta::seconds(1) {
+                        watched.idle[i].push((last[i].1, now()));
+                    }
+                    last[i] = (served, now());
+                }
+                let up = instance.health(&http).await["components"]["rabbitmq"]["status"] == "up";
+                match (up, down_since[i]) {
+                    (false, None) => down_since[i] = Some(now()),
+                    (true, Some(since)) => {
+                        watched.unsubscribed[i].push((since, now()));
+                        down_since[i] = None;
+                    }
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for i in 0..count {
+            watched.idle[i].push((last[i].1, now()));
+            if let Some(since) = down_since[i] {
+                watched.unsubscribed[i].push((since, now()));
+            }
+        }
+        watched
+    })
+}
+
+/// `spans`, overlapping ones joined.
+pub fn merged(mut spans: Vec<Span>) -> Vec<Span> {
+    spans.sort();
+    let mut out: Vec<Span> = Vec::new();
+    for span in spans {
+        match out.last_mut() {
+            Some(last) if span.0 <= last.1 => last.1 = last.1.max(span.1),
+            _ => out.push(span),
+        }
+    }
+    out
+}
+
+/// How much of `span` lies outside every one of `excused` (merged), in seconds.
+pub fn beyond(span: Span, excused: &[Span]) -> f64 {
+    let length = |(a, b): Span| (b - a).num_milliseconds().max(0) as f64 / 1000.0;
+    let overlap: f64 = excused
+        .iter()
+        .map(|e| length((span.0.max(e.0), span.1.min(e.1))))
+        .sum();
+    length(span) - overlap
+}
+
+/// Kills, pauses or restarts a node (as `args` says), then waits until every node that
+/// answers takes a confirmed message into both quorum queues again (the request queue and
+/// the test's event queue): the broker's own failover (a new leader, a quorum of members
+/// that answer, every node knowing the leader), which no client can shorten. Returns that
+/// stretch.
+pub async fn fault(args: &[&str], urls: &str, queues: &[&str]) -> Span {
+    let start = chrono::Utc::now();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cluster(&args);
+    })
+    .await
+    .expect("the script ran");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    for url in urls.split(',') {
+        for queue in queues {
+            loop {
+                match probe(url, queue).await {
+                    Probe::Unreachable | Probe::Taken => break,
+                    Probe::Refused => {}
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{url} took no message into {queue} for 120 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    (start, chrono::Utc::now())
+}
+
+enum Probe {
+    /// The node is down or paused: not the clients' way in.
+    Unreachable,
+    /// Confirmed into the queue.
+    Taken,
+    /// Connected, but the queue did not take it in time.
+    Refused,
+}
+
+/// Sends a harmless request that wants no reply (the service takes it and answers nobody;
+/// the event queue's consumer skips what has no `eventId`) into `queue` through `url`.
+async fn probe(url: &str, queue: &str) -> Probe {
+    let broker = Broker {
+        timeout: Duration::from_secs(1),
+        ..Broker::new(url).expect("a node")
+    };
+    let Ok(conn) = broker.connector().connect("probe", None).await else {
+        return Probe::Unreachable;
+    };
+    let body = serde_json::json!({"method": "users.exists", "params": {"id": uuid::Uuid::nil()}})
+        .to_string();
+    let mut headers = FieldTable::default();
+    headers.insert("x-api-key".into(), AMQPValue::LongString(AUTH_KEY.into()));
+    let taken = async {
+        let channel = broker.within(conn.connection.create_channel()).await.ok()?;
+        let confirm = lapin::options::ConfirmSelectOptions::default();
+        broker.within(channel.confirm_select(confirm)).await.ok()?;
+        let published = channel.basic_publish(
+            "".into(),
+            queue.into(),
+            lapin::options::BasicPublishOptions::default(),
+            body.as_bytes(),
+            lapin::BasicProperties::default().with_headers(headers),
+        );
+        let confirm = broker.within(published).await.ok()?;
+        Some(broker.within(confirm).await.ok()?.is_ack())
+    };
+    let taken = taken.await == Some(true);
+    let _ = broker
+        .within(conn.connection.close(200, "probed".into()))
+        .await;
+    if taken { Probe::Taken } else { Probe::Refused }
+}
