@@ -143,6 +143,29 @@ async fn idempotent_calls_are_retried_then_the_breaker_opens() {
         .unwrap();
 }
 
+/// A cluster's list, walked: a node that is gone and one that accepts TCP and never speaks
+/// are passed over, each within the connect deadline, and calls go through the one that
+/// answers.
+#[tokio::test]
+async fn the_client_walks_a_list_of_nodes_past_dead_and_silent_ones() {
+    let app = TestApp::spawn().await;
+    app.until_broker(true).await;
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone_url = format!("amqp://guest:guest@{}/%2f", gone.local_addr().unwrap());
+    drop(gone);
+    // Accepts, then says nothing: a paused node (the kernel completes the handshake).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("amqp://guest:guest@{}/%2f", silent.local_addr().unwrap());
+    let mut config = app.client_config();
+    config.broker.nodes = vec![gone_url, silent_url, AMQP_URL.to_owned()];
+    config.broker.timeout = Duration::from_millis(500);
+    let started = std::time::Instant::now();
+    let client = Client::connect(config).await.expect("the third node answers");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(!client.exists(Uuid::new_v4()).await.unwrap());
+    drop(silent);
+}
+
 #[tokio::test]
 async fn service_errors_are_typed_not_retried_and_do_not_open_the_breaker() {
     let app = TestApp::spawn().await;
