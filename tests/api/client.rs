@@ -160,8 +160,14 @@ async fn the_client_walks_a_list_of_nodes_past_dead_and_silent_ones() {
     config.broker.nodes = vec![gone_url, silent_url, AMQP_URL.to_owned()];
     config.broker.timeout = Duration::from_millis(500);
     let started = std::time::Instant::now();
-    let client = Client::connect(config).await.expect("the third node answers");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let client = Client::connect(config)
+        .await
+        .expect("the third node answers");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(!client.exists(Uuid::new_v4()).await.unwrap());
     drop(silent);
 }
