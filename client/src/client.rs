@@ -269,7 +269,11 @@ impl Client {
         if let Some(id) = message_id {
             props = props.with_message_id(id.to_owned().into());
         }
-        let link = self.link().await?;
+        // Reconnecting walks the nodes, each within the broker's deadline; a call waits for
+        // that (or for another call's reconnect) no longer than for its reply.
+        let link = tokio::time::timeout(self.config.timeout, self.link())
+            .await
+            .map_err(|_| ClientError::Timeout(self.config.timeout))??;
         let (tx, rx) = oneshot::channel();
         link.pending.insert(correlation_id.clone(), tx);
         let publish = link.channel.basic_publish(

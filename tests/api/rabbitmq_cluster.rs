@@ -15,7 +15,6 @@ use std::time::Duration;
 use lapin::options::QueueBindOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use sqlx::Connection;
-use user_service_client::broker::Broker;
 use user_service_client::{BreakerConfig, ClientConfig};
 
 use crate::helpers::{AUTH_KEY, eventually};
@@ -51,13 +50,7 @@ async fn every_instance_survives_the_loss_of_any_rabbitmq_node() {
         .expect("client");
 
     // The check queue: a quorum queue bound as a consuming service binds its own.
-    let broker = Broker::new(&urls).expect("the cluster's nodes");
-    let setup = broker
-        .connector()
-        .connect("setup", None)
-        .await
-        .expect("a node");
-    let channel = setup.connection.create_channel().await.expect("channel");
+    let (setup, channel) = instance::channel(&urls, "setup").await;
     let exchange = format!("{db}.events");
     let check = format!("{db}.check");
     let durable = lapin::options::ExchangeDeclareOptions {

@@ -9,7 +9,6 @@ use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use serde_json::Value;
-use user_service_client::broker::Broker;
 use user_service_client::{Client, ClientConfig, NewUser, UserPatch};
 
 use super::PACE;
@@ -58,13 +57,7 @@ pub async fn caller(n: usize, config: ClientConfig, running: Arc<AtomicBool>) ->
 
 /// Every event on `queue`, in the order the queue holds them (duplicates included).
 pub async fn drain(urls: &str, queue: &str, expected: usize) -> Vec<Value> {
-    let broker = Broker::new(urls).expect("the cluster's nodes");
-    let conn = broker
-        .connector()
-        .connect("drain", None)
-        .await
-        .expect("a node");
-    let channel = conn.connection.create_channel().await.expect("channel");
+    let (_conn, channel) = super::instance::channel(urls, "drain").await;
     channel
         .basic_qos(1000, BasicQosOptions::default())
         .await
