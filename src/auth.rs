@@ -8,7 +8,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
-use user_actors::metrics::record_auth_failure;
+use user_core::metrics::record_auth_failure;
 use user_domain::{Caller, CoreError};
 
 use crate::config::AuthConfig;

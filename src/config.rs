@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use user_actors::crypto::BillingKeys;
-use user_actors::limits::{DEFAULT_CALLER, RateLimit};
-use user_actors::publisher::Envelope;
+use user_core::crypto::BillingKeys;
+use user_core::limits::{DEFAULT_CALLER, RateLimit};
+use user_core::publisher::EventFormat;
 use user_service_client::broker::{self, Broker, DEFAULT_AMQP_URL};
 
 use crate::rpc::QueueType;
@@ -67,7 +67,7 @@ pub struct Config {
     pub cache_prefix: String,
     /// Lifetime of a cached user in Redis; zero turns the cache off.
     pub cache_ttl: Duration,
-    pub event_envelope: Envelope,
+    pub event_envelope: EventFormat,
     /// How long published events stay in the outbox before they are pruned.
     pub outbox_retention: Duration,
     /// How long the ledger of applied requests remembers a request key (and its reply).
@@ -229,8 +229,8 @@ impl Config {
                 300,
             )?),
             event_envelope: match or("EVENT_ENVELOPE", "plain").to_ascii_lowercase().as_str() {
-                "plain" => Envelope::Plain,
-                "nestjs" => Envelope::Nestjs,
+                "plain" => EventFormat::Plain,
+                "nestjs" => EventFormat::Nestjs,
                 _ => return Err(err("EVENT_ENVELOPE", "expected plain or nestjs")),
             },
             outbox_retention: Duration::from_secs(

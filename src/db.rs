@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
-use user_actors::breaker::{Breaker, Probe};
-use user_actors::retry::Backoff;
+use user_core::breaker::{Breaker, Probe};
+use user_core::retry::Backoff;
 
 use crate::config::Config;
 
@@ -31,7 +31,7 @@ pub async fn connect(config: &Config, patience: Duration) -> anyhow::Result<PgPo
 
 /// How every connection of the service is made. Nothing it holds outlives its use for long:
 /// a query that hangs is cancelled (so a live server answers within `statement_timeout`, and
-/// one that has not for `user_actors::store::HUNG_AFTER` has stopped), a lock is waited for 5 s at most, and should an instance
+/// one that has not for `user_core::store::HUNG_AFTER` has stopped), a lock is waited for 5 s at most, and should an instance
 /// vanish mid-transaction (its host gone, no FIN), PostgreSQL ends the transaction it left
 /// idle and, through keepalive probes, the idle sessions it left (the outbox's leader lock):
 /// their locks go to the instances still there.
@@ -102,7 +102,7 @@ const PROBE_EVERY: (Duration, Duration) = (Duration::from_millis(100), Duration:
 /// A probe's own deadline: a database that answers does so in milliseconds.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// PostgreSQL's breaker (see `user_actors::store::PgGuard`), probing with `SELECT 1`.
+/// PostgreSQL's breaker (see `user_core::store::PgGuard`), probing with `SELECT 1`.
 pub fn breaker(pool: &PgPool) -> Breaker {
     let pool = pool.clone();
     let probe: Probe = std::sync::Arc::new(move || {

@@ -1,5 +1,5 @@
 //! The `user-service` binary's parts: typed configuration, authentication, the REST edge,
-//! start-up and supervision. The operations run in `user-actors` (`actors/`) on the types of `user-domain` (`domain/`).
+//! start-up and supervision. The operations run in `user-core` (`actors/`) on the types of `user-domain` (`domain/`).
 
 pub mod app;
 pub mod auth;

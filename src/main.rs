@@ -96,7 +96,7 @@ fn rekey() -> ExitCode {
     let done = runtime.block_on(async {
         preflight::check(&config).await?;
         let pool = db::connect(&config, Duration::from_secs(10)).await?;
-        let stats = user_actors::store::rekey(&pool, &keys, REKEY_BATCH).await?;
+        let stats = user_core::store::rekey(&pool, &keys, REKEY_BATCH).await?;
         anyhow::Ok(stats)
     });
     match done {

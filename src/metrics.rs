@@ -1,5 +1,5 @@
 //! The Prometheus exporter behind `GET /metrics`. One recorder per process, installed on
-//! first use; the series themselves are recorded in `user_actors::metrics`.
+//! first use; the series themselves are recorded in `user_core::metrics`.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -25,17 +25,17 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
-                    Matcher::Full(user_actors::metrics::DURATION.to_owned()),
+                    Matcher::Full(user_core::metrics::DURATION.to_owned()),
                     &BUCKETS,
                 )
                 .ok()?
                 .set_buckets_for_metric(
-                    Matcher::Full(user_actors::metrics::CREATE_GROUP_DURATION.to_owned()),
+                    Matcher::Full(user_core::metrics::CREATE_GROUP_DURATION.to_owned()),
                     &BUCKETS,
                 )
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
-            user_actors::metrics::describe();
+            user_core::metrics::describe();
             Some(handle)
         })
         .as_ref()

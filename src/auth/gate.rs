@@ -5,7 +5,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use user_actors::limits::RateLimit;
+use user_core::limits::RateLimit;
 
 use super::source::Key;
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
-use user_actors::metrics::Transport;
+use user_core::metrics::Transport;
 
 /// The source a request's failed authentications are counted under.
 #[derive(Debug, Clone, Copy)]

@@ -15,7 +15,7 @@ fn auth(keys: &[(&str, &str)], secret: Option<&str>, ips: &[&str]) -> Authentica
         service_names: ["library-service".to_owned(), "auth-service".to_owned()].into(),
         allowed_ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
         credential_readers: ["auth-service".to_owned()].into(),
-        failures_per_address: user_actors::limits::RateLimit {
+        failures_per_address: user_core::limits::RateLimit {
             requests: 3,
             window: std::time::Duration::from_secs(60),
         },

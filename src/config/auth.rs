@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use ipnet::IpNet;
-use user_actors::limits::{DEFAULT_CALLER, RateLimit};
+use user_core::limits::{DEFAULT_CALLER, RateLimit};
 
 use super::{ConfigError, err, is_caller_name, list};
 

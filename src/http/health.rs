@@ -3,9 +3,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use user_actors::breaker::Breaker;
-use user_actors::health::{Component, Snapshot, Status};
-use user_actors::supervisor::ActorStatus;
+use user_core::breaker::Breaker;
+use user_core::health::{Component, Snapshot, Status};
+use user_core::supervisor::ActorStatus;
 use user_domain::{CoreError, Reply};
 
 use super::Edge;

@@ -15,9 +15,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use serde_json::{Map, Value};
 use tracing::Instrument;
-use user_actors::Core;
-use user_actors::health::Health;
-use user_actors::metrics::{Transport, record_request};
+use user_core::Core;
+use user_core::health::Health;
+use user_core::metrics::{Transport, record_request};
 use user_domain::CorrelationId;
 use user_domain::quote::{QUOTE_CHARS, cut};
 use user_domain::{CallContext, Caller, CoreError, ParamForm};
@@ -39,12 +39,12 @@ pub struct Edge {
     pub auth: Arc<Authenticator>,
     pub pool: sqlx::PgPool,
     /// Open while PostgreSQL does not answer: readiness is 503 without asking it.
-    pub db_breaker: user_actors::breaker::Breaker,
+    pub db_breaker: user_core::breaker::Breaker,
     pub health: Health,
     /// Every supervised actor's state, read directly (even while the HealthMonitor restarts).
-    pub actors: user_actors::supervisor::Supervision,
-    pub redis: Option<user_actors::redis::Redis>,
-    pub cache: user_actors::cache::UserCache,
+    pub actors: user_core::supervisor::Supervision,
+    pub redis: Option<user_core::redis::Redis>,
+    pub cache: user_core::cache::UserCache,
     pub started: Instant,
     /// How long a request's body may take to arrive (`HTTP_BODY_TIMEOUT_MS`).
     pub body_timeout: Duration,

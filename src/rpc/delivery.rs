@@ -13,14 +13,14 @@ use lapin::message::Delivery;
 use lapin::types::ShortString;
 use tokio::time::Instant;
 use tracing::Instrument;
-use user_actors::metrics::{Transport, record_delivery, record_request, record_unsendable};
+use user_core::metrics::{Transport, record_delivery, record_request, record_unsendable};
 use user_domain::quote::{QUOTE_CHARS, cut};
 use user_domain::{CallContext, Caller, CoreError, Method, ParamForm, Reply};
 
+use super::acks::Settlement;
 use super::dead_letter::{Keep, dead_letter};
-use super::envelope::{Envelope, deadline, header};
+use super::properties::{Properties, deadline, header};
 use super::repeats::Repeat;
-use super::settle::Settlement;
 use super::wire::{self, Dialect};
 use super::{Channels, QueueType, RpcConfig, RpcEdge, RpcError, reply};
 use crate::auth::{Credentials, Source};
@@ -88,10 +88,16 @@ pub async fn handle(edge: Arc<RpcEdge>, channels: Channels, delivery: Delivery) 
             let failed = Err(CoreError::Internal(format!("handler panicked: {what}")));
             // Whether it authenticated is not known: its body is not read again.
             let dialect = wire::guess_dialect(&delivery.data);
-            let envelope = Envelope::read(&delivery.properties, &dialect);
+            let properties = Properties::read(&delivery.properties, &dialect);
             let seen = Seen::default();
             let settling = settle(
-                &edge, &channels, &delivery, &dialect, &envelope, failed, &seen,
+                &edge,
+                &channels,
+                &delivery,
+                &dialect,
+                &properties,
+                failed,
+                &seen,
             );
             let recovered = AssertUnwindSafe(settling).catch_unwind().await;
             match recovered {
@@ -139,14 +145,14 @@ async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Ou
         Some(Ok(incoming)) => incoming.dialect.clone(),
         _ => wire::guess_dialect(&delivery.data),
     };
-    let envelope = Envelope::read(props, &dialect);
+    let properties = Properties::read(props, &dialect);
     let method_name = match &decoded {
         Some(Ok(incoming)) => incoming.method.as_str(),
         _ => "?",
     };
     let span = tracing::info_span!(
         "rpc",
-        correlation_id = %envelope.correlation_id,
+        correlation_id = %properties.correlation_id,
         method = %cut(method_name, QUOTE_CHARS),
         caller = tracing::field::Empty,
         redelivered = delivery.redelivered,
@@ -158,14 +164,14 @@ async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Ou
             return ack(edge, channels, delivery, Outcome::Expired).await;
         };
         let mut seen = Seen::default();
-        let result = call(edge, delivery, caller, decoded, &envelope, deadline, &mut seen).await;
+        let result = call(edge, delivery, caller, decoded, &properties, deadline, &mut seen).await;
         let status = result.as_ref().map_or_else(|e| e.code().status(), |r| r.status.code());
         if let Some(method) = seen.method {
             let caller = seen.caller.as_deref().unwrap_or(Caller::ANONYMOUS);
             let error = result.as_ref().err().map(CoreError::code);
             record_request(caller, method.as_str(), Transport::Rpc, status, started.elapsed(), error);
         }
-        let outcome = settle(edge, channels, delivery, &dialect, &envelope, result, &seen).await;
+        let outcome = settle(edge, channels, delivery, &dialect, &properties, result, &seen).await;
         tracing::info!(status, outcome = outcome.as_str(), ms = %format_args!("{:.2}", started.elapsed().as_secs_f64() * 1e3), "request");
         outcome
     }
@@ -181,11 +187,11 @@ async fn settle(
     channels: &Channels,
     delivery: &Delivery,
     dialect: &Dialect,
-    envelope: &Envelope<'_>,
+    properties: &Properties<'_>,
     result: Result<Reply, CoreError>,
     seen: &Seen,
 ) -> Outcome {
-    let reply_to = envelope
+    let reply_to = properties
         .reply_to
         .filter(|r| seen.caller.is_some() || may_answer_anyone(&edge.config, r.as_str()));
     match (reply_to, dialect.wants_reply()) {
@@ -203,7 +209,7 @@ async fn settle(
             let mut props = BasicProperties::default()
                 .with_content_type(ShortString::from("application/json"))
                 .with_app_id(ShortString::from(edge.instance.as_str()));
-            if let Some(c) = envelope.correlation {
+            if let Some(c) = properties.correlation {
                 props = props.with_correlation_id(c.clone());
             }
             match reply(&channels.replies, reply_to.as_str(), &body, props).await {
@@ -243,7 +249,7 @@ async fn call(
     delivery: &Delivery,
     caller: Result<Caller, CoreError>,
     decoded: Option<Result<wire::Incoming, CoreError>>,
-    envelope: &Envelope<'_>,
+    properties: &Properties<'_>,
     deadline: Option<Instant>,
     seen: &mut Seen,
 ) -> Result<Reply, CoreError> {
@@ -260,7 +266,7 @@ async fn call(
     seen.method = Some(method);
     // The same message delivered twice carries the same id: that makes writes idempotent.
     let mut ctx =
-        CallContext::new(caller, envelope.correlation_id.clone()).keyed(envelope.request_key);
+        CallContext::new(caller, properties.correlation_id.clone()).keyed(properties.request_key);
     ctx.deadline = deadline;
     ctx.redelivered = delivery.redelivered;
     edge.core

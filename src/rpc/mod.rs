@@ -12,12 +12,12 @@
 //! for two heartbeats is dropped by lapin. Requests held by a dropped connection are
 //! redelivered by the broker.
 
+mod acks;
 mod dead_letter;
 mod delivery;
-mod envelope;
+mod properties;
 mod publish;
 mod repeats;
-mod settle;
 pub mod wire;
 
 pub use repeats::Repeats;
@@ -34,10 +34,10 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
-use user_actors::Core;
-use user_actors::health::{Health, Report, Status};
-use user_actors::metrics::record_delivery;
-use user_actors::retry::Backoff;
+use user_core::Core;
+use user_core::health::{Health, Report, Status};
+use user_core::metrics::record_delivery;
+use user_core::retry::Backoff;
 use user_domain::quote::cut;
 use user_service_client::broker::{AmqpError, Broker, Connected, Connector};
 
@@ -101,7 +101,7 @@ pub struct RpcEdge {
     pub core: Core,
     pub auth: Arc<Authenticator>,
     /// Seals billing values in the bodies of dead letters.
-    pub billing_keys: Arc<user_actors::crypto::BillingKeys>,
+    pub billing_keys: Arc<user_core::crypto::BillingKeys>,
     pub health: Health,
     /// Deliveries whose settlement failed, so that they are not handled into it again.
     pub repeats: Repeats,
@@ -234,7 +234,7 @@ async fn serve(
         .await?;
     let replies = TimedChannel(channel.clone(), deadline.clone());
     let confirmed = TimedChannel(confirmed, deadline.clone());
-    let (settler, mut settling) = settle::Settler::start(replies.clone());
+    let (settler, mut settling) = acks::Settler::start(replies.clone());
     let channels = Channels {
         replies,
         confirmed: confirmed.clone(),

@@ -10,7 +10,7 @@ use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use tokio::sync::Notify;
 use user_service_client::broker::AmqpError;
 
-use super::{RpcError, settle};
+use super::{RpcError, acks};
 
 /// The channels of one connection. Requests are consumed, answered and acked on `replies`,
 /// which asks for no confirms: the caller waits for the reply itself, and the ack that follows
@@ -22,7 +22,7 @@ use super::{RpcError, settle};
 pub(crate) struct Channels {
     pub(crate) replies: TimedChannel,
     pub(crate) confirmed: TimedChannel,
-    pub(crate) settler: settle::Settler,
+    pub(crate) settler: acks::Settler,
     /// The connection's frame size: every message's properties must fit in one frame.
     pub(crate) frame_max: u32,
 }

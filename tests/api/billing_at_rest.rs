@@ -7,7 +7,7 @@ use std::time::Duration;
 use deadpool_redis::redis::{self, AsyncCommands};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use user_actors::crypto::{BillingKeys, DEVELOPMENT_KEYS, Place};
+use user_core::crypto::{BillingKeys, DEVELOPMENT_KEYS, Place};
 
 use crate::helpers::{TestApp, captured_logs, eventually, send};
 
@@ -151,7 +151,7 @@ async fn legacy_rows_still_read_and_rekey_reseals_everything_under_the_newest_ke
     ))
     .await
     .expect("pool");
-    let stats = user_actors::store::rekey(&pool, &keys, 1)
+    let stats = user_core::store::rekey(&pool, &keys, 1)
         .await
         .expect("rekey");
     assert_eq!((stats.scanned, stats.changed), (2, 2));
@@ -160,7 +160,7 @@ async fn legacy_rows_still_read_and_rekey_reseals_everything_under_the_newest_ke
         assert_eq!(row.matches("enc:v2:k2:").count(), 2, "{row}");
         assert!(!row.contains(":dev:"), "{row}");
     }
-    let again = user_actors::store::rekey(&pool, &keys, 1)
+    let again = user_core::store::rekey(&pool, &keys, 1)
         .await
         .expect("rekey again");
     assert_eq!(

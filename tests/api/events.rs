@@ -392,7 +392,7 @@ async fn published_events_are_pruned_after_the_retention_window() {
         (n == 1).then_some(())
     })
     .await;
-    user_actors::publisher::prune(&pool, Duration::from_secs(3600))
+    user_core::publisher::prune(&pool, Duration::from_secs(3600))
         .await
         .unwrap();
     let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
@@ -404,7 +404,7 @@ async fn published_events_are_pruned_after_the_retention_window() {
         .execute(&pool)
         .await
         .unwrap();
-    user_actors::publisher::prune(&pool, Duration::from_secs(3600))
+    user_core::publisher::prune(&pool, Duration::from_secs(3600))
         .await
         .unwrap();
     let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
@@ -575,7 +575,7 @@ async fn a_refused_event_is_retried_then_set_aside_without_holding_anything() {
     assert_eq!(
         dead,
         (
-            user_actors::publisher::MAX_ATTEMPTS,
+            user_core::publisher::MAX_ATTEMPTS,
             "refused by the broker".to_owned(),
             true,
             true
@@ -634,7 +634,7 @@ async fn dead_counter(app: &TestApp, reason: &str) -> u64 {
 /// Tells the publisher that events are waiting, as a committed write does.
 async fn wake_publisher(db: &sqlx::PgPool) {
     sqlx::query("SELECT pg_notify($1, '')")
-        .bind(user_actors::store::NOTIFY_CHANNEL)
+        .bind(user_core::store::NOTIFY_CHANNEL)
         .execute(db)
         .await
         .unwrap();

@@ -565,7 +565,7 @@ async fn blank_bodies_and_control_characters_are_refused() {
 /// dead-lettered when not; the consumer goes on.
 #[tokio::test]
 async fn a_panicking_handler_still_settles_its_delivery() {
-    use user_actors::fault::PANIC_CORRELATION_ID;
+    use user_core::fault::PANIC_CORRELATION_ID;
     let app = TestApp::spawn_with(&[("RPC_PREFETCH", "2")]).await;
     app.until_broker(true).await;
     let mut raw = Raw::connect().await;

@@ -260,7 +260,7 @@ async fn a_key_still_being_processed_is_409() {
     let id = app.create_user("Gi", "gi@example.com").await["id"].clone();
     let path = format!("{USERS}/{}", id.as_str().unwrap());
     let mut holder = app.db().await;
-    let lock = user_actors::store::ledger::lock_id("auth-service:busy");
+    let lock = user_core::store::ledger::lock_id("auth-service:busy");
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(lock)
         .execute(&mut holder)
@@ -295,7 +295,7 @@ async fn ledger_rows_are_pruned_after_the_retention_window() {
         .execute(&pool)
         .await
         .unwrap();
-    let pruned = user_actors::store::ledger::prune(&pool, Duration::from_secs(3600))
+    let pruned = user_core::store::ledger::prune(&pool, Duration::from_secs(3600))
         .await
         .unwrap();
     assert_eq!(pruned, 1);

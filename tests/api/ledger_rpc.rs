@@ -125,7 +125,7 @@ async fn a_message_still_being_processed_is_409_over_rpc() {
     app.until_broker(true).await;
     let mut raw = Raw::connect().await;
     let mut holder = app.db().await;
-    let lock = user_actors::store::ledger::lock_id("auth-service:held");
+    let lock = user_core::store::ledger::lock_id("auth-service:held");
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(lock)
         .execute(&mut holder)
@@ -159,7 +159,7 @@ async fn a_redelivery_waits_for_the_key_its_first_delivery_held() {
     let mut holder = app.db().await;
     let locks: Vec<i64> = ["auth-service:gone-1", "auth-service:gone-2"]
         .iter()
-        .map(|k| user_actors::store::ledger::lock_id(k))
+        .map(|k| user_core::store::ledger::lock_id(k))
         .collect();
     sqlx::query("SELECT pg_advisory_lock(l) FROM UNNEST($1::bigint[]) AS t(l)")
         .bind(&locks)

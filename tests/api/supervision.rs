@@ -8,7 +8,7 @@ use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use user_actors::fault::Crash;
+use user_core::fault::Crash;
 
 use crate::helpers::{AMQP_URL, TestApp, bind_events_queue, eventually};
 

@@ -9,7 +9,7 @@ use lapin::types::ShortString;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::Envelope;
+use super::EventFormat;
 use user_domain::CorrelationId;
 use user_domain::json::deeper_than;
 
@@ -72,7 +72,7 @@ pub fn check_bounds(event: &Value) -> Result<String, Refusal> {
 }
 
 /// A stored event (`routing_key`, `payload` as JSON text) as a message, or why it cannot be one.
-pub fn encode(routing_key: &str, payload: &str, envelope: Envelope) -> Result<Message, Refusal> {
+pub fn encode(routing_key: &str, payload: &str, envelope: EventFormat) -> Result<Message, Refusal> {
     if payload.len() > MAX_EVENT_BYTES {
         return Err(Refusal::TooLarge {
             bytes: payload.len(),
@@ -97,8 +97,8 @@ pub fn encode(routing_key: &str, payload: &str, envelope: Envelope) -> Result<Me
     }
     let properties = properties(&event)?;
     let body = match envelope {
-        Envelope::Plain => serde_json::to_vec(&event),
-        Envelope::Nestjs => {
+        EventFormat::Plain => serde_json::to_vec(&event),
+        EventFormat::Nestjs => {
             serde_json::to_vec(&json!({"pattern": routing_key.as_str(), "data": &event}))
         }
     }

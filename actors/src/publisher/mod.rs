@@ -41,7 +41,7 @@ use user_service_client::broker::{AmqpError, Broker, Connected, Connector, SMALL
 
 mod backlog;
 pub mod encode;
-mod settle;
+mod undelivered;
 
 pub use backlog::{Backlog, backlog, prune};
 
@@ -59,7 +59,7 @@ const TICK: Duration = Duration::from_secs(1);
 const VACUUM_EVERY: usize = 5_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Envelope {
+pub enum EventFormat {
     /// The event itself.
     Plain,
     /// `{"pattern": <routing key>, "data": <event>}` for NestJS `@EventPattern` handlers.
@@ -70,7 +70,7 @@ pub enum Envelope {
 pub struct PublisherConfig {
     pub broker: Broker,
     pub exchange: String,
-    pub envelope: Envelope,
+    pub envelope: EventFormat,
     /// Published events older than this are deleted.
     pub retention: Duration,
     /// Entries of the ledger of applied requests older than this are deleted (every minute,
@@ -258,7 +258,7 @@ async fn lead(
             last_prune = tokio::time::Instant::now();
         }
         // Idle: wait for a commit's NOTIFY, the next retry that falls due, or the tick.
-        let wait = pg(settle::next_retry_in(pool))
+        let wait = pg(undelivered::next_retry_in(pool))
             .await?
             .unwrap_or(TICK)
             .min(TICK);
@@ -384,7 +384,7 @@ async fn publish_batch(
             Err(reason) => unencodable.push((event.id, reason.to_string())),
         }
     }
-    pg(settle::set_aside(pool, &unencodable)).await?;
+    pg(undelivered::set_aside(pool, &unencodable)).await?;
     // A refused event holds back its user's later events (they are published again after
     // it); other users' confirmed events are done.
     let mut acked = Vec::with_capacity(sent.len());
@@ -417,7 +417,7 @@ async fn publish_batch(
         mirror(config, mirrored.iter()).await;
     }
     for event in refused {
-        pg(settle::retry_later(pool, event.id, event.attempts)).await?;
+        pg(undelivered::retry_later(pool, event.id, event.attempts)).await?;
     }
     Ok(batch.len())
 }

@@ -8,7 +8,7 @@ use sqlx::types::Uuid;
 
 use tokio::sync::oneshot;
 
-use super::group::{self, Pending};
+use super::group_commit::{self, Pending};
 use super::ledger::{self, Keyed};
 use super::ops::{Db, begin};
 use super::outbox;
@@ -34,7 +34,7 @@ pub(super) async fn create(
         deadline: db.deadline,
         answer,
     };
-    group::create_all(db.clone(), vec![pending]).await;
+    group_commit::create_all(db.clone(), vec![pending]).await;
     answered
         .await
         .unwrap_or_else(|_| Err(CoreError::Internal("a create went unanswered".to_owned())))

@@ -7,7 +7,7 @@ mod creates;
 mod edits;
 mod error;
 pub(crate) use error::db_error;
-mod group;
+mod group_commit;
 mod guard;
 pub mod ledger;
 mod ops;
@@ -75,10 +75,10 @@ impl Store {
 }
 
 /// The writer: every write runs under it. Creates that arrive while others are being
-/// written wait for the next group and are committed together ([`group`]).
+/// written wait for the next group and are committed together ([`group_commit`]).
 pub struct UserStore {
     db: ops::Db,
-    waiting: Vec<group::Pending>,
+    waiting: Vec<group_commit::Pending>,
     groups_running: usize,
 }
 
@@ -104,7 +104,7 @@ impl UserStore {
         new: user_domain::NewUser,
     ) -> ResponseFuture<Result<Reply, CoreError>> {
         let (answer, answered) = oneshot::channel();
-        self.waiting.push(group::Pending {
+        self.waiting.push(group_commit::Pending {
             keyed: ledger::Keyed::of_create(&call, &new),
             new,
             corr: call.correlation_id,
@@ -121,11 +121,13 @@ impl UserStore {
 
     fn start_groups(&mut self, ctx: &mut Context<Self>) {
         while self.groups_running < GROUPS_RUNNING && !self.waiting.is_empty() {
-            let size = self.waiting.len().min(group::MAX_GROUP);
+            let size = self.waiting.len().min(group_commit::MAX_GROUP);
             let members: Vec<_> = self.waiting.drain(..size).collect();
             self.groups_running += 1;
-            let running =
-                tokio::spawn(abandon_if_hung(group::create_all(self.db.clone(), members)));
+            let running = tokio::spawn(abandon_if_hung(group_commit::create_all(
+                self.db.clone(),
+                members,
+            )));
             let done = async move {
                 // A panic in the group fails its creates (their callers are told), not the actor.
                 let _ = running.await;

@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use user_actors::retry::Backoff;
+use user_core::retry::Backoff;
 use warp::http::Request;
 use warp::reply::Response;
 

@@ -10,7 +10,7 @@ fn event(corr: &str) -> Value {
 }
 
 fn refusal(key: &str, payload: &str) -> Refusal {
-    encode(key, payload, Envelope::Plain).expect_err("refused")
+    encode(key, payload, EventFormat::Plain).expect_err("refused")
 }
 
 fn nested(depth: usize) -> Value {
@@ -20,7 +20,7 @@ fn nested(depth: usize) -> Value {
 #[test]
 fn a_good_event_keeps_its_bytes_and_properties() {
     let payload = event("req-456").to_string();
-    let m = encode("user.created", &payload, Envelope::Plain).unwrap();
+    let m = encode("user.created", &payload, EventFormat::Plain).unwrap();
     assert_eq!(m.routing_key.as_str(), "user.created");
     assert_eq!(m.body, payload.as_bytes(), "keys in order, compact");
     let p = &m.properties;
@@ -34,7 +34,7 @@ fn a_good_event_keeps_its_bytes_and_properties() {
     assert_eq!(p.delivery_mode(), &Some(2));
     assert_eq!(p.timestamp(), &Some(1_704_067_200));
 
-    let m = encode("user.created", &payload, Envelope::Nestjs).unwrap();
+    let m = encode("user.created", &payload, EventFormat::Nestjs).unwrap();
     let body: Value = serde_json::from_slice(&m.body).unwrap();
     assert_eq!(
         body,
@@ -66,7 +66,7 @@ fn hostile_properties_are_refused() {
         encode(
             "user.created",
             &event(&"x".repeat(128)).to_string(),
-            Envelope::Plain
+            EventFormat::Plain
         )
         .is_ok()
     );
@@ -94,7 +94,7 @@ fn hostile_properties_are_refused() {
     ));
     e = event("req");
     e["timestamp"] = json!("yesterday");
-    let m = encode("user.created", &e.to_string(), Envelope::Plain).unwrap();
+    let m = encode("user.created", &e.to_string(), EventFormat::Plain).unwrap();
     assert_eq!(
         m.properties.timestamp(),
         &None,
@@ -106,12 +106,12 @@ fn hostile_properties_are_refused() {
 fn routing_keys_must_be_one_word_after_user() {
     let payload = event("req").to_string();
     for key in ["user.created", "user.preferences_changed", "user.a1"] {
-        assert!(encode(key, &payload, Envelope::Plain).is_ok(), "{key}");
+        assert!(encode(key, &payload, EventFormat::Plain).is_ok(), "{key}");
     }
     let long = format!("user.{}", "a".repeat(295));
     let edge = format!("user.{}", "a".repeat(251));
     assert!(
-        encode(&edge[..255], &payload, Envelope::Plain).is_ok(),
+        encode(&edge[..255], &payload, EventFormat::Plain).is_ok(),
         "255 bytes is fine"
     );
     for key in [
@@ -162,7 +162,7 @@ fn payloads_must_be_bounded_json_objects() {
     let mut e = event("req");
     e["data"] = nested(MAX_DEPTH - 1);
     assert!(
-        encode("user.created", &e.to_string(), Envelope::Nestjs).is_ok(),
+        encode("user.created", &e.to_string(), EventFormat::Nestjs).is_ok(),
         "at the bound"
     );
     e["data"] = nested(MAX_DEPTH);
@@ -265,7 +265,7 @@ fn routing_key() -> impl Strategy<Value = String> {
 
 /// Either a message that honours every rule, or a refusal with a short reason.
 fn encodes_or_refuses(key: &str, payload: &str) -> Result<bool, TestCaseError> {
-    for envelope in [Envelope::Plain, Envelope::Nestjs] {
+    for envelope in [EventFormat::Plain, EventFormat::Nestjs] {
         match encode(key, payload, envelope) {
             Ok(m) => {
                 prop_assert!(routing_key_ok(m.routing_key.as_str()));
@@ -285,7 +285,7 @@ fn encodes_or_refuses(key: &str, payload: &str) -> Result<bool, TestCaseError> {
             Err(r) => prop_assert!(r.to_string().len() < 200, "{}", r),
         }
     }
-    Ok(encode(key, payload, Envelope::Plain).is_ok())
+    Ok(encode(key, payload, EventFormat::Plain).is_ok())
 }
 
 proptest! {

@@ -13,7 +13,7 @@ use super::wire::Dialect;
 /// An `expiration` longer than this is no deadline worth keeping.
 const LONGEST_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 /// What the service takes from a message's properties, each value checked.
-pub(super) struct Envelope<'a> {
+pub(super) struct Properties<'a> {
     /// Where the answer goes; `None` when absent or empty.
     pub(super) reply_to: Option<&'a ShortString>,
     /// Echoed on the reply only when it follows the id rule.
@@ -24,7 +24,7 @@ pub(super) struct Envelope<'a> {
     pub(super) request_key: Option<&'a str>,
 }
 
-impl<'a> Envelope<'a> {
+impl<'a> Properties<'a> {
     pub(super) fn read(props: &'a BasicProperties, dialect: &'a Dialect) -> Self {
         let valid =
             |s: &'a Option<ShortString>| s.as_ref().filter(|s| CorrelationId::is_valid(s.as_str()));
@@ -104,7 +104,7 @@ mod tests {
         let dialect = Dialect::Nestjs {
             id: Some("z".repeat(1000)),
         };
-        let e = Envelope::read(&props, &dialect);
+        let e = Properties::read(&props, &dialect);
         assert!(e.correlation.is_none() && e.request_key.is_none() && e.reply_to.is_none());
         assert!(CorrelationId::is_valid(e.correlation_id.as_str()));
         assert_ne!(e.correlation_id.as_str(), long_id);
@@ -112,7 +112,7 @@ mod tests {
         let good = BasicProperties::default()
             .with_correlation_id(ShortString::from("req-1"))
             .with_message_id(ShortString::from("msg-1"));
-        let e = Envelope::read(&good, &Dialect::Plain);
+        let e = Properties::read(&good, &Dialect::Plain);
         assert_eq!(e.correlation_id.as_str(), "req-1");
         assert_eq!(e.request_key, Some("msg-1"));
     }
