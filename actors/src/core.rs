@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 use user_domain::call::{CallContext, Reply};
 use user_domain::error::CoreError;
+use user_domain::operations::Permission;
 use user_domain::request::{Method, ParamForm, Request};
 
 use crate::limits::RateLimits;
@@ -92,15 +93,20 @@ impl Core {
     }
 }
 
+/// The permission a request needs comes from the operation table, raised by what the request
+/// asks for (credentials).
 fn authorize(ctx: &CallContext, request: &Request) -> Result<(), CoreError> {
-    match request {
-        Request::GetByEmail {
-            include_credentials: true,
-            ..
-        } if !ctx.caller.can_read_credentials => Err(CoreError::Forbidden(format!(
-            "caller '{}' may not read credentials",
-            ctx.caller.name
-        ))),
-        _ => Ok(()),
+    let allowed = match request.permission() {
+        Permission::Caller => true,
+        Permission::CredentialReader => ctx.caller.can_read_credentials,
+    };
+    if allowed {
+        return Ok(());
     }
+    Err(CoreError::Forbidden(match request.permission() {
+        Permission::CredentialReader => {
+            format!("caller '{}' may not read credentials", ctx.caller.name)
+        }
+        Permission::Caller => format!("caller '{}' may not call this", ctx.caller.name),
+    }))
 }

@@ -12,6 +12,7 @@ pub mod events;
 pub mod json;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+pub mod operations;
 pub mod quote;
 pub mod request;
 pub mod views;

@@ -19,6 +19,7 @@ use user_core::Core;
 use user_core::health::Health;
 use user_core::metrics::{Transport, record_request};
 use user_domain::CorrelationId;
+use user_domain::operations::Input;
 use user_domain::quote::{QUOTE_CHARS, cut};
 use user_domain::{CallContext, Caller, CoreError, ParamForm};
 use warp::Filter;
@@ -137,11 +138,7 @@ where
         let segments = decode_segments(&path)?;
         let route = routes::find(&method, &segments).inspect_err(|e| {
             if matches!(e, CoreError::MethodNotAllowed(_)) {
-                let methods: Vec<&str> = routes::allowed(&segments)
-                    .iter()
-                    .map(|m| m.as_str())
-                    .collect();
-                allow = Some(methods.join(", "));
+                allow = Some(routes::allowed(&segments).join(", "));
             }
         })?;
         operation = Some(route.method);
@@ -154,14 +151,15 @@ where
         caller_name = Some(caller.name.clone());
         let mut params = route.path_params;
         add_query(&mut params, &query);
-        let form = if method == Http::GET || method == Http::DELETE {
-            ParamForm::Query
-        } else {
-            add_body(
-                &mut params,
-                read_body(&headers, body, edge.body_timeout).await?,
-            )?;
-            ParamForm::Json
+        let form = match route.input {
+            Input::Query(_) => ParamForm::Query,
+            Input::Body(_) => {
+                add_body(
+                    &mut params,
+                    read_body(&headers, body, edge.body_timeout).await?,
+                )?;
+                ParamForm::Json
+            }
         };
         let key = header("idempotency-key");
         if key.is_some_and(|k| !CorrelationId::is_valid(k)) {

@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document of the REST edge (`GET /openapi.json`) and its human page
 //! (`GET /docs`, Swagger UI vendored into the binary). The paths come from the route table
-//! ([`routes::ROUTES`]), so every route is documented and nothing else is; each operation's
-//! parameters, bodies and answers from [`operation`], an exhaustive match on the operation;
+//! ([`routes::all`], from the operation table), so every route is documented and nothing else is; each operation's
+//! parameters, bodies and answers from its entry in that table ([`operations::doc`]);
 //! the schemas from the domain types (feature `openapi` of `user-domain`) and [`schemas`].
 
 mod operations;
@@ -9,7 +9,7 @@ mod schemas;
 
 use std::sync::{Arc, LazyLock};
 
-use user_domain::Method;
+use user_domain::operations::{Effect, Input, Operation as Spec, Rest, Verb};
 use utoipa::OpenApi;
 use utoipa::openapi::path::{
     HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn,
@@ -21,10 +21,10 @@ use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, Http as HttpScheme, HttpAuthScheme, SecurityRequirement, SecurityScheme,
 };
 use utoipa::openapi::{Content, OpenApi as Document, PathItem, RefOr, Required, Tag};
-use warp::http::{HeaderValue, Method as Http, StatusCode, header};
+use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response as HttpResponse;
 
-use super::routes::{self, Endpoint};
+use super::routes;
 use operations::{doc, error_description, error_response, json_response};
 use schemas::reference;
 
@@ -135,9 +135,12 @@ fn build() -> Document {
             "The calling service's name, sent with `x-internal-service`.",
         ))),
     );
-    for e in &routes::ROUTES {
-        doc.paths
-            .add_path_operation(e.path, vec![http_method(&e.http)], operation(e));
+    for (op, route) in routes::all() {
+        doc.paths.add_path_operation(
+            route.path,
+            vec![http_method(route.verb)],
+            operation(op, route),
+        );
     }
     for path in HEALTH_PATHS {
         doc.paths.paths.insert(
@@ -148,26 +151,25 @@ fn build() -> Document {
     doc
 }
 
-fn http_method(m: &Http) -> HttpMethod {
-    match *m {
-        Http::POST => HttpMethod::Post,
-        Http::PATCH => HttpMethod::Patch,
-        Http::DELETE => HttpMethod::Delete,
-        Http::PUT => HttpMethod::Put,
-        _ => HttpMethod::Get,
+fn http_method(verb: Verb) -> HttpMethod {
+    match verb {
+        Verb::Get => HttpMethod::Get,
+        Verb::Post => HttpMethod::Post,
+        Verb::Patch => HttpMethod::Patch,
+        Verb::Delete => HttpMethod::Delete,
     }
 }
 
-fn operation(e: &Endpoint) -> Operation {
-    let d = doc(e.method, &e.http);
-    let writes = !e.method.is_read();
+fn operation(spec: &Spec, route: &Rest) -> Operation {
+    let d = doc(spec, route);
+    let writes = spec.effect == Effect::Write;
     let has_body = d.body.is_some();
     let mut op = OperationBuilder::new()
-        .operation_id(Some(operation_id(e)))
+        .operation_id(Some(operation_id(spec, route)))
         .summary(Some(d.summary))
         .description(Some(format!(
             "RPC method `{}`. {}",
-            e.method,
+            spec.rpc,
             if writes {
                 "A write: a repeated `Idempotency-Key` with the same request answers as the first \
                  time."
@@ -176,7 +178,7 @@ fn operation(e: &Endpoint) -> Operation {
             }
         )))
         .tag(d.tag);
-    for name in path_params(e.path) {
+    for name in path_params(route.path) {
         let (schema, description) = match name {
             "email" => (reference("Email"), "The user's e-mail address"),
             _ => (
@@ -236,7 +238,7 @@ fn operation(e: &Endpoint) -> Operation {
         op = op.response(status.to_string(), json_response(description, schema));
     }
     let mut errors = vec![400, 401, 403, 429, 500, 503];
-    if !path_params(e.path).is_empty() {
+    if !path_params(route.path).is_empty() {
         errors.push(404);
     }
     if has_body {
@@ -264,12 +266,12 @@ fn operation(e: &Endpoint) -> Operation {
     op.build()
 }
 
-/// `users.get`; the GET form of the batch lookup is `users.batchLookup.query`.
-fn operation_id(e: &Endpoint) -> String {
-    if e.method == Method::BatchLookup && e.http == Http::GET {
-        format!("{}.query", e.method)
-    } else {
-        e.method.to_string()
+/// The RPC method name; where an operation has a query form besides its body form (the
+/// batch lookup), the query form is `<name>.query`.
+fn operation_id(spec: &Spec, route: &Rest) -> String {
+    match (&route.input, spec.rest.len()) {
+        (Input::Query(_), 2..) => format!("{}.query", spec.rpc),
+        _ => spec.rpc.to_owned(),
     }
 }
 

@@ -1,7 +1,8 @@
-//! The REST paths of contract section 3, each mapped to its operation. This table is the
-//! only thing the REST edge knows about operations.
+//! The REST routes, read from the operation table ([`user_domain::operations`]): the REST edge
+//! knows nothing else about operations.
 
 use serde_json::{Map, Value};
+use user_domain::operations::{Input, OPERATIONS, Operation, Rest, Verb};
 use user_domain::quote::{QUOTE_CHARS, cut};
 use user_domain::{CoreError, Method};
 use warp::http::Method as Http;
@@ -11,90 +12,25 @@ use warp::http::Method as Http;
 pub struct Route {
     pub method: Method,
     pub path_params: Map<String, Value>,
+    /// Whether the rest of the params come from the query string or a JSON body.
+    pub input: &'static Input,
 }
 
-/// One REST operation: its HTTP method, its path template (a `{name}` segment is a path
-/// param of that name) and the operation it names. The OpenAPI document is generated from
-/// this table ([`super::openapi`]), so every route is documented and nothing else is.
-#[derive(Debug)]
-pub struct Endpoint {
-    pub http: Http,
-    pub path: &'static str,
-    pub method: Method,
+/// Every REST route, with its operation.
+pub fn all() -> impl Iterator<Item = (&'static Operation, &'static Rest)> {
+    OPERATIONS
+        .iter()
+        .flat_map(|op| op.rest.iter().map(move |r| (op, r)))
 }
 
-const fn at(http: Http, path: &'static str, method: Method) -> Endpoint {
-    Endpoint { http, path, method }
+pub fn http(verb: Verb) -> Http {
+    match verb {
+        Verb::Get => Http::GET,
+        Verb::Post => Http::POST,
+        Verb::Patch => Http::PATCH,
+        Verb::Delete => Http::DELETE,
+    }
 }
-
-/// Every REST path of contract section 3. Where two templates match a path, the first
-/// listed wins (`/users/email/{email}` before `/users/{id}/{…}`); the HTTP method is then
-/// looked up among that template's entries (405 when it has none for it).
-pub static ROUTES: [Endpoint; 19] = [
-    at(Http::POST, "/api/internal/users", Method::Create),
-    at(
-        Http::POST,
-        "/api/internal/users/batch/profiles",
-        Method::BatchProfiles,
-    ),
-    at(
-        Http::GET,
-        "/api/internal/users/email/{email}",
-        Method::GetByEmail,
-    ),
-    at(Http::GET, "/api/internal/users/{id}", Method::Get),
-    at(Http::PATCH, "/api/internal/users/{id}", Method::Update),
-    at(Http::DELETE, "/api/internal/users/{id}", Method::Delete),
-    at(Http::GET, "/api/internal/users/{id}/exists", Method::Exists),
-    at(
-        Http::PATCH,
-        "/api/internal/users/{id}/last-login",
-        Method::RecordLogin,
-    ),
-    at(
-        Http::GET,
-        "/api/internal/users/{id}/profile",
-        Method::GetProfile,
-    ),
-    at(
-        Http::GET,
-        "/api/internal/users/{id}/billing-info",
-        Method::GetBillingInfo,
-    ),
-    at(
-        Http::PATCH,
-        "/api/internal/users/{id}/billing-info",
-        Method::UpdateBillingInfo,
-    ),
-    at(
-        Http::POST,
-        "/api/internal/users/{id}/billing-stats",
-        Method::RecordPayment,
-    ),
-    at(
-        Http::GET,
-        "/api/internal/users/{id}/preferences",
-        Method::GetPreferences,
-    ),
-    at(
-        Http::PATCH,
-        "/api/internal/users/{id}/preferences",
-        Method::UpdatePreferences,
-    ),
-    at(
-        Http::GET,
-        "/api/internal/users/{id}/privacy-settings",
-        Method::GetPrivacySettings,
-    ),
-    at(
-        Http::PATCH,
-        "/api/internal/users/{id}/privacy-settings",
-        Method::UpdatePrivacySettings,
-    ),
-    at(Http::GET, "/api/batch/users/lookup", Method::BatchLookup),
-    at(Http::POST, "/api/batch/users/lookup", Method::BatchLookup),
-    at(Http::POST, "/api/batch/users/create", Method::BatchCreate),
-];
 
 /// The path params of `template` read from `segments`, or `None` when it does not match.
 fn matches(template: &str, segments: &[String]) -> Option<Map<String, Value>> {
@@ -104,7 +40,7 @@ fn matches(template: &str, segments: &[String]) -> Option<Map<String, Value>> {
     }
     let mut params = Map::new();
     for (part, seg) in parts.iter().zip(segments) {
-        match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+        match param_name(part) {
             Some(name) => {
                 params.insert(name.to_owned(), Value::String(seg.clone()));
             }
@@ -115,33 +51,51 @@ fn matches(template: &str, segments: &[String]) -> Option<Map<String, Value>> {
     Some(params)
 }
 
+fn param_name(part: &str) -> Option<&str> {
+    part.strip_prefix('{').and_then(|p| p.strip_suffix('}'))
+}
+
+/// Which segments are literal: where two templates match a path, the one with a literal where
+/// the other has a param, first from the left, wins (`/users/email/{email}` over
+/// `/users/{id}/…`), whatever their order in the table.
+fn specificity(template: &str) -> Vec<bool> {
+    template
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|part| param_name(part).is_none())
+        .collect()
+}
+
+/// The template that serves `segments` (already percent-decoded, without empty segments).
+fn template(segments: &[String]) -> Option<(&'static str, Map<String, Value>)> {
+    all()
+        .filter_map(|(_, r)| matches(r.path, segments).map(|p| (r.path, p)))
+        .max_by_key(|(path, _)| specificity(path))
+}
+
 /// Finds the route for `segments` (already percent-decoded, without empty segments).
-pub fn find(http: &Http, segments: &[String]) -> Result<Route, CoreError> {
-    let (template, path_params) = ROUTES
-        .iter()
-        .find_map(|e| matches(e.path, segments).map(|p| (e.path, p)))
-        .ok_or_else(|| not_found(segments))?;
-    let method = ROUTES
-        .iter()
-        .find(|e| e.path == template && e.http == *http)
-        .map(|e| e.method)
-        .ok_or_else(|| CoreError::MethodNotAllowed(cut(http.as_str(), QUOTE_CHARS).into_owned()))?;
+pub fn find(http_method: &Http, segments: &[String]) -> Result<Route, CoreError> {
+    let (path, path_params) = template(segments).ok_or_else(|| not_found(segments))?;
+    let (op, rest) = all()
+        .find(|(_, r)| r.path == path && http(r.verb) == *http_method)
+        .ok_or_else(|| {
+            CoreError::MethodNotAllowed(cut(http_method.as_str(), QUOTE_CHARS).into_owned())
+        })?;
     Ok(Route {
-        method,
+        method: op.method,
         path_params,
+        input: &rest.input,
     })
 }
 
 /// The HTTP methods `segments` accepts (the `Allow` header of a 405).
-pub fn allowed(segments: &[String]) -> Vec<&'static Http> {
-    let template = ROUTES
-        .iter()
-        .find(|e| matches(e.path, segments).is_some())
-        .map(|e| e.path);
-    ROUTES
-        .iter()
-        .filter(|e| Some(e.path) == template)
-        .map(|e| &e.http)
+pub fn allowed(segments: &[String]) -> Vec<&'static str> {
+    let Some((path, _)) = template(segments) else {
+        return Vec::new();
+    };
+    all()
+        .filter(|(_, r)| r.path == path)
+        .map(|(_, r)| r.verb.as_str())
         .collect()
 }
 
@@ -249,6 +203,17 @@ mod tests {
             route(Http::PUT, "/api/internal/users/x"),
             Err(CoreError::MethodNotAllowed(_))
         ));
+        // A literal segment wins over a param, whatever the table's order.
+        assert_eq!(
+            route(Http::GET, "/api/internal/users/email/profile")
+                .unwrap()
+                .method,
+            Method::GetByEmail
+        );
+        assert_eq!(
+            allowed(&["api", "internal", "users", "x"].map(str::to_owned)),
+            ["GET", "PATCH", "DELETE"]
+        );
         assert_eq!(
             route(Http::GET, "/api/internal/users/abc/")
                 .unwrap()

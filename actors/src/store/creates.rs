@@ -8,9 +8,9 @@ use sqlx::types::Uuid;
 
 use tokio::sync::oneshot;
 
+use super::db::{Db, begin};
 use super::group_commit::{self, Pending};
 use super::ledger::{self, Keyed};
-use super::ops::{Db, begin};
 use super::outbox;
 use crate::crypto::BillingKeys;
 use user_domain::call::Reply;

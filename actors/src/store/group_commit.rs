@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::creates::{Insert, insert_users, invalidate_created};
+use super::db::Db;
 use super::ledger::{self, Keyed};
-use super::ops::Db;
 use crate::metrics;
 use user_domain::call::Reply;
 use user_domain::error::CoreError;

@@ -14,7 +14,7 @@
 use super::db_error;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -60,12 +60,13 @@ impl Keyed {
         if req.method().is_read() {
             return None;
         }
-        Self::with(ctx, req.method(), content(req))
+        Self::with(ctx, req.method(), req.content())
     }
 
     /// [`Self::new`] of a `users.create` of `new`, without building the request.
     pub(super) fn of_create(ctx: &CallContext, new: &NewUser) -> Option<Self> {
-        Self::with(ctx, Method::Create, new_user(new))
+        let content = serde_json::to_value(new).unwrap_or(Value::Null);
+        Self::with(ctx, Method::Create, content)
     }
 
     fn with(ctx: &CallContext, method: Method, content: Value) -> Option<Self> {
@@ -87,10 +88,11 @@ pub fn lock_id(key: &str) -> i64 {
     i64::from_be_bytes(first)
 }
 
-/// SHA-256 (hex) of the method name and the canonical form of what the request asks: keys
-/// sorted at every level, so the order the caller wrote them in does not matter.
+/// SHA-256 (hex) of the method name and the canonical form of what the request asks
+/// ([`Request::content`]): keys sorted at every level, so the order the caller wrote them in
+/// does not matter.
 pub fn fingerprint(req: &Request) -> String {
-    digest(req.method(), content(req))
+    digest(req.method(), req.content())
 }
 
 fn digest(method: Method, content: Value) -> String {
@@ -99,39 +101,6 @@ fn digest(method: Method, content: Value) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn new_user(n: &NewUser) -> Value {
-    json!({"name": n.name, "email": n.email, "password": n.password})
-}
-
-/// What a write asks for, as JSON; reads have no content worth keeping.
-fn content(req: &Request) -> Value {
-    match req {
-        Request::Create(n) => new_user(n),
-        Request::BatchCreate { users } => Value::Array(
-            users
-                .iter()
-                .map(|u| match u {
-                    Ok(n) => new_user(n),
-                    Err(e) => json!({"invalid": e.body()}),
-                })
-                .collect(),
-        ),
-        Request::RecordLogin { id, at, ip } => {
-            json!({"id": id, "lastLoginAt": at, "ipAddress": ip})
-        }
-        Request::Update { id, patch }
-        | Request::UpdateBillingInfo { id, patch }
-        | Request::UpdatePreferences { id, patch }
-        | Request::UpdatePrivacySettings { id, patch } => json!({"id": id, "patch": patch}),
-        Request::Delete { id } => json!({"id": id}),
-        Request::RecordPayment { id, payment: p } => json!({
-            "id": id, "paymentId": p.payment_id, "amount": p.amount,
-            "currency": p.currency, "paidAt": p.paid_at,
-        }),
-        _ => Value::Null,
-    }
 }
 
 /// `v` with every object's keys in sorted order (serde_json keeps insertion order here).
@@ -307,6 +276,7 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use user_domain::request::{Method, ParamForm};
 
     fn parse(method: Method, params: Value) -> Request {

@@ -7,14 +7,17 @@ mod creates;
 mod edits;
 mod error;
 pub(crate) use error::db_error;
+mod batch;
+mod db;
 mod group_commit;
 mod guard;
 pub mod ledger;
-mod ops;
+mod operations;
 mod outbox;
 mod payments;
 mod rekey;
 mod rows;
+mod writes;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -40,7 +43,7 @@ pub use rekey::{RekeyStats, rekey};
 /// What every request reaches the data through. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: ops::Db,
+    db: db::Db,
 }
 
 impl Store {
@@ -48,7 +51,7 @@ impl Store {
     /// are sealed with `keys` in the users table. What needs the database passes `guard`.
     pub fn new(pool: PgPool, cache: UserCache, keys: Arc<BillingKeys>, guard: PgGuard) -> Self {
         Self {
-            db: ops::Db {
+            db: db::Db {
                 signal: OutboxSignal::new(pool.clone()),
                 pool,
                 cache,
@@ -66,7 +69,7 @@ impl Store {
 
     /// A read, on the caller's task. A panic fails this request only.
     pub async fn read(&self, ctx: CallContext, request: Request) -> Result<Reply, CoreError> {
-        let work = ops::execute(self.db.clone(), ctx, request);
+        let work = operations::execute(self.db.clone(), ctx, request);
         AssertUnwindSafe(work)
             .catch_unwind()
             .await
@@ -77,7 +80,7 @@ impl Store {
 /// The writer: every write runs under it. Creates that arrive while others are being
 /// written wait for the next group and are committed together ([`group_commit`]).
 pub struct UserStore {
-    db: ops::Db,
+    db: db::Db,
     waiting: Vec<group_commit::Pending>,
     groups_running: usize,
 }
@@ -168,11 +171,11 @@ impl Handler<Execute> for UserStore {
         };
         // The deadline is checked where a write would commit, never by dropping the work
         // mid-way: a commit once started finishes, and so does its cache invalidation.
-        let db = ops::Db {
+        let db = db::Db {
             deadline: call.deadline,
             ..self.db.clone()
         };
-        let work = ops::execute(db, call, request).instrument(tracing::Span::current());
+        let work = operations::execute(db, call, request).instrument(tracing::Span::current());
         Box::pin(async move {
             // A panic inside the task fails this one request, not the actor.
             tokio::spawn(abandon_if_hung(work))

@@ -5,10 +5,11 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use sqlx::types::Uuid;
 
+use super::db::{Db, begin};
 use super::edits::{self, Edit};
 use super::ledger::Keyed;
-use super::ops::{Db, begin, save};
 use super::rows;
+use super::writes::save;
 use user_domain::CorrelationId;
 use user_domain::call::Reply;
 use user_domain::error::CoreError;

@@ -74,7 +74,7 @@ fn exists(id: UserId) -> Execute {
             },
             user_domain::CorrelationId::generate(),
         ),
-        request: Request::Exists { id },
+        request: Request::Exists(user_domain::request::UserRef { id }),
     }
 }
 

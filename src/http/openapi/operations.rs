@@ -1,12 +1,12 @@
 //! What each operation documents: its tag and summary, query parameters, body, answers and
 //! the error statuses it can give, with the bodies and headers those carry.
 
-use user_domain::{ErrorCode, Method, ParamForm};
+use user_domain::operations::{Input, Operation, Query, Rest, Shape};
+use user_domain::{ErrorCode, ParamForm};
 use utoipa::openapi::path::{ParameterBuilder, ParameterIn, ParameterStyle};
 use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::{Content, HeaderBuilder, RefOr, Required};
-use warp::http::Method as Http;
 
 use super::schemas::{self, reference};
 
@@ -95,149 +95,42 @@ pub(super) fn ids_param() -> ParameterBuilder {
         ))
 }
 
-/// The documentation of each operation. An exhaustive match: a new operation does not
-/// compile until it is documented.
-pub(super) fn doc(method: Method, http: &Http) -> Doc {
-    let user = || Some(reference("User"));
-    match method {
-        Method::Create => Doc::new("users", "Create a user")
-            .body(reference("NewUser"))
-            .ok(201, "The new user", user())
-            .errors(&[409]),
-        Method::Get => Doc::new("users", "Read a user (its full public view, or `fields`)")
-            .query(fields_param())
-            .ok(200, "The user", Some(schemas::user_or_partial("User"))),
-        Method::GetByEmail => Doc::new("users", "Read a user by e-mail")
-            .query(flag(
-                "includeCredentials",
-                "Add `passwordHash` (credential readers only; 403 for others).",
-            ))
-            .ok(
-                200,
-                "The user (with `passwordHash` when asked by a credential reader)",
-                Some(
-                    utoipa::openapi::schema::OneOfBuilder::new()
-                        .item(reference("User"))
-                        .item(reference("UserWithCredentials"))
-                        .into(),
-                ),
-            ),
-        Method::Exists => Doc::new("users", "Does a user exist? (200 also when it does not)").ok(
-            200,
-            "Whether the user exists",
-            Some(reference("Exists")),
-        ),
-        Method::RecordLogin => Doc::new("users", "Record a login (default: now)")
-            .body(reference("RecordLoginBody"))
-            .ok(200, "The updated user", user()),
-        Method::Update => Doc::new(
-            "users",
-            "Update a user (JSON merge patch of name, email, avatarUrl, isActive, metadata)",
-        )
-        .body(reference("UserPatch"))
-        .ok(200, "The updated user", user())
-        .errors(&[409]),
-        Method::Delete => Doc::new("users", "Delete a user (soft delete)").ok(204, "Deleted", None),
-        Method::GetProfile => Doc::new("users", "Read a user's profile")
-            .query(flag("includePreferences", "Add the preferences."))
-            .query(flag("includePrivacySettings", "Add the privacy settings."))
-            .query(flag(
-                "publicOnly",
-                "Only what anyone may see: id, name, avatarUrl, profileVisibility (and \
-                 createdAt when public).",
-            ))
-            .ok(
-                200,
-                "The profile",
-                Some(
-                    utoipa::openapi::schema::OneOfBuilder::new()
-                        .item(reference("Profile"))
-                        .item(reference("PublicProfile"))
-                        .into(),
-                ),
-            ),
-        Method::BatchProfiles => Doc::new("batch", "Read many profiles")
-            .body(reference("BatchProfilesBody"))
-            .ok(
-                200,
-                "The profiles found, in the order asked, and the ids missing",
-                Some(schemas::batch_answer("profiles", schemas::user_or_partial("Profile")).into()),
-            ),
-        Method::BatchLookup => {
-            let d = Doc::new("batch", "Read many users").ok(
-                200,
-                "The users found, in the order asked, and the ids missing",
-                Some(schemas::batch_answer("data", schemas::user_or_partial("User")).into()),
-            );
-            if *http == Http::GET {
-                d.query(ids_param()).query(fields_param())
-            } else {
-                d.body(reference("BatchLookupBody"))
+/// How a route is documented, read from its operation's entry in the table.
+pub(super) fn doc(op: &Operation, route: &Rest) -> Doc {
+    let mut d = Doc::new(op.doc.tag, op.doc.summary);
+    match &route.input {
+        Input::Query(params) => {
+            for q in *params {
+                d = d.query(query(q));
             }
         }
-        Method::BatchCreate => Doc::new("batch", "Create many users (each item on its own)")
-            .body(reference("BatchCreateBody"))
-            .ok(
-                200,
-                "One result per item: created, conflict or invalid",
-                Some(reference("BatchCreateAnswer")),
-            ),
-        Method::GetBillingInfo => Doc::new("billing", "Read a user's billing info and stats").ok(
-            200,
-            "The billing view",
-            Some(reference("BillingView")),
-        ),
-        Method::UpdateBillingInfo => {
-            Doc::new("billing", "Update a user's billing info (JSON merge patch)")
-                .body(reference("BillingInfoPatch"))
-                .ok(
-                    200,
-                    "The updated billing view",
-                    Some(reference("BillingView")),
-                )
+        Input::Body(schema) => d = d.body(reference(schema)),
+    }
+    for a in op.doc.answers {
+        d = d.ok(a.status, a.description, a.body.as_ref().map(shape));
+    }
+    d.errors(op.doc.errors)
+}
+
+fn query(q: &Query) -> ParameterBuilder {
+    match q {
+        Query::Flag(name, description) => flag(name, description),
+        Query::Fields => fields_param(),
+        Query::Ids => ids_param(),
+    }
+}
+
+fn shape(s: &Shape) -> RefOr<Schema> {
+    match s {
+        Shape::Ref(name) => reference(name),
+        Shape::OneOf(names) => names
+            .iter()
+            .fold(OneOfBuilder::new(), |b, name| b.item(reference(name)))
+            .into(),
+        Shape::OrPartial(name) => schemas::user_or_partial(name),
+        Shape::Batch { key, item } => {
+            schemas::batch_answer(key, schemas::user_or_partial(item)).into()
         }
-        Method::RecordPayment => Doc::new("billing", "Record a payment (idempotent on paymentId)")
-            .body(reference("Payment"))
-            .ok(
-                201,
-                "Recorded: the updated billing view",
-                Some(reference("BillingView")),
-            )
-            .ok(
-                200,
-                "Already recorded with the same user, amount and currency: the billing view",
-                Some(reference("BillingView")),
-            )
-            .errors(&[409]),
-        Method::GetPreferences => Doc::new("settings", "Read a user's preferences").ok(
-            200,
-            "The preferences",
-            Some(reference("Preferences")),
-        ),
-        Method::UpdatePreferences => {
-            Doc::new("settings", "Update a user's preferences (JSON merge patch)")
-                .body(reference("PreferencesPatch"))
-                .ok(
-                    200,
-                    "The full updated preferences",
-                    Some(reference("Preferences")),
-                )
-        }
-        Method::GetPrivacySettings => Doc::new("settings", "Read a user's privacy settings").ok(
-            200,
-            "The privacy settings",
-            Some(reference("PrivacySettings")),
-        ),
-        Method::UpdatePrivacySettings => Doc::new(
-            "settings",
-            "Update a user's privacy settings (JSON merge patch)",
-        )
-        .body(reference("PrivacyPatch"))
-        .ok(
-            200,
-            "The full updated privacy settings",
-            Some(reference("PrivacySettings")),
-        ),
     }
 }
 

@@ -8,9 +8,8 @@ use std::collections::BTreeSet;
 #[test]
 fn the_document_and_the_routes_agree() {
     let documented: BTreeSet<(String, String)> = documented().into_iter().collect();
-    let mut routed: BTreeSet<(String, String)> = routes::ROUTES
-        .iter()
-        .map(|e| (e.http.to_string(), e.path.to_owned()))
+    let mut routed: BTreeSet<(String, String)> = routes::all()
+        .map(|(_, r)| (r.verb.as_str().to_owned(), r.path.to_owned()))
         .collect();
     routed.extend(
         HEALTH_PATHS
@@ -32,14 +31,18 @@ fn the_document_and_the_routes_agree() {
                     }
                 })
                 .collect();
-            let http = Http::from_bytes(m.as_bytes()).expect("a method");
-            assert!(routes::find(&http, &segments).is_ok(), "{m} {path}");
+            let http = warp::http::Method::from_bytes(m.as_bytes()).expect("a method");
+            let (op, _) = routes::all()
+                .find(|(_, r)| r.verb.as_str() == m && r.path == path)
+                .expect("documented paths are routed");
+            let found = routes::find(&http, &segments).expect("resolves");
+            assert_eq!(found.method, op.method, "{m} {path}");
         }
     }
-    let covered: BTreeSet<&str> = routes::ROUTES.iter().map(|e| e.method.as_str()).collect();
+    let covered: BTreeSet<&str> = routes::all().map(|(op, _)| op.rpc).collect();
     assert_eq!(
         covered.len(),
-        Method::ALL.len(),
+        user_domain::Method::ALL.len(),
         "every operation has a route"
     );
 }
@@ -86,6 +89,34 @@ fn every_operation_documents_its_answers() {
         assert!(
             doc["components"]["schemas"].get(name).is_some(),
             "dangling $ref {name}"
+        );
+    }
+}
+
+/// The operation table names schemas by string: each name it uses is in the document.
+#[test]
+fn every_schema_the_table_names_exists() {
+    fn refs(v: &serde_json::Value, out: &mut BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(serde_json::Value::String(r)) = m.get("$ref") {
+                    out.insert(r.clone());
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let doc = serde_json::to_value(document()).expect("serialises");
+    let mut found = BTreeSet::new();
+    refs(&doc["paths"], &mut found);
+    assert!(found.contains("#/components/schemas/UserWithCredentials"));
+    for r in found {
+        let name = r.trim_start_matches("#/components/schemas/");
+        assert!(
+            doc["components"]["schemas"].get(name).is_some(),
+            "{r} is not in the document"
         );
     }
 }

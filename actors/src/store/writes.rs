@@ -1,0 +1,89 @@
+//! The shape every single-user write takes: load under a row lock, apply a pure [`edits`]
+//! function, save the user and its events in one transaction, then invalidate the cache.
+
+use super::db_error;
+
+use serde_json::{Value, json};
+
+use super::db::{Db, begin};
+use super::edits::Edit;
+use super::ledger::Keyed;
+use super::{outbox, rows};
+use crate::crypto::BillingKeys;
+use user_domain::call::Reply;
+use user_domain::error::CoreError;
+use user_domain::events::{Event, EventType};
+use user_domain::{CorrelationId, Email, Timestamp, User, UserId};
+
+/// Loads the user under a row lock, applies `edit`, and saves the result with its events;
+/// answers with `view` of the user. An edit without events changed nothing: only its reply
+/// is recorded (for a keyed request), and the user is answered as it is.
+pub(super) async fn modify(
+    db: &Db,
+    id: UserId,
+    keyed: Option<&Keyed>,
+    edit: impl FnOnce(&User) -> Result<Edit, CoreError>,
+    view: fn(&User) -> Value,
+) -> Result<Reply, CoreError> {
+    let mut tx = begin!(db, keyed);
+    let current = rows::fetch_for_update(&mut tx, &db.keys, id).await?;
+    let Edit { mut user, events } = edit(&current)?;
+    if events.is_empty() {
+        let reply = Reply::ok(view(&current));
+        if keyed.is_some() {
+            db.finish(tx, keyed, &reply).await?;
+        }
+        return Ok(reply);
+    }
+    user.updated_at = Timestamp::now();
+    save(&mut tx, &db.keys, &user, &events).await?;
+    let reply = Reply::ok(view(&user));
+    db.finish(tx, keyed, &reply).await?;
+    db.cache
+        .invalidate(id, &[&current.email, &user.email])
+        .await;
+    Ok(reply)
+}
+
+pub(super) async fn save(
+    tx: &mut sqlx::PgConnection,
+    keys: &BillingKeys,
+    user: &User,
+    events: &[Event],
+) -> Result<(), CoreError> {
+    rows::save(&mut *tx, keys, user).await?;
+    outbox::append(tx, events).await?;
+    Ok(())
+}
+
+/// Soft-deletes the live user; answers 204.
+pub(super) async fn delete(
+    db: &Db,
+    id: UserId,
+    keyed: Option<&Keyed>,
+    corr: &CorrelationId,
+) -> Result<Reply, CoreError> {
+    let mut tx = begin!(db, keyed);
+    let email: String = sqlx::query_scalar(
+        "UPDATE users SET deleted_at = now(), updated_at = now()
+         WHERE id = $1 AND deleted_at IS NULL
+         RETURNING email",
+    )
+    .bind(id.as_uuid())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(db_error)?
+    .ok_or_else(|| CoreError::UserNotFound(id.to_string()))?;
+    outbox::append(
+        &mut tx,
+        &[Event::new(EventType::UserDeleted, id, corr, json!({}))],
+    )
+    .await?;
+    let reply = Reply::no_content();
+    db.finish(tx, keyed, &reply).await?;
+    let email = Email::parse(&email).ok();
+    db.cache
+        .invalidate(id, &email.iter().collect::<Vec<_>>())
+        .await;
+    Ok(reply)
+}

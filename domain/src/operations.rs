@@ -1,0 +1,350 @@
+//! The operations of contract section 3, each declared once: its RPC name, its REST routes,
+//! its request type, whether it writes, who may call it, and how it is documented. The RPC
+//! dispatcher, the REST routes, the OpenAPI document, the ledger's request keys and the
+//! client's calls all read this table; a new operation is its request type (in
+//! [`crate::request`]), its logic in the store, and one entry here.
+
+mod spec;
+
+pub use spec::{
+    Answer, Doc, Effect, Input, Operation, Permission, Query, Rest, Shape, Verb, delete, get, ok,
+    patch, post,
+};
+
+use crate::NewUser;
+use crate::request::{
+    BatchCreate, BatchLookup, BatchProfiles, GetByEmail, GetProfile, GetUser, MergePatch,
+    RecordLogin, RecordPayment, UserRef,
+};
+use Effect::{Read, Write};
+use Permission::Caller;
+use Shape::{Batch, OneOf, OrPartial, Ref};
+
+const USER: &str = "/api/internal/users/{id}";
+
+spec::operations! {
+    Create(NewUser) = {
+        rpc: "users.create",
+        rest: &[post("/api/internal/users", "NewUser")],
+        effect: Write,
+        permission: Caller,
+        doc: Doc {
+            tag: "users",
+            summary: "Create a user",
+            answers: &[ok(201, "The new user", Ref("User"))],
+            errors: &[409],
+        },
+    },
+    Get(GetUser) = {
+        rpc: "users.get",
+        rest: &[get(USER, &[Query::Fields])],
+        effect: Read,
+        permission: Caller,
+        doc: Doc {
+            tag: "users",
+            summary: "Read a user (its full public view, or `fields`)",
+            answers: &[ok(200, "The user", OrPartial("User"))],
+            errors: &[],
+        },
+    },
+    GetByEmail(GetByEmail) = {
+        rpc: "users.getByEmail",
+        rest: &[get("/api/internal/users/email/{email}", &[Query::Flag(
+            "includeCredentials",
+            "Add `passwordHash` (credential readers only; 403 for others).",
+        )])],
+        effect: Read,
+        permission: Caller,
+        doc: Doc {
+            tag: "users",
+            summary: "Read a user by e-mail",
+            answers: &[ok(
+                200,
+                "The user (with `passwordHash` when asked by a credential reader)",
+                OneOf(&["User", "UserWithCredentials"]),
+            )],
+            errors: &[],
+        },
+    },
+    Exists(UserRef) = {
+        rpc: "users.exists",
+        rest: &[get("/api/internal/users/{id}/exists", &[])],
+        effect: Read,
+        permission: Caller,
+        doc: Doc {
+            tag: "users",
+            summary: "Does a user exist? (200 also when it does not)",
+            answers: &[ok(200, "Whether the user exists", Ref("Exists"))],
+            errors: &[],
+        },
+    },
+    RecordLogin(RecordLogin) = {
+        rpc: "users.recordLogin",
+        rest: &[patch("/api/internal/users/{id}/last-login", "RecordLoginBody")],
+        effect: Write,
+        permission: Caller,
+        doc: Doc {
+            tag: "users",
+            summary: "Record a login (default: now)",
+            answers: &[ok(200, "The updated user", Ref("User"))],
+            errors: &[],
+        },
+    },
+    Update(MergePatch) = {
+        rpc: "users.update",
+        rest: &[patch(USER, "UserPatch")],
+        effect: Write,
+        permission: Caller,
+        doc: Doc {
+            tag: "users",
+            summary: "Update a user (JSON merge patch of name, email, avatarUrl, isActive, metadata)",
+            answers: &[ok(200, "The updated user", Ref("User"))],
+            errors: &[409],
+        },
+    },
+    Delete(UserRef) = {
+        rpc: "users.delete",
+        rest: &[delete(USER)],
+        effect: Write,
+        permission: Caller,
+        doc: Doc {
+            tag: "users",
+            summary: "Delete a user (soft delete)",
+            answers: &[Answer { status: 204, description: "Deleted", body: None }],
+            errors: &[],
+        },
+    },
+    GetProfile(GetProfile) = {
+        rpc: "users.getProfile",
+        rest: &[get("/api/internal/users/{id}/profile", &[
+            Query::Flag("includePreferences", "Add the preferences."),
+            Query::Flag("includePrivacySettings", "Add the privacy settings."),
+            Query::Flag(
+                "publicOnly",
+                "Only what anyone may see: id, name, avatarUrl, profileVisibility (and \
+                 createdAt when public).",
+            ),
+        ])],
+        effect: Read,
+        permission: Caller,
+        doc: Doc {
+            tag: "users",
+            summary: "Read a user's profile",
+            answers: &[ok(200, "The profile", OneOf(&["Profile", "PublicProfile"]))],
+            errors: &[],
+        },
+    },
+    BatchProfiles(BatchProfiles) = {
+        rpc: "users.batchProfiles",
+        rest: &[post("/api/internal/users/batch/profiles", "BatchProfilesBody")],
+        effect: Read,
+        permission: Caller,
+        doc: Doc {
+            tag: "batch",
+            summary: "Read many profiles",
+            answers: &[ok(
+                200,
+                "The profiles found, in the order asked, and the ids missing",
+                Batch { key: "profiles", item: "Profile" },
+            )],
+            errors: &[],
+        },
+    },
+    BatchLookup(BatchLookup) = {
+        rpc: "users.batchLookup",
+        rest: &[
+            post("/api/batch/users/lookup", "BatchLookupBody"),
+            get("/api/batch/users/lookup", &[Query::Ids, Query::Fields]),
+        ],
+        effect: Read,
+        permission: Caller,
+        doc: Doc {
+            tag: "batch",
+            summary: "Read many users",
+            answers: &[ok(
+                200,
+                "The users found, in the order asked, and the ids missing",
+                Batch { key: "data", item: "User" },
+            )],
+            errors: &[],
+        },
+    },
+    BatchCreate(BatchCreate) = {
+        rpc: "users.batchCreate",
+        rest: &[post("/api/batch/users/create", "BatchCreateBody")],
+        effect: Write,
+        permission: Caller,
+        doc: Doc {
+            tag: "batch",
+            summary: "Create many users (each item on its own)",
+            answers: &[ok(
+                200,
+                "One result per item: created, conflict or invalid",
+                Ref("BatchCreateAnswer"),
+            )],
+            errors: &[],
+        },
+    },
+    GetBillingInfo(UserRef) = {
+        rpc: "users.getBillingInfo",
+        rest: &[get("/api/internal/users/{id}/billing-info", &[])],
+        effect: Read,
+        permission: Caller,
+        doc: Doc {
+            tag: "billing",
+            summary: "Read a user's billing info and stats",
+            answers: &[ok(200, "The billing view", Ref("BillingView"))],
+            errors: &[],
+        },
+    },
+    UpdateBillingInfo(MergePatch) = {
+        rpc: "users.updateBillingInfo",
+        rest: &[patch("/api/internal/users/{id}/billing-info", "BillingInfoPatch")],
+        effect: Write,
+        permission: Caller,
+        doc: Doc {
+            tag: "billing",
+            summary: "Update a user's billing info (JSON merge patch)",
+            answers: &[ok(200, "The updated billing view", Ref("BillingView"))],
+            errors: &[],
+        },
+    },
+    RecordPayment(RecordPayment) = {
+        rpc: "users.recordPayment",
+        rest: &[post("/api/internal/users/{id}/billing-stats", "Payment")],
+        effect: Write,
+        permission: Caller,
+        doc: Doc {
+            tag: "billing",
+            summary: "Record a payment (idempotent on paymentId)",
+            answers: &[
+                ok(201, "Recorded: the updated billing view", Ref("BillingView")),
+                ok(
+                    200,
+                    "Already recorded with the same user, amount and currency: the billing view",
+                    Ref("BillingView"),
+                ),
+            ],
+            errors: &[409],
+        },
+    },
+    GetPreferences(UserRef) = {
+        rpc: "users.getPreferences",
+        rest: &[get("/api/internal/users/{id}/preferences", &[])],
+        effect: Read,
+        permission: Caller,
+        doc: Doc {
+            tag: "settings",
+            summary: "Read a user's preferences",
+            answers: &[ok(200, "The preferences", Ref("Preferences"))],
+            errors: &[],
+        },
+    },
+    UpdatePreferences(MergePatch) = {
+        rpc: "users.updatePreferences",
+        rest: &[patch("/api/internal/users/{id}/preferences", "PreferencesPatch")],
+        effect: Write,
+        permission: Caller,
+        doc: Doc {
+            tag: "settings",
+            summary: "Update a user's preferences (JSON merge patch)",
+            answers: &[ok(200, "The full updated preferences", Ref("Preferences"))],
+            errors: &[],
+        },
+    },
+    GetPrivacySettings(UserRef) = {
+        rpc: "users.getPrivacySettings",
+        rest: &[get("/api/internal/users/{id}/privacy-settings", &[])],
+        effect: Read,
+        permission: Caller,
+        doc: Doc {
+            tag: "settings",
+            summary: "Read a user's privacy settings",
+            answers: &[ok(200, "The privacy settings", Ref("PrivacySettings"))],
+            errors: &[],
+        },
+    },
+    UpdatePrivacySettings(MergePatch) = {
+        rpc: "users.updatePrivacySettings",
+        rest: &[patch("/api/internal/users/{id}/privacy-settings", "PrivacyPatch")],
+        effect: Write,
+        permission: Caller,
+        doc: Doc {
+            tag: "settings",
+            summary: "Update a user's privacy settings (JSON merge patch)",
+            answers: &[ok(200, "The full updated privacy settings", Ref("PrivacySettings"))],
+            errors: &[],
+        },
+    },
+}
+
+impl Method {
+    /// This operation's entry in [`OPERATIONS`].
+    pub fn spec(self) -> &'static Operation {
+        &OPERATIONS[self as usize]
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.spec().rpc
+    }
+
+    /// The operation of an RPC method name.
+    pub fn parse(name: &str) -> Option<Self> {
+        OPERATIONS.iter().find(|o| o.rpc == name).map(|o| o.method)
+    }
+
+    /// Reads change nothing; a caller may retry them freely.
+    pub fn is_read(self) -> bool {
+        self.spec().effect == Effect::Read
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn the_table_is_indexed_by_method_and_names_are_unique() {
+        let mut names = HashSet::new();
+        for (i, op) in OPERATIONS.iter().enumerate() {
+            assert_eq!(op.method as usize, i, "{}", op.rpc);
+            assert_eq!(Method::parse(op.rpc), Some(op.method));
+            assert!(names.insert(op.rpc), "{} twice", op.rpc);
+            assert!(op.rpc.starts_with("users."), "{}", op.rpc);
+            assert!(!op.rest.is_empty(), "{} has no REST route", op.rpc);
+            assert!(!op.doc.answers.is_empty(), "{} documents no answer", op.rpc);
+        }
+        assert_eq!(Method::parse("users.nope"), None);
+    }
+
+    #[test]
+    fn every_route_is_declared_once() {
+        let mut routes = HashSet::new();
+        for op in &OPERATIONS {
+            for r in op.rest {
+                assert!(
+                    routes.insert((r.verb, r.path)),
+                    "{} {}",
+                    r.verb.as_str(),
+                    r.path
+                );
+                assert!(r.path.starts_with("/api/"), "{}", r.path);
+                // A body travels with a write verb; a query with GET or DELETE.
+                let body = matches!(r.input, Input::Body(_));
+                assert_eq!(
+                    body,
+                    matches!(r.verb, Verb::Post | Verb::Patch),
+                    "{}",
+                    r.path
+                );
+            }
+        }
+    }
+}
