@@ -48,6 +48,7 @@
 //! # Ok(()) }
 //! ```
 
+mod args;
 mod breaker;
 pub mod broker;
 pub mod cli;
@@ -56,14 +57,14 @@ mod config;
 mod error;
 mod ops;
 
+pub use args::{
+    BatchCreateItem, BatchCreateResult, BatchCreateStats, BatchItemStatus, BatchProfilesOptions,
+    Login, NewUser, Payment, ProfileOptions, UserPatch,
+};
 pub use breaker::{Breaker, BreakerConfig, State as BreakerState};
 pub use client::{Client, RequestKey};
 pub use config::{ClientConfig, DEFAULT_AMQP_URL, DEFAULT_QUEUE, ENVIRONMENT};
 pub use error::{ClientError, decode_reply};
-pub use ops::{
-    BatchCreateItem, BatchCreateResult, BatchCreateStats, BatchItemStatus, BatchProfilesOptions,
-    Login, NewUser, Payment, ProfileOptions, UserPatch,
-};
 pub use user_domain::{ErrorCode, Method};
 /// User ids are UUIDs.
 pub use uuid::Uuid;
