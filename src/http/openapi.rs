@@ -1,8 +1,8 @@
 //! The OpenAPI 3.1 document of the REST edge (`GET /openapi.json`) and its human page
-//! (`GET /docs`, Swagger UI vendored into the binary). The paths come from the route table
-//! ([`routes::all`], from the operation table), so every route is documented and nothing else is; each operation's
-//! parameters, bodies and answers from its entry in that table ([`operations::doc`]);
-//! the schemas from the domain types (feature `openapi` of `user-domain`) and [`schemas`].
+//! (`GET /docs`, Swagger UI vendored into the binary). The paths, and each operation's
+//! parameters, bodies and answers, come from the operation table ([`routes::all`],
+//! [`operations::doc`]), so every route is documented and nothing else is; the schemas from
+//! the domain types (feature `openapi` of `user-domain`) and [`schemas`].
 
 mod operations;
 mod schemas;
