@@ -105,8 +105,10 @@ impl Application {
         let db_breaker = db::breaker(&pool);
         let guard = PgGuard::new(db_breaker.clone(), config.db_acquire_timeout);
         let reads = Store::new(pool.clone(), cache.clone(), billing_keys, guard);
-        let writes = reads.clone();
-        let store = supervision.start("userStore", move || UserStore::new(writes.clone()));
+        let (writes, ledger_retention) = (reads.clone(), config.idempotency_retention);
+        let store = supervision.start("userStore", move || {
+            UserStore::new(writes.clone(), ledger_retention)
+        });
         // Limits are counted in Redis by every instance together, when there is a Redis.
         let limits = match &redis {
             Some(redis) => RateLimits::shared(
@@ -125,7 +127,6 @@ impl Application {
             exchange: config.events_exchange.clone(),
             envelope: config.event_envelope,
             retention: config.outbox_retention,
-            idempotency_retention: config.idempotency_retention,
             redis: redis.clone().map(|r| (r, config.cache_prefix.clone())),
         };
         let (publisher_pool, publisher_health) = (pool.clone(), health.clone());

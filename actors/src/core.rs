@@ -9,7 +9,7 @@ use user_domain::operations::Permission;
 use user_domain::request::{Method, ParamForm, Request};
 
 use crate::limits::RateLimits;
-use crate::store::{Execute, Store, UserStore};
+use crate::store::{Create, Store, UserStore};
 use crate::supervisor::ActorHandle;
 
 /// How long a request waits for a UserStore that is restarting before it answers 503.
@@ -18,17 +18,17 @@ const STORE_PATIENCE: Duration = Duration::from_secs(2);
 /// The one entry point for every operation. Cheap to clone; shared by both edges.
 #[derive(Clone)]
 pub struct Core {
-    /// Reads go here, on the caller's task.
-    reads: Store,
-    /// Writes go to the actor.
+    /// Reads run on the caller's task, other writes on a task of their own…
+    store: Store,
+    /// …but creates go to the actor that groups them.
     writer: ActorHandle<UserStore>,
     limits: RateLimits,
 }
 
 impl Core {
-    pub fn new(reads: Store, writer: ActorHandle<UserStore>, limits: RateLimits) -> Self {
+    pub fn new(store: Store, writer: ActorHandle<UserStore>, limits: RateLimits) -> Self {
         Self {
-            reads,
+            store,
             writer,
             limits,
         }
@@ -57,9 +57,9 @@ impl Core {
         authorize(&ctx, &request)?;
         let result = match request.method().is_read() {
             true => {
-                self.reads
+                self.store
                     .guard()
-                    .bound(self.reads.read(ctx, request))
+                    .bound(self.store.read(ctx, request))
                     .await
             }
             false => self.write(ctx, request).await,
@@ -74,10 +74,17 @@ impl Core {
     /// Every write needs the database: refused at once while its breaker is open, else
     /// waited for as long as the patience. Its task may go on after the caller's answer,
     /// but commits only before the deadline set here; a 503 is never an acknowledgement,
-    /// and a retry with the same request key is safe (the ledger).
+    /// and a retry with the same request key is safe (the ledger). Only a create crosses
+    /// the UserStore's mailbox, to be grouped with others; every other write runs on a
+    /// task of its own ([`Store::write`]).
     async fn write(&self, mut ctx: CallContext, request: Request) -> Result<Reply, CoreError> {
-        let guard = self.reads.guard();
+        let guard = self.store.guard();
         guard.admit()?;
+        let Request::Create(new) = request else {
+            let deadline = guard.deadline();
+            ctx.deadline = Some(ctx.deadline.map_or(deadline, |at| at.min(deadline)));
+            return guard.run(self.store.write(ctx, request)).await;
+        };
         let writer = self.writer.ready(STORE_PATIENCE).await.ok_or_else(|| {
             CoreError::Unavailable("user store is restarting; nothing was done".to_owned())
         })?;
@@ -85,7 +92,7 @@ impl Core {
         ctx.deadline = Some(ctx.deadline.map_or(deadline, |at| at.min(deadline)));
         guard
             .run(async {
-                writer.send(Execute { ctx, request }).await.map_err(|e| {
+                writer.send(Create { ctx, new }).await.map_err(|e| {
                     CoreError::Unavailable(format!("user store is restarting ({e})"))
                 })?
             })

@@ -29,6 +29,16 @@ pub fn panic_if_asked(correlation_id: &str) {
     }
 }
 
+/// A write (other than a create) with this correlation id panics on its own task in the
+/// worker pool, inside the store, as a bug in an operation would.
+pub const PANIC_IN_WRITE_CORRELATION_ID: &str = "fault-injection:panic-in-write";
+
+pub fn panic_in_write_if_asked(correlation_id: &str) {
+    if correlation_id == PANIC_IN_WRITE_CORRELATION_ID {
+        panic!("injected fault: a write panicked");
+    }
+}
+
 fn crash<A: Actor<Context = Context<A>>>(crash: Crash, ctx: &mut Context<A>) {
     match crash {
         Crash::InHandler => panic!("injected fault: crash in a handler"),

@@ -1,5 +1,5 @@
 //! The actors of user-service, each owning one concern: the [`UserStore`](store::UserStore)
-//! (writes, grouped into transactions), the [`CacheManager`](cache::CacheManager) (the
+//! (creates, grouped into transactions, and the ledger's pruning), the [`CacheManager`](cache::CacheManager) (the
 //! two-tier cache and its invalidation), the [`EventPublisher`](publisher::EventPublisher)
 //! (the outbox to RabbitMQ), the [`RateLimiter`](limits) and the
 //! [`HealthMonitor`](health); their [`supervisor`]; and the [`Core`] both edges hand each

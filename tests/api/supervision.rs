@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use user_core::fault::Crash;
 
-use crate::helpers::{AMQP_URL, TestApp, bind_events_queue, eventually};
+use crate::helpers::{AMQP_URL, TestApp, assert_error, bind_events_queue, eventually, send};
 
 const BACK_WITHIN: Duration = Duration::from_secs(10);
 
@@ -74,6 +74,44 @@ async fn a_panicked_user_store_is_back_and_answers() {
     let (status, user) = app.get(&format!("/api/internal/users/{id}")).await;
     assert_eq!((status, &user["name"]), (StatusCode::OK, &json!("Before")));
     app.create_user("After", "after@example.com").await;
+}
+
+/// A write that panics on its task in the worker pool fails that request only (500), even
+/// more of them at once than there are workers; the others go on, and no actor restarts.
+#[tokio::test]
+async fn a_panicking_write_fails_only_that_request() {
+    use user_core::fault::PANIC_IN_WRITE_CORRELATION_ID;
+    let app = TestApp::spawn().await;
+    all_up(&app).await;
+    let id = app.create_user("Doomed", "doomed@example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/internal/users/{id}");
+    let doomed = || {
+        let req = app
+            .req(reqwest::Method::PATCH, &path)
+            .header("x-correlation-id", PANIC_IN_WRITE_CORRELATION_ID)
+            .json(&json!({"name": "Never"}));
+        send(req)
+    };
+    let (fine, doomed) = tokio::join!(
+        app.patch(&path, json!({"name": "Fine"})),
+        futures::future::join_all((0..8).map(|_| doomed())),
+    );
+    for (status, body) in doomed {
+        assert_error(status, &body, StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL");
+        assert!(
+            !body.to_string().contains("injected"),
+            "no internals leak: {body}"
+        );
+    }
+    assert_eq!(fine.0, StatusCode::OK, "{}", fine.1);
+    let (_, user) = app.get(&path).await;
+    assert_eq!(user["name"], "Fine");
+    app.create_user("After", "after@example.com").await;
+    let (_, health) = app.get("/health").await;
+    assert_eq!(health["components"]["userStore"]["restarts"], 0, "{health}");
 }
 
 #[tokio::test]

@@ -26,22 +26,9 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<(), sqlx::Error
 }
 
 /// Reports the backlog every tick. Dead events are counted apart: they stay until an operator
-/// acts, and must not hide a live backlog. Every minute it also prunes the ledger of applied
-/// requests, on every instance and whether RabbitMQ is up or not.
-pub(super) async fn report_backlog(
-    pool: PgPool,
-    health: Health,
-    mut stop: watch::Receiver<bool>,
-    ledger_retention: Duration,
-) {
-    let mut last_prune: Option<tokio::time::Instant> = None;
+/// acts, and must not hide a live backlog.
+pub(super) async fn report_backlog(pool: PgPool, health: Health, mut stop: watch::Receiver<bool>) {
     loop {
-        if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
-            if let Err(e) = super::pg(crate::store::ledger::prune(&pool, ledger_retention)).await {
-                tracing::warn!(error = %e, "could not prune the ledger of applied requests");
-            }
-            last_prune = Some(tokio::time::Instant::now());
-        }
         if let Ok(b) = super::pg(backlog(&pool)).await {
             crate::metrics::record_backlog(b.pending, b.dead);
             let status = if b.dead > 0 {
@@ -73,9 +60,6 @@ pub(super) async fn report_backlog(
         }
     }
 }
-
-/// How often the ledger of applied requests is pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// The outbox's unpublished events: `pending` (and the age of the oldest) counts those still
 /// to be published, `retrying` those of them refused at least once, `dead` those set aside.

@@ -73,9 +73,6 @@ pub struct PublisherConfig {
     pub envelope: EventFormat,
     /// Published events older than this are deleted.
     pub retention: Duration,
-    /// Entries of the ledger of applied requests older than this are deleted (every minute,
-    /// by every instance, with the backlog report).
-    pub idempotency_retention: Duration,
     /// Best-effort mirror of each event on `{prefix}:events` (skipped while Redis' breaker
     /// is open).
     pub redis: Option<(crate::redis::Redis, String)>,
@@ -110,12 +107,8 @@ impl Actor for EventPublisher {
     /// Both loops run in the actor's context: they die with it, and its supervisor starts
     /// them again with the next publisher.
     fn started(&mut self, ctx: &mut Self::Context) {
-        let backlog = backlog::report_backlog(
-            self.pool.clone(),
-            self.health.clone(),
-            self.stop.clone(),
-            self.config.idempotency_retention,
-        );
+        let backlog =
+            backlog::report_backlog(self.pool.clone(), self.health.clone(), self.stop.clone());
         ctx.spawn(backlog.into_actor(self));
         let work = run(
             self.pool.clone(),

@@ -1,7 +1,9 @@
-//! The users table and everything that reaches it. Reads run on the caller's task through a
-//! [`Store`] (cache first, then the pool): no actor hop. Writes go to the UserStore actor,
-//! whose handler hands each one to a task on the runtime's worker pool, so database work runs
-//! concurrently over the sqlx pool; the actor itself is never a queue that requests wait in.
+//! The users table and everything that reaches it. Requests reach it through a [`Store`] on
+//! the caller's own task, with no actor hop: reads (cache first, then the pool), and every
+//! write but a create, which runs on a task of its own on the runtime's worker pool, so
+//! database work runs concurrently over the sqlx pool. Only creates cross the UserStore
+//! actor's mailbox: it commits those that arrive together as one group ([`group_commit`]).
+//! It also keeps the ledger of applied requests pruned.
 
 mod creates;
 mod edits;
@@ -21,6 +23,7 @@ mod writes;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::{
     Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseFuture, WrapFuture,
@@ -32,6 +35,7 @@ use tracing::Instrument;
 
 use crate::cache::UserCache;
 use crate::crypto::BillingKeys;
+use user_domain::NewUser;
 use user_domain::call::{CallContext, Reply};
 use user_domain::error::CoreError;
 use user_domain::request::Request;
@@ -75,14 +79,51 @@ impl Store {
             .await
             .unwrap_or_else(|_| Err(CoreError::Internal("a read panicked".to_owned())))
     }
+
+    /// A write, on a task of its own on the worker pool: it goes on if the caller stops
+    /// waiting ([`abandon_if_hung`]), and a panic there fails this request only (INTERNAL),
+    /// never a worker. Creates go to the [`UserStore`] instead, which groups them.
+    pub async fn write(&self, ctx: CallContext, request: Request) -> Result<Reply, CoreError> {
+        // The deadline is checked where a write would commit, never by dropping the work
+        // mid-way: a commit once started finishes, and so does its cache invalidation.
+        let db = db::Db {
+            deadline: ctx.deadline,
+            ..self.db.clone()
+        };
+        let work = async move {
+            #[cfg(any(test, feature = "fault-injection"))]
+            crate::fault::panic_in_write_if_asked(ctx.correlation_id.as_str());
+            operations::execute(db, ctx, request).await
+        };
+        tokio::spawn(abandon_if_hung(work).instrument(tracing::Span::current()))
+            .await
+            .unwrap_or_else(|e| {
+                Some(Err(CoreError::Internal(format!(
+                    "a write's task failed: {e}"
+                ))))
+            })
+            .unwrap_or_else(|| {
+                Err(CoreError::Unavailable(
+                    "the database stopped answering".to_owned(),
+                ))
+            })
+    }
 }
 
-/// The writer: every write runs under it. Creates that arrive while others are being
-/// written wait for the next group and are committed together ([`group_commit`]).
+/// The creates' actor: creates that arrive while others are being written wait for the next
+/// group and are committed together ([`group_commit`]). Ordering them into groups is state
+/// only one place may own, hence an actor; no other request passes through it.
+///
+/// It also prunes the ledger of applied requests: the ledger is what the store's writes
+/// leave, so its upkeep is the store's, and in this actor's context it is supervised (a
+/// panic there restarts it) and ends with the service. Every instance prunes, whether
+/// RabbitMQ is up or not (an age-bound `DELETE`: two at once do no harm).
 pub struct UserStore {
     db: db::Db,
     waiting: Vec<group_commit::Pending>,
     groups_running: usize,
+    /// Entries of the ledger older than this are deleted (`IDEMPOTENCY_RETENTION_HOURS`).
+    ledger_retention: Duration,
 }
 
 /// Groups of creates written at the same time: while some wait for their round trips and
@@ -90,12 +131,16 @@ pub struct UserStore {
 /// 2 groups gave 3.0k creates/s, 4 gave 4.2k, 8 gave 3.4k (more, smaller flushes).
 const GROUPS_RUNNING: usize = 4;
 
+/// How often the ledger of applied requests is pruned.
+const PRUNE_LEDGER_EVERY: Duration = Duration::from_secs(60);
+
 impl UserStore {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, ledger_retention: Duration) -> Self {
         Self {
             db: store.db,
             waiting: Vec::new(),
             groups_running: 0,
+            ledger_retention,
         }
     }
 
@@ -104,7 +149,7 @@ impl UserStore {
         &mut self,
         ctx: &mut Context<Self>,
         call: CallContext,
-        new: user_domain::NewUser,
+        new: NewUser,
     ) -> ResponseFuture<Result<Reply, CoreError>> {
         let (answer, answered) = oneshot::channel();
         self.waiting.push(group_commit::Pending {
@@ -147,48 +192,44 @@ impl Actor for UserStore {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Requests only pass through; a deep mailbox keeps edges from waiting on each other.
+        // Creates only pass through to the queue of the next group; a deep mailbox keeps
+        // edges from waiting on each other.
         ctx.set_mailbox_capacity(4096);
+        let prune = prune_ledger(self.db.pool.clone(), self.ledger_retention);
+        ctx.spawn(prune.into_actor(self));
     }
 }
 
-/// Run one request against the store.
-#[derive(Message)]
-#[rtype(result = "Result<Reply, CoreError>")]
-pub struct Execute {
-    pub ctx: CallContext,
-    pub request: Request,
+/// Prunes the ledger now and every [`PRUNE_LEDGER_EVERY`]; a database silent for
+/// [`HUNG_AFTER`] is not waited on past it.
+async fn prune_ledger(pool: PgPool, retention: Duration) {
+    loop {
+        match tokio::time::timeout(HUNG_AFTER, ledger::prune(&pool, retention)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not prune the ledger of applied requests");
+            }
+            Err(_) => tracing::warn!(
+                "could not prune the ledger of applied requests: the database did not answer for {HUNG_AFTER:?}"
+            ),
+        }
+        tokio::time::sleep(PRUNE_LEDGER_EVERY).await;
+    }
 }
 
-impl Handler<Execute> for UserStore {
+/// Create one user, committed with the others of its group.
+#[derive(Message)]
+#[rtype(result = "Result<Reply, CoreError>")]
+pub struct Create {
+    pub ctx: CallContext,
+    pub new: NewUser,
+}
+
+impl Handler<Create> for UserStore {
     type Result = ResponseFuture<Result<Reply, CoreError>>;
 
-    fn handle(&mut self, msg: Execute, ctx: &mut Self::Context) -> Self::Result {
-        let Execute { ctx: call, request } = msg;
-        let request = match request {
-            Request::Create(new) => return self.queue_create(ctx, call, new),
-            other => other,
-        };
-        // The deadline is checked where a write would commit, never by dropping the work
-        // mid-way: a commit once started finishes, and so does its cache invalidation.
-        let db = db::Db {
-            deadline: call.deadline,
-            ..self.db.clone()
-        };
-        let work = operations::execute(db, call, request).instrument(tracing::Span::current());
-        Box::pin(async move {
-            // A panic inside the task fails this one request, not the actor.
-            tokio::spawn(abandon_if_hung(work))
-                .await
-                .unwrap_or_else(|e| {
-                    Some(Err(CoreError::Internal(format!("store task failed: {e}"))))
-                })
-                .unwrap_or_else(|| {
-                    Err(CoreError::Unavailable(
-                        "the database stopped answering".to_owned(),
-                    ))
-                })
-        })
+    fn handle(&mut self, msg: Create, ctx: &mut Self::Context) -> Self::Result {
+        self.queue_create(ctx, msg.ctx, msg.new)
     }
 }
 

@@ -65,16 +65,34 @@ fn guard() -> PgGuard {
     PgGuard::new(breaker, Duration::from_secs(30))
 }
 
-fn exists(id: UserId) -> Execute {
-    Execute {
-        ctx: CallContext::new(
-            Caller {
-                name: "test".into(),
-                can_read_credentials: false,
-            },
-            user_domain::CorrelationId::generate(),
-        ),
-        request: Request::Exists(user_domain::request::UserRef { id }),
+/// Long enough that no test's own ledger entry is pruned.
+const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+fn call() -> CallContext {
+    CallContext::new(
+        Caller {
+            name: "test".into(),
+            can_read_credentials: false,
+        },
+        user_domain::CorrelationId::generate(),
+    )
+}
+
+fn new_user(email: &str) -> user_domain::NewUser {
+    user_domain::NewUser {
+        name: user_domain::UserName::parse("Test").unwrap(),
+        email: user_domain::Email::parse(email).unwrap(),
+        password: user_domain::PasswordHash::parse(
+            "$2b$10$abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX",
+        )
+        .unwrap(),
+    }
+}
+
+fn create(email: &str) -> Create {
+    Create {
+        ctx: call(),
+        new: new_user(email),
     }
 }
 
@@ -84,7 +102,9 @@ async fn a_panicked_store_is_restarted_and_the_next_request_succeeds() {
     let shared = db.store();
     let (_stop, stopped) = watch::channel(false);
     let actors = Supervision::new(Arbiter::current(), stopped);
-    let store = actors.start("userStore", move || UserStore::new(shared.clone()));
+    let store = actors.start("userStore", move || {
+        UserStore::new(shared.clone(), RETENTION)
+    });
 
     let first = store.addr();
     assert!(
@@ -97,12 +117,11 @@ async fn a_panicked_store_is_restarted_and_the_next_request_succeeds() {
         .ready(Duration::from_secs(2))
         .await
         .expect("restarted within 2 s")
-        .send(exists(UserId::generate()))
+        .send(create("after@example.com"))
         .await
         .expect("a new actor answers")
         .unwrap();
-    assert_eq!(reply.status, ReplyStatus::Ok);
-    assert_eq!(reply.data, serde_json::json!({"exists": false}));
+    assert_eq!(reply.status, ReplyStatus::Created);
     let state = &actors.states()["userStore"];
     assert_eq!((state.status, state.restarts), (ActorStatus::Up, 1));
     db.drop_now().await;
@@ -112,21 +131,13 @@ async fn a_panicked_store_is_restarted_and_the_next_request_succeeds() {
 #[actix::test]
 async fn a_write_past_its_deadline_commits_nothing() {
     let db = TestDb::new().await;
-    let store = UserStore::new(db.store()).start();
-    let new = user_domain::NewUser {
-        name: user_domain::UserName::parse("Late").unwrap(),
-        email: user_domain::Email::parse("late@example.com").unwrap(),
-        password: user_domain::PasswordHash::parse(
-            "$2b$10$abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX",
-        )
-        .unwrap(),
-    };
-    let Execute { mut ctx, .. } = exists(UserId::generate());
+    let store = UserStore::new(db.store(), RETENTION).start();
+    let Create { mut ctx, new } = create("late@example.com");
     ctx.deadline = Some(tokio::time::Instant::now());
     let late = store
-        .send(Execute {
+        .send(Create {
             ctx: ctx.clone(),
-            request: Request::Create(new.clone()),
+            new: new.clone(),
         })
         .await
         .unwrap();
@@ -142,13 +153,7 @@ async fn a_write_past_its_deadline_commits_nothing() {
     assert_eq!((users, events), (0, 0), "nothing was written");
 
     ctx.deadline = Some(tokio::time::Instant::now() + std::time::Duration::from_secs(30));
-    let in_time = store
-        .send(Execute {
-            ctx,
-            request: Request::Create(new),
-        })
-        .await
-        .unwrap();
+    let in_time = store.send(Create { ctx, new }).await.unwrap();
     assert!(in_time.is_ok(), "{in_time:?}");
     db.drop_now().await;
 }
@@ -199,7 +204,7 @@ async fn creates_sent_together_each_get_their_own_answer() {
     use user_domain::{CorrelationId, Email, NewUser, PasswordHash, UserName};
 
     let db = TestDb::new().await;
-    let store = UserStore::new(db.store()).start();
+    let store = UserStore::new(db.store(), RETENTION).start();
     let create = |email: &str, key: Option<&str>| {
         let caller = Caller {
             name: "test".into(),
@@ -211,10 +216,7 @@ async fn creates_sent_together_each_get_their_own_answer() {
             email: Email::parse(email).unwrap(),
             password: PasswordHash::parse("$2b$10$abcdefghijklmnopqrstuv").unwrap(),
         };
-        store.send(Execute {
-            ctx,
-            request: Request::Create(new),
-        })
+        store.send(Create { ctx, new })
     };
     let mut sent = Vec::new();
     for i in 0..40 {
@@ -262,5 +264,79 @@ async fn creates_sent_together_each_get_their_own_answer() {
             .unwrap(),
         1
     );
+    db.drop_now().await;
+}
+
+/// A write that panics on its task fails that one request with INTERNAL; the worker pool and
+/// the store go on (more such writes than workers, then a write of the same user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_panics_fails_only_itself() {
+    use crate::fault::PANIC_IN_WRITE_CORRELATION_ID;
+    use user_domain::CorrelationId;
+    use user_domain::request::{Method, ParamForm};
+
+    let db = TestDb::new().await;
+    let store = db.store();
+    let created = store
+        .write(call(), Request::Create(new_user("panic@example.com")))
+        .await
+        .unwrap();
+    let id = created.data.to_value()["id"].clone();
+    let login = || {
+        Request::parse(
+            Method::RecordLogin,
+            serde_json::json!({"id": id}),
+            ParamForm::Json,
+        )
+        .unwrap()
+    };
+    let doomed = || {
+        let mut ctx = call();
+        ctx.correlation_id = CorrelationId::parse(PANIC_IN_WRITE_CORRELATION_ID).unwrap();
+        store.write(ctx, login())
+    };
+    let answers = futures::future::join_all((0..8).map(|_| doomed())).await;
+    for a in &answers {
+        assert!(matches!(a, Err(CoreError::Internal(_))), "{a:?}");
+    }
+    let fine = store.write(call(), login()).await.unwrap();
+    assert_eq!(fine.status, ReplyStatus::Ok);
+    assert!(
+        fine.data.to_value()["lastLoginAt"].is_string(),
+        "{:?}",
+        fine.data.to_value()
+    );
+    db.drop_now().await;
+}
+
+/// The UserStore prunes the ledger as it starts (and every minute after): entries past the
+/// retention go, the others stay.
+#[actix::test]
+async fn the_user_store_prunes_the_ledger() {
+    let db = TestDb::new().await;
+    for (key, age) in [("old", "2 days"), ("new", "1 hour")] {
+        sqlx::query(
+            "INSERT INTO applied_requests (request_key, method, fingerprint, status, body, created_at)
+             VALUES ($1, 'users.update', 'f', 200, '{}', now() - $2::interval)",
+        )
+        .bind(key)
+        .bind(age)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let _store = UserStore::new(db.store(), RETENTION).start();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let keys = loop {
+        let keys: Vec<String> = sqlx::query_scalar("SELECT request_key FROM applied_requests")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+        if keys.len() < 2 || tokio::time::Instant::now() >= deadline {
+            break keys;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(keys, ["new"]);
     db.drop_now().await;
 }
