@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use user_core::Core;
 use user_core::cache::{CacheManager, CacheSettings, UserCache};
-use user_core::health::{Health, HealthMonitor, HealthState};
+use user_core::health::{Health, HealthMonitor};
 use user_core::limits::{RateLimiter, RateLimits};
 use user_core::publisher::{EventPublisher, PublisherConfig};
 use user_core::redis::Redis;
@@ -48,7 +48,7 @@ pub struct Actors {
     pub cache_manager: ActorHandle<CacheManager>,
     pub event_publisher: ActorHandle<EventPublisher>,
     pub rate_limiter: ActorHandle<RateLimiter>,
-    pub health_monitor: Health,
+    pub health_monitor: ActorHandle<HealthMonitor>,
 }
 
 impl Application {
@@ -59,9 +59,16 @@ impl Application {
         let (stop, stopped) = watch::channel(false);
         // Every actor restarts (on this arbiter) when it dies, until the service stops.
         let supervision = Supervision::new(Arbiter::current(), stopped.clone());
-        let health_state = HealthState::default();
-        let health = supervision.start("healthMonitor", move || {
-            HealthMonitor::with_state(health_state.clone())
+        // What every part reports to and /health reads; it outlives any HealthMonitor.
+        let health = Health::default();
+        let (monitored, monitor_pool, monitor_stop) =
+            (health.clone(), pool.clone(), stopped.clone());
+        let health_monitor = supervision.start("healthMonitor", move || {
+            HealthMonitor::new(
+                monitored.clone(),
+                monitor_pool.clone(),
+                monitor_stop.clone(),
+            )
         });
         let mut redis_config = deadpool_redis::Config::from_url(config.redis_url.clone());
         redis_config.pool = Some(deadpool_redis::PoolConfig::new(REDIS_POOL_SIZE));
@@ -143,7 +150,7 @@ impl Application {
             cache_manager,
             event_publisher,
             rate_limiter,
-            health_monitor: health.clone(),
+            health_monitor,
         };
         let auth = Arc::new(Authenticator::new(config.auth.clone()));
         if auth.is_open() {

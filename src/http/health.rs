@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use user_core::breaker::Breaker;
-use user_core::health::{Component, Snapshot, Status};
+use user_core::health::{Component, Status};
 use user_core::supervisor::ActorStatus;
 use user_domain::{CoreError, Reply};
 
@@ -15,13 +15,12 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Liveness: answers without touching the database. `status` is `degraded` while an
 /// integration (RabbitMQ, the outbox) is not well, a dependency's breaker is open or an actor
 /// is restarting; the service still serves what it can. Each supervised actor is a component
-/// of its own, read from the supervisors (so it shows even while the HealthMonitor is the one
-/// restarting).
+/// of its own, read from the supervisors. Nothing here waits for an actor.
 ///
 /// Unless `detailed`, no component shows its `detail` (error texts, the broker's nodes):
 /// those are for operators.
 pub async fn live(edge: &Edge, detailed: bool) -> Reply {
-    let components = edge.health.addr().send(Snapshot).await.unwrap_or_default();
+    let components = edge.health.snapshot();
     let actors = edge.actors.states();
     let mut degraded = components.values().any(|c| c.status != Status::Up)
         || actors.values().any(|a| a.status != ActorStatus::Up);
@@ -63,7 +62,7 @@ pub async fn ready(edge: &Edge) -> Result<Reply, CoreError> {
 /// `detailed` (see `Authenticator::may_see_details`), each part shows its `status` only:
 /// the callers, allow-list, secret settings, error texts and figures are for operators.
 pub async fn integrations(edge: &Edge, detailed: bool) -> Reply {
-    let components = edge.health.addr().send(Snapshot).await.unwrap_or_default();
+    let components = edge.health.snapshot();
     let (database, redis) = tokio::join!(probe_database(edge), probe_redis(edge));
     let database_down = database["status"] == "down";
     let parts = [

@@ -140,7 +140,7 @@ impl From<lapin::Error> for RpcError {
 
 impl RpcEdge {
     fn report(&self, status: Status, detail: Option<String>) {
-        self.health.do_send(Report::new("rabbitmq", status, detail));
+        self.health.report(Report::new("rabbitmq", status, detail));
     }
 }
 

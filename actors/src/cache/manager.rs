@@ -100,7 +100,7 @@ async fn listen(
     reconnect: Arc<Notify>,
 ) {
     let report = |status, detail: Option<String>| {
-        health.do_send(Report::new("redis", status, detail));
+        health.report(Report::new("redis", status, detail));
     };
     let client = match redis::Client::open(url) {
         Ok(c) => c,
@@ -167,7 +167,7 @@ impl Drop for ListeningOff {
         self.cache.set_listening(false);
         let detail = "the cache manager is not listening".to_owned();
         self.health
-            .do_send(Report::new("redis", Status::Down, Some(detail)));
+            .report(Report::new("redis", Status::Down, Some(detail)));
     }
 }
 

@@ -97,16 +97,14 @@ async fn a_disabled_cache_holds_nothing() {
 /// copy could outlive another instance's write.
 #[actix::test]
 async fn the_in_process_copy_is_off_as_soon_as_the_manager_dies() {
-    use actix::{Actor, Arbiter};
+    use actix::Actor;
 
     use crate::fault::Crash;
-    use crate::health::HealthMonitor;
-    use crate::supervisor::Supervision;
+    use crate::health::Health;
 
     let (cache, pool, prefix) = cache();
     let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let health = Supervision::new(Arbiter::current(), stopped.clone())
-        .start("healthMonitor", HealthMonitor::default);
+    let health = Health::default();
     let manager = CacheManager::new(cache.clone(), REDIS.to_owned(), health, stopped).start();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cache.figures().listening {

@@ -140,7 +140,7 @@ impl RateLimiter {
         figures.insert("callers", self.callers.into());
         figures.insert("sweeps", self.limits.sweeps().into());
         figures.insert("shared", (counting == Counting::Shared).into());
-        self.health.do_send(Report {
+        self.health.report(Report {
             component: "rateLimits",
             status,
             detail,

@@ -26,10 +26,9 @@
 use std::time::Duration;
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::ExchangeKind;
+use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
-use lapin::{Channel, Confirmation, ExchangeKind};
-use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
@@ -39,11 +38,13 @@ use crate::retry::Backoff;
 use crate::store::NOTIFY_CHANNEL;
 use user_service_client::broker::{AmqpError, Broker, Connected, Connector, SMALL_FRAMES};
 
-mod backlog;
+mod batch;
 pub mod encode;
+mod retention;
 mod undelivered;
 
-pub use backlog::{Backlog, backlog, prune};
+use retention::Vacuum;
+pub use retention::prune;
 
 /// Refusals of one event before it is set aside as dead.
 pub const MAX_ATTEMPTS: i32 = 10;
@@ -53,10 +54,7 @@ pub const RETRY_FIRST: Duration = Duration::from_millis(100);
 pub const RETRY_MAX: Duration = Duration::from_secs(10);
 /// Advisory lock key for the publishing role ("usr.outb").
 const LEADER_LOCK: i64 = 0x7573_722e_6f75_7462;
-const BATCH: i64 = 500;
 const TICK: Duration = Duration::from_secs(1);
-/// Events settled between two vacuums of the outbox (see [`Vacuum`]).
-const VACUUM_EVERY: usize = 5_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventFormat {
@@ -104,12 +102,9 @@ impl EventPublisher {
 impl Actor for EventPublisher {
     type Context = Context<Self>;
 
-    /// Both loops run in the actor's context: they die with it, and its supervisor starts
-    /// them again with the next publisher.
+    /// Its loop runs in the actor's context: it dies with it, and its supervisor starts it
+    /// again with the next publisher.
     fn started(&mut self, ctx: &mut Self::Context) {
-        let backlog =
-            backlog::report_backlog(self.pool.clone(), self.health.clone(), self.stop.clone());
-        ctx.spawn(backlog.into_actor(self));
         let work = run(
             self.pool.clone(),
             self.config.clone(),
@@ -157,7 +152,7 @@ async fn run(
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, "event publishing interrupted");
-            health.do_send(Report::new(
+            health.report(Report::new(
                 "eventPublishing",
                 Status::Down,
                 Some(e.to_string()),
@@ -216,7 +211,7 @@ async fn lead(
         if locked {
             break;
         }
-        health.do_send(Report::new(
+        health.report(Report::new(
             "eventPublishing",
             Status::Up,
             Some(format!(
@@ -229,7 +224,7 @@ async fn lead(
         }
     }
     tracing::info!(exchange = %config.exchange, %node, "publishing events");
-    health.do_send(Report::new(
+    health.report(Report::new(
         "eventPublishing",
         Status::Up,
         Some(format!("publishing via {node}")),
@@ -241,7 +236,7 @@ async fn lead(
     loop {
         // Every event of a batch is settled (published, waiting for a retry, held behind
         // one, or dead), so the next batch moves on.
-        let settled = publish_batch(pool, config, &exchange, &channel).await?;
+        let settled = batch::publish_batch(pool, config, &exchange, &channel).await?;
         vacuum.after(pool, settled);
         if settled > 0 {
             continue;
@@ -277,160 +272,4 @@ async fn pg<T>(
     Ok(tokio::time::timeout(limit, work)
         .await
         .map_err(|_| PublishError::DbHung(limit))??)
-}
-
-/// Keeps the outbox's pending-events index short. Each published event leaves a dead entry
-/// there, and every poll reads through them until a vacuum: 50 ms a poll after 200,000
-/// events. Autovacuum wakes once a minute at best (and may be off), so the publishing
-/// instance vacuums the outbox itself after every [`VACUUM_EVERY`] settled events, in the
-/// background (a vacuum blocks no reads or writes), one at a time.
-#[derive(Default)]
-struct Vacuum {
-    settled: usize,
-    running: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Vacuum {
-    fn after(&mut self, pool: &PgPool, settled: usize) {
-        self.settled = self.settled.saturating_add(settled);
-        if self.settled < VACUUM_EVERY || self.running.as_ref().is_some_and(|r| !r.is_finished()) {
-            return;
-        }
-        self.settled = 0;
-        let pool = pool.clone();
-        self.running = Some(tokio::spawn(async move {
-            // A vacuum that fails (not the table's owner, say) costs only speed.
-            if let Err(e) =
-                pg(sqlx::raw_sql("VACUUM (INDEX_CLEANUP ON) outbox").execute(&pool)).await
-            {
-                tracing::debug!(error = %e, "could not vacuum the outbox");
-            }
-        }));
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct Pending {
-    id: i64,
-    user_id: sqlx::types::Uuid,
-    routing_key: String,
-    attempts: i32,
-    /// The stored JSON text; not even read (NULL) when it is over the bound.
-    payload: Option<String>,
-    payload_bytes: i64,
-}
-
-/// Publishes the next batch in outbox order and settles each event: published once the
-/// broker confirms it, dead at once when it cannot be encoded, retried later when refused.
-/// Returns how many events it settled.
-async fn publish_batch(
-    pool: &PgPool,
-    config: &PublisherConfig,
-    exchange: &ShortString,
-    channel: &Channel,
-) -> Result<usize, PublishError> {
-    let batch = sqlx::query_as::<_, Pending>(
-        "SELECT o.id, o.user_id, o.routing_key, o.attempts,
-                CASE WHEN octet_length(o.payload::text) <= $2 THEN o.payload::text END AS payload,
-                octet_length(o.payload::text)::int8 AS payload_bytes
-           FROM outbox o
-          WHERE o.published_at IS NULL AND o.dead_at IS NULL
-            AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())
-            -- Behind a user's refused event that waits for its retry, that user's later
-            -- events wait too. A dead event holds nothing back.
-            AND NOT EXISTS (SELECT 1 FROM outbox p
-                             WHERE p.user_id = o.user_id AND p.published_at IS NULL AND p.id < o.id
-                               AND p.attempts > 0 AND p.dead_at IS NULL)
-          ORDER BY o.id LIMIT $1",
-    )
-    .bind(BATCH)
-    .bind(i64::try_from(encode::MAX_EVENT_BYTES).unwrap_or(i64::MAX))
-    .fetch_all(pool);
-    let batch = pg(batch).await?;
-    if batch.is_empty() {
-        return Ok(0);
-    }
-    // Publish the whole batch, then collect the confirms in order.
-    let mut sent = Vec::with_capacity(batch.len());
-    let mut unencodable = Vec::new();
-    for event in &batch {
-        let message = match &event.payload {
-            Some(payload) => encode::encode(&event.routing_key, payload, config.envelope),
-            None => Err(encode::Refusal::TooLarge {
-                bytes: usize::try_from(event.payload_bytes).unwrap_or(usize::MAX),
-            }),
-        };
-        match message {
-            Ok(m) => {
-                let confirm = config
-                    .broker
-                    .within(channel.basic_publish(
-                        exchange.clone(),
-                        m.routing_key,
-                        BasicPublishOptions::default(),
-                        &m.body,
-                        m.properties,
-                    ))
-                    .await?;
-                sent.push((event, m.event, confirm));
-            }
-            Err(reason) => unencodable.push((event.id, reason.to_string())),
-        }
-    }
-    pg(undelivered::set_aside(pool, &unencodable)).await?;
-    // A refused event holds back its user's later events (they are published again after
-    // it); other users' confirmed events are done.
-    let mut acked = Vec::with_capacity(sent.len());
-    let mut mirrored = Vec::with_capacity(sent.len());
-    let mut refused: Vec<&Pending> = Vec::new();
-    for (event, value, confirm) in sent {
-        let held = refused.iter().any(|r| r.user_id == event.user_id);
-        match config.broker.within(confirm).await? {
-            _ if held => {}
-            Confirmation::Nack(_) => refused.push(event),
-            _ => {
-                acked.push(event.id);
-                mirrored.push(value);
-            }
-        }
-    }
-    // Every confirm a refusal, of more than one event: the broker is failing, not the
-    // events (a quorum queue without a leader while a node is lost refuses everything
-    // routed to it). Start over through the next node; no event's attempts are counted.
-    if acked.is_empty() && refused.len() > 1 {
-        return Err(PublishError::Refused(refused.len()));
-    }
-    if !acked.is_empty() {
-        pg(
-            sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-                .bind(&acked)
-                .execute(pool),
-        )
-        .await?;
-        mirror(config, mirrored.iter()).await;
-    }
-    for event in refused {
-        pg(undelivered::retry_later(pool, event.id, event.attempts)).await?;
-    }
-    Ok(batch.len())
-}
-
-/// Best effort: a slow or absent Redis never holds up publishing, and one whose breaker is
-/// open is not asked. The events go in one pipeline, with one deadline.
-async fn mirror<'a>(config: &PublisherConfig, events: impl Iterator<Item = &'a Value>) {
-    let Some((redis, prefix)) = &config.redis else {
-        return;
-    };
-    let channel = format!("{prefix}:events");
-    let mut pipe = deadpool_redis::redis::pipe();
-    for event in events {
-        pipe.cmd("PUBLISH")
-            .arg(&channel)
-            .arg(event.to_string())
-            .ignore();
-    }
-    let publish = async |c: &mut deadpool_redis::Connection| pipe.query_async::<()>(c).await;
-    if let Err(e) = redis.call(Duration::from_millis(250), publish).await {
-        tracing::debug!(error = %e, "events not mirrored to Redis");
-    }
 }

@@ -1,5 +1,4 @@
-//! The outbox's state as health and metrics see it, and its pruning. Every instance reports
-//! it (the outbox is shared), leader or not.
+//! The outbox's state as health and metrics see it, checked every second.
 
 use std::time::Duration;
 
@@ -7,29 +6,18 @@ use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use super::TICK;
-use crate::health::{Figures, Health, Report, Status};
+use super::{Figures, Health, Report, Status};
+use crate::store::HUNG_AFTER;
 
-/// Deletes published events older than `retention`, so the outbox cannot grow without bound.
-pub async fn prune(pool: &PgPool, retention: Duration) -> Result<(), sqlx::Error> {
-    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
-    let deleted =
-        sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-            .bind(cutoff)
-            .execute(pool)
-            .await?
-            .rows_affected();
-    if deleted > 0 {
-        tracing::info!(deleted, "pruned published events");
-    }
-    Ok(())
-}
+/// How often the backlog is checked.
+const EVERY: Duration = Duration::from_secs(1);
 
-/// Reports the backlog every tick. Dead events are counted apart: they stay until an operator
-/// acts, and must not hide a live backlog.
-pub(super) async fn report_backlog(pool: PgPool, health: Health, mut stop: watch::Receiver<bool>) {
+/// Reports the backlog every [`EVERY`]. Dead events are counted apart: they stay until an
+/// operator acts, and must not hide a live backlog. A database silent for [`HUNG_AFTER`] is
+/// not waited on past it.
+pub(super) async fn check(pool: PgPool, health: Health, mut stop: watch::Receiver<bool>) {
     loop {
-        if let Ok(b) = super::pg(backlog(&pool)).await {
+        if let Ok(Ok(b)) = tokio::time::timeout(HUNG_AFTER, backlog(&pool)).await {
             crate::metrics::record_backlog(b.pending, b.dead);
             let status = if b.dead > 0 {
                 Status::Degraded
@@ -47,7 +35,7 @@ pub(super) async fn report_backlog(pool: PgPool, health: Health, mut stop: watch
             figures.insert("oldestPendingSeconds", json!(b.oldest_seconds));
             figures.insert("retryingEvents", json!(b.retrying));
             figures.insert("deadEvents", json!(b.dead));
-            health.do_send(Report {
+            health.report(Report {
                 component: "outbox",
                 status,
                 detail,
@@ -55,7 +43,7 @@ pub(super) async fn report_backlog(pool: PgPool, health: Health, mut stop: watch
             });
         }
         tokio::select! {
-            () = tokio::time::sleep(TICK) => {}
+            () = tokio::time::sleep(EVERY) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }
@@ -63,15 +51,14 @@ pub(super) async fn report_backlog(pool: PgPool, health: Health, mut stop: watch
 
 /// The outbox's unpublished events: `pending` (and the age of the oldest) counts those still
 /// to be published, `retrying` those of them refused at least once, `dead` those set aside.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backlog {
-    pub pending: i64,
-    pub oldest_seconds: f64,
-    pub retrying: i64,
-    pub dead: i64,
+struct Backlog {
+    pending: i64,
+    oldest_seconds: f64,
+    retrying: i64,
+    dead: i64,
 }
 
-pub async fn backlog(db: &PgPool) -> Result<Backlog, sqlx::Error> {
+async fn backlog(db: &PgPool) -> Result<Backlog, sqlx::Error> {
     let (pending, oldest_seconds, retrying, dead): (i64, f64, i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE dead_at IS NULL),
                 COALESCE(EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE dead_at IS NULL))::float8, 0),
