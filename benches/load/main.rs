@@ -100,6 +100,7 @@ mod frozen;
 mod http;
 mod opts;
 mod report;
+mod requests;
 mod seed;
 mod service;
 mod setup;

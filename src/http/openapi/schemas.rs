@@ -8,13 +8,21 @@ use std::net::IpAddr;
 use user_domain::{
     AvatarUrl, BillingInfo, BillingStats, BoundedText, Currency, Email, ErrorCode, FieldError,
     Genre, LanguageTag, MaxConcurrentDownloads, Metadata, NewUser, PaymentMethod,
-    ProfileVisibility, Theme, TimeZone, Timestamp, User, UserId, UserName,
+    ProfileVisibility, Theme, TimeZone, Timestamp, UserId, UserName,
 };
+use utoipa::ToSchema;
 use utoipa::openapi::schema::{
     AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Schema, Type,
 };
 use utoipa::openapi::{Ref, RefOr};
-use utoipa::{PartialSchema, ToSchema};
+
+mod fields;
+mod health;
+
+pub use fields::{
+    fields_body_schema, fields_schema, partial_user, user_or_partial, user_with_credentials,
+};
+pub use health::{Integrations, Liveness, Readiness};
 
 pub fn reference(name: &str) -> RefOr<Schema> {
     RefOr::Ref(Ref::from_schema_name(name))
@@ -311,153 +319,6 @@ pub struct BatchStats {
     missing: u32,
 }
 
-/// `GET /health`.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Liveness {
-    #[schema(schema_with = ok_or_degraded)]
-    status: String,
-    version: String,
-    uptime_seconds: u64,
-    /// Each integration and supervised actor with its own status.
-    #[schema(value_type = Object)]
-    components: serde_json::Value,
-}
-
-/// `GET /health/ready`.
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Readiness {
-    status: String,
-    database: String,
-}
-
-/// `GET /health/integrations`: each part with its own `status` and figures (the figures
-/// only for authenticated callers and `INTERNAL_ALLOWED_IPS`; anyone else gets each part's
-/// `status` alone).
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Integrations {
-    #[schema(schema_with = part_status)]
-    status: String,
-    #[schema(schema_with = part)]
-    database: serde_json::Value,
-    #[schema(schema_with = part)]
-    redis: serde_json::Value,
-    #[schema(schema_with = part)]
-    internal_apis: serde_json::Value,
-    #[schema(schema_with = part)]
-    event_publishing: serde_json::Value,
-    #[schema(schema_with = part)]
-    cache_performance: serde_json::Value,
-}
-
-fn ok_or_degraded() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(["ok", "degraded"]))
-        .into()
-}
-
-fn part_status() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(["ok", "degraded", "down"]))
-        .into()
-}
-
-fn part() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .property("status", part_status())
-        .required("status")
-        .into()
-}
-
-const FIELDS_DESCRIPTION: &str = "Return only these fields (top-level names or dotted paths \
-     such as `preferences.theme`); `id` is always returned; empty names are ignored.";
-
-/// `fields` in a query: top-level fields and dotted paths into the structured parts of a user.
-pub fn fields_schema() -> Schema {
-    ArrayBuilder::new()
-        .items(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .enum_values(Some(
-                    user_domain::json::allowed_paths()
-                        .iter()
-                        .cloned()
-                        .chain([String::new()]),
-                )),
-        )
-        .description(Some(FIELDS_DESCRIPTION))
-        .into()
-}
-
-/// `fields` in a body: an array, or one comma-separated string.
-pub fn fields_body_schema() -> Schema {
-    let names: Vec<String> = user_domain::json::allowed_paths()
-        .iter()
-        .map(|p| p.replace('.', "\\."))
-        .collect();
-    let one = format!("({})", names.join("|"));
-    AnyOfBuilder::new()
-        .item(fields_schema())
-        .item(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(format!(r"^\s*({one}\s*)?(,\s*({one}\s*)?)*$")))
-                .description(Some("Comma-separated names.")),
-        )
-        .description(Some(FIELDS_DESCRIPTION))
-        .into()
-}
-
-/// A user with only the fields a `fields` list asked for: `id` and any of [`User`]'s
-/// fields, the structured ones possibly in part.
-pub fn partial_user() -> Schema {
-    let mut user = match User::schema() {
-        RefOr::T(Schema::Object(o)) => o,
-        _ => return Schema::default(),
-    };
-    user.required = vec!["id".to_owned()];
-    // A projected part holds only the paths asked for (`null` where the user has none).
-    for name in [
-        "preferences",
-        "privacySettings",
-        "billingInfo",
-        "billingStats",
-    ] {
-        let part = ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
-                Type::Object,
-                Type::Null,
-            ]))
-            .description(Some(format!(
-                "The parts of `{name}` asked for (see `User`), `null` where there is none."
-            )));
-        user.properties.insert(name.to_owned(), part.into());
-    }
-    user.description = Some(
-        "A user projected to the `fields` asked for: `id` and the named fields only.".to_owned(),
-    );
-    Schema::Object(user)
-}
-
-/// `users.getByEmail?includeCredentials=true`: the user plus `passwordHash`.
-pub fn user_with_credentials() -> Schema {
-    let mut user = match User::schema() {
-        RefOr::T(Schema::Object(o)) => o,
-        _ => return Schema::default(),
-    };
-    user.properties
-        .insert("passwordHash".to_owned(), reference("PasswordHash"));
-    user.required.push("passwordHash".to_owned());
-    user.description =
-        Some("The user with its password hash (credential readers only).".to_owned());
-    Schema::Object(user)
-}
-
 /// `{<key>: [items], missing, stats}` of the batch reads.
 pub fn batch_answer(key: &str, item: RefOr<Schema>) -> Schema {
     ObjectBuilder::new()
@@ -475,13 +336,5 @@ pub fn batch_answer(key: &str, item: RefOr<Schema>) -> Schema {
         .additional_properties(Some(
             utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
         ))
-        .into()
-}
-
-/// A full user or, with `fields`, a projected one.
-pub fn user_or_partial(full: &str) -> RefOr<Schema> {
-    AnyOfBuilder::new()
-        .item(reference(full))
-        .item(reference("PartialUser"))
         .into()
 }
