@@ -127,6 +127,7 @@ impl Application {
             retention: config.outbox_retention,
             idempotency_retention: config.idempotency_retention,
             redis: redis.clone().map(|r| (r, config.cache_prefix.clone())),
+            retry: config.schedules.event_retry,
         };
         let (publisher_pool, publisher_health) = (pool.clone(), health.clone());
         let event_publisher = supervision.start("eventPublisher", move || {
