@@ -135,6 +135,7 @@ impl Application {
             envelope: config.event_envelope,
             retention: config.outbox_retention,
             redis: redis.clone().map(|r| (r, config.cache_prefix.clone())),
+            retry: config.schedules.event_retry,
         };
         let (publisher_pool, publisher_health) = (pool.clone(), health.clone());
         let event_publisher = supervision.start("eventPublisher", move || {

@@ -14,9 +14,11 @@ use crate::rpc::QueueType;
 
 mod auth;
 mod http;
+mod schedules;
 pub use auth::{ApiKey, AuthConfig};
 use auth::{parse_api_keys, parse_ips, parse_service_names};
 pub use http::HttpLimits;
+pub use schedules::Schedules;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {message}")]
@@ -80,6 +82,8 @@ pub struct Config {
     /// `BILLING_KEYS`: the keys that seal billing data at rest; `None` when unset (the
     /// development key is used then, outside production only).
     pub billing_keys: Option<Arc<BillingKeys>>,
+    /// Test knobs: retry schedules the tests shorten.
+    pub schedules: Schedules,
 }
 
 const DEFAULT_RATE_LIMITS: &str =
@@ -259,6 +263,7 @@ impl Config {
                 .map(|k| BillingKeys::parse(&k).map(Arc::new))
                 .transpose()
                 .map_err(|e| err("BILLING_KEYS", e))?,
+            schedules: Schedules::from_lookup(get)?,
         };
         config.check_production()?;
         Ok(config)

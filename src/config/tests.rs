@@ -228,3 +228,19 @@ fn http_limits_default_and_refuse_unbounded_values() {
         assert_eq!(e.var, var, "{bad}");
     }
 }
+
+#[test]
+fn retry_schedules_default_to_production_and_tests_may_shorten_them() {
+    let production = user_core::publisher::RetrySchedule::default();
+    assert_eq!(config(&[]).unwrap().schedules.event_retry, production);
+    let short = config(&[("EVENT_RETRY_FIRST_MS", "5"), ("EVENT_RETRY_MAX_MS", "20")]).unwrap();
+    assert_eq!(
+        short.schedules.event_retry,
+        user_core::publisher::RetrySchedule {
+            first: Duration::from_millis(5),
+            max: Duration::from_millis(20),
+        }
+    );
+    assert!(config(&[("EVENT_RETRY_FIRST_MS", "0")]).is_err());
+    assert!(config(&[("EVENT_RETRY_FIRST_MS", "50"), ("EVENT_RETRY_MAX_MS", "20")]).is_err());
+}

@@ -1,5 +1,10 @@
-//! A real service per test: its own database on the local PostgreSQL, its own port, its own
-//! actix System on a thread, stopped and dropped when the test ends.
+//! A real service per test: its own database on the local PostgreSQL (a copy of the migrated
+//! template, see `databases`), its own port, its own actix System on a thread, stopped and
+//! dropped when the test ends.
+
+// By path, so that tests/broker.rs, which takes this file by path too, finds it.
+#[path = "databases.rs"]
+mod databases;
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -14,8 +19,6 @@ pub const AUTH_KEY: &str = "auth-key-0123456789";
 pub const CATALOG_KEY: &str = "catalog-key-0123456789";
 pub const SECRET: &str = "internal-secret-0123456789";
 pub const HASH: &str = "$2b$10$abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX";
-
-const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -60,6 +63,10 @@ impl TestApp {
         for (k, v) in vars {
             env.retain(|(name, _)| name != k);
             env.push((k.to_string(), v.replace("{db}", &db_name)));
+        }
+        let own_database = format!("postgres://postgres@127.0.0.1:5432/{db_name}");
+        if env.contains(&("DATABASE_URL".into(), own_database)) {
+            databases::create(&db_name).await;
         }
         Self::start(db_name, env).await
     }
@@ -281,8 +288,6 @@ impl Drop for TestApp {
     }
 }
 
-/// Drops a test's database and its broker objects (named after it). Runs on a thread of its
-/// own, so it can be called from a test's runtime, and from `Drop`.
 /// Whether this machine has an IPv6 loopback (tests over IPv6 are skipped without one).
 pub fn ipv6_loopback() -> bool {
     let up = std::net::TcpListener::bind("[::1]:0").is_ok();
@@ -292,6 +297,8 @@ pub fn ipv6_loopback() -> bool {
     up
 }
 
+/// Drops a test's database and its broker objects (named after it). Runs on a thread of its
+/// own, so it can be called from a test's runtime, and from `Drop`.
 pub fn clean_up(db: String) {
     let _ = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -299,13 +306,7 @@ pub fn clean_up(db: String) {
             .build()
             .expect("runtime");
         rt.block_on(async {
-            use sqlx::Connection;
-            if let Ok(mut c) = sqlx::PgConnection::connect(PG_ADMIN_URL).await {
-                let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
-                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut c)
-                    .await;
-            }
+            databases::remove(&db).await;
             delete_broker_objects(&db).await;
         });
     })

@@ -7,7 +7,6 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -49,23 +48,49 @@ fn install_fixture() {
     npm_ci(&fixture());
 }
 
-/// Installs and compiles `examples/nestjs` (its own `tsc`) once per test run.
+/// Installs and compiles `examples/nestjs` (its own `tsc`) unless that was done since its
+/// sources last changed. Tests in other processes (nextest runs each test in its own) may
+/// want it at the same time: a file lock lets one do it while the others wait, and nobody
+/// compiles over the scripts another test runs.
 fn build_examples() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = examples();
-        npm_ci(&dir);
-        let tsc = Command::new("node")
-            .args(["node_modules/typescript/bin/tsc", "-p", "tsconfig.json"])
-            .current_dir(&dir)
-            .output()
-            .expect("tsc runs");
-        assert!(
-            tsc.status.success(),
-            "tsc failed in examples/nestjs:\n{}",
-            String::from_utf8_lossy(&tsc.stdout)
-        );
-    });
+    let lock =
+        std::fs::File::create(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("nestjs.lock"))
+            .expect("the lock file");
+    lock.lock().expect("the lock");
+    let dir = examples();
+    let stamp = dir.join("dist/.built");
+    let built = std::fs::metadata(&stamp).and_then(|m| m.modified()).ok();
+    let sources = [
+        dir.join("src"),
+        dir.join("tsconfig.json"),
+        dir.join("package-lock.json"),
+    ];
+    if built.is_some_and(|built| sources.iter().all(|s| last_change(s) <= built)) {
+        return;
+    }
+    npm_ci(&dir);
+    let tsc = Command::new("node")
+        .args(["node_modules/typescript/bin/tsc", "-p", "tsconfig.json"])
+        .current_dir(&dir)
+        .output()
+        .expect("tsc runs");
+    assert!(
+        tsc.status.success(),
+        "tsc failed in examples/nestjs:\n{}",
+        String::from_utf8_lossy(&tsc.stdout)
+    );
+    std::fs::write(&stamp, "").expect("the build's stamp");
+}
+
+/// When `path`, or anything under it, last changed.
+fn last_change(path: &std::path::Path) -> std::time::SystemTime {
+    let own = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+    let children = std::fs::read_dir(path).into_iter().flatten().flatten();
+    children
+        .map(|e| last_change(&e.path()))
+        .fold(own, std::cmp::max)
 }
 
 /// The last line of `stdout` that is a JSON object.

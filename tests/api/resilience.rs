@@ -202,6 +202,16 @@ async fn postgres_ends_a_transaction_the_service_left_idle() {
         keepalive, "15",
         "idle sessions of a vanished host are probed"
     );
+    let idle: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+        .fetch_one(&mut vanished)
+        .await
+        .unwrap();
+    assert_eq!(idle, "15s", "a transaction left idle is ended");
+    // The same rule, not waited out for 15 s: this session's own timeout shortened.
+    sqlx::query("SET idle_in_transaction_session_timeout = '500ms'")
+        .execute(&mut vanished)
+        .await
+        .unwrap();
     let lock = 0x5eed_i64;
     sqlx::query("BEGIN").execute(&mut vanished).await.unwrap();
     sqlx::query("SELECT pg_advisory_xact_lock($1)")

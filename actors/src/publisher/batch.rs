@@ -113,7 +113,13 @@ pub(super) async fn publish_batch(
         mirror(config, mirrored.iter()).await;
     }
     for event in refused {
-        pg(undelivered::retry_later(pool, event.id, event.attempts)).await?;
+        pg(undelivered::retry_later(
+            pool,
+            config.retry,
+            event.id,
+            event.attempts,
+        ))
+        .await?;
     }
     Ok(batch.len())
 }

@@ -12,7 +12,7 @@
 //!   ([`encode`]): an event that cannot be encoded is set aside as dead at once, with the
 //!   reason in `last_error`. An event the broker refuses alone is retried after a growing delay of
 //!   its own (`next_attempt_at`); meanwhile its user's later events wait (per-user order) and
-//!   every other event flows. After [`MAX_ATTEMPTS`] it is dead too. A dead event holds
+//!   every other event flows ([`RetrySchedule`]). After [`MAX_ATTEMPTS`] it is dead too. A dead event holds
 //!   nothing back; dead events are counted in `/health` and in `user_service_events_dead_total`.
 //!   A batch refused whole (more than one event, no confirm) is the broker failing, such as
 //!   a quorum queue without a leader while a node is lost: publishing starts over through
@@ -48,10 +48,24 @@ pub use retention::prune;
 
 /// Refusals of one event before it is set aside as dead.
 pub const MAX_ATTEMPTS: i32 = 10;
-/// Wait after an event's first refusal, doubling with each further one up to [`RETRY_MAX`]
-/// (about half a minute in all before it is dead).
-pub const RETRY_FIRST: Duration = Duration::from_millis(100);
-pub const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// The waits between an event's refusals: `first` after the first, doubling with each further
+/// one up to `max`. The default, 100 ms to 10 s, spends about half a minute before the event is
+/// dead; tests shorten it (`EVENT_RETRY_MS`), the schedule's shape stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrySchedule {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetrySchedule {
+    fn default() -> Self {
+        Self {
+            first: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+        }
+    }
+}
 /// Advisory lock key for the publishing role ("usr.outb").
 const LEADER_LOCK: i64 = 0x7573_722e_6f75_7462;
 const TICK: Duration = Duration::from_secs(1);
@@ -74,6 +88,8 @@ pub struct PublisherConfig {
     /// Best-effort mirror of each event on `{prefix}:events` (skipped while Redis' breaker
     /// is open).
     pub redis: Option<(crate::redis::Redis, String)>,
+    /// When an event the broker refused is tried again.
+    pub retry: RetrySchedule,
 }
 
 pub struct EventPublisher {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::{MAX_ATTEMPTS, RETRY_FIRST, RETRY_MAX};
+use super::{MAX_ATTEMPTS, RetrySchedule};
 use crate::metrics::DeadReason;
 
 /// Marks events that can never be encoded as dead, each with its reason; no retry.
@@ -32,7 +32,12 @@ pub(super) async fn set_aside(pool: &PgPool, events: &[(i64, String)]) -> Result
 
 /// Counts a refusal; the event is tried again after its own growing delay, or is dead after
 /// [`MAX_ATTEMPTS`].
-pub(super) async fn retry_later(pool: &PgPool, id: i64, attempts: i32) -> Result<(), sqlx::Error> {
+pub(super) async fn retry_later(
+    pool: &PgPool,
+    schedule: RetrySchedule,
+    id: i64,
+    attempts: i32,
+) -> Result<(), sqlx::Error> {
     let attempts: i32 = sqlx::query_scalar(
         "UPDATE outbox SET attempts = attempts + 1, last_error = 'refused by the broker',
                 dead_at = CASE WHEN attempts + 1 >= $2 THEN now() END,
@@ -41,7 +46,7 @@ pub(super) async fn retry_later(pool: &PgPool, id: i64, attempts: i32) -> Result
     )
     .bind(id)
     .bind(MAX_ATTEMPTS)
-    .bind(retry_delay(attempts.saturating_add(1)).as_secs_f64())
+    .bind(retry_delay(schedule, attempts.saturating_add(1)).as_secs_f64())
     .fetch_one(pool)
     .await?;
     let dead = attempts >= MAX_ATTEMPTS;
@@ -68,11 +73,14 @@ pub(super) async fn next_retry_in(pool: &PgPool) -> Result<Option<Duration>, sql
     Ok(seconds.map(|s| Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO)))
 }
 
-/// The wait after an event's `refusals`-th refusal: [`RETRY_FIRST`], doubling each time, at
-/// most [`RETRY_MAX`].
-pub(super) fn retry_delay(refusals: i32) -> Duration {
+/// The wait after an event's `refusals`-th refusal: `first`, doubling each time, at most
+/// `max`.
+pub(super) fn retry_delay(schedule: RetrySchedule, refusals: i32) -> Duration {
     let doublings = refusals.saturating_sub(1).clamp(0, 20).unsigned_abs();
-    RETRY_FIRST.saturating_mul(1 << doublings).min(RETRY_MAX)
+    schedule
+        .first
+        .saturating_mul(1 << doublings)
+        .min(schedule.max)
 }
 
 #[cfg(test)]
@@ -81,18 +89,21 @@ mod tests {
 
     #[test]
     fn retry_delays_double_up_to_the_cap() {
-        let delays: Vec<Duration> = (1..MAX_ATTEMPTS).map(retry_delay).collect();
-        assert_eq!(delays[0], RETRY_FIRST);
-        assert_eq!(delays[1], RETRY_FIRST * 2);
+        let schedule = RetrySchedule::default();
+        let delays: Vec<Duration> = (1..MAX_ATTEMPTS)
+            .map(|n| retry_delay(schedule, n))
+            .collect();
+        assert_eq!(delays[0], Duration::from_millis(100));
+        assert_eq!(delays[1], Duration::from_millis(200));
         assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
-        assert_eq!(delays.last(), Some(&RETRY_MAX));
+        assert_eq!(delays.last(), Some(&Duration::from_secs(10)));
         let total: Duration = delays.iter().sum();
         assert!(
             total < Duration::from_secs(60),
             "dead within a minute: {total:?}"
         );
         for odd in [i32::MIN, -1, 0, i32::MAX] {
-            assert!(retry_delay(odd) <= RETRY_MAX);
+            assert!(retry_delay(schedule, odd) <= schedule.max);
         }
     }
 }
