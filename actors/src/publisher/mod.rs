@@ -10,13 +10,14 @@
 //!   crash between confirm and mark means it is published again (a duplicate, never a loss).
 //! * **No poison pill.** Every stored value is checked before it becomes a message
 //!   ([`encode`]): an event that cannot be encoded is set aside as dead at once, with the
-//!   reason in `last_error`. An event the broker refuses alone is retried after a growing delay of
-//!   its own (`next_attempt_at`); meanwhile its user's later events wait (per-user order) and
-//!   every other event flows ([`RetrySchedule`]). After [`MAX_ATTEMPTS`] it is dead too. A dead event holds
-//!   nothing back; dead events are counted in `/health` and in `user_service_events_dead_total`.
-//!   A batch refused whole (more than one event, no confirm) is the broker failing, such as
-//!   a quorum queue without a leader while a node is lost: publishing starts over through
-//!   the next node, and no event's attempts are counted, so a failover never kills events.
+//!   reason in `last_error`. An event the broker refuses alone is retried after a growing delay
+//!   of its own (`next_attempt_at`, [`RetrySchedule`]); meanwhile its user's later events wait
+//!   (per-user order) and every other event flows. After [`MAX_ATTEMPTS`] it is dead too. A
+//!   dead event holds nothing back; dead events are counted in `/health` and in
+//!   `user_service_events_dead_total`. A batch refused whole (more than one event, no confirm)
+//!   is the broker failing, such as a quorum queue without a leader while a node is lost:
+//!   publishing starts over through the next node, and no event's attempts are counted, so a
+//!   failover never kills events.
 //! * **Leads only while it can publish.** An instance takes the role only once it is connected
 //!   to the broker, and every wait on the broker has a deadline ([`user_service_client::broker`]): a broker
 //!   that hangs costs the connection, and with it the role, within `AMQP_TIMEOUT_MS` (two
@@ -51,7 +52,7 @@ pub const MAX_ATTEMPTS: i32 = 10;
 
 /// The waits between an event's refusals: `first` after the first, doubling with each further
 /// one up to `max`. The default, 100 ms to 10 s, spends about half a minute before the event is
-/// dead; tests shorten it (`EVENT_RETRY_MS`), the schedule's shape stays.
+/// dead; tests shorten it (`EVENT_RETRY_FIRST_MS`, `EVENT_RETRY_MAX_MS`), its shape stays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetrySchedule {
     pub first: Duration,
@@ -66,6 +67,7 @@ impl Default for RetrySchedule {
         }
     }
 }
+
 /// Advisory lock key for the publishing role ("usr.outb").
 const LEADER_LOCK: i64 = 0x7573_722e_6f75_7462;
 const TICK: Duration = Duration::from_secs(1);
