@@ -11,9 +11,10 @@
 # test --workspace --no-run`: the same features as the tests, so nothing builds twice),
 # starts it on its own database, RPC queue, events exchange, Redis prefix and free port,
 # waits for /health/ready, runs every phase and every Schemathesis check that applies with
-# the API key, and exits non-zero on any finding. A budget is shared out over the operations
-# and phases, so every operation is fuzzed in every phase whatever the budget. The service
-# it started is stopped, and its database, queues and exchange removed, on exit.
+# the API key, and exits non-zero on any finding. Schemathesis shares a budget out over the
+# operations and phases, so every operation is fuzzed in every phase (given the 15 s or so
+# the examples and coverage phases take first). The service it started is stopped, and its
+# database, queues and exchange removed, on exit.
 #
 # Needs: Rust (cargo) and the local PostgreSQL, Redis and RabbitMQ; on Debian, Python 3 and
 # its venv module are installed with apt-get when missing.
