@@ -5,7 +5,8 @@
 # distribution 25681..25683; data, logs and cookie in $RABBITMQ_CLUSTER_DIR.
 #
 #   start      start the nodes in parallel, form the cluster, wait for it; keeps
-#              (and resumes) nodes that run; prints the AMQP URLs, one a line
+#              (and resumes) nodes that run, unless their data dir is gone;
+#              prints the AMQP URLs, one a line
 #   stop       stop all nodes (SIGKILL after a grace), delete the data dir
 #   urls       the AMQP URLs, comma-separated    port N   node N's AMQP port
 #   status     each node's process state, then cluster_status
@@ -15,11 +16,10 @@
 #   leader Q   index of the node leading quorum queue Q (vhost /); waits for a
 #              re-election while that node is killed or paused
 #
-# Only asked-for values go to stdout. net_ticktime keeps its default (60 s):
-# quorum queues elect a new leader 6-10 s after theirs is paused whatever it is
-# (Ra has its own failure detector), while a pause longer than net_ticktime
-# partitions the cluster; autoheal then repairs it on resume (rarely after a
-# 60 s stall). Env: RABBITMQ_CLUSTER_DIR (/tmp/user-service-rabbitmq-cluster),
+# Only asked-for values go to stdout. net_ticktime is 3 s (CLUSTER_NET_TICKTIME):
+# a paused node is dropped by the others within seconds, and `resume` of a node
+# paused for longer restarts its app so that it rejoins (see cmd_resume).
+# Env: RABBITMQ_CLUSTER_DIR (/tmp/user-service-rabbitmq-cluster),
 # CLUSTER_WAIT_SECS (90, every wait), CLUSTER_STOP_GRACE_SECS (10).
 set -euo pipefail
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" || $# -eq 0 ]]; then
@@ -49,8 +49,8 @@ check_n() { [[ "${1:-}" =~ ^[123]$ ]] || die "node index must be 1, 2 or 3, got 
 ENV=(env -u ERL_FLAGS -u ERL_AFLAGS -u ERL_ZFLAGS -u RABBITMQ_NODENAME
     HOME="$DIR/home" RABBITMQ_CONF_ENV_FILE="$DIR/empty-env.conf" ERL_EPMD_ADDRESS=127.0.0.1
     RABBITMQ_CTL_ERL_ARGS="-kernel net_ticktime $TICKTIME -kernel inet_dist_use_interface {127,0,0,1}")
-# rabbitmqctl against node N; `timeout`: calls reaching a paused node hang.
-ctl() { "${ENV[@]}" timeout 60 "$BIN/rabbitmqctl" -n "$(name "$1")" "${@:2}" </dev/null; }
+# rabbitmqctl against node N; `timeout` (CTL_TIMEOUT, 60 s): calls reaching a paused node hang.
+ctl() { "${ENV[@]}" timeout "${CTL_TIMEOUT:-60}" "$BIN/rabbitmqctl" -n "$(name "$1")" "${@:2}" </dev/null; }
 
 # pid N: a beam.smp whose environment names node N (the pid file may be
 # stale or gone; then /proc is scanned).
@@ -118,15 +118,16 @@ launch() {
 # wait_up N DEADLINE: the AMQP port opens late in the boot and is free to
 # poll; await_startup then confirms.
 wait_up() {
-    local n=$1 deadline=$2 gone=0
+    local n=$1 deadline=$2 gone=0 out
     until port_open "$(port "$n")"; do
         if pid "$n" >/dev/null; then gone=0; else gone=$((gone + 1)); fi
         ((gone < 10)) || fail_node "$n" "exited while starting"
         ((SECONDS < deadline)) || fail_node "$n" "AMQP port $(port "$n") not open after ${WAIT}s"
         sleep 0.3
     done
-    ctl "$n" -q await_startup --timeout $((deadline > SECONDS ? deadline - SECONDS : 1)) >/dev/null 2>&1 ||
-        fail_node "$n" "await_startup failed within ${WAIT}s"
+    local left=$((deadline > SECONDS ? deadline - SECONDS : 1))
+    out="$(CTL_TIMEOUT=$((left + 10)) ctl "$n" -q await_startup --timeout "$left" 2>&1)" ||
+        fail_node "$n" "await_startup failed within ${WAIT}s: $(tr '\n' ' ' <<<"$out" | cut -c1-400)"
 }
 # members N all|running, from node N's own database (cluster_status would ask
 # the other nodes too and hang on a paused one).
@@ -140,6 +141,15 @@ wait_clustered() { # N MIN DEADLINE: node N sees at least MIN running members
 
 cmd_start() {
     local n p all deadline=$((SECONDS + WAIT)) t0=$SECONDS jobs=() joined=()
+    # Nodes running without this directory's cookie (their data dir deleted under them)
+    # answer AMQP but refuse rabbitmqctl: they cannot be kept.
+    if [[ ! -s "$DIR/home/.erlang.cookie" ]]; then
+        for n in 1 2 3; do
+            pid "$n" >/dev/null || continue
+            log "$(name "$n") runs without its data directory; killing it"
+            cmd_kill "$n"
+        done
+    fi
     setup
     for n in 1 2 3; do # check every port before starting anything
         pid "$n" >/dev/null || ! port_open "$(port "$n")" || die "port $(port "$n") is taken by another program"

@@ -8,7 +8,7 @@ use sqlx::types::Uuid;
 
 use tokio::sync::oneshot;
 
-use super::db::{Db, begin};
+use super::db::{Db, Written};
 use super::group_commit::{self, Pending};
 use super::ledger::{self, Keyed};
 use super::outbox;
@@ -191,37 +191,37 @@ pub(super) async fn batch_create(
             Err(e) => results.push(json!({"index": index, "status": "invalid", "error": e.body()})),
         }
     }
-    let mut tx = begin!(db, keyed);
-    let inserts = valid
-        .into_iter()
-        .map(|new| Insert {
-            new,
-            corr,
-            keyed: None,
-        })
-        .collect();
-    let inserted = insert_users(&mut tx, &db.keys, inserts).await?;
-    let (mut created, mut conflicts) = (Vec::new(), 0);
-    for (index, outcome) in valid_at.into_iter().zip(inserted) {
-        results[index] = match outcome {
-            Ok((user, _)) => {
-                let item = json!({"index": index, "status": "created", "id": user.id});
-                created.push(user);
-                item
-            }
-            Err(email) => {
-                conflicts += 1;
-                let error = CoreError::EmailTaken(email).body();
-                json!({"index": index, "status": "conflict", "error": error})
-            }
-        };
-    }
-    let reply = Reply::ok(json!({
-        "results": results,
-        "stats": {"requested": requested, "created": created.len(), "conflict": conflicts,
-                  "invalid": requested - created.len() - conflicts},
-    }));
-    db.finish(tx, keyed, &reply).await?;
-    invalidate_created(db, &created).await;
-    Ok(reply)
+    db.write(keyed, async |tx| {
+        let inserts = valid
+            .into_iter()
+            .map(|new| Insert {
+                new,
+                corr,
+                keyed: None,
+            })
+            .collect();
+        let inserted = insert_users(tx, &db.keys, inserts).await?;
+        let (mut stale, mut conflicts) = (Vec::new(), 0);
+        for (index, outcome) in valid_at.into_iter().zip(inserted) {
+            results[index] = match outcome {
+                Ok((user, _)) => {
+                    let item = json!({"index": index, "status": "created", "id": user.id});
+                    stale.push((user.id, vec![user.email]));
+                    item
+                }
+                Err(email) => {
+                    conflicts += 1;
+                    let error = CoreError::EmailTaken(email).body();
+                    json!({"index": index, "status": "conflict", "error": error})
+                }
+            };
+        }
+        let reply = Reply::ok(json!({
+            "results": results,
+            "stats": {"requested": requested, "created": stale.len(), "conflict": conflicts,
+                      "invalid": requested - stale.len() - conflicts},
+        }));
+        Ok(Written { reply, stale })
+    })
+    .await
 }

@@ -5,10 +5,10 @@ use super::db_error;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::time::Instant;
 
-use super::ledger::{self, Keyed};
+use super::ledger::{self, Begun, Keyed};
 use super::outbox::OutboxSignal;
 use super::rows;
 use crate::cache::UserCache;
@@ -114,27 +114,54 @@ impl Db {
     }
 }
 
-/// Starts a write: its transaction, or — when the request's key was answered before — that
-/// same answer, returned at once by the calling function.
-macro_rules! begin {
-    ($db:expr, $keyed:expr) => {
-        match $crate::store::ledger::begin(&$db.pool, &$db.keys, $keyed).await? {
-            $crate::store::ledger::Begun::Fresh(tx) => tx,
-            $crate::store::ledger::Begun::Replay(reply) => return Ok(reply),
-        }
-    };
+/// What a write did in its transaction: its reply, and the users whose cached copies it
+/// made stale, each with the e-mail addresses to drop.
+pub(super) struct Written {
+    pub(super) reply: Reply,
+    pub(super) stale: Vec<(UserId, Vec<Email>)>,
 }
-pub(super) use begin;
+
+impl Written {
+    /// A write that changed nothing cached.
+    pub(super) fn unchanged(reply: Reply) -> Self {
+        Self {
+            reply,
+            stale: Vec::new(),
+        }
+    }
+}
 
 impl Db {
-    /// Records a keyed write's reply in the ledger and commits, with the write's transaction.
-    pub(super) async fn finish(
+    /// Runs a write: takes its request key (a key answered before gets that same answer, and
+    /// nothing is done), runs `body` in the transaction, records the reply with it, commits,
+    /// then drops what the write made stale from the cache. A write that fails is rolled back
+    /// before its error is answered: left to the pool, the rollback would come later, and a
+    /// retry at once would find the key's lock still held and get a 409.
+    pub(super) async fn write(
         &self,
-        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
         keyed: Option<&Keyed>,
-        reply: &Reply,
-    ) -> Result<(), CoreError> {
-        ledger::record(&mut tx, &self.keys, keyed, reply).await?;
-        self.commit(tx).await
+        body: impl AsyncFnOnce(&mut PgConnection) -> Result<Written, CoreError>,
+    ) -> Result<Reply, CoreError> {
+        let mut tx = match ledger::begin(&self.pool, &self.keys, keyed).await? {
+            Begun::Fresh(tx) => tx,
+            Begun::Replay(reply) => return Ok(reply),
+        };
+        let done = async {
+            let written = body(&mut tx).await?;
+            ledger::record(&mut tx, &self.keys, keyed, &written.reply).await?;
+            Ok::<_, CoreError>(written)
+        }
+        .await;
+        let written = match done {
+            Ok(written) => written,
+            Err(e) => {
+                // Should the rollback fail, the connection is closed, which ends it too.
+                let _ = tx.rollback().await;
+                return Err(e);
+            }
+        };
+        self.commit(tx).await?;
+        self.cache.invalidate_all(written.stale).await;
+        Ok(written.reply)
     }
 }

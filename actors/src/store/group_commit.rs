@@ -126,7 +126,11 @@ async fn in_transaction(db: &Db, group: Vec<Pending>) -> Attempt {
     };
     let sorted = match sort(db, &mut tx, &group).await {
         Ok(s) => s,
-        Err(e) => return Attempt::Failed(group, e),
+        Err(e) => {
+            // At once, not later by the pool: each create goes again alone, for its key's lock.
+            let _ = tx.rollback().await;
+            return Attempt::Failed(group, e);
+        }
     };
     let (mut answered, mut fresh) = (Vec::new(), Vec::new());
     for (p, s) in group.into_iter().zip(sorted) {
@@ -138,6 +142,7 @@ async fn in_transaction(db: &Db, group: Vec<Pending>) -> Attempt {
     let outcome = match write(db, &mut tx, &fresh).await {
         Ok(outcome) => outcome,
         Err(e) => {
+            let _ = tx.rollback().await;
             fresh.extend(answered.into_iter().map(|(p, _)| p));
             return Attempt::Failed(fresh, e);
         }

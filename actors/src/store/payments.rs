@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use sqlx::types::Uuid;
 
-use super::db::{Db, begin};
+use super::db::{Db, Written};
 use super::edits::{self, Edit};
 use super::ledger::Keyed;
 use super::rows;
@@ -29,68 +29,66 @@ pub(super) async fn record(
     keyed: Option<&Keyed>,
     corr: &CorrelationId,
 ) -> Result<Reply, CoreError> {
-    let mut tx = begin!(db, keyed);
-    let current = rows::fetch_for_update(&mut tx, &db.keys, id).await?;
-    let running = running_currency(&mut tx, id).await?;
-    let billing = current.billing_info.as_ref().map(|b| b.currency.clone());
-    let currency = p
-        .currency
-        .clone()
-        .or_else(|| billing.clone())
-        .or_else(|| running.clone())
-        .unwrap_or_default();
-    let paid_at = p.paid_at.unwrap_or_else(Timestamp::now);
+    db.write(keyed, async |tx| {
+        let current = rows::fetch_for_update(&mut *tx, &db.keys, id).await?;
+        let running = running_currency(&mut *tx, id).await?;
+        let billing = current.billing_info.as_ref().map(|b| b.currency.clone());
+        let currency = p
+            .currency
+            .clone()
+            .or_else(|| billing.clone())
+            .or_else(|| running.clone())
+            .unwrap_or_default();
+        let paid_at = p.paid_at.unwrap_or_else(Timestamp::now);
 
-    if let Some(earlier) = recorded(&mut tx, &p).await? {
-        let reply = same_payment(earlier, id, &p, &currency, &current)?;
-        db.finish(tx, keyed, &reply).await?;
-        return Ok(reply);
-    }
-    for (theirs, what) in [(billing, "billing currency"), (running, "earlier payments")] {
-        if let Some(theirs) = theirs.filter(|c| *c != currency) {
-            return Err(CoreError::invalid(
-                "currency",
-                format!("must be the user's currency: {theirs} (its {what}), not {currency}"),
-            ));
+        if let Some(earlier) = recorded(&mut *tx, &p).await? {
+            return same_payment(earlier, id, &p, &currency, &current).map(Written::unchanged);
         }
-    }
-    let inserted: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO payments (payment_id, user_id, amount_minor, currency, paid_at)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (payment_id) DO NOTHING
-         RETURNING user_id",
-    )
-    .bind(p.payment_id.as_ref())
-    .bind(id.as_uuid())
-    .bind(p.amount.minor())
-    .bind(currency.as_ref())
-    .bind(paid_at.as_datetime())
-    .fetch_optional(&mut *tx)
+        for (theirs, what) in [(billing, "billing currency"), (running, "earlier payments")] {
+            if let Some(theirs) = theirs.filter(|c| *c != currency) {
+                return Err(CoreError::invalid(
+                    "currency",
+                    format!("must be the user's currency: {theirs} (its {what}), not {currency}"),
+                ));
+            }
+        }
+        let inserted: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO payments (payment_id, user_id, amount_minor, currency, paid_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (payment_id) DO NOTHING
+             RETURNING user_id",
+        )
+        .bind(p.payment_id.as_ref())
+        .bind(id.as_uuid())
+        .bind(p.amount.minor())
+        .bind(currency.as_ref())
+        .bind(paid_at.as_datetime())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if inserted.is_none() {
+            // Recorded by a concurrent request for another user since we looked.
+            let earlier = recorded(&mut *tx, &p).await?.ok_or_else(|| {
+                CoreError::Internal(format!("payment {} vanished", p.payment_id.as_ref()))
+            })?;
+            return same_payment(earlier, id, &p, &currency, &current).map(Written::unchanged);
+        }
+        let Edit { mut user, events } = edits::payment(
+            &current,
+            &Payment {
+                paid_at: Some(paid_at),
+                ..p
+            },
+            corr,
+        )?;
+        user.updated_at = Timestamp::now();
+        save(tx, &db.keys, &user, &events).await?;
+        Ok(Written {
+            reply: Reply::created(views::billing(&user)),
+            stale: vec![(id, vec![user.email])],
+        })
+    })
     .await
-    .map_err(db_error)?;
-    if inserted.is_none() {
-        // Recorded by a concurrent request for another user since we looked.
-        let earlier = recorded(&mut tx, &p).await?.ok_or_else(|| {
-            CoreError::Internal(format!("payment {} vanished", p.payment_id.as_ref()))
-        })?;
-        let reply = same_payment(earlier, id, &p, &currency, &current)?;
-        db.finish(tx, keyed, &reply).await?;
-        return Ok(reply);
-    }
-    let Edit { mut user, events } = edits::payment(
-        &current,
-        &Payment {
-            paid_at: Some(paid_at),
-            ..p
-        },
-        corr,
-    )?;
-    user.updated_at = Timestamp::now();
-    save(&mut tx, &db.keys, &user, &events).await?;
-    let reply = Reply::created(views::billing(&user));
-    db.finish(tx, keyed, &reply).await?;
-    db.cache.invalidate(id, &[&user.email]).await;
-    Ok(reply)
 }
 
 /// A payment as recorded: its user, amount (minor units) and currency.

@@ -5,7 +5,7 @@ use super::db_error;
 
 use serde_json::{Value, json};
 
-use super::db::{Db, begin};
+use super::db::{Db, Written};
 use super::edits::Edit;
 use super::ledger::Keyed;
 use super::{outbox, rows};
@@ -25,24 +25,20 @@ pub(super) async fn modify(
     edit: impl FnOnce(&User) -> Result<Edit, CoreError>,
     view: fn(&User) -> Value,
 ) -> Result<Reply, CoreError> {
-    let mut tx = begin!(db, keyed);
-    let current = rows::fetch_for_update(&mut tx, &db.keys, id).await?;
-    let Edit { mut user, events } = edit(&current)?;
-    if events.is_empty() {
-        let reply = Reply::ok(view(&current));
-        if keyed.is_some() {
-            db.finish(tx, keyed, &reply).await?;
+    db.write(keyed, async |tx| {
+        let current = rows::fetch_for_update(&mut *tx, &db.keys, id).await?;
+        let Edit { mut user, events } = edit(&current)?;
+        if events.is_empty() {
+            return Ok(Written::unchanged(Reply::ok(view(&current))));
         }
-        return Ok(reply);
-    }
-    user.updated_at = Timestamp::now();
-    save(&mut tx, &db.keys, &user, &events).await?;
-    let reply = Reply::ok(view(&user));
-    db.finish(tx, keyed, &reply).await?;
-    db.cache
-        .invalidate(id, &[&current.email, &user.email])
-        .await;
-    Ok(reply)
+        user.updated_at = Timestamp::now();
+        save(tx, &db.keys, &user, &events).await?;
+        Ok(Written {
+            reply: Reply::ok(view(&user)),
+            stale: vec![(id, vec![current.email, user.email])],
+        })
+    })
+    .await
 }
 
 pub(super) async fn save(
@@ -63,27 +59,26 @@ pub(super) async fn delete(
     keyed: Option<&Keyed>,
     corr: &CorrelationId,
 ) -> Result<Reply, CoreError> {
-    let mut tx = begin!(db, keyed);
-    let email: String = sqlx::query_scalar(
-        "UPDATE users SET deleted_at = now(), updated_at = now()
-         WHERE id = $1 AND deleted_at IS NULL
-         RETURNING email",
-    )
-    .bind(id.as_uuid())
-    .fetch_optional(&mut *tx)
+    db.write(keyed, async |tx| {
+        let email: String = sqlx::query_scalar(
+            "UPDATE users SET deleted_at = now(), updated_at = now()
+             WHERE id = $1 AND deleted_at IS NULL
+             RETURNING email",
+        )
+        .bind(id.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| CoreError::UserNotFound(id.to_string()))?;
+        outbox::append(
+            tx,
+            &[Event::new(EventType::UserDeleted, id, corr, json!({}))],
+        )
+        .await?;
+        Ok(Written {
+            reply: Reply::no_content(),
+            stale: vec![(id, Email::parse(&email).ok().into_iter().collect())],
+        })
+    })
     .await
-    .map_err(db_error)?
-    .ok_or_else(|| CoreError::UserNotFound(id.to_string()))?;
-    outbox::append(
-        &mut tx,
-        &[Event::new(EventType::UserDeleted, id, corr, json!({}))],
-    )
-    .await?;
-    let reply = Reply::no_content();
-    db.finish(tx, keyed, &reply).await?;
-    let email = Email::parse(&email).ok();
-    db.cache
-        .invalidate(id, &email.iter().collect::<Vec<_>>())
-        .await;
-    Ok(reply)
 }
