@@ -1,6 +1,6 @@
 //! The connection, one call's attempts, and the breaker around them.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
@@ -58,6 +58,9 @@ struct Link {
     pending: Pending,
     /// Cleared when the reply consumer ends: no reply comes on this link any more.
     replies: Arc<AtomicBool>,
+    /// When this link last heard a reply, in milliseconds since `opened`.
+    heard: Arc<AtomicU64>,
+    opened: Instant,
 }
 
 impl Link {
@@ -96,9 +99,11 @@ impl Link {
         tracing::debug!(%node, "connected to RabbitMQ");
         let pending: Pending = Arc::new(DashMap::new());
         let open = Arc::new(AtomicBool::new(true));
-        let (routes, still_open) = (pending.clone(), open.clone());
+        let (opened, heard) = (Instant::now(), Arc::new(AtomicU64::new(0)));
+        let (routes, still_open, last) = (pending.clone(), open.clone(), heard.clone());
         tokio::spawn(async move {
             while let Some(Ok(delivery)) = replies.next().await {
+                last.store(since(opened), Ordering::Release);
                 let id = delivery
                     .properties
                     .correlation_id()
@@ -117,12 +122,37 @@ impl Link {
             channel,
             pending,
             replies: open,
+            heard,
+            opened,
         })
     }
 
     fn is_open(&self) -> bool {
         self.replies.load(Ordering::Acquire) && self.connection.status().connected()
     }
+
+    /// A call sent at `sent` (see [`since`]) got no reply in time. When no other call got
+    /// one either, the link is given up, and the next call opens a new one: a channel whose
+    /// publishes a quorum queue holds back (its leader was lost with commands of this channel
+    /// in flight) stays stuck until the broker resends them, about 10 s later, while a new
+    /// channel is served at once.
+    fn timed_out(self: &Arc<Self>, sent: u64, broker: &crate::broker::Broker) {
+        if self.heard.load(Ordering::Acquire) > sent || !self.is_open() {
+            return;
+        }
+        tracing::debug!("no reply on this link for a whole timeout; opening another");
+        self.replies.store(false, Ordering::Release);
+        let (link, broker) = (self.clone(), broker.clone());
+        tokio::spawn(async move {
+            let closing = link.connection.close(200, "no replies".into());
+            let _ = broker.within(closing).await;
+        });
+    }
+}
+
+/// Milliseconds from `opened` until now.
+fn since(opened: Instant) -> u64 {
+    u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Client {
@@ -276,6 +306,7 @@ impl Client {
             .map_err(|_| ClientError::Timeout(self.config.timeout))??;
         let (tx, rx) = oneshot::channel();
         link.pending.insert(correlation_id.clone(), tx);
+        let sent = since(link.opened);
         let publish = link.channel.basic_publish(
             "".into(),
             self.config.queue.clone().into(),
@@ -294,6 +325,7 @@ impl Client {
             )),
             Err(_) => {
                 link.pending.remove(&correlation_id);
+                link.timed_out(sent, &self.config.broker);
                 Err(ClientError::Timeout(self.config.timeout))
             }
         }

@@ -16,6 +16,7 @@ use user_service_client::{
 };
 
 use crate::helpers::{AMQP_URL, AUTH_KEY, HASH, TestApp};
+use crate::relay::Relay;
 
 /// The quickstart example, compiled here as written and run against a test's service.
 #[allow(dead_code)] // its `main`
@@ -170,6 +171,34 @@ async fn the_client_walks_a_list_of_nodes_past_dead_and_silent_ones() {
     );
     assert!(!client.exists(Uuid::new_v4()).await.unwrap());
     drop(silent);
+}
+
+/// A link on which nothing comes back for a whole timeout is given up: the next call opens
+/// another, on the next node, rather than wait on a channel the broker holds back (as a quorum
+/// queue does for about 10 s after losing its leader) until its heartbeat gives out.
+#[tokio::test]
+async fn a_link_that_answers_nothing_for_a_timeout_is_replaced() {
+    let app = TestApp::spawn().await;
+    app.until_broker(true).await;
+    let relay = Relay::rabbitmq().await;
+    let mut config = app
+        .client_config()
+        .heartbeat(60)
+        .timeout(Duration::from_secs(1))
+        .retries(0);
+    config.broker.nodes = vec![
+        format!("amqp://guest:guest@{}/%2f", relay.addr),
+        AMQP_URL.to_owned(),
+    ];
+    config.broker.timeout = Duration::from_millis(500);
+    let client = Client::connect(config).await.expect("through the relay");
+    assert!(!client.exists(Uuid::new_v4()).await.unwrap());
+    relay.freeze();
+    let silent = client.exists(Uuid::new_v4()).await;
+    assert!(matches!(silent, Err(ClientError::Timeout(_))), "{silent:?}");
+    // The frozen link still counts as connected (its heartbeat allows a minute).
+    let next = client.exists(Uuid::new_v4()).await;
+    assert!(matches!(next, Ok(false)), "{next:?}");
 }
 
 #[tokio::test]

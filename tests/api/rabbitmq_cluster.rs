@@ -183,8 +183,7 @@ async fn every_instance_survives_the_loss_of_any_rabbitmq_node() {
         );
     }
 
-    // Every event published within the bound (beyond the broker's failovers), and
-    // delivered in order per user.
+    // Every event published within the bound, and delivered in order per user.
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
         .fetch_one(&mut db_conn)
         .await
@@ -196,16 +195,8 @@ async fn every_instance_survives_the_loss_of_any_rabbitmq_node() {
     .fetch_all(&mut db_conn)
     .await
     .expect("outbox");
-    let slowest = published
-        .iter()
-        .map(|p| beyond(*p, &failovers))
-        .fold(0.0, f64::max);
-    let late: Vec<&Span> = published
-        .iter()
-        .filter(|p| beyond(**p, &failovers) > MOST.as_secs_f64())
-        .take(3)
-        .collect();
-    eprintln!("failovers: {failovers:?}; events published late: {late:?}");
+    let slowest = published.iter().map(|p| seconds(*p)).fold(0.0, f64::max);
+    eprintln!("failovers: {failovers:?}; longest wait for a publish {slowest:.2} s");
     let expected: usize = written.iter().map(|(_, renames)| 1 + renames).sum();
     assert_eq!(
         events,
@@ -241,7 +232,7 @@ async fn every_instance_survives_the_loss_of_any_rabbitmq_node() {
         }
     }
     eprintln!(
-        "{} writes, {} events delivered ({} with repeats); slowest publish {slowest:.2} s beyond a failover",
+        "{} writes, {} events delivered ({} with repeats)",
         expected,
         seen.len(),
         delivered.len()
@@ -249,34 +240,27 @@ async fn every_instance_survives_the_loss_of_any_rabbitmq_node() {
     assert_eq!(seen.len(), expected, "every event delivered");
     assert_eq!(delivered_order, written_order, "in order per user");
 
-    // Each instance is subscribed again within the bound of losing its node (beyond the
-    // broker's failover), and serves whenever the other does: a stretch in which no
-    // instance is served is the broker's (a quorum queue hands requests to a consumer on a
-    // paused node until it returns; see docs), not an instance's.
+    // No instance stops serving for longer than the bound, whatever the broker does; and
+    // each is subscribed again within the bound of losing its node, beyond the broker's own
+    // failover.
     let failovers = merged(failovers);
     for (i, instance) in instances.iter().enumerate() {
         let longest = watched.idle[i]
             .iter()
             .map(|g| seconds(*g))
             .fold(0.0, f64::max);
-        let other = watched.idle[(i + 1) % instances.len()].clone();
-        let excused = merged(failovers.iter().copied().chain(other).collect());
-        let alone = watched.idle[i]
-            .iter()
-            .map(|g| beyond(*g, &excused))
-            .fold(0.0, f64::max);
         let unsubscribed = watched.unsubscribed[i]
             .iter()
             .map(|g| beyond(*g, &failovers))
             .fold(0.0, f64::max);
         eprintln!(
-            "instance {}: longest without serving {longest:.2} s, {alone:.2} s while the other \
-             served; without a consumer {unsubscribed:.2} s beyond a failover",
+            "instance {}: longest without serving {longest:.2} s; without a consumer \
+             {unsubscribed:.2} s beyond a failover",
             instance.name
         );
         assert!(
-            alone <= MOST.as_secs_f64(),
-            "instance {} served nothing for {alone:.2} s while the other served: {:?}",
+            longest <= MOST.as_secs_f64(),
+            "instance {} served nothing for {longest:.2} s: {:?}",
             instance.name,
             watched.idle[i]
         );
@@ -289,6 +273,6 @@ async fn every_instance_survives_the_loss_of_any_rabbitmq_node() {
     }
     assert!(
         slowest <= MOST.as_secs_f64(),
-        "an event waited {slowest:.2} s for its publish beyond the broker's failover"
+        "an event waited {slowest:.2} s for its publish"
     );
 }
