@@ -17,6 +17,16 @@ async fn redis() -> (redis::Client, MultiplexedConnection) {
     (client, conn)
 }
 
+/// What Redis holds under `key` once the fill that follows a read has put it there: the
+/// answer does not wait for the fill.
+async fn filled(r: &MultiplexedConnection, key: &str) -> String {
+    eventually(Duration::from_secs(5), || {
+        let mut r = r.clone();
+        async move { r.get::<_, Option<String>>(key).await.ok().flatten() }
+    })
+    .await
+}
+
 /// Reads `path` until its user is in Redis: a fill has 100 ms to get there, which a busy
 /// machine may miss once.
 async fn cached_by_reading(app: &TestApp, path: &str, r: &MultiplexedConnection, key: &str) {
@@ -75,7 +85,7 @@ async fn reads_fill_the_keys_and_every_write_invalidates_them() {
     );
 
     let (_, got) = app.get(&format!("/api/internal/users/{id}")).await;
-    let cached: String = r.get(&key).await.unwrap();
+    let cached = filled(&r, &key).await;
     assert_eq!(serde_json::from_str::<Value>(&cached).unwrap(), got);
     let ttl: i64 = r.ttl(&key).await.unwrap();
     assert!((1..=300).contains(&ttl), "TTL {ttl}");
@@ -86,7 +96,7 @@ async fn reads_fill_the_keys_and_every_write_invalidates_them() {
     assert!(with_hash["passwordHash"].is_string());
     app.get("/api/internal/users/email/CACHED@example.com")
         .await;
-    let by_email: String = r.get(&email_key).await.unwrap();
+    let by_email = filled(&r, &email_key).await;
     assert!(
         !by_email.contains("passwordHash"),
         "hashes are never cached"
@@ -177,7 +187,7 @@ async fn reads_fill_the_keys_and_every_write_invalidates_them() {
 #[tokio::test]
 async fn a_batch_is_served_from_the_per_user_keys() {
     let app = TestApp::spawn().await;
-    let (_, mut r) = redis().await;
+    let (_, r) = redis().await;
     let mut ids = Vec::new();
     for i in 0..3 {
         let u = app
@@ -196,20 +206,21 @@ async fn a_batch_is_served_from_the_per_user_keys() {
 
     let (status, first) = lookup().await;
     assert_eq!(status, StatusCode::OK, "{first}");
-    let keys: Vec<String> = r.keys(format!("{}:*", app.db_name)).await.unwrap();
-    // Not cache entries: write markers, and the shared rate limiter's counters.
-    let mut cached: Vec<&String> = keys
-        .iter()
-        .filter(|k| !k.contains(":written:") && !k.contains(":limit:"))
-        .collect();
-    cached.sort();
     let mut expected: Vec<String> = ids.iter().map(|id| user_key(&app, id)).collect();
     expected.sort();
-    assert_eq!(
-        cached,
-        expected.iter().collect::<Vec<_>>(),
-        "one key per user, none per batch"
-    );
+    // The answer does not wait for the fill: Redis has the users a moment later.
+    let cached = eventually(Duration::from_secs(5), || async {
+        let keys: Vec<String> = r.clone().keys(format!("{}:*", app.db_name)).await.ok()?;
+        // Not cache entries: write markers, and the shared rate limiter's counters.
+        let mut cached: Vec<String> = keys
+            .into_iter()
+            .filter(|k| !k.contains(":written:") && !k.contains(":limit:"))
+            .collect();
+        cached.sort();
+        (cached.len() >= expected.len()).then_some(cached)
+    })
+    .await;
+    assert_eq!(cached, expected, "one key per user, none per batch");
 
     let before = cache_hits(&app).await;
     let (_, second) = lookup().await;

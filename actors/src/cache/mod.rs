@@ -20,6 +20,7 @@
 //!   how late this instance sees another's write.
 
 mod local;
+mod lookup;
 mod manager;
 mod recent;
 mod remote;
@@ -33,14 +34,20 @@ use std::time::{Duration, Instant};
 use crate::crypto::BillingKeys;
 use crate::metrics;
 use crate::redis::Redis;
+#[cfg(test)]
 use user_domain::views::Rendered;
 use user_domain::{Email, UserId};
 
 pub use local::MAX_AGE_WITHOUT_REDIS;
 use local::{LOCAL_BYTES, LOCAL_EMAILS, LOCAL_TTL, Local, weight};
+pub use lookup::Key;
 pub use manager::CacheManager;
 
+/// A read older than this fills nothing: what it found may have changed since.
 const MAX_FILL_AGE: Duration = Duration::from_secs(30);
+/// Fills running at once, in the background; a read whose fill finds none free fills nothing
+/// (the next read of those users does).
+const FILLS_RUNNING: usize = 16;
 /// Invalidations remembered while Redis is away; past this, Redis is distrusted as a whole
 /// and this instance's keys are purged once it is back.
 const MAX_UNCLEAN: usize = 10_000;
@@ -76,6 +83,8 @@ struct Inner {
     unclean: std::sync::Mutex<HashMap<UserId, Vec<Email>>>,
     /// Too many invalidations were missed: Redis is not read until its keys are purged.
     purge: AtomicBool,
+    /// Room for fills in the background: at most [`FILLS_RUNNING`].
+    fills: Arc<tokio::sync::Semaphore>,
     stats: Stats,
 }
 
@@ -148,6 +157,7 @@ impl UserCache {
                 listening: AtomicBool::new(false),
                 unclean: Default::default(),
                 purge: AtomicBool::new(false),
+                fills: Arc::new(tokio::sync::Semaphore::new(FILLS_RUNNING)),
                 stats: Stats::default(),
             })
         });
@@ -157,136 +167,6 @@ impl UserCache {
     /// A cache that never holds anything: every read goes to the database.
     pub fn disabled() -> Self {
         Self { inner: None }
-    }
-
-    /// The users found, and the mark to fill the rest with.
-    pub async fn get_many(
-        &self,
-        ids: &[UserId],
-        caller: &str,
-    ) -> (HashMap<UserId, Arc<Rendered>>, ReadMark) {
-        let mut mark = ReadMark {
-            at: Instant::now(),
-            redis_time: None,
-        };
-        let mut found = HashMap::with_capacity(ids.len());
-        let Some(c) = &self.inner else {
-            return (found, mark);
-        };
-        let serve = c.serve();
-        let mut rest = Vec::new();
-        for id in ids {
-            match c.local_user(id, serve) {
-                Some(u) => {
-                    found.insert(*id, u);
-                }
-                None => rest.push(*id),
-            }
-        }
-        c.count(caller, Kind::User, Tier::Local, found.len());
-        if !rest.is_empty() && !c.purge.load(Ordering::Acquire) {
-            let keys: Vec<String> = rest.iter().map(|id| c.user_key(*id)).collect();
-            if let Some((values, time)) = c.mget(&keys).await {
-                mark.redis_time = Some(time);
-                let mut hits = 0;
-                for (id, value) in rest.iter().zip(values) {
-                    let user = value
-                        .filter(|_| !c.is_unclean(id))
-                        .and_then(|v| c.keys.open_user(&v).ok())
-                        .filter(|u| u.id == *id)
-                        .and_then(|u| Rendered::new(u).ok());
-                    if let Some(u) = user {
-                        c.keep_local(&u, mark, false);
-                        found.insert(*id, u);
-                        hits += 1;
-                    }
-                }
-                c.count(caller, Kind::User, Tier::Redis, hits);
-            }
-        }
-        c.count(caller, Kind::User, Tier::Miss, ids.len() - found.len());
-        (found, mark)
-    }
-
-    /// The live user with this address, if cached.
-    pub async fn get_by_email(
-        &self,
-        email: &Email,
-        caller: &str,
-    ) -> (Option<Arc<Rendered>>, ReadMark) {
-        let mut mark = ReadMark {
-            at: Instant::now(),
-            redis_time: None,
-        };
-        let Some(c) = &self.inner else {
-            return (None, mark);
-        };
-        let serve = c.serve();
-        let local = c
-            .emails
-            .get(email)
-            .and_then(|id| c.local_user(&id, serve))
-            .filter(|u| u.user.email == *email);
-        if let Some(u) = local {
-            c.count(caller, Kind::Email, Tier::Local, 1);
-            return (Some(u), mark);
-        }
-        let mut user = None;
-        let answer = match c.purge.load(Ordering::Acquire) {
-            true => None,
-            false => c.mget(&[c.email_key(email)]).await,
-        };
-        if let Some((mut values, time)) = answer {
-            mark.redis_time = Some(time);
-            user = values
-                .pop()
-                .flatten()
-                .and_then(|v| c.keys.open_user(&v).ok())
-                .filter(|u| u.email == *email && !c.is_unclean(&u.id))
-                .and_then(|u| Rendered::new(u).ok());
-        }
-        match &user {
-            Some(u) => {
-                c.keep_local(u, mark, true);
-                c.count(caller, Kind::Email, Tier::Redis, 1);
-            }
-            None => c.count(caller, Kind::Email, Tier::Miss, 1),
-        }
-        (user, mark)
-    }
-
-    /// Stores users read from the database after `mark`, unless a write came in between.
-    /// `by_email` also stores them under their address.
-    pub async fn fill(&self, mark: ReadMark, users: &[Arc<Rendered>], by_email: bool) {
-        let Some(c) = &self.inner else { return };
-        if users.is_empty() || mark.at.elapsed() > MAX_FILL_AGE {
-            return;
-        }
-        for u in users {
-            c.keep_local(u, mark, by_email);
-        }
-        let Some(time) = mark.redis_time else { return };
-        let mut invocation = scripts::FILL.prepare_invoke();
-        invocation.arg(time).arg(c.ttl.as_secs().max(1));
-        let mut any = false;
-        for u in users.iter().filter(|u| !c.is_unclean(&u.user.id)) {
-            let Ok(value) = c.keys.seal_user(u) else {
-                continue;
-            };
-            invocation
-                .key(c.marker_key(u.user.id))
-                .key(c.user_key(u.user.id));
-            if by_email {
-                invocation.key(c.email_key(&u.user.email));
-            }
-            invocation.arg(if by_email { 2 } else { 1 }).arg(value);
-            any = true;
-        }
-        if any {
-            let _: Option<i64> = c
-                .run(async |conn| invocation.invoke_async(conn).await)
-                .await;
-        }
     }
 
     /// After a committed write: forget the user everywhere. `emails` are the addresses the

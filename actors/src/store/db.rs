@@ -10,8 +10,8 @@ use tokio::time::Instant;
 
 use super::ledger::{self, Begun, Keyed};
 use super::outbox::OutboxSignal;
-use super::rows;
-use crate::cache::UserCache;
+use super::reads::Reads;
+use crate::cache::{Key, UserCache};
 use crate::crypto::BillingKeys;
 use user_domain::call::Reply;
 use user_domain::error::CoreError;
@@ -32,6 +32,8 @@ pub(super) struct Db {
     /// The request's deadline (an RPC `expiration`): a write not committing by then is
     /// rolled back. Once a commit starts it finishes, with its invalidation.
     pub(super) deadline: Option<Instant>,
+    /// Where reads the in-process copy cannot answer are gathered.
+    pub(super) reads: Reads,
 }
 
 impl Db {
@@ -69,21 +71,19 @@ impl Db {
         ids: &[UserId],
         caller: &str,
     ) -> Result<HashMap<UserId, Arc<Rendered>>, CoreError> {
-        let (mut found, mark) = self.cache.get_many(ids, caller).await;
-        let missing: Vec<UserId> = ids
-            .iter()
-            .filter(|id| !found.contains_key(id))
-            .copied()
-            .collect();
+        let mut found = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for id in ids {
+            match self.cache.local(&Key::Id(*id), caller) {
+                Some(u) => {
+                    found.insert(*id, u);
+                }
+                None => missing.push(Key::Id(*id)),
+            }
+        }
         if !missing.is_empty() {
-            let fetched = self
-                .asked(rows::fetch_many(&self.pool, &self.keys, &missing))
-                .await?
-                .into_iter()
-                .map(Rendered::new)
-                .collect::<Result<Vec<_>, _>>()?;
-            self.cache.fill(mark, &fetched, false).await;
-            found.extend(fetched.into_iter().map(|u| (u.user.id, u)));
+            let fetched = self.reads.find(self, missing, caller).await?;
+            found.extend(fetched.into_iter().flatten().map(|u| (u.user.id, u)));
         }
         Ok(found)
     }
@@ -100,17 +100,16 @@ impl Db {
         email: &Email,
         caller: &str,
     ) -> Result<Arc<Rendered>, CoreError> {
-        let (cached, mark) = self.cache.get_by_email(email, caller).await;
-        if let Some(u) = cached {
+        let key = Key::Email(email.clone());
+        if let Some(u) = self.cache.local(&key, caller) {
             return Ok(u);
         }
-        let u = self
-            .asked(rows::fetch_by_email(&self.pool, &self.keys, email))
+        self.reads
+            .find(self, vec![key], caller)
             .await?
-            .ok_or_else(|| CoreError::UserNotFound(email.to_string()))?;
-        let u = Rendered::new(u)?;
-        self.cache.fill(mark, std::slice::from_ref(&u), true).await;
-        Ok(u)
+            .pop()
+            .flatten()
+            .ok_or_else(|| CoreError::UserNotFound(email.to_string()))
     }
 }
 

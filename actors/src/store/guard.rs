@@ -41,6 +41,11 @@ impl PgGuard {
         &self.breaker
     }
 
+    /// How long a request waits for the database.
+    pub fn patience(&self) -> Duration {
+        self.patience
+    }
+
     /// The latest a request starting now may commit (see `Db::commit`).
     pub fn deadline(&self) -> Instant {
         Instant::now() + self.patience

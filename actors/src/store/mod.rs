@@ -17,6 +17,7 @@ pub mod ledger;
 mod operations;
 mod outbox;
 mod payments;
+mod reads;
 mod rekey;
 mod rows;
 mod writes;
@@ -62,6 +63,7 @@ impl Store {
                 keys,
                 guard,
                 deadline: None,
+                reads: Default::default(),
             },
         }
     }

@@ -135,6 +135,22 @@ pub(super) async fn fetch_many(
     rows.into_iter().map(|r| r.into_user(keys)).collect()
 }
 
+/// The live users with these addresses (lower case, as [`Email`] holds them).
+pub(super) async fn fetch_by_emails(
+    db: impl PgExecutor<'_>,
+    keys: &BillingKeys,
+    emails: &[Email],
+) -> Result<Vec<User>, CoreError> {
+    let sql = select_users!("WHERE lower(email) = ANY($1) AND deleted_at IS NULL");
+    let emails: Vec<&str> = emails.iter().map(AsRef::as_ref).collect();
+    let rows: Vec<UserRow> = sqlx::query_as(sql)
+        .bind(&emails)
+        .fetch_all(db)
+        .await
+        .map_err(db_error)?;
+    rows.into_iter().map(|r| r.into_user(keys)).collect()
+}
+
 /// The live user with this address and its password hash, for credential readers.
 pub(super) async fn fetch_credentials(
     db: impl PgExecutor<'_>,
@@ -163,20 +179,6 @@ pub(super) async fn fetch_credentials(
         Ok((r.user.into_user(keys)?, hash))
     })
     .transpose()
-}
-
-pub(super) async fn fetch_by_email(
-    db: impl PgExecutor<'_>,
-    keys: &BillingKeys,
-    email: &Email,
-) -> Result<Option<User>, CoreError> {
-    let sql = select_users!("WHERE lower(email) = $1 AND deleted_at IS NULL");
-    let row: Option<UserRow> = sqlx::query_as(sql)
-        .bind(email.as_ref())
-        .fetch_optional(db)
-        .await
-        .map_err(db_error)?;
-    row.map(|r| r.into_user(keys)).transpose()
 }
 
 /// Writes every mutable column of `u`: one statement serves every kind of update. The
