@@ -82,10 +82,11 @@
 //!   of the service's `DB_POOL_SIZE` (16, or the concurrency when smaller). The service
 //!   commits concurrent creates in groups (one flush for many), so it may pass this figure;
 //!   what it adds is parsing, the actors, the cache invalidation and the transport.
-//! * `ceil-sql-get`, `ceil-sql-email`, `ceil-sql-batch100` (for the scale reads): the
-//!   store's own `SELECT` of one user by id, by e-mail, or of 100 by id (`= ANY($1)`), the
-//!   same columns, through sqlx with a pool as above, on random seeded users; rows are not
-//!   decoded. It is what PostgreSQL serves of the reads that miss the cache.
+//! * `ceil-sql-get`, `ceil-sql-email`, `ceil-sql-batch100` (for the scale reads): PostgreSQL's
+//!   indexed fetch of one user by id (`id = $1`), by e-mail (the store's `lower(email) = $1`),
+//!   or of 100 by id (the store's `id = ANY($1)`), the columns the store reads, through sqlx
+//!   with a pool as above, on random seeded users; rows are not decoded. It is what
+//!   PostgreSQL serves of the reads that miss the cache.
 //!
 //! **The scale set** (`--only scale`, or by name; never in the default set), meant for a
 //! million users: `scale-get`, `scale-email` and `scale-batch100` are `rest-get`,

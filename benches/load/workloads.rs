@@ -181,9 +181,9 @@ impl Workload {
             Self::ScaleEmail => "rest-email over all users, cache not warmed first",
             Self::ScaleZipf => "Zipf (s = 1.1) over all users: 80 % rest-get, 20 % rest-email",
             Self::ScaleBatch100 => "rest-batch100 over all users, cache not warmed first",
-            Self::CeilSqlGet => "ceiling: the service's fetch of one user by id, through sqlx",
-            Self::CeilSqlEmail => "ceiling: the service's fetch of one user by email (sqlx)",
-            Self::CeilSqlBatch100 => "ceiling: the service's fetch of 100 users by id (sqlx)",
+            Self::CeilSqlGet => "ceiling: PostgreSQL's fetch of one user by id = $1 (sqlx)",
+            Self::CeilSqlEmail => "ceiling: PostgreSQL's fetch of one user by email (sqlx)",
+            Self::CeilSqlBatch100 => "ceiling: PostgreSQL's fetch of 100 users by id (sqlx)",
         }
     }
 
