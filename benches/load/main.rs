@@ -19,7 +19,7 @@
 //! never binds. `DB_POOL_SIZE`, `RPC_PREFETCH`, `REDIS_URL` and `_RJEM_MALLOC_CONF` pass
 //! through when set. It waits for `/health/ready`, seeds users — through batch create (100 per
 //! request), or above 100,000 users straight into PostgreSQL (`--seed`; see `seed_sql.rs`:
-//! the rows a create writes, a million in about ten seconds) — reads the service's RSS once
+//! the rows a create writes, a million in about five seconds) — reads the service's RSS once
 //! it has settled, then drives each workload at each concurrency: a warm-up, then the
 //! measured window. Before each read workload but the scale reads it reads every seeded user
 //! once (100-id batch lookups), so reads are measured against a cache as warm as in steady
@@ -35,7 +35,7 @@
 //!
 //! | flag | variable | default | |
 //! |---|---|---|---|
-//! | `--users N` | `BENCH_USERS` | 10000 | users seeded; reads pick among them uniformly |
+//! | `--users N` | `BENCH_USERS` | 10000 | users seeded; reads pick among them uniformly (`scale-zipf`: by popularity) |
 //! | `--seed HOW` | `BENCH_SEED` | `auto` | `service` (batch create), `sql` (`seed_sql.rs`); `auto`: `sql` above 100,000 users |
 //! | `--concurrency LIST` | `BENCH_CONCURRENCY` | `32,256` | concurrent callers |
 //! | `--duration SECS` | `BENCH_DURATION` | 10 | measured seconds per workload and concurrency |
@@ -44,7 +44,7 @@
 //! | `--only LIST` | `BENCH_ONLY` | all but the scale set | workload names (`--help` lists them), `scale` for the scale set, or `none` |
 //! | `--soak SECS` | `BENCH_SOAK` | 0 | a mixed load afterwards, RSS every 10 s |
 //! | `--json PATH` | `BENCH_JSON` | `target/bench/load-<unix time>.json` | |
-//! | `--database-url URL` | `BENCH_DATABASE_URL` | `…/user_service_bench` | |
+//! | `--database-url URL` | `BENCH_DATABASE_URL` | `…/user_service_bench` | with `--service-url`: for the SQL ceilings and `--seed sql` |
 //! | `--amqp-url URL` | `BENCH_AMQP_URL` | `amqp://guest:guest@127.0.0.1:5672/%2f` | |
 //! | `--service-url URL` | `BENCH_SERVICE_URL` | | drive a running service instead |
 //! | `--rpc-queue NAME` | `BENCH_RPC_QUEUE` | `user-service.rpc` | with `--service-url` |

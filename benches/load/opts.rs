@@ -14,7 +14,7 @@ and writes it as JSON.
 Options (environment variable in brackets; a flag wins):
   --users N             users to seed [BENCH_USERS] (10000)
   --seed HOW            how: `service` (its batch create, 100 a request), `sql` (straight
-                        into PostgreSQL, about 10 s a million; see benches/load/seed_sql.rs)
+                        into PostgreSQL, about 5 s a million; see benches/load/seed_sql.rs)
                         or `auto`: sql above 100000 users, else service [BENCH_SEED] (auto)
   --concurrency LIST    concurrencies to drive, comma list [BENCH_CONCURRENCY] (32,256)
   --duration SECS       measured seconds per workload and concurrency [BENCH_DURATION] (10)
@@ -35,7 +35,7 @@ Driving a service that is already running instead (nothing is started, dropped o
   --rpc-queue NAME      its RPC_QUEUE [BENCH_RPC_QUEUE] (user-service.rpc)
   --pid PID             its process id, for the RSS figures [BENCH_PID]
   --api-key KEY         sent as x-api-key on both transports [BENCH_API_KEY]
-  (the SQL ceiling then runs only when --database-url is given: it writes users)
+  (the SQL ceilings and --seed sql then need --database-url; ceil-sql-create writes users)
 
 The scale set runs only when named, e.g. with a million users:
   cargo bench --bench load -- --users 1000000 --only scale --concurrency 32
