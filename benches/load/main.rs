@@ -6,20 +6,24 @@
 //! cargo bench --bench load -- --duration 5 --concurrency 32,256 --runs 3
 //! cargo bench --bench load -- --only rest-get,rpc-get,ceil-warp,ceil-rpc-noop
 //! cargo bench --bench load -- --soak 600 --only none         # memory over a long mixed load
+//! cargo bench --bench load -- --users 1000000 --only scale --concurrency 32   # at scale
 //! BENCH_DURATION=5 BENCH_ONLY=rest-create,ceil-sql-create cargo bench --bench load
 //! ```
 //!
 //! One command does it all. It builds and starts the release binary of user-service
 //! (`CARGO_BIN_EXE_user-service`) on its own configuration: the database
 //! `user_service_bench` (dropped and recreated at start), its own `RPC_QUEUE`,
-//! `EVENTS_EXCHANGE` and `CACHE_PREFIX`, a free `HTTP_ADDR` port, `RUST_LOG=warn`, local open
+//! `EVENTS_EXCHANGE` and `CACHE_PREFIX` named after that database (`user-service-bench.rpc`,
+//! `….events`, `user-service-bench`), a free `HTTP_ADDR` port, `RUST_LOG=warn`, local open
 //! mode (no keys; the caller is `local`) with `RATE_LIMITS=local=4000000000/1`, a limit that
 //! never binds. `DB_POOL_SIZE`, `RPC_PREFETCH`, `REDIS_URL` and `_RJEM_MALLOC_CONF` pass
-//! through when set. It waits for `/health/ready`, seeds users through batch create (100 per
-//! request), reads the service's RSS once it has settled, then drives each workload at each
-//! concurrency: a warm-up, then the measured window. Before each read workload it reads every
-//! seeded user once (100-id batch lookups), so reads are measured against a cache as warm as
-//! in steady state, not the cold one that seeding or an expired entry leaves. After a
+//! through when set. It waits for `/health/ready`, seeds users — through batch create (100 per
+//! request), or above 100,000 users straight into PostgreSQL (`--seed`; see `seed_sql.rs`:
+//! the rows a create writes, a million in about five seconds) — reads the service's RSS once
+//! it has settled, then drives each workload at each concurrency: a warm-up, then the
+//! measured window. Before each read workload but the scale reads it reads every seeded user
+//! once (100-id batch lookups), so reads are measured against a cache as warm as in steady
+//! state, not the cold one that seeding or an expired entry leaves. After a
 //! workload that writes, it waits until the service has published every event it left in the
 //! outbox, so that no measurement shares the machine with the publishing of an earlier one's
 //! events, and vacuums the tables written other than the outbox, which the service vacuums
@@ -31,15 +35,16 @@
 //!
 //! | flag | variable | default | |
 //! |---|---|---|---|
-//! | `--users N` | `BENCH_USERS` | 10000 | users seeded; reads pick among them uniformly |
+//! | `--users N` | `BENCH_USERS` | 10000 | users seeded; reads pick among them uniformly (`scale-zipf`: by popularity) |
+//! | `--seed HOW` | `BENCH_SEED` | `auto` | `service` (batch create), `sql` (`seed_sql.rs`); `auto`: `sql` above 100,000 users |
 //! | `--concurrency LIST` | `BENCH_CONCURRENCY` | `32,256` | concurrent callers |
 //! | `--duration SECS` | `BENCH_DURATION` | 10 | measured seconds per workload and concurrency |
 //! | `--warmup SECS` | `BENCH_WARMUP` | 1.5 | unmeasured seconds before each |
 //! | `--runs N` | `BENCH_RUNS` | 1 | repeats of the measured set; the table shows medians |
-//! | `--only LIST` | `BENCH_ONLY` | all | workload names (`--help` lists them), or `none` |
+//! | `--only LIST` | `BENCH_ONLY` | all but the scale set | workload names (`--help` lists them), `scale` for the scale set, or `none` |
 //! | `--soak SECS` | `BENCH_SOAK` | 0 | a mixed load afterwards, RSS every 10 s |
 //! | `--json PATH` | `BENCH_JSON` | `target/bench/load-<unix time>.json` | |
-//! | `--database-url URL` | `BENCH_DATABASE_URL` | `…/user_service_bench` | |
+//! | `--database-url URL` | `BENCH_DATABASE_URL` | `…/user_service_bench` | with `--service-url`: for the SQL ceilings and `--seed sql` |
 //! | `--amqp-url URL` | `BENCH_AMQP_URL` | `amqp://guest:guest@127.0.0.1:5672/%2f` | |
 //! | `--service-url URL` | `BENCH_SERVICE_URL` | | drive a running service instead |
 //! | `--rpc-queue NAME` | `BENCH_RPC_QUEUE` | `user-service.rpc` | with `--service-url` |
@@ -77,6 +82,21 @@
 //!   of the service's `DB_POOL_SIZE` (16, or the concurrency when smaller). The service
 //!   commits concurrent creates in groups (one flush for many), so it may pass this figure;
 //!   what it adds is parsing, the actors, the cache invalidation and the transport.
+//! * `ceil-sql-get`, `ceil-sql-email`, `ceil-sql-batch100` (for the scale reads): PostgreSQL's
+//!   indexed fetch of one user by id (`id = $1`), by e-mail (the store's `lower(email) = $1`),
+//!   or of 100 by id (the store's `id = ANY($1)`), the columns the store reads, through sqlx
+//!   with a pool as above, on random seeded users; rows are not decoded. It is what
+//!   PostgreSQL serves of the reads that miss the cache.
+//!
+//! **The scale set** (`--only scale`, or by name; never in the default set), meant for a
+//! million users: `scale-get`, `scale-email` and `scale-batch100` are `rest-get`,
+//! `rest-email` and `rest-batch100` over every seeded user without warming the cache first
+//! (the reads that miss are what they measure), against the SQL ceilings above;
+//! `scale-zipf` reads users by popularity, Zipf's law with s = 1.1 (80 % by id, 20 % by
+//! e-mail), against `ceil-warp`. For each of them the bench reads the service's cache counters
+//! (`/health/integrations`) at the start and the end of the window and reports the share of
+//! the users read that the in-process copy, Redis, or neither (a miss) answered. See
+//! `scale.rs`.
 //!
 //! **The frozen dependencies** (`frozen-redis`, `frozen-postgres`, `frozen-rabbitmq`): when one
 //! is selected, the service the bench starts reaches PostgreSQL, Redis and RabbitMQ through TCP
@@ -98,29 +118,26 @@ mod ceilings;
 mod drive;
 mod frozen;
 mod http;
+mod measure;
 mod opts;
 mod report;
 mod requests;
+mod scale;
 mod seed;
+mod seed_sql;
 mod service;
 mod setup;
 mod soak;
 mod workloads;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use sqlx::PgPool;
 
-use drive::drive;
-use opts::{Opts, Parsed};
-use report::{Rss, Runs, Stats};
+use measure::measure;
+use opts::Parsed;
 use setup::Setup;
-use workloads::{Job, Workload};
 
 fn main() {
     let role = std::env::var("BENCH_ROLE").ok();
@@ -189,7 +206,8 @@ async fn bench() -> Result<(), String> {
     let doc = json!({
         "startedAt": started,
         "options": {
-            "users": opts.users, "concurrency": opts.concurrency,
+            "users": opts.users, "seed": opts.seed.name(), "seedSecs": setup.seed_secs,
+            "concurrency": opts.concurrency,
             "durationSecs": opts.duration.as_secs_f64(), "warmupSecs": opts.warmup.as_secs_f64(),
             "runs": opts.runs, "only": opts.only.iter().map(|w| w.name()).collect::<Vec<_>>(),
             "soakSecs": opts.soak.as_secs_f64(),
@@ -203,156 +221,6 @@ async fn bench() -> Result<(), String> {
     std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("\nJSON: {}", path.display());
     Ok(())
-}
-
-/// Every selected workload at every concurrency, `opts.runs` times, with the service's RSS
-/// sampled every 100 ms throughout.
-async fn measure(opts: &Opts, setup: &Setup) -> (Runs, Rss) {
-    let mut rss = Rss::default();
-    if let Some(pid) = setup.pid {
-        rss.idle_before = service::settled_rss_mib(pid).await;
-    }
-    let peak = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = setup
-        .pid
-        .map(|pid| tokio::spawn(sample_peak(pid, peak.clone(), stop.clone())));
-    let mut runs: Runs = BTreeMap::new();
-    let mut pools: BTreeMap<u32, PgPool> = BTreeMap::new();
-    for run in 1..=opts.runs {
-        for &w in &opts.only {
-            for &c in &opts.concurrency {
-                let Some(job) = job_for(w, c, setup, &mut pools).await else {
-                    continue;
-                };
-                // A service in steady state has its users cached; the in-process copy lives
-                // 30 s and Redis' 5 min, less than a run takes.
-                if w.reads()
-                    && let Err(e) = setup.ctx.warm(w == Workload::RestEmail).await
-                {
-                    eprintln!("warming the cache failed ({e}); measuring from cold");
-                }
-                // Frozen from the start of the warm-up, so that the window measures the
-                // service once it has noticed.
-                let frozen = w.frozen().zip(setup.relays.as_ref());
-                if let Some((d, relays)) = frozen {
-                    relays.freeze(d);
-                }
-                let m = drive(&setup.ctx, &job, c, opts.warmup, opts.duration).await;
-                if let Some((d, relays)) = frozen {
-                    relays.thaw(d);
-                    match setup.ctx.recovery().await {
-                        Some(t) => eprintln!(
-                            "  {} thawed: /health ok again {:.1} s later",
-                            d.name(),
-                            t.as_secs_f64()
-                        ),
-                        None => eprintln!("  {} thawed: /health not ok within 60 s", d.name()),
-                    }
-                }
-                let s = Stats::of(&m);
-                eprintln!(
-                    "run {run}/{}: {:<20} c={c:<4} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
-                    opts.runs,
-                    w.name(),
-                    s.rps,
-                    s.p50,
-                    s.p99,
-                    s.errors
-                );
-                runs.entry((w, c)).or_default().push(s);
-                if w.writes() {
-                    settle_writes(setup).await;
-                }
-            }
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    if let Some(s) = sampler {
-        let _ = s.await;
-        rss.peak = Some(f64::from_bits(peak.load(Ordering::Relaxed))).filter(|v| *v > 0.0);
-    }
-    if let Some(pid) = setup.pid {
-        rss.idle_after = service::settled_rss_mib(pid).await;
-    }
-    (runs, rss)
-}
-
-/// After a workload that writes: waits for the outbox to drain, then vacuums the other tables
-/// it wrote, as autovacuum would (this machine's PostgreSQL runs with `autovacuum = off`).
-/// The outbox is left alone: the service vacuums it itself as it publishes.
-async fn settle_writes(setup: &Setup) {
-    match setup.ctx.drain_outbox().await {
-        Ok(took) => eprintln!("  outbox drained in {:.1} s", took.as_secs_f64()),
-        Err(e) => eprintln!("  {e}"),
-    }
-    let Some(url) = &setup.sql_url else { return };
-    let vacuum = async {
-        let pool = PgPool::connect(url).await?;
-        sqlx::query("VACUUM (ANALYZE) users, applied_requests, payments")
-            .execute(&pool)
-            .await?;
-        pool.close().await;
-        Ok::<_, sqlx::Error>(())
-    };
-    if let Err(e) = vacuum.await {
-        eprintln!("  vacuum failed: {e}");
-    }
-}
-
-/// The job of `w` at concurrency `c`, or `None` (with a note) when it cannot run here.
-async fn job_for(
-    w: Workload,
-    c: usize,
-    setup: &Setup,
-    pools: &mut BTreeMap<u32, PgPool>,
-) -> Option<Arc<Job>> {
-    if w.frozen().is_some() && setup.relays.is_none() {
-        eprintln!(
-            "{} skipped: it needs the service the bench starts",
-            w.name()
-        );
-        return None;
-    }
-    if w != Workload::CeilSqlCreate {
-        return Some(Arc::new(Job::Service(w)));
-    }
-    let Some(url) = &setup.sql_url else {
-        eprintln!("ceil-sql-create skipped: with --service-url it needs --database-url");
-        return None;
-    };
-    let service_pool: u32 = std::env::var("DB_POOL_SIZE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(16);
-    let size = service_pool
-        .min(u32::try_from(c).unwrap_or(u32::MAX))
-        .max(1);
-    if let std::collections::btree_map::Entry::Vacant(slot) = pools.entry(size) {
-        match ceilings::sql_pool(url, size).await {
-            Ok(pool) => {
-                slot.insert(pool);
-            }
-            Err(e) => {
-                eprintln!("ceil-sql-create skipped: {e}");
-                return None;
-            }
-        }
-    }
-    pools.get(&size).map(|p| Arc::new(Job::Sql(p.clone())))
-}
-
-/// Keeps the highest RSS of `pid` (as f64 bits) until `stop`.
-async fn sample_peak(pid: u32, peak: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    while !stop.load(Ordering::Relaxed) {
-        tick.tick().await;
-        if let Some(mib) = service::rss_mib(pid)
-            && mib > f64::from_bits(peak.load(Ordering::Relaxed))
-        {
-            peak.store(mib.to_bits(), Ordering::Relaxed);
-        }
-    }
 }
 
 fn unix_time() -> u64 {

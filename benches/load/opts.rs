@@ -12,12 +12,16 @@ seeds users, drives each workload at each concurrency, measures the ceilings, pr
 and writes it as JSON.
 
 Options (environment variable in brackets; a flag wins):
-  --users N             users to seed through batch create, by 100 [BENCH_USERS] (10000)
+  --users N             users to seed [BENCH_USERS] (10000)
+  --seed HOW            how: `service` (its batch create, 100 a request), `sql` (straight
+                        into PostgreSQL, about 5 s a million; see benches/load/seed_sql.rs)
+                        or `auto`: sql above 100000 users, else service [BENCH_SEED] (auto)
   --concurrency LIST    concurrencies to drive, comma list [BENCH_CONCURRENCY] (32,256)
   --duration SECS       measured seconds per workload and concurrency [BENCH_DURATION] (10)
   --warmup SECS         unmeasured seconds before each measurement [BENCH_WARMUP] (1.5)
   --runs N              repeat the measured set; the table shows medians [BENCH_RUNS] (1)
-  --only LIST           workloads to run (names below; `none` for none) [BENCH_ONLY] (all)
+  --only LIST           workloads to run (names below; `scale` for the scale set, `none`
+                        for none) [BENCH_ONLY] (all but the scale set)
   --soak SECS           then a mixed load (16 get, 8 batch-10, 8 create workers) for SECS,
                         RSS sampled every 10 s [BENCH_SOAK] (0: no soak)
   --json PATH           where the JSON goes [BENCH_JSON] (target/bench/load-<unix time>.json)
@@ -31,7 +35,10 @@ Driving a service that is already running instead (nothing is started, dropped o
   --rpc-queue NAME      its RPC_QUEUE [BENCH_RPC_QUEUE] (user-service.rpc)
   --pid PID             its process id, for the RSS figures [BENCH_PID]
   --api-key KEY         sent as x-api-key on both transports [BENCH_API_KEY]
-  (the SQL ceiling then runs only when --database-url is given: it writes users)
+  (the SQL ceilings and --seed sql then need --database-url; ceil-sql-create writes users)
+
+The scale set runs only when named, e.g. with a million users:
+  cargo bench --bench load -- --users 1000000 --only scale --concurrency 32
 
 Workloads:
 ";
@@ -39,6 +46,7 @@ Workloads:
 #[derive(Debug, Clone)]
 pub struct Opts {
     pub users: usize,
+    pub seed: SeedBy,
     pub concurrency: Vec<usize>,
     pub duration: Duration,
     pub warmup: Duration,
@@ -54,6 +62,27 @@ pub struct Opts {
     pub api_key: Option<String>,
 }
 
+/// How the users are seeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedBy {
+    /// Through the service's batch create, 100 a request.
+    Service,
+    /// Straight into PostgreSQL (`seed_sql.rs`).
+    Sql,
+}
+
+impl SeedBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Service => "service",
+            Self::Sql => "sql",
+        }
+    }
+}
+
+/// `--seed auto` seeds more users than this by SQL.
+pub const SQL_SEED_ABOVE: usize = 100_000;
+
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/user_service_bench";
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -66,6 +95,9 @@ pub enum Parsed {
 pub fn help_text() -> String {
     let mut text = HELP.to_owned();
     for w in Workload::ALL {
+        if w == Workload::SCALE[0] {
+            text.push_str("The scale set (`--only scale`; reads over every seeded user):\n");
+        }
         text.push_str(&format!("  {:<20} {}\n", w.name(), w.describe()));
     }
     text
@@ -96,6 +128,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
     }
     let known = [
         "--users",
+        "--seed",
         "--concurrency",
         "--duration",
         "--warmup",
@@ -122,8 +155,10 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     };
+    let users = number(get("--users", "BENCH_USERS"), "--users", 10_000)?;
     let opts = Opts {
-        users: number(get("--users", "BENCH_USERS"), "--users", 10_000)?,
+        users,
+        seed: seed_by(get("--seed", "BENCH_SEED"), users)?,
         concurrency: concurrency(get("--concurrency", "BENCH_CONCURRENCY"))?,
         duration: seconds(get("--duration", "BENCH_DURATION"), "--duration", 10.0)?,
         warmup: seconds(get("--warmup", "BENCH_WARMUP"), "--warmup", 1.5)?,
@@ -178,17 +213,32 @@ fn concurrency(v: Option<String>) -> Result<Vec<usize>, String> {
     Ok(levels)
 }
 
+fn seed_by(v: Option<String>, users: usize) -> Result<SeedBy, String> {
+    match v.as_deref().unwrap_or("auto") {
+        "service" => Ok(SeedBy::Service),
+        "sql" => Ok(SeedBy::Sql),
+        "auto" if users > SQL_SEED_ABOVE => Ok(SeedBy::Sql),
+        "auto" => Ok(SeedBy::Service),
+        other => Err(format!("--seed: '{other}' is not service, sql or auto")),
+    }
+}
+
 fn only(v: Option<String>) -> Result<Vec<Workload>, String> {
     let Some(list) = v else {
-        return Ok(Workload::ALL.to_vec());
+        return Ok(Workload::default_set());
     };
     if list == "none" {
         return Ok(Vec::new());
     }
-    list.split(',')
-        .map(|name| {
-            Workload::from_name(name.trim())
-                .ok_or_else(|| format!("--only: no workload '{name}' (see --help)"))
-        })
-        .collect()
+    let mut picked = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        if name == "scale" {
+            picked.extend(Workload::SCALE);
+            continue;
+        }
+        let w = Workload::from_name(name)
+            .ok_or_else(|| format!("--only: no workload '{name}' (see --help)"))?;
+        picked.push(w);
+    }
+    Ok(picked)
 }

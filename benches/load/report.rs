@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::drive::{Aside, Measured};
+use crate::scale::Tiers;
 use crate::workloads::Workload;
 
 /// One measurement's figures.
@@ -18,10 +19,12 @@ pub struct Stats {
     pub errors: u64,
     pub error_kinds: BTreeMap<String, u64>,
     pub aside: Aside,
+    /// The scale reads: the users read in the window, by the cache tier that answered.
+    pub cache: Option<Tiers>,
 }
 
 impl Stats {
-    pub fn of(m: &Measured) -> Self {
+    pub fn of(m: &Measured, cache: Option<Tiers>) -> Self {
         Self {
             rps: m.rps(),
             p50: m.ms(0.50),
@@ -30,6 +33,7 @@ impl Stats {
             errors: m.errors,
             error_kinds: m.error_kinds.clone(),
             aside: m.aside.clone(),
+            cache,
         }
     }
 
@@ -44,6 +48,9 @@ impl Stats {
                 "share503": round(share_503(&self.aside), 4),
                 "longestMs": round(self.aside.longest_us as f64 / 1e3, 3),
             });
+        }
+        if let Some(t) = self.cache {
+            v["cache"] = t.json();
         }
         v
     }
@@ -75,16 +82,21 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// The median of each figure over the runs (errors: the median count too).
+/// The median of each figure over the runs (errors: the median count too; the cache tiers:
+/// summed over the runs).
 pub fn median_of(runs: &[Stats]) -> Stats {
     let pick = |f: fn(&Stats) -> f64| median(runs.iter().map(f).collect());
     let mut kinds = BTreeMap::new();
     let mut aside = Aside::default();
+    let mut cache: Option<Tiers> = None;
     for s in runs {
         for (k, n) in &s.error_kinds {
             *kinds.entry(k.clone()).or_insert(0) += n;
         }
         aside.add(&s.aside);
+        if let Some(t) = s.cache {
+            cache.get_or_insert_default().add(t);
+        }
     }
     Stats {
         rps: pick(|s| s.rps),
@@ -94,6 +106,7 @@ pub fn median_of(runs: &[Stats]) -> Stats {
         errors: pick(|s| s.errors as f64).round() as u64,
         error_kinds: kinds,
         aside,
+        cache,
     }
 }
 
@@ -155,6 +168,7 @@ pub fn print_table(runs: &Runs, n_runs: usize) {
             );
         }
     }
+    print_tiers(runs);
     let mut shown = false;
     for (&(w, c), stats) in runs {
         let s = median_of(stats);
@@ -165,6 +179,39 @@ pub fn print_table(runs: &Runs, n_runs: usize) {
             }
             println!("  {:<20} {:>5}  {n} × {kind}", w.name(), c);
         }
+    }
+}
+
+/// Which cache tier answered the scale reads, in their measured windows.
+fn print_tiers(runs: &Runs) {
+    let mut shown = false;
+    for (&(w, c), stats) in runs {
+        let Some(t) = median_of(stats).cache else {
+            continue;
+        };
+        if !shown {
+            println!(
+                "\nCache tiers in the measured window (users read; a batch counts each id; all runs)"
+            );
+            println!(
+                "{:<20} {:>5} {:>12} {:>8} {:>8} {:>8}",
+                "workload", "conc", "users read", "local", "redis", "miss"
+            );
+            shown = true;
+        }
+        let pct = |i: usize| {
+            t.percentages()
+                .map_or("-".to_owned(), |p| format!("{:.1}%", p[i]))
+        };
+        println!(
+            "{:<20} {:>5} {:>12} {:>8} {:>8} {:>8}",
+            w.name(),
+            c,
+            t.local + t.redis + t.misses,
+            pct(0),
+            pct(1),
+            pct(2)
+        );
     }
 }
 

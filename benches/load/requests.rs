@@ -6,6 +6,7 @@ use user_service_client::Client;
 
 use crate::ceilings;
 use crate::http::{Call, Conn};
+use crate::scale;
 use crate::workloads::{Answer, Ctx, Job, PASSWORD_HASH, Rng, Workload};
 
 type Outcome = Result<(), String>;
@@ -154,13 +155,21 @@ impl Ctx {
 
     async fn request(&self, job: &Job, conn: &mut Conn, rng: &mut Rng, uniq: &str) -> Outcome {
         let w = match job {
-            Job::Sql(pool) => return ceilings::sql_create(pool, &self.tag, uniq).await,
+            Job::Sql(Workload::CeilSqlCreate, pool) => {
+                return ceilings::sql_create(pool, &self.tag, uniq).await;
+            }
+            Job::Sql(w, pool) => return scale::sql_read(pool, *w, self, rng).await,
             // With a dependency frozen, the requests of the workloads they measure.
             Job::Service(Workload::FrozenRedis | Workload::FrozenPostgres) => Workload::RestGet,
             Job::Service(Workload::FrozenRabbitmq) => match rng.below(2) {
                 0 => Workload::RestGet,
                 _ => Workload::RestCreate,
             },
+            // The scale reads are the ordinary ones; what differs is the set of users and
+            // that the cache was not warmed.
+            Job::Service(Workload::ScaleGet) => Workload::RestGet,
+            Job::Service(Workload::ScaleEmail) => Workload::RestEmail,
+            Job::Service(Workload::ScaleBatch100) => Workload::RestBatch100,
             Job::Service(w) => *w,
         };
         let users = "/api/internal/users";
@@ -258,9 +267,27 @@ impl Ctx {
                 self.rest_to(conn, base, Method::GET, url, None, None, ok)
                     .await
             }
-            Workload::CeilSqlCreate => Err("the SQL ceiling needs its pool".to_owned()),
-            Workload::FrozenRedis | Workload::FrozenPostgres | Workload::FrozenRabbitmq => {
-                Err("a frozen workload runs the requests of another".to_owned())
+            Workload::ScaleZipf => {
+                let zipf = self.zipf.as_ref().ok_or("no Zipf table")?;
+                let user = zipf.user(rng);
+                let url = if rng.unit() < scale::ZIPF_BY_EMAIL {
+                    format!("{users}/email/{}", self.users.emails[user])
+                } else {
+                    format!("{users}/{}", self.users.ids[user])
+                };
+                self.rest(conn, Method::GET, url, None, None, ok).await
+            }
+            Workload::CeilSqlCreate
+            | Workload::CeilSqlGet
+            | Workload::CeilSqlEmail
+            | Workload::CeilSqlBatch100 => Err("a SQL ceiling needs its pool".to_owned()),
+            Workload::FrozenRedis
+            | Workload::FrozenPostgres
+            | Workload::FrozenRabbitmq
+            | Workload::ScaleGet
+            | Workload::ScaleEmail
+            | Workload::ScaleBatch100 => {
+                Err("this workload runs the requests of another".to_owned())
             }
         }
     }

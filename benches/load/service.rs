@@ -232,16 +232,7 @@ pub fn free_port() -> Result<u16, String> {
 
 /// Drops and recreates the database `url` names, through the `postgres` database.
 pub async fn reset_database(url: &str) -> Result<(), String> {
-    let (server, name) = url
-        .split('?')
-        .next()
-        .and_then(|u| u.rsplit_once('/'))
-        .ok_or_else(|| format!("no database name in {url}"))?;
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(format!(
-            "database name '{name}': letters, digits and _ only"
-        ));
-    }
+    let (server, name) = split_database(url)?;
     let mut conn = sqlx::PgConnection::connect(&format!("{server}/postgres"))
         .await
         .map_err(|e| format!("PostgreSQL: {e}"))?;
@@ -256,6 +247,26 @@ pub async fn reset_database(url: &str) -> Result<(), String> {
     }
     let _ = conn.close().await;
     Ok(())
+}
+
+/// The server part of `url` and the database it names (letters, digits and `_` only).
+fn split_database(url: &str) -> Result<(&str, &str), String> {
+    let (server, name) = url
+        .split('?')
+        .next()
+        .and_then(|u| u.rsplit_once('/'))
+        .ok_or_else(|| format!("no database name in {url}"))?;
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "database name '{name}': letters, digits and _ only"
+        ));
+    }
+    Ok((server, name))
+}
+
+/// The database `url` names.
+pub fn database_name(url: &str) -> Result<&str, String> {
+    split_database(url).map(|(_, name)| name)
 }
 
 /// Deletes `queues` (left over from an earlier run), so no stale request is served.

@@ -8,10 +8,11 @@ use std::time::Duration;
 use user_service_client::{Client, ClientConfig};
 
 use crate::frozen::{Relays, Routed};
-use crate::opts::{self, Opts};
-use crate::seed;
+use crate::opts::{self, Opts, SeedBy};
+use crate::scale::{self, Zipf};
 use crate::service::{self, Proc};
 use crate::workloads::{Ctx, Workload};
+use crate::{seed, seed_sql};
 
 /// What the measurements run against: the service, the ceiling processes, the clients.
 pub struct Setup {
@@ -21,6 +22,8 @@ pub struct Setup {
     pub sql_url: Option<String>,
     /// Between the service and its servers, when a `frozen-*` workload is selected.
     pub relays: Option<Relays>,
+    /// How long seeding the users took.
+    pub seed_secs: f64,
     /// Stopped in this order: the ceilings, then the service.
     procs: Vec<Proc>,
 }
@@ -36,7 +39,15 @@ impl Setup {
             .build()
             .map_err(|e| e.to_string())?;
         let mut procs = Vec::new();
-        let noop_queue = "user-service-bench.noop".to_owned();
+        let db = opts
+            .database_url
+            .clone()
+            .unwrap_or_else(|| opts::DEFAULT_DATABASE_URL.into());
+        // Named after the database (`user-service-bench` for `user_service_bench`), so that
+        // runs on different databases do not share a queue or cache prefix.
+        let names = service::database_name(&db)
+            .map_or_else(|_| "user-service-bench".to_owned(), |n| n.replace('_', "-"));
+        let noop_queue = format!("{names}.noop");
         let mut relays = None;
         let (base, pid, rpc_queue, sql_url) = match &opts.service_url {
             Some(url) => (
@@ -46,10 +57,6 @@ impl Setup {
                 opts.database_url.clone(),
             ),
             None => {
-                let db = opts
-                    .database_url
-                    .clone()
-                    .unwrap_or_else(|| opts::DEFAULT_DATABASE_URL.into());
                 let redis = std::env::var("REDIS_URL")
                     .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
                 let mut urls = Routed {
@@ -66,9 +73,9 @@ impl Setup {
                     database_url: urls.database_url,
                     redis_url: urls.redis_url,
                     amqp_url: urls.amqp_url,
-                    rpc_queue: "user-service-bench.rpc".into(),
-                    events_exchange: "user-service-bench.events".into(),
-                    cache_prefix: "user-service-bench".into(),
+                    rpc_queue: format!("{names}.rpc"),
+                    events_exchange: format!("{names}.events"),
+                    cache_prefix: names.clone(),
                     http_port: service::free_port()?,
                 };
                 service::reset_database(&db).await?;
@@ -86,8 +93,27 @@ impl Setup {
             }
         };
         let key = opts.api_key.as_deref();
-        eprintln!("seeding {} users", opts.users);
-        let users = seed::seed(&http, &base, key, opts.users, &tag).await?;
+        let seeding = std::time::Instant::now();
+        let users = match (opts.seed, &sql_url) {
+            (SeedBy::Service, _) => {
+                eprintln!("seeding {} users through the service", opts.users);
+                let users = seed::seed(&http, &base, key, opts.users, &tag).await?;
+                let secs = seeding.elapsed().as_secs_f64();
+                eprintln!(
+                    "seeded {} users through the service in {secs:.1} s",
+                    opts.users
+                );
+                users
+            }
+            (SeedBy::Sql, Some(url)) => {
+                eprintln!("seeding {} users by SQL", opts.users);
+                seed_sql::seed(url, opts.users, &tag).await?
+            }
+            (SeedBy::Sql, None) => {
+                return Err("--seed sql: with --service-url it needs --database-url".into());
+            }
+        };
+        let seed_secs = seeding.elapsed().as_secs_f64();
         let (one, batch) = seed::bodies(&http, &base, key, &users).await?;
         let wants = |ws: &[Workload]| opts.only.iter().any(|w| ws.contains(w));
         let uses_rpc = wants(&[Workload::RpcGet, Workload::RpcBatch10, Workload::RpcCreate]);
@@ -136,8 +162,18 @@ impl Setup {
             one.len(),
             batch.len()
         );
+        let zipf = wants(&[Workload::ScaleZipf]).then(|| {
+            let zipf = Zipf::new(users.ids.len(), scale::ZIPF_S);
+            eprintln!(
+                "scale-zipf: the most read 0.1 % of the users get {:.0} % of its reads, 1 % {:.0} %",
+                zipf.head(0.001) * 100.0,
+                zipf.head(0.01) * 100.0
+            );
+            zipf
+        });
         let ctx = Ctx {
             base,
+            zipf,
             api_key: opts.api_key.clone(),
             rpc,
             noop,
@@ -150,6 +186,7 @@ impl Setup {
             pid,
             sql_url,
             relays,
+            seed_secs,
             procs,
         })
     }

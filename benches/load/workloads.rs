@@ -23,6 +23,13 @@ pub enum Workload {
     FrozenRedis,
     FrozenPostgres,
     FrozenRabbitmq,
+    ScaleGet,
+    ScaleEmail,
+    ScaleZipf,
+    ScaleBatch100,
+    CeilSqlGet,
+    CeilSqlEmail,
+    CeilSqlBatch100,
 }
 
 impl Workload {
@@ -39,15 +46,54 @@ impl Workload {
         )
     }
 
-    /// Reads of the seeded users, which a warm cache answers.
+    /// Reads of the seeded users, which a warm cache answers: the bench warms the cache
+    /// before each (not before the scale reads, which measure what a cache cannot hold).
     pub fn reads(self) -> bool {
-        !self.writes() && self.ceiling().is_some()
+        !self.writes() && !self.scale() && self.ceiling().is_some()
     }
+
+    /// The scale reads (see [`crate::scale`]): over every seeded user, without warming the
+    /// cache first; the cache's tiers are read around their window.
+    pub fn scale(self) -> bool {
+        matches!(
+            self,
+            Self::ScaleGet | Self::ScaleEmail | Self::ScaleZipf | Self::ScaleBatch100
+        )
+    }
+
+    /// A ceiling measured through sqlx on a pool of the service's size, in this process.
+    pub fn sql(self) -> bool {
+        matches!(
+            self,
+            Self::CeilSqlCreate | Self::CeilSqlGet | Self::CeilSqlEmail | Self::CeilSqlBatch100
+        )
+    }
+
+    /// What runs when `--only` is not given: all but the scale set.
+    pub fn default_set() -> Vec<Workload> {
+        Self::ALL
+            .into_iter()
+            .filter(|w| !Self::SCALE.contains(w))
+            .collect()
+    }
+
+    /// The scale set (`--only scale`), meant for a million users (`--users 1000000`): the
+    /// SQL ceilings first, then the reads they bound.
+    pub const SCALE: [Workload; 7] = [
+        Self::CeilSqlGet,
+        Self::CeilSqlEmail,
+        Self::CeilSqlBatch100,
+        Self::ScaleGet,
+        Self::ScaleEmail,
+        Self::ScaleZipf,
+        Self::ScaleBatch100,
+    ];
 
     /// In the order they run: the ceilings and the reads first, on a quiet service; then the
     /// writes, whose events the service publishes in the background from then on; last the
     /// frozen dependencies (see [`crate::frozen`]), whose recovery nothing else should share.
-    pub const ALL: [Workload; 18] = [
+    /// The scale set, last here, runs only when named (`--only`).
+    pub const ALL: [Workload; 25] = [
         Self::CeilWarp,
         Self::CeilWarpBatch100,
         Self::CeilRpcNoop,
@@ -66,6 +112,13 @@ impl Workload {
         Self::FrozenRedis,
         Self::FrozenPostgres,
         Self::FrozenRabbitmq,
+        Self::CeilSqlGet,
+        Self::CeilSqlEmail,
+        Self::CeilSqlBatch100,
+        Self::ScaleGet,
+        Self::ScaleEmail,
+        Self::ScaleZipf,
+        Self::ScaleBatch100,
     ];
 
     pub fn name(self) -> &'static str {
@@ -88,6 +141,13 @@ impl Workload {
             Self::FrozenRedis => "frozen-redis",
             Self::FrozenPostgres => "frozen-postgres",
             Self::FrozenRabbitmq => "frozen-rabbitmq",
+            Self::ScaleGet => "scale-get",
+            Self::ScaleEmail => "scale-email",
+            Self::ScaleZipf => "scale-zipf",
+            Self::ScaleBatch100 => "scale-batch100",
+            Self::CeilSqlGet => "ceil-sql-get",
+            Self::CeilSqlEmail => "ceil-sql-email",
+            Self::CeilSqlBatch100 => "ceil-sql-batch100",
         }
     }
 
@@ -117,6 +177,13 @@ impl Workload {
                 "rest-get of cached users with PostgreSQL frozen; 1 in 10 reads an uncached id"
             }
             Self::FrozenRabbitmq => "rest-get and rest-create, half each, with RabbitMQ frozen",
+            Self::ScaleGet => "rest-get over all users, cache not warmed first",
+            Self::ScaleEmail => "rest-email over all users, cache not warmed first",
+            Self::ScaleZipf => "Zipf (s = 1.1) over all users: 80 % rest-get, 20 % rest-email",
+            Self::ScaleBatch100 => "rest-batch100 over all users, cache not warmed first",
+            Self::CeilSqlGet => "ceiling: PostgreSQL's fetch of one user by id = $1 (sqlx)",
+            Self::CeilSqlEmail => "ceiling: PostgreSQL's fetch of one user by email (sqlx)",
+            Self::CeilSqlBatch100 => "ceiling: PostgreSQL's fetch of 100 users by id (sqlx)",
         }
     }
 
@@ -132,6 +199,11 @@ impl Workload {
             Self::RestBatch100 => Some(Self::CeilWarpBatch100),
             Self::RpcGet | Self::RpcBatch10 => Some(Self::CeilRpcNoop),
             Self::RestCreate | Self::RpcCreate => Some(Self::CeilSqlCreate),
+            Self::ScaleGet => Some(Self::CeilSqlGet),
+            Self::ScaleEmail => Some(Self::CeilSqlEmail),
+            Self::ScaleBatch100 => Some(Self::CeilSqlBatch100),
+            // Mostly cache hits: bounded by HTTP, not by the database.
+            Self::ScaleZipf => Some(Self::CeilWarp),
             _ => None,
         }
     }
@@ -151,6 +223,8 @@ pub struct Ctx {
     pub noop: Option<Client>,
     pub warp_base: Option<String>,
     pub users: Seeded,
+    /// The popularity of the users for `scale-zipf`, when it is selected.
+    pub zipf: Option<crate::scale::Zipf>,
     /// Makes emails, keys and payment ids unique to this bench run.
     pub tag: String,
 }
@@ -158,7 +232,8 @@ pub struct Ctx {
 /// One request of a workload, against what it needs.
 pub enum Job {
     Service(Workload),
-    Sql(PgPool),
+    /// A SQL ceiling ([`Workload::sql`]) on its pool.
+    Sql(Workload, PgPool),
 }
 
 /// A cheap per-worker random number generator (xorshift64*).
@@ -169,11 +244,20 @@ impl Rng {
         Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub fn below(&mut self, n: usize) -> usize {
+    fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as usize % n.max(1)
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() >> 32) as usize % n.max(1)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

@@ -1,0 +1,217 @@
+//! The scale set (`--only scale`, meant for `--users 1000000 --seed sql`): reads over every
+//! seeded user, most of which no cache holds, beside PostgreSQL's own fetch of the same rows.
+//!
+//! * `scale-get`, `scale-email`, `scale-batch100`: the requests of `rest-get`, `rest-email`
+//!   and `rest-batch100`, uniform over all users, without the cache warming that precedes
+//!   the ordinary reads.
+//! * `scale-zipf`: user popularity follows Zipf's law with s = 1.1 (the user of rank *k* is
+//!   read in proportion to k^−1.1); 80 % of the reads by id, 20 % by e-mail, of the same
+//!   users. Ranks are scattered over the table (rank *k* is user *k* · 2654435761 mod *n*),
+//!   so popular users are not neighbours in its pages.
+//! * `ceil-sql-get`, `ceil-sql-email`, `ceil-sql-batch100`: PostgreSQL's indexed fetch of
+//!   random seeded users, the columns the store reads (`actors/src/store/rows.rs`), through
+//!   sqlx on a pool of the service's `DB_POOL_SIZE` (16, or the concurrency when smaller), at
+//!   the same concurrency: one by `id = $1`, one by `lower(email) = $1` (`fetch_by_email`),
+//!   100 by `id = ANY($1)` (`fetch_many`). Each row only arrives: nothing is decoded. The
+//!   store fetches a single id with `fetch_many` too, but `id = ANY($1)` with one id makes
+//!   about two thirds of `id = $1`'s throughput here (20k against 30k a second, 1 M users,
+//!   32 callers): the ceiling is the fetch of the row, not of that statement.
+//!
+//! Around each scale read's window the bench reads the service's cache counters
+//! (`/health/integrations`, `cachePerformance`: `localHits`, `redisHits`, `misses`, since
+//! start, for every reader) and reports which tier answered the users read in it. A batch
+//! counts each of its ids. The cache is not emptied between workloads: the shares include
+//! what the workloads before (and the warm-up) left in Redis (5 minutes) and in the
+//! in-process copy (30 s), and a long uniform workload comes to hit its own earlier reads.
+
+use std::sync::Arc;
+
+use hyper::Method;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::types::Uuid;
+use tokio::time::Instant;
+
+use crate::http::Conn;
+use crate::workloads::{Ctx, Rng, Workload};
+
+/// Zipf's exponent for `scale-zipf`.
+pub const ZIPF_S: f64 = 1.1;
+/// Of `scale-zipf`'s reads, the share by e-mail (the rest by id).
+pub const ZIPF_BY_EMAIL: f64 = 0.2;
+/// A prime: multiplying by it modulo the number of users permutes them.
+const SCATTER: u128 = 2_654_435_761;
+
+/// Zipf's law over `n` users, as its cumulative distribution (8 bytes a user).
+pub struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    pub fn new(n: usize, s: f64) -> Self {
+        let mut sum = 0.0;
+        let mut cdf: Vec<f64> = (1..=n.max(1))
+            .map(|k| {
+                sum += (k as f64).powf(-s);
+                sum
+            })
+            .collect();
+        for c in &mut cdf {
+            *c /= sum;
+        }
+        Self { cdf }
+    }
+
+    /// The share of the reads that go to the most popular `share` of the users.
+    pub fn head(&self, share: f64) -> f64 {
+        let k = ((self.cdf.len() as f64 * share) as usize).clamp(1, self.cdf.len());
+        self.cdf[k - 1]
+    }
+
+    /// The index of a user drawn by popularity.
+    pub fn user(&self, rng: &mut Rng) -> usize {
+        let n = self.cdf.len();
+        let u = rng.unit();
+        let rank = self.cdf.partition_point(|&c| c <= u).min(n - 1);
+        ((rank as u128 * SCATTER) % n as u128) as usize
+    }
+}
+
+/// The store's `select_users!` columns (`actors/src/store/rows.rs`).
+macro_rules! select_users {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, email, name, avatar_url, is_active, last_login_at, ",
+            "last_login_ip, created_at, updated_at, preferences, privacy_settings, billing_info, ",
+            "last_payment_at, total_spent_minor, payments_count, metadata FROM users ",
+            $rest
+        )
+    };
+}
+
+const BY_ID: &str = select_users!("WHERE id = $1 AND deleted_at IS NULL");
+const BY_IDS: &str = select_users!("WHERE id = ANY($1) AND deleted_at IS NULL");
+const BY_EMAIL: &str = select_users!("WHERE lower(email) = $1 AND deleted_at IS NULL");
+
+/// One request of a SQL read ceiling: the row(s) of random seeded users, as the store reads
+/// them; an error unless every one came back.
+pub async fn sql_read(pool: &PgPool, w: Workload, ctx: &Ctx, rng: &mut Rng) -> Result<(), String> {
+    let users = &ctx.users;
+    let (rows, expected) = match w {
+        Workload::CeilSqlEmail => {
+            let email = &users.emails[rng.below(users.emails.len())];
+            let rows = sqlx::query(BY_EMAIL).bind(email).fetch_all(pool).await;
+            (rows, 1)
+        }
+        Workload::CeilSqlGet | Workload::CeilSqlBatch100 => {
+            let n = if w == Workload::CeilSqlGet { 1 } else { 100 };
+            let mut ids = (0..n)
+                .map(|_| Uuid::try_parse(&users.ids[rng.below(users.ids.len())]))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            ids.sort_unstable();
+            ids.dedup();
+            let rows = match (w, ids.as_slice()) {
+                (Workload::CeilSqlGet, [id]) => sqlx::query(BY_ID).bind(id).fetch_all(pool).await,
+                _ => sqlx::query(BY_IDS).bind(&ids).fetch_all(pool).await,
+            };
+            (rows, ids.len())
+        }
+        other => return Err(format!("{} is not a SQL read", other.name())),
+    };
+    let rows = rows.map_err(|e| format!("sql: {e}"))?;
+    if rows.len() == expected {
+        Ok(())
+    } else {
+        Err(format!("sql: {} rows of {expected}", rows.len()))
+    }
+}
+
+/// Users read, by the cache tier that answered them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tiers {
+    pub local: u64,
+    pub redis: u64,
+    pub misses: u64,
+}
+
+impl Tiers {
+    pub fn add(&mut self, other: Tiers) {
+        self.local += other.local;
+        self.redis += other.redis;
+        self.misses += other.misses;
+    }
+
+    fn since(self, before: Tiers) -> Tiers {
+        Tiers {
+            local: self.local.saturating_sub(before.local),
+            redis: self.redis.saturating_sub(before.redis),
+            misses: self.misses.saturating_sub(before.misses),
+        }
+    }
+
+    fn total(self) -> u64 {
+        self.local + self.redis + self.misses
+    }
+
+    /// Local hits, Redis hits and misses, as percentages of the users read.
+    pub fn percentages(self) -> Option<[f64; 3]> {
+        let all = self.total() as f64;
+        (all > 0.0).then(|| {
+            [self.local, self.redis, self.misses].map(|n| (n as f64 * 1000.0 / all).round() / 10.0)
+        })
+    }
+
+    pub fn json(self) -> Value {
+        let pct = self.percentages();
+        json!({
+            "localHits": self.local, "redisHits": self.redis, "misses": self.misses,
+            "localPct": pct.map(|p| p[0]), "redisPct": pct.map(|p| p[1]),
+            "missPct": pct.map(|p| p[2]),
+        })
+    }
+}
+
+impl Ctx {
+    /// The service's cache counters since it started.
+    async fn tiers(&self, conn: &mut Conn) -> Result<Tiers, String> {
+        let path = "/health/integrations".to_owned();
+        let (_, body) = self
+            .send(conn, &self.base, Method::GET, path, None, None)
+            .await?;
+        let health: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        let cache = &health["cachePerformance"];
+        let count = |k: &str| {
+            cache[k]
+                .as_u64()
+                .ok_or_else(|| format!("/health/integrations: no cachePerformance.{k}"))
+        };
+        Ok(Tiers {
+            local: count("localHits")?,
+            redis: count("redisHits")?,
+            misses: count("misses")?,
+        })
+    }
+}
+
+/// Reads the cache counters at `from` and at `until` (the measured window); what changed.
+pub fn watch_tiers(
+    ctx: Arc<Ctx>,
+    from: Instant,
+    until: Instant,
+) -> tokio::task::JoinHandle<Option<Tiers>> {
+    tokio::spawn(async move {
+        let mut conn = Conn::default();
+        tokio::time::sleep_until(from).await;
+        let before = ctx.tiers(&mut conn).await;
+        tokio::time::sleep_until(until).await;
+        let after = ctx.tiers(&mut conn).await;
+        match (before, after) {
+            (Ok(b), Ok(a)) => Some(a.since(b)),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("  the cache counters could not be read: {e}");
+                None
+            }
+        }
+    })
+}
