@@ -97,6 +97,8 @@ impl UserCache {
                     c.keep_local(u, mark, key.by_email());
                 }
             }
+            let hits = found.iter().filter(|u| u.is_some()).count();
+            c.warmth.learned(keys.len(), hits);
         }
         for (slot, (key, caller)) in found.iter().zip(keys) {
             let tier = if slot.is_some() {
@@ -110,10 +112,11 @@ impl UserCache {
     }
 
     /// Stores `users` read from the database after `mark` (each also under its address when
-    /// its flag says so), unless a write came in between: in process at once, in Redis in
-    /// the background. A fill is optional: when [`super::FILLS_RUNNING`] are running
-    /// already, this one is skipped, and the next read of those users fills.
-    pub fn fill_later(&self, mark: ReadMark, users: Vec<(Arc<Rendered>, bool)>) {
+    /// its flag says so), unless a write came in between: in process at once, and in Redis,
+    /// in the background, as many of them as Redis' hit share says pay
+    /// ([`super::warmth`]). A fill is optional: when [`super::FILLS_RUNNING`] are running
+    /// already, this one is skipped, and a later read of those users fills.
+    pub fn fill_later(&self, mark: ReadMark, mut users: Vec<(Arc<Rendered>, bool)>) {
         let Some(c) = &self.inner else { return };
         if users.is_empty() || mark.at.elapsed() > MAX_FILL_AGE {
             return;
@@ -121,7 +124,8 @@ impl UserCache {
         for (u, by_email) in &users {
             c.keep_local(u, mark, *by_email);
         }
-        if mark.redis_time.is_none() {
+        users.truncate(c.warmth.to_fill(users.len()));
+        if mark.redis_time.is_none() || users.is_empty() {
             return;
         }
         let Ok(room) = c.fills.clone().try_acquire_owned() else {

@@ -25,6 +25,7 @@ mod manager;
 mod recent;
 mod remote;
 mod scripts;
+mod warmth;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,8 +47,9 @@ pub use manager::CacheManager;
 /// A read older than this fills nothing: what it found may have changed since.
 const MAX_FILL_AGE: Duration = Duration::from_secs(30);
 /// Fills running at once, in the background; a read whose fill finds none free fills nothing
-/// (the next read of those users does).
+/// (a later read of those users does).
 const FILLS_RUNNING: usize = 16;
+
 /// Invalidations remembered while Redis is away; past this, Redis is distrusted as a whole
 /// and this instance's keys are purged once it is back.
 const MAX_UNCLEAN: usize = 10_000;
@@ -85,6 +87,8 @@ struct Inner {
     purge: AtomicBool,
     /// Room for fills in the background: at most [`FILLS_RUNNING`].
     fills: Arc<tokio::sync::Semaphore>,
+    /// How much of what PostgreSQL answers is filled into Redis.
+    warmth: warmth::Warmth,
     stats: Stats,
 }
 
@@ -97,7 +101,7 @@ struct Stats {
     errors: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CacheFigures {
     pub enabled: bool,
@@ -109,6 +113,9 @@ pub struct CacheFigures {
     pub redis_errors: u64,
     pub local_entries: u64,
     pub unclean: u64,
+    /// Of the keys reads asked Redis for lately, the share it had (0–1); that share of what
+    /// PostgreSQL answered is filled into Redis (at least one in eight).
+    pub redis_hit_share: f64,
 }
 
 /// When a read began, by both clocks; a fill is allowed only if no invalidation came later.
@@ -158,6 +165,7 @@ impl UserCache {
                 unclean: Default::default(),
                 purge: AtomicBool::new(false),
                 fills: Arc::new(tokio::sync::Semaphore::new(FILLS_RUNNING)),
+                warmth: Default::default(),
                 stats: Stats::default(),
             })
         });
@@ -210,6 +218,7 @@ impl UserCache {
             redis_errors: c.stats.errors.load(Ordering::Relaxed),
             local_entries: c.local.entry_count(),
             unclean: c.unclean.lock().map_or(0, |u| u.len()) as u64,
+            redis_hit_share: c.warmth.share() as f64 / 1000.0,
         }
     }
 }
