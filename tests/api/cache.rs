@@ -317,11 +317,8 @@ async fn without_redis_every_read_goes_to_the_database() {
     assert_eq!(health["cachePerformance"]["redisHits"], 0);
 }
 
-/// Readers on two instances race a writer; once the writer is done, nothing stale remains:
-/// the writer's instance answers the last write at once, the other one shortly after, and
-/// Redis holds no older copy.
-#[tokio::test]
-async fn racing_reads_never_leave_a_stale_copy_behind() {
+/// Two instances on one database and one cache prefix, without rate limits.
+async fn two_instances() -> (TestApp, TestApp) {
     let unlimited = ("RATE_LIMITS", "auth-service=1000000/60");
     let first = TestApp::spawn_with(&[unlimited]).await;
     let db_url = format!("postgres://postgres@127.0.0.1:5432/{}", first.db_name);
@@ -331,6 +328,15 @@ async fn racing_reads_never_leave_a_stale_copy_behind() {
         unlimited,
     ])
     .await;
+    (first, second)
+}
+
+/// Readers on two instances race a writer; once the writer is done, nothing stale remains:
+/// the writer's instance answers the last write at once, the other one shortly after, and
+/// Redis holds no older copy.
+#[tokio::test]
+async fn racing_reads_never_leave_a_stale_copy_behind() {
+    let (first, second) = two_instances().await;
     let id = first.create_user("Race", "race@example.com").await["id"]
         .as_str()
         .unwrap()
@@ -457,15 +463,7 @@ async fn no_read_after_an_acknowledged_write_returns_older_data() {
     const USERS: usize = 8;
     const WRITES: u64 = 60;
     const OTHER_INSTANCE: Duration = Duration::from_secs(1);
-    let unlimited = ("RATE_LIMITS", "auth-service=1000000/60");
-    let first = TestApp::spawn_with(&[unlimited]).await;
-    let db_url = format!("postgres://postgres@127.0.0.1:5432/{}", first.db_name);
-    let second = TestApp::spawn_with(&[
-        ("DATABASE_URL", &db_url),
-        ("CACHE_PREFIX", &first.db_name),
-        unlimited,
-    ])
-    .await;
+    let (first, second) = two_instances().await;
     let apps = [&first, &second];
     let mut paths = Vec::new();
     for u in 0..USERS {
