@@ -58,7 +58,8 @@ struct Link {
     pending: Pending,
     /// Cleared when the reply consumer ends: no reply comes on this link any more.
     replies: Arc<AtomicBool>,
-    /// When this link last heard a reply, in milliseconds since `opened`.
+    /// When this link last heard a reply, in microseconds since `opened` (see [`since`]);
+    /// zero while it has heard none (a reply takes longer than that).
     heard: Arc<AtomicU64>,
     opened: Instant,
 }
@@ -131,13 +132,15 @@ impl Link {
         self.replies.load(Ordering::Acquire) && self.connection.status().connected()
     }
 
-    /// A call sent at `sent` (see [`since`]) got no reply in time. When no other call got
-    /// one either, the link is given up, and the next call opens a new one: a channel whose
-    /// publishes a quorum queue holds back (its leader was lost with commands of this channel
-    /// in flight) stays stuck until the broker resends them, about 10 s later, while a new
-    /// channel is served at once.
+    /// A call sent at `sent` (see [`since`]) got no reply in time. When the link had been
+    /// answering and no other call got a reply since, the link is given up, and the next
+    /// call opens a new one: a channel whose publishes a quorum queue holds back (its leader
+    /// was lost with commands of this channel in flight) stays stuck until the broker resends
+    /// them, about 10 s later, while a new channel is served at once. A link that never got a
+    /// reply is kept: nobody serves the queue, and a new link would not change that.
     fn timed_out(self: &Arc<Self>, sent: u64, broker: &crate::broker::Broker) {
-        if self.heard.load(Ordering::Acquire) > sent || !self.is_open() {
+        let heard = self.heard.load(Ordering::Acquire);
+        if heard == 0 || heard > sent || !self.is_open() {
             return;
         }
         tracing::debug!("no reply on this link for a whole timeout; opening another");
@@ -150,9 +153,9 @@ impl Link {
     }
 }
 
-/// Milliseconds from `opened` until now.
+/// Microseconds from `opened` until now.
 fn since(opened: Instant) -> u64 {
-    u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(opened.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 impl Client {
