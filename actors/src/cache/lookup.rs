@@ -48,21 +48,30 @@ impl UserCache {
         }
     }
 
-    /// The in-process copy's user for `key`, counted for `caller`; no wait.
-    pub fn local(&self, key: &Key, caller: &str) -> Option<Arc<Rendered>> {
-        let c = self.inner.as_ref()?;
-        let serve = c.serve();
-        let found = match key {
-            Key::Id(id) => c.local_user(id, serve),
-            Key::Email(email) => c
-                .emails
-                .get(email)
-                .and_then(|id| c.local_user(&id, serve))
-                .filter(|u| u.user.email == *email),
+    /// The in-process copy's users for `keys`, in order, counted for `caller`; no wait.
+    pub fn local(&self, keys: &[Key], caller: &str) -> Vec<Option<Arc<Rendered>>> {
+        let Some(c) = &self.inner else {
+            return vec![None; keys.len()];
         };
-        if found.is_some() {
-            c.count(caller, key.kind(), Tier::Local, 1);
+        let serve = c.serve();
+        let found: Vec<_> = keys
+            .iter()
+            .map(|key| match key {
+                Key::Id(id) => c.local_user(id, serve),
+                Key::Email(email) => c
+                    .emails
+                    .get(email)
+                    .and_then(|id| c.local_user(&id, serve))
+                    .filter(|u| u.user.email == *email),
+            })
+            .collect();
+        let mut counts = Counts::default();
+        for (key, slot) in keys.iter().zip(&found) {
+            if slot.is_some() {
+                counts.add(caller, key.kind(), Tier::Local);
+            }
         }
+        counts.record(c);
         found
     }
 
@@ -100,14 +109,16 @@ impl UserCache {
             let hits = found.iter().filter(|u| u.is_some()).count();
             c.warmth.learned(keys.len(), hits);
         }
+        let mut counts = Counts::default();
         for (slot, (key, caller)) in found.iter().zip(keys) {
             let tier = if slot.is_some() {
                 Tier::Redis
             } else {
                 Tier::Miss
             };
-            c.count(caller, key.kind(), tier, 1);
+            counts.add(caller, key.kind(), tier);
         }
+        counts.record(c);
         (found, mark)
     }
 
@@ -145,14 +156,16 @@ impl UserCache {
         ids: &[UserId],
         caller: &str,
     ) -> (HashMap<UserId, Arc<Rendered>>, ReadMark) {
+        let keys: Vec<Key> = ids.iter().map(|id| Key::Id(*id)).collect();
         let mut found = HashMap::with_capacity(ids.len());
         let mut rest = Vec::new();
-        for id in ids {
-            match self.local(&Key::Id(*id), caller) {
+        let local = self.local(&keys, caller);
+        for (key, local) in keys.into_iter().zip(local) {
+            match local {
                 Some(u) => {
-                    found.insert(*id, u);
+                    found.insert(u.user.id, u);
                 }
-                None => rest.push((Key::Id(*id), caller)),
+                None => rest.push((key, caller)),
             }
         }
         let (users, mark) = self.remote(&rest).await;
@@ -167,7 +180,11 @@ impl UserCache {
         caller: &str,
     ) -> (Option<Arc<Rendered>>, ReadMark) {
         let key = Key::Email(email.clone());
-        if let Some(u) = self.local(&key, caller) {
+        if let Some(u) = self
+            .local(std::slice::from_ref(&key), caller)
+            .pop()
+            .flatten()
+        {
             return (Some(u), self.mark());
         }
         let (mut users, mark) = self.remote(&[(key, caller)]).await;
@@ -212,6 +229,30 @@ impl Inner {
             let _: Option<i64> = self
                 .run(async |conn| invocation.invoke_async(conn).await)
                 .await;
+        }
+    }
+}
+
+/// Lookups counted by caller, kind and tier, so that each series is incremented once per
+/// call rather than once per key.
+#[derive(Default)]
+struct Counts<'a>(Vec<(&'a str, Kind, Tier, usize)>);
+
+impl<'a> Counts<'a> {
+    fn add(&mut self, caller: &'a str, kind: Kind, tier: Tier) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(c, k, t, _)| *c == caller && *k == kind && *t == tier)
+        {
+            Some((_, _, _, n)) => *n += 1,
+            None => self.0.push((caller, kind, tier, 1)),
+        }
+    }
+
+    fn record(self, c: &Inner) {
+        for (caller, kind, tier, n) in self.0 {
+            c.count(caller, kind, tier, n);
         }
     }
 }

@@ -127,7 +127,7 @@ pub struct ReadMark {
 }
 
 /// What a lookup is keyed by, for metrics.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     User,
     Email,
@@ -223,7 +223,7 @@ impl UserCache {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tier {
     Local,
     Redis,

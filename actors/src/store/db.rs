@@ -60,9 +60,7 @@ impl Db {
                 "deadline passed; nothing was done".to_owned(),
             ));
         }
-        tx.commit().await.map_err(db_error)?;
-        self.signal.raise();
-        Ok(())
+        tx.commit().await.map_err(db_error)
     }
 
     /// The live users among `ids`, from the cache where it has them.
@@ -71,14 +69,16 @@ impl Db {
         ids: &[UserId],
         caller: &str,
     ) -> Result<HashMap<UserId, Arc<Rendered>>, CoreError> {
+        let keys: Vec<Key> = ids.iter().map(|id| Key::Id(*id)).collect();
+        let local = self.cache.local(&keys, caller);
         let mut found = HashMap::with_capacity(ids.len());
         let mut missing = Vec::new();
-        for id in ids {
-            match self.cache.local(&Key::Id(*id), caller) {
+        for (key, local) in keys.into_iter().zip(local) {
+            match local {
                 Some(u) => {
-                    found.insert(*id, u);
+                    found.insert(u.user.id, u);
                 }
-                None => missing.push(Key::Id(*id)),
+                None => missing.push(key),
             }
         }
         if !missing.is_empty() {
@@ -101,7 +101,12 @@ impl Db {
         caller: &str,
     ) -> Result<Arc<Rendered>, CoreError> {
         let key = Key::Email(email.clone());
-        if let Some(u) = self.cache.local(&key, caller) {
+        if let Some(u) = self
+            .cache
+            .local(std::slice::from_ref(&key), caller)
+            .pop()
+            .flatten()
+        {
             return Ok(u);
         }
         self.reads
@@ -113,8 +118,8 @@ impl Db {
     }
 }
 
-/// What a write did in its transaction: its reply, and the users whose cached copies it
-/// made stale, each with the e-mail addresses to drop.
+/// What a write did in its transaction: its reply, and the users it changed (whose cached
+/// copies are stale, each with the e-mail addresses to drop; none when it changed nothing).
 pub(super) struct Written {
     pub(super) reply: Reply,
     pub(super) stale: Vec<(UserId, Vec<Email>)>,
@@ -160,6 +165,10 @@ impl Db {
             }
         };
         self.commit(tx).await?;
+        // A write that changed a user added its events: the publisher has work.
+        if !written.stale.is_empty() {
+            self.signal.raise();
+        }
         self.cache.invalidate_all(written.stale).await;
         Ok(written.reply)
     }

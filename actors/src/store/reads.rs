@@ -4,7 +4,7 @@
 //! the background. Alone, a miss is a round of its own and waits for nobody; under load, a
 //! round answers many at the cost of two round trips.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -98,6 +98,15 @@ impl Reads {
                     .max(1);
                 queue.waiting.drain(..take).collect::<Vec<_>>()
             };
+            // Readers that stopped waiting (their patience ran out while the database
+            // stalled) are not fetched for.
+            let round: Vec<Wanted> = round
+                .into_iter()
+                .filter(|w| !w.answer.is_closed())
+                .collect();
+            if round.is_empty() {
+                continue;
+            }
             let work = AssertUnwindSafe(round_of(&db, round)).catch_unwind();
             let _ = tokio::time::timeout(db.guard.patience(), work).await;
         }
@@ -120,6 +129,11 @@ async fn round_of(db: &Db, round: Vec<Wanted>) {
             (_, Some(_)) => {}
         }
     }
+    // Readers of the same user in one round share its fetch and its fill.
+    ids.sort_unstable();
+    ids.dedup();
+    let mut seen = HashSet::new();
+    emails.retain(|e| seen.insert(e.clone()));
     let fetched = match fetch(db, &ids, &emails).await {
         Ok(fetched) => fetched,
         Err(e) => {
@@ -143,6 +157,8 @@ async fn round_of(db: &Db, round: Vec<Wanted>) {
             fill.push((u.clone(), matches!(key, Key::Email(_))));
         }
     }
+    fill.sort_unstable_by_key(|(u, by_email)| (u.user.id, !*by_email));
+    fill.dedup_by_key(|(u, _)| u.user.id);
     let mut found = found.into_iter();
     for w in round {
         let answer: Vec<_> = found.by_ref().take(w.keys.len()).collect();
