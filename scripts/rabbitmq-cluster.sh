@@ -15,6 +15,10 @@
 #   pause N    SIGSTOP node N                    resume N SIGCONT node N
 #   leader Q   index of the node leading quorum queue Q (vhost /); waits for a
 #              re-election while that node is killed or paused
+#   synced Q.. waits until every member of each quorum queue Q runs as leader or
+#              follower and has committed what the leader had when it began: a
+#              restarted member catches up on the log before the queue can lose
+#              another member (losing one before that is losing two)
 #
 # Only asked-for values go to stdout. net_ticktime is 3 s (CLUSTER_NET_TICKTIME):
 # a paused node is dropped by the others within seconds, and `resume` of a node
@@ -233,6 +237,31 @@ cmd_leader() {
     done
 }
 
+# The expression's answer: the lowest and highest commit index among the
+# queue's members, or `behind` while one is down, recovering or a candidate.
+cmd_synced() {
+    local q bytes expr answer target deadline=$((SECONDS + WAIT))
+    for q in "$@"; do
+        bytes="$(printf '%s' "$q" | od -An -tu1 -v | tr -s ' \n' ',' | sed 's/^,//; s/,$//')"
+        expr="S = rabbit_quorum_queue:status(<<\"/\">>, list_to_binary([$bytes])),
+          C = [proplists:get_value(<<\"Commit Index\">>, M) || M <- S,
+               lists:member(proplists:get_value(<<\"Raft State\">>, M), [leader, follower])],
+          case length(S) >= 3 andalso length(C) =:= length(S) of
+            true -> io:format(\"~b ~b~n\", [lists:min(C), lists:max(C)]); false -> io:format(\"behind~n\") end."
+        target=""
+        while :; do
+            answer="$(ctl "$(any_node)" -q eval "$expr" 2>/dev/null | head -1)" || answer=""
+            if [[ "$answer" =~ ^([0-9]+)\ ([0-9]+)$ ]]; then
+                [[ -n "$target" ]] || target=${BASH_REMATCH[2]}
+                ((BASH_REMATCH[1] >= target)) && break
+            fi
+            ((SECONDS < deadline)) ||
+                die "quorum queue '$q' not in sync after ${WAIT}s (last answer: '${answer:-none}')"
+            sleep 0.5
+        done
+    done
+}
+
 # A node paused for longer than net_ticktime has been dropped by the others and
 # comes back cut off (a partition). Neither automatic partition handling heals
 # that well on one machine: autoheal may pick the resumed node, which still
@@ -276,7 +305,7 @@ cmd=$1
 shift
 case "$cmd" in
 port | kill | restart | pause | resume) check_n "${1:-}" ;;
-leader) [[ -n "${1:-}" ]] || die "usage: $0 leader QUEUE" ;;
+leader | synced) [[ -n "${1:-}" ]] || die "usage: $0 $cmd QUEUE..." ;;
 esac
 # Plain statements, not `check && f`: set -e is off inside f there.
 case "$cmd" in
@@ -285,5 +314,6 @@ urls) echo "amqp://guest:guest@127.0.0.1:5681/%2f,amqp://guest:guest@127.0.0.1:5
 port) port "$1" ;;
 pause) signal STOP "$1" && date +%s >"$DIR/usc$1/paused-at" ;;
 kill | restart | leader | resume) "cmd_$cmd" "$1" ;;
+synced) cmd_synced "$@" ;;
 *) die "unknown command '$cmd' (see $0 --help)" ;;
 esac

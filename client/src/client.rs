@@ -1,13 +1,15 @@
 //! The connection, one call's attempts, and the breaker around them.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use backon::{ExponentialBuilder, Retryable};
 use dashmap::DashMap;
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection};
 use serde_json::{Value, json};
@@ -58,10 +60,6 @@ struct Link {
     pending: Pending,
     /// Cleared when the reply consumer ends: no reply comes on this link any more.
     replies: Arc<AtomicBool>,
-    /// When this link last heard a reply, in microseconds since `opened` (see [`since`]);
-    /// zero while it has heard none (a reply takes longer than that).
-    heard: Arc<AtomicU64>,
-    opened: Instant,
 }
 
 impl Link {
@@ -69,6 +67,10 @@ impl Link {
         let Connected { connection, node } = connector.connect("user-service client", None).await?;
         let broker = connector.broker();
         let channel = broker.within(connection.create_channel()).await?;
+        // Confirms tell a request the queue holds from one stuck on the way (see `stuck`).
+        broker
+            .within(channel.confirm_select(ConfirmSelectOptions::default()))
+            .await?;
         // Declared as the service declares it, so requests sent before the service is up wait.
         let durable = QueueDeclareOptions {
             durable: true,
@@ -100,11 +102,9 @@ impl Link {
         tracing::debug!(%node, "connected to RabbitMQ");
         let pending: Pending = Arc::new(DashMap::new());
         let open = Arc::new(AtomicBool::new(true));
-        let (opened, heard) = (Instant::now(), Arc::new(AtomicU64::new(0)));
-        let (routes, still_open, last) = (pending.clone(), open.clone(), heard.clone());
+        let (routes, still_open) = (pending.clone(), open.clone());
         tokio::spawn(async move {
             while let Some(Ok(delivery)) = replies.next().await {
-                last.store(since(opened), Ordering::Release);
                 let id = delivery
                     .properties
                     .correlation_id()
@@ -123,8 +123,6 @@ impl Link {
             channel,
             pending,
             replies: open,
-            heard,
-            opened,
         })
     }
 
@@ -132,30 +130,25 @@ impl Link {
         self.replies.load(Ordering::Acquire) && self.connection.status().connected()
     }
 
-    /// A call sent at `sent` (see [`since`]) got no reply in time. When the link had been
-    /// answering and no other call got a reply since, the link is given up, and the next
-    /// call opens a new one: a channel whose publishes a quorum queue holds back (its leader
-    /// was lost with commands of this channel in flight) stays stuck until the broker resends
-    /// them, about 10 s later, while a new channel is served at once. A link that never got a
-    /// reply is kept: nobody serves the queue, and a new link would not change that.
-    fn timed_out(self: &Arc<Self>, sent: u64, broker: &crate::broker::Broker) {
-        let heard = self.heard.load(Ordering::Acquire);
-        if heard == 0 || heard > sent || !self.is_open() {
+    /// A request the queue refused, or did not confirm within a whole timeout: the link is
+    /// given up, and the next call opens a new one. After its leader is lost, a quorum queue
+    /// holds back a channel's publishes (those sent to the lost leader, until the broker
+    /// resends them about 10 s later) or refuses them (a channel opened during the election,
+    /// for about 10 s), while a new channel is served at once. A request that was confirmed
+    /// but not answered keeps the link: nobody serves the queue, and a new link would not
+    /// change that.
+    fn stuck(self: &Arc<Self>, broker: &crate::broker::Broker) {
+        if !self.is_open() {
             return;
         }
-        tracing::debug!("no reply on this link for a whole timeout; opening another");
+        tracing::debug!("a request was not taken by the queue in time; opening another link");
         self.replies.store(false, Ordering::Release);
         let (link, broker) = (self.clone(), broker.clone());
         tokio::spawn(async move {
-            let closing = link.connection.close(200, "no replies".into());
+            let closing = link.connection.close(200, "requests not taken".into());
             let _ = broker.within(closing).await;
         });
     }
-}
-
-/// Microseconds from `opened` until now.
-fn since(opened: Instant) -> u64 {
-    u64::try_from(opened.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 impl Client {
@@ -307,9 +300,8 @@ impl Client {
         let link = tokio::time::timeout(self.config.timeout, self.link())
             .await
             .map_err(|_| ClientError::Timeout(self.config.timeout))??;
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         link.pending.insert(correlation_id.clone(), tx);
-        let sent = since(link.opened);
         let publish = link.channel.basic_publish(
             "".into(),
             self.config.queue.clone().into(),
@@ -317,18 +309,45 @@ impl Client {
             &body,
             props,
         );
-        if let Err(e) = within(self.config.timeout, publish).await {
-            link.pending.remove(&correlation_id);
-            return Err(e.into());
-        }
-        match tokio::time::timeout(self.config.timeout, rx).await {
-            Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(_)) => Err(ClientError::Transport(
+        let confirm = match within(self.config.timeout, publish).await {
+            Ok(confirm) => confirm,
+            Err(e) => {
+                link.pending.remove(&correlation_id);
+                return Err(e.into());
+            }
+        };
+        let mut taken = false;
+        let waiting = async {
+            let mut confirm = std::pin::pin!(confirm);
+            loop {
+                tokio::select! {
+                    reply = &mut rx => return Some(reply),
+                    confirmed = &mut confirm, if !taken => match confirmed {
+                        Ok(c) if c.is_nack() => return None,
+                        // Taken, or the channel is lost (and the reply's wait says so).
+                        _ => taken = true,
+                    },
+                }
+            }
+        };
+        let waited = tokio::time::timeout(self.config.timeout, waiting).await;
+        match waited {
+            Ok(Some(Ok(bytes))) => Ok(bytes),
+            Ok(Some(Err(_))) => Err(ClientError::Transport(
                 "the connection was lost before the reply came".to_owned(),
             )),
+            Ok(None) => {
+                link.pending.remove(&correlation_id);
+                link.stuck(&self.config.broker);
+                Err(ClientError::Transport(
+                    "the broker refused the request".to_owned(),
+                ))
+            }
             Err(_) => {
                 link.pending.remove(&correlation_id);
-                link.timed_out(sent, &self.config.broker);
+                if !taken {
+                    link.stuck(&self.config.broker);
+                }
                 Err(ClientError::Timeout(self.config.timeout))
             }
         }

@@ -19,7 +19,7 @@ use user_domain::{CallContext, Caller, CoreError, Method, ParamForm, Reply};
 
 use super::acks::Settlement;
 use super::dead_letter::{Keep, dead_letter};
-use super::properties::{Properties, deadline, header};
+use super::properties::{self, Properties, deadline, header};
 use super::repeats::Repeat;
 use super::wire::{self, Dialect};
 use super::{Channels, QueueType, RpcConfig, RpcEdge, RpcError, reply};
@@ -120,10 +120,9 @@ pub async fn handle(edge: Arc<RpcEdge>, channels: Channels, delivery: Delivery) 
 }
 
 async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Outcome {
-    match edge
-        .repeats
-        .check(delivery, edge.config.queue_type == QueueType::Quorum)
-    {
+    let quorum = edge.config.queue_type == QueueType::Quorum;
+    let keyed = properties::request_key(&delivery.properties).is_some();
+    match edge.repeats.check(delivery, quorum, keyed) {
         Repeat::First => {}
         Repeat::Again => return set_aside(edge, channels, delivery).await,
         Repeat::Hopeless => {

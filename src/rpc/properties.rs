@@ -41,11 +41,19 @@ impl<'a> Properties<'a> {
             reply_to: props.reply_to().as_ref().filter(|r| !r.as_str().is_empty()),
             correlation,
             correlation_id: CorrelationId::or_generate(candidate),
-            request_key: valid(props.message_id())
-                .or(correlation)
-                .map(ShortString::as_str),
+            request_key: request_key(props),
         }
     }
+}
+
+/// The key by which a write is applied once: `message_id`, else `correlation_id`, when it
+/// follows the id rule.
+pub(super) fn request_key(props: &BasicProperties) -> Option<&str> {
+    [props.message_id(), props.correlation_id()]
+        .into_iter()
+        .flatten()
+        .map(ShortString::as_str)
+        .find(|s| CorrelationId::is_valid(s))
 }
 
 /// A header's text value; names are matched case-insensitively.

@@ -1,7 +1,10 @@
 //! Deliveries whose settlement failed. When one comes back it is not handled into the same
 //! failure again (a dead letter larger than the broker's frame closed the connection, the
 //! request came back, and the cycle went on): it is set aside with a minimal dead letter,
-//! and dropped if even that failed. A classic queue only says `redelivered`, so this
+//! and dropped if even that failed. A keyed request is handled once more first: a lost node
+//! fails the settlement of every request in hand, and handling a keyed one again only
+//! replays its stored reply, to a caller that may still wait for it; an unkeyed write would
+//! be applied twice. A classic queue only says `redelivered`, so this
 //! instance remembers what it failed to settle; a quorum queue counts the returns of a
 //! message in `x-delivery-count`, which holds across instances.
 
@@ -61,8 +64,9 @@ impl Repeats {
     }
 
     /// `quorum`: whether the queue is a quorum queue, whose `x-delivery-count` the broker
-    /// sets (on a classic queue the header would be the sender's word).
-    pub(super) fn check(&self, delivery: &Delivery, quorum: bool) -> Repeat {
+    /// sets (on a classic queue the header would be the sender's word). `keyed`: whether the
+    /// request carries a request key.
+    pub(super) fn check(&self, delivery: &Delivery, quorum: bool, keyed: bool) -> Repeat {
         let returns = if quorum { delivery_count(delivery) } else { 0 };
         if !delivery.redelivered && returns == 0 {
             return Repeat::First;
@@ -74,9 +78,10 @@ impl Repeats {
             .iter()
             .find(|(p, _)| *p == print)
             .map_or(0, |(_, n)| *n);
+        let set_aside_at = if keyed { 2 } else { 1 };
         match failures {
-            0 if returns < POISON_DELIVERY_COUNT => Repeat::First,
-            0 | 1 => Repeat::Again,
+            n if n < set_aside_at && returns < POISON_DELIVERY_COUNT => Repeat::First,
+            n if n <= set_aside_at => Repeat::Again,
             _ => Repeat::Hopeless,
         }
     }
@@ -127,29 +132,41 @@ mod tests {
         let repeats = Repeats::default();
         let plain = BasicProperties::default;
         assert_eq!(
-            repeats.check(&delivery(b"a", false, plain()), false),
+            repeats.check(&delivery(b"a", false, plain()), false, false),
             Repeat::First
         );
         repeats.failed(&delivery(b"a", false, plain()));
         assert_eq!(
-            repeats.check(&delivery(b"a", false, plain()), false),
+            repeats.check(&delivery(b"a", false, plain()), false, false),
             Repeat::First,
             "only a redelivery is looked up"
         );
         assert_eq!(
-            repeats.check(&delivery(b"a", true, plain()), false),
+            repeats.check(&delivery(b"a", true, plain()), false, false),
             Repeat::Again
         );
         assert_eq!(
-            repeats.check(&delivery(b"b", true, plain()), false),
+            repeats.check(&delivery(b"b", true, plain()), false, false),
             Repeat::First,
             "another message"
         );
         repeats.failed(&delivery(b"a", true, plain()));
         assert_eq!(
-            repeats.check(&delivery(b"a", true, plain()), false),
+            repeats.check(&delivery(b"a", true, plain()), false, false),
             Repeat::Hopeless
         );
+    }
+
+    #[test]
+    fn a_keyed_request_is_handled_once_more_before_it_is_set_aside() {
+        let repeats = Repeats::default();
+        let keyed = delivery(b"k", true, BasicProperties::default());
+        repeats.failed(&keyed);
+        assert_eq!(repeats.check(&keyed, false, true), Repeat::First);
+        repeats.failed(&keyed);
+        assert_eq!(repeats.check(&keyed, false, true), Repeat::Again);
+        repeats.failed(&keyed);
+        assert_eq!(repeats.check(&keyed, false, true), Repeat::Hopeless);
     }
 
     #[test]
@@ -157,11 +174,11 @@ mod tests {
         let repeats = Repeats::default();
         let counted = |n: i64| props_with(&[("x-delivery-count", AMQPValue::LongLongInt(n))]);
         let few = delivery(b"a", true, counted(POISON_DELIVERY_COUNT - 1));
-        assert_eq!(repeats.check(&few, true), Repeat::First);
+        assert_eq!(repeats.check(&few, true, false), Repeat::First);
         let many = delivery(b"a", false, counted(POISON_DELIVERY_COUNT));
-        assert_eq!(repeats.check(&many, true), Repeat::Again);
+        assert_eq!(repeats.check(&many, true, false), Repeat::Again);
         assert_eq!(
-            repeats.check(&many, false),
+            repeats.check(&many, false, false),
             Repeat::First,
             "on a classic queue the header is the sender's"
         );
@@ -183,8 +200,8 @@ mod tests {
             true,
             BasicProperties::default(),
         );
-        assert_eq!(repeats.check(&newest, false), Repeat::Again);
+        assert_eq!(repeats.check(&newest, false, false), Repeat::Again);
         let oldest = delivery(&0usize.to_le_bytes(), true, BasicProperties::default());
-        assert_eq!(repeats.check(&oldest, false), Repeat::First);
+        assert_eq!(repeats.check(&oldest, false, false), Repeat::First);
     }
 }

@@ -91,10 +91,15 @@ async fn accepted_of(apps: &[TestApp], n: usize) -> usize {
 #[tokio::test]
 async fn three_instances_let_a_caller_through_its_allowance_once() {
     let apps = three_instances(&[("RATE_LIMITS", "game-catalog=60/60,default=1000/60")]).await;
+    let started = std::time::Instant::now();
     let accepted = accepted_of(&apps, 240).await;
+    // The allowance refills by one a second: a burst that a busy machine stretches over
+    // seconds may take one more for each.
+    let refilled = usize::try_from(started.elapsed().as_secs()).unwrap();
     assert!(
-        (57..=60).contains(&accepted),
-        "60 per minute across three instances, {accepted} accepted"
+        (57..=60 + refilled).contains(&accepted),
+        "60 per minute across three instances, {accepted} accepted in {:?}",
+        started.elapsed()
     );
     for app in &apps {
         let (_, health) = app.get("/health").await;

@@ -177,19 +177,20 @@ async fn rest_errors_quote_a_short_prefix_of_a_name() {
 }
 
 /// `user_service_rpc_deliveries_total{outcome="unsettled"}` (shared by the tests of this process).
-async fn unsettled(app: &TestApp) -> f64 {
+async fn deliveries(app: &TestApp, outcome: &str) -> f64 {
     let text = app.metrics().await;
+    let prefix = format!("user_service_rpc_deliveries_total{{outcome=\"{outcome}\"}} ");
     text.lines()
-        .filter_map(|l| l.strip_prefix("user_service_rpc_deliveries_total{outcome=\"unsettled\"} "))
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
         .filter_map(|n| n.parse::<f64>().ok())
         .sum()
 }
 
-/// A NestJS `emit` of a login whose ack failed (the connection went while the login waited
-/// on a row lock) comes back redelivered: it is set aside with a minimal dead letter, not
-/// applied a second time.
-#[tokio::test]
-async fn a_request_whose_settlement_failed_is_set_aside_when_it_comes_back() {
+const LOGINS: &str = "SELECT count(*) FROM outbox WHERE event_type = 'USER_LOGGED_IN'";
+
+/// A NestJS `emit` of a login (with `props`) applied while its ack fails: the connection goes
+/// while the login waits on a row lock. Returns once the service is connected again.
+async fn login_whose_ack_fails(props: BasicProperties) -> (TestApp, Raw, Relay) {
     let relay = Relay::rabbitmq().await;
     let url = format!("amqp://guest:guest@{}/%2f", relay.addr);
     let app = TestApp::spawn_with(&[("AMQP_URL", &url)]).await;
@@ -198,25 +199,31 @@ async fn a_request_whose_settlement_failed_is_set_aside_when_it_comes_back() {
         .unwrap()
         .to_owned();
     app.until_broker(true).await;
-    let mut raw = Raw::connect().await;
-    let q = app.rpc_queue.clone();
+    let raw = Raw::connect().await;
     let mut locker = app.lock_users(&[&id]).await;
     let login = json!({"pattern": "users.recordLogin", "data": {"id": id}}).to_string();
-    raw.publish(&q, login.as_bytes(), authed()).await;
+    raw.publish(&app.rpc_queue, login.as_bytes(), props).await;
     app.until_waiting_on_locks(1).await;
 
-    let before = unsettled(&app).await;
+    let before = deliveries(&app, "unsettled").await;
     relay.cut();
     app.until_broker(false).await;
     sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
-    let logins = "SELECT count(*) FROM outbox WHERE event_type = 'USER_LOGGED_IN'";
     eventually(Duration::from_secs(10), || async {
-        (app.count(logins).await == 1 && unsettled(&app).await > before).then_some(())
+        (app.count(LOGINS).await == 1 && deliveries(&app, "unsettled").await > before).then_some(())
     })
     .await;
     relay.restore();
     app.until_broker(true).await;
+    (app, raw, relay)
+}
 
+/// An unkeyed login whose ack failed comes back redelivered: it is set aside with a minimal
+/// dead letter, not applied a second time.
+#[tokio::test]
+async fn a_request_whose_settlement_failed_is_set_aside_when_it_comes_back() {
+    let (app, mut raw, _relay) = login_whose_ack_fails(authed()).await;
+    let q = app.rpc_queue.clone();
     let dlq = format!("{q}.dlq");
     let letters = letters(&raw, &dlq, 1).await;
     let (body, error, headers) = &letters[0];
@@ -229,8 +236,23 @@ async fn a_request_whose_settlement_failed_is_set_aside_when_it_comes_back() {
     assert_eq!(body["pattern"], "users.recordLogin");
     let (_, fine) = raw.call(&q, &exists(), authed()).await;
     assert_eq!(fine["status"], 200);
-    assert_eq!(app.count(logins).await, 1, "the login was applied once");
+    assert_eq!(app.count(LOGINS).await, 1, "the login was applied once");
     assert_eq!(waiting(&raw, &dlq).await, 0);
+}
+
+/// A keyed one (a node lost with requests in hand fails every settlement) is handled once
+/// more: its write replays from the ledger, nothing is set aside, and it is applied once.
+#[tokio::test]
+async fn a_keyed_request_whose_settlement_failed_is_handled_again_and_applied_once() {
+    let keyed = authed().with_message_id(ShortString::from("login-once"));
+    let (app, raw, _relay) = login_whose_ack_fails(keyed).await;
+    eventually(Duration::from_secs(10), || async {
+        (deliveries(&app, "done").await >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(waiting(&raw, &app.rpc_queue).await, 0);
+    assert_eq!(waiting(&raw, &format!("{}.dlq", app.rpc_queue)).await, 0);
+    assert_eq!(app.count(LOGINS).await, 1, "the login was applied once");
 }
 
 /// A billing value of any JSON type is sealed in a dead letter and quoted nowhere: not in

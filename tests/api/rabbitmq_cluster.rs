@@ -20,7 +20,7 @@ use user_service_client::{BreakerConfig, ClientConfig};
 use crate::helpers::{AUTH_KEY, eventually};
 use instance::{DropDb, Instance, Resume, cluster, publisher_node};
 use traffic::{Written, caller, drain};
-use watch::{Span, beyond, fault, merged, watch};
+use watch::{Span, beyond, fault, merged, synced, watch};
 
 const CALLERS: usize = 8;
 /// Each caller's pace: 8 × 20 = 160 writes a second.
@@ -136,6 +136,7 @@ async fn every_instance_survives_the_loss_of_any_rabbitmq_node() {
     failovers.push(fault(&["kill", &node], &urls, &queues).await);
     settle(8).await;
     failovers.push(fault(&["restart", &node], &urls, &queues).await);
+    synced(&queues).await;
     settle(3).await;
 
     let leader = cluster(&["leader", &rpc]);
@@ -143,6 +144,7 @@ async fn every_instance_survives_the_loss_of_any_rabbitmq_node() {
     failovers.push(fault(&["kill", &leader], &urls, &queues).await);
     settle(8).await;
     failovers.push(fault(&["restart", &leader], &urls, &queues).await);
+    synced(&queues).await;
     settle(3).await;
 
     let node = publisher_node(&instances, &http, &ports).await;

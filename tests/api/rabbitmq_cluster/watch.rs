@@ -127,6 +127,19 @@ pub async fn fault(args: &[&str], urls: &str, queues: &[&str]) -> Span {
     (start, chrono::Utc::now())
 }
 
+/// Waits until the restarted node's members of `queues` have caught up with their leaders:
+/// a fault before that would take a second member from a queue, which no client survives.
+pub async fn synced(queues: &[&str]) {
+    let mut args = vec!["synced".to_owned()];
+    args.extend(queues.iter().map(|q| q.to_string()));
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cluster(&args);
+    })
+    .await
+    .expect("the script ran");
+}
+
 enum Probe {
     /// The node is down or paused: not the clients' way in.
     Unreachable,
