@@ -22,10 +22,10 @@
 //! comma-separated list of a cluster's nodes, shuffled once per client. Every wait on the
 //! broker is bounded (a 5 s heartbeat, 5 s to connect to a node); when the connection is
 //! lost, the calls waiting on it fail at once (and are retried when safe), and the next
-//! call connects to the next node that answers ([`broker`]). A connection that had been
-//! answering, on which a call then gets no reply for a whole timeout while no other call's
-//! reply comes either, is given up the same way: a quorum queue that lost its leader can hold back a channel's publishes for
-//! about 10 s, and a new channel is served at once.
+//! call connects to the next node that answers ([`broker`]). Requests are published with
+//! confirms: a connection on which the queue refuses a request, or does not confirm it within
+//! the call's timeout, is given up the same way. A quorum queue that lost its leader can hold
+//! back or refuse a channel's publishes for about 10 s, while a new channel is served at once.
 //!
 //! ```no_run
 //! use user_service_client::{Client, ClientConfig, ClientError, ErrorCode, NewUser};
