@@ -95,6 +95,20 @@ impl Client {
         self.call(Method::Delete, json!({"id": id})).await.map(drop)
     }
 
+    /// `users.restore`: the deleted user back, as it was (a live one as it is); `EMAIL_TAKEN`
+    /// when a live user holds its e-mail now.
+    pub async fn restore(&self, id: Uuid) -> Result<Value, ClientError> {
+        self.call(Method::Restore, json!({"id": id})).await
+    }
+
+    /// `users.list`: one page of users, newest first: `{data, nextPageToken}`. `filter` holds
+    /// any of `isActive`, `deleted` (`live`, `deleted`, `both`), `createdAfter`,
+    /// `createdBefore`, `updatedSince`, `limit` (≤ 100) and `pageToken` (the answer's
+    /// `nextPageToken`, for the page after it).
+    pub async fn list(&self, filter: Value) -> Result<Value, ClientError> {
+        self.call(Method::List, filter).await
+    }
+
     /// `users.getProfile`.
     pub async fn get_profile(
         &self,

@@ -7,18 +7,18 @@
 mod spec;
 
 pub use spec::{
-    Answer, Doc, Effect, Input, Operation, Permission, Query, Rest, Shape, Verb, delete, get, ok,
-    patch, post,
+    Answer, Doc, Effect, Input, Kind, Operation, Permission, Query, Rest, Shape, Verb, action,
+    delete, get, ok, patch, post,
 };
 
 use crate::NewUser;
 use crate::request::{
-    BatchCreate, BatchLookup, BatchProfiles, GetByEmail, GetProfile, GetUser, MergePatch,
-    RecordLogin, RecordPayment, UserRef,
+    BatchCreate, BatchLookup, BatchProfiles, GetByEmail, GetProfile, GetUser, ListUsers,
+    MergePatch, RecordLogin, RecordPayment, UserRef,
 };
 use Effect::{Read, Write};
 use Permission::Caller;
-use Shape::{Batch, OneOf, OrPartial, Ref};
+use Shape::{Batch, OneOf, OrPartial, Page, Ref};
 
 const USER: &str = "/api/internal/users/{id}";
 
@@ -111,6 +111,46 @@ spec::operations! {
             tag: "users",
             summary: "Delete a user (soft delete)",
             answers: &[Answer { status: 204, description: "Deleted", body: None }],
+            errors: &[],
+        },
+    },
+    Restore(UserRef) = {
+        rpc: "users.restore",
+        rest: &[action("/api/internal/users/{id}/restore")],
+        effect: Write,
+        permission: Caller,
+        doc: Doc {
+            tag: "users",
+            summary: "Bring back a deleted user, as it was (a live user is answered as it is)",
+            answers: &[ok(200, "The restored user", Ref("User"))],
+            errors: &[409],
+        },
+    },
+    List(ListUsers) = {
+        rpc: "users.list",
+        rest: &[get("/api/internal/users", &[
+            Query::Param("isActive", Kind::Bool, "Only active (`true`) or inactive (`false`) users."),
+            Query::Param(
+                "deleted",
+                Kind::OneOf(&["live", "deleted", "both"]),
+                "Users not deleted (the default), deleted ones, or both.",
+            ),
+            Query::Param("createdAfter", Kind::Timestamp, "Only users created after this instant."),
+            Query::Param("createdBefore", Kind::Timestamp, "Only users created before this instant."),
+            Query::Param(
+                "updatedSince",
+                Kind::Timestamp,
+                "Only users changed at or after this instant: a change feed (a deletion is a change).",
+            ),
+            Query::Param("limit", Kind::Count(crate::request::PAGE_MAX), "Users per page (default 20)."),
+            Query::Param("pageToken", Kind::Text, "The `nextPageToken` of the page before."),
+        ])],
+        effect: Read,
+        permission: Caller,
+        doc: Doc {
+            tag: "users",
+            summary: "List users, newest first, a page at a time",
+            answers: &[ok(200, "A page of users, and the token of the next (null after the last)", Page("ListedUser"))],
             errors: &[],
         },
     },
@@ -336,14 +376,14 @@ mod tests {
                     r.path
                 );
                 assert!(r.path.starts_with("/api/"), "{}", r.path);
-                // A body travels with a write verb; a query with GET or DELETE.
+                // A body travels with PATCH and POST, never with GET or DELETE; a POST
+                // without one is an action on what its path names.
                 let body = matches!(r.input, Input::Body(_));
-                assert_eq!(
-                    body,
-                    matches!(r.verb, Verb::Post | Verb::Patch),
-                    "{}",
-                    r.path
-                );
+                match r.verb {
+                    Verb::Get | Verb::Delete => assert!(!body, "{}", r.path),
+                    Verb::Patch => assert!(body, "{}", r.path),
+                    Verb::Post => {}
+                }
             }
         }
     }

@@ -105,6 +105,9 @@ fn build() -> Document {
         "UserWithCredentials".to_owned(),
         schemas::user_with_credentials().into(),
     );
+    components
+        .schemas
+        .insert("ListedUser".to_owned(), schemas::listed_user().into());
     components.add_security_scheme(
         "bearer",
         SecurityScheme::Http(

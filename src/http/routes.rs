@@ -137,6 +137,8 @@ mod tests {
             ),
             (Http::PATCH, "/api/internal/users/x", Method::Update),
             (Http::DELETE, "/api/internal/users/x", Method::Delete),
+            (Http::POST, "/api/internal/users/x/restore", Method::Restore),
+            (Http::GET, "/api/internal/users", Method::List),
             (
                 Http::GET,
                 "/api/internal/users/x/profile",

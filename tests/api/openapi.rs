@@ -405,6 +405,29 @@ async fn every_answer_matches_the_document() {
     let a = c.call(app.req(get.clone(), &user), &get, user_t).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
 
+    // Listing: a page with the deleted user (its `deletedAt` set), then a bad token.
+    for q in [
+        "?deleted=both&limit=1",
+        "?isActive=true&createdAfter=2024-01-01T00:00:00Z",
+    ] {
+        let path = format!("{USERS}{q}");
+        let a = c.call(app.req(get.clone(), &path), &get, USERS).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}");
+    }
+    let path = format!("{USERS}?pageToken=nope");
+    let a = c.call(app.req(get.clone(), &path), &get, USERS).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+
+    // Restore: the user back as it was (200), then answered as it is.
+    let restore_t = sub("restore");
+    for _ in 0..2 {
+        let path = format!("{user}/restore");
+        let a = c
+            .call(app.req(post.clone(), &path), &post, &restore_t)
+            .await;
+        assert_eq!(a.status, StatusCode::OK);
+    }
+
     // The unauthenticated paths.
     for path in ["/health", "/health/ready", "/health/integrations"] {
         let a = c.call(app.client.get(app.url(path)), &get, path).await;

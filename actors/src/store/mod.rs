@@ -14,6 +14,7 @@ mod db;
 mod group_commit;
 mod guard;
 pub mod ledger;
+mod listing;
 mod operations;
 mod outbox;
 mod payments;

@@ -12,8 +12,8 @@ use super::batch::{Item, batch};
 use super::db::Db;
 use super::edits;
 use super::ledger::Keyed;
-use super::writes::{delete, modify};
-use super::{creates, payments, rows};
+use super::writes::{delete, modify, restore};
+use super::{creates, listing, payments, rows};
 use user_domain::User;
 use user_domain::call::{CallContext, Data, Reply};
 use user_domain::error::CoreError;
@@ -66,6 +66,8 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
             modify(&db, id, keyed, edit, views::user).await
         }
         Request::Delete(UserRef { id }) => delete(&db, id, keyed, corr).await,
+        Request::Restore(UserRef { id }) => restore(&db, id, keyed, corr).await,
+        Request::List(q) => listing::page(&db, &q).await,
         Request::GetProfile(GetProfile {
             id,
             options,

@@ -2,6 +2,7 @@
 //! function, save the user and its events in one transaction, then invalidate the cache.
 
 use super::db_error;
+use super::error::is_email_taken;
 
 use serde_json::{Value, json};
 
@@ -13,7 +14,7 @@ use crate::crypto::BillingKeys;
 use user_domain::call::Reply;
 use user_domain::error::CoreError;
 use user_domain::events::{Event, EventType};
-use user_domain::{CorrelationId, Email, Timestamp, User, UserId};
+use user_domain::{CorrelationId, Email, Timestamp, User, UserId, views};
 
 /// Loads the user under a row lock, applies `edit`, and saves the result with its events;
 /// answers with `view` of the user. An edit without events changed nothing: only its reply
@@ -78,6 +79,47 @@ pub(super) async fn delete(
         Ok(Written {
             reply: Reply::no_content(),
             stale: vec![(id, Email::parse(&email).ok().into_iter().collect())],
+        })
+    })
+    .await
+}
+
+/// Brings back the soft-deleted user as it was and answers it; a live user is answered as it
+/// is, with no event. 409 `EMAIL_TAKEN` when a live user holds its e-mail now.
+pub(super) async fn restore(
+    db: &Db,
+    id: UserId,
+    keyed: Option<&Keyed>,
+    corr: &CorrelationId,
+) -> Result<Reply, CoreError> {
+    db.write(keyed, async |tx| {
+        let deleted: Option<String> = sqlx::query_scalar(
+            "SELECT email FROM users WHERE id = $1 AND deleted_at IS NOT NULL FOR NO KEY UPDATE",
+        )
+        .bind(id.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if let Some(email) = &deleted {
+            sqlx::query("UPDATE users SET deleted_at = NULL, updated_at = now() WHERE id = $1")
+                .bind(id.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match is_email_taken(&e) {
+                    true => CoreError::EmailTaken(email.clone()),
+                    false => db_error(e),
+                })?;
+        }
+        let user = rows::fetch_for_update(&mut *tx, &db.keys, id).await?;
+        let reply = Reply::ok(views::user(&user));
+        if deleted.is_none() {
+            return Ok(Written::unchanged(reply));
+        }
+        let restored = Event::new(EventType::UserRestored, id, corr, json!({}));
+        outbox::append(tx, &[restored]).await?;
+        Ok(Written {
+            reply,
+            stale: vec![(id, vec![user.email])],
         })
     })
     .await

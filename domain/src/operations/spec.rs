@@ -81,6 +81,20 @@ pub enum Query {
     Fields,
     /// `ids`: comma-separated user ids.
     Ids,
+    /// An optional parameter: its name, its kind and what it does.
+    Param(&'static str, Kind, &'static str),
+}
+
+/// What an optional query parameter holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Kind {
+    Bool,
+    /// RFC 3339.
+    Timestamp,
+    /// A whole number from 1 to this.
+    Count(u32),
+    Text,
+    OneOf(&'static [&'static str]),
 }
 
 /// How an operation is documented besides its routes.
@@ -114,6 +128,8 @@ pub enum Shape {
         key: &'static str,
         item: &'static str,
     },
+    /// `{data: [items], nextPageToken}`.
+    Page(&'static str),
 }
 
 pub const fn get(path: &'static str, query: &'static [Query]) -> Rest {
@@ -137,6 +153,15 @@ pub const fn post(path: &'static str, body: &'static str) -> Rest {
         verb: Verb::Post,
         path,
         input: Input::Body(body),
+    }
+}
+
+/// A POST without a body: an action on the resource its path names.
+pub const fn action(path: &'static str) -> Rest {
+    Rest {
+        verb: Verb::Post,
+        path,
+        input: Input::Query(&[]),
     }
 }
 

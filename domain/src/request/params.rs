@@ -50,6 +50,26 @@ impl<'de> Deserialize<'de> for List {
     }
 }
 
+/// A whole number that also reads from text (`"20"`), as a query string carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count(pub u32);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u32),
+            Text(String),
+        }
+        let bad = || serde::de::Error::custom("must be a whole number");
+        match Raw::deserialize(d).map_err(|_| bad())? {
+            Raw::Number(n) => Ok(Count(n)),
+            Raw::Text(t) => t.trim().parse().map(Count).map_err(|_| bad()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +96,13 @@ mod tests {
             List(vec!["a".into()])
         );
         assert!(serde_json::from_value::<List>(json!([1])).is_err());
+        assert_eq!(
+            serde_json::from_value::<Count>(json!(" 20")).unwrap(),
+            Count(20)
+        );
+        assert_eq!(serde_json::from_value::<Count>(json!(7)).unwrap(), Count(7));
+        for bad in [json!(-1), json!("x"), json!(1.5), json!("99999999999")] {
+            assert!(serde_json::from_value::<Count>(bad).is_err());
+        }
     }
 }

@@ -1,11 +1,13 @@
 //! What each operation documents: its tag and summary, query parameters, body, answers and
 //! the error statuses it can give, with the bodies and headers those carry.
 
-use user_domain::operations::{Input, Operation, Query, Rest, Shape};
+use user_domain::operations::{Input, Kind, Operation, Query, Rest, Shape};
 use user_domain::{ErrorCode, ParamForm};
 use utoipa::openapi::path::{ParameterBuilder, ParameterIn, ParameterStyle};
 use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::schema::{
+    ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
 use utoipa::openapi::{Content, HeaderBuilder, RefOr, Required};
 
 use super::schemas::{self, reference};
@@ -117,6 +119,26 @@ fn query(q: &Query) -> ParameterBuilder {
         Query::Flag(name, description) => flag(name, description),
         Query::Fields => fields_param(),
         Query::Ids => ids_param(),
+        Query::Param(name, kind, description) => ParameterBuilder::new()
+            .name(*name)
+            .parameter_in(ParameterIn::Query)
+            .required(Required::False)
+            .description(Some(*description))
+            .schema(Some(kind_schema(kind))),
+    }
+}
+
+fn kind_schema(kind: &Kind) -> ObjectBuilder {
+    let text = ObjectBuilder::new().schema_type(Type::String);
+    match kind {
+        Kind::Bool => text.enum_values(Some(["true", "false", "1", "0", ""])),
+        Kind::Timestamp => text.format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        Kind::Count(max) => ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(*max)),
+        Kind::Text => text.max_length(Some(64)),
+        Kind::OneOf(values) => text.enum_values(Some(values.iter().copied())),
     }
 }
 
@@ -131,6 +153,7 @@ fn shape(s: &Shape) -> RefOr<Schema> {
         Shape::Batch { key, item } => {
             schemas::batch_answer(key, schemas::user_or_partial(item)).into()
         }
+        Shape::Page(item) => schemas::page_answer(reference(item)).into(),
     }
 }
 

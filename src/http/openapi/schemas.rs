@@ -20,7 +20,8 @@ mod fields;
 mod health;
 
 pub use fields::{
-    fields_body_schema, fields_schema, partial_user, user_or_partial, user_with_credentials,
+    fields_body_schema, fields_schema, listed_user, partial_user, user_or_partial,
+    user_with_credentials,
 };
 pub use health::{Integrations, Liveness, Readiness};
 
@@ -333,6 +334,29 @@ pub fn batch_answer(key: &str, item: RefOr<Schema>) -> Schema {
         .required(key)
         .required("missing")
         .required("stats")
+        .additional_properties(Some(
+            utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+        ))
+        .into()
+}
+
+/// A page of a listing: `{data, nextPageToken}`.
+pub fn page_answer(item: RefOr<Schema>) -> Schema {
+    ObjectBuilder::new()
+        .property("data", ArrayBuilder::new().items(item))
+        .property(
+            "nextPageToken",
+            ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                    Type::String,
+                    Type::Null,
+                ]))
+                .description(Some(
+                    "Asks for the next page (`pageToken`); null after the last page.",
+                )),
+        )
+        .required("data")
+        .required("nextPageToken")
         .additional_properties(Some(
             utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
         ))

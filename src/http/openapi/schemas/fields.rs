@@ -92,6 +92,19 @@ pub fn user_with_credentials() -> Schema {
     Schema::Object(user)
 }
 
+/// A user as a listing answers it: `deletedAt` on a deleted one.
+pub fn listed_user() -> Schema {
+    let mut user = match User::schema() {
+        RefOr::T(Schema::Object(o)) => o,
+        _ => return Schema::default(),
+    };
+    user.properties
+        .insert("deletedAt".to_owned(), reference("Timestamp"));
+    user.description =
+        Some("A user of a listing; a deleted one says when (`deletedAt`).".to_owned());
+    Schema::Object(user)
+}
+
 /// A full user or, with `fields`, a projected one.
 pub fn user_or_partial(full: &str) -> RefOr<Schema> {
     AnyOfBuilder::new()
