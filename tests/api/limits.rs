@@ -88,26 +88,53 @@ async fn accepted_of(apps: &[TestApp], n: usize) -> usize {
         .sum()
 }
 
+/// Times any instance's Redis breaker opened: an instance then counts its callers alone, as
+/// it must, and a burst measures that degraded mode rather than the sharing.
+async fn redis_trips(apps: &[TestApp]) -> f64 {
+    let mut trips = 0.0;
+    for app in apps {
+        trips += app
+            .metrics()
+            .await
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("user_service_breaker_trips_total{dependency=\"redis\"} ")
+            })
+            .filter_map(|n| n.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    trips
+}
+
 #[tokio::test]
 async fn three_instances_let_a_caller_through_its_allowance_once() {
-    let apps = three_instances(&[("RATE_LIMITS", "game-catalog=60/60,default=1000/60")]).await;
-    let started = std::time::Instant::now();
-    let accepted = accepted_of(&apps, 240).await;
-    // The allowance refills by one a second: a burst that a busy machine stretches over
-    // seconds may take one more for each.
-    let refilled = usize::try_from(started.elapsed().as_secs()).unwrap();
-    assert!(
-        (57..=60 + refilled).contains(&accepted),
-        "60 per minute across three instances, {accepted} accepted in {:?}",
-        started.elapsed()
-    );
-    for app in &apps {
-        let (_, health) = app.get("/health").await;
-        assert_eq!(
-            health["components"]["rateLimits"]["shared"], true,
-            "{health}"
+    // A machine busy enough to hold Redis past its 100 ms deadline opens the breaker, and the
+    // instances rightly count alone: such a burst is run again, on fresh instances.
+    for _ in 0..3 {
+        let apps = three_instances(&[("RATE_LIMITS", "game-catalog=60/60,default=1000/60")]).await;
+        let started = std::time::Instant::now();
+        let accepted = accepted_of(&apps, 240).await;
+        if redis_trips(&apps).await > 0.0 {
+            continue;
+        }
+        // The allowance refills by one a second: a burst that a busy machine stretches over
+        // seconds may take one more for each.
+        let refilled = usize::try_from(started.elapsed().as_secs()).unwrap();
+        assert!(
+            (57..=60 + refilled).contains(&accepted),
+            "60 per minute across three instances, {accepted} accepted in {:?}",
+            started.elapsed()
         );
+        for app in &apps {
+            let (_, health) = app.get("/health").await;
+            assert_eq!(
+                health["components"]["rateLimits"]["shared"], true,
+                "{health}"
+            );
+        }
+        return;
     }
+    panic!("Redis missed its deadline in every burst");
 }
 
 #[tokio::test]
