@@ -109,6 +109,13 @@ impl Client {
         self.call(Method::List, filter).await
     }
 
+    /// `users.search`: one page of public profiles: `{data, nextPageToken}`. `query` holds
+    /// `q` (a name: those starting with it first, then those containing it) or `email`, and
+    /// any of `purpose` (`friends`), `limit` (≤ 100) and `pageToken`.
+    pub async fn search(&self, query: Value) -> Result<Value, ClientError> {
+        self.call(Method::Search, query).await
+    }
+
     /// `users.getProfile`.
     pub async fn get_profile(
         &self,

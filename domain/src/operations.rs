@@ -14,7 +14,7 @@ pub use spec::{
 use crate::NewUser;
 use crate::request::{
     BatchCreate, BatchLookup, BatchProfiles, GetByEmail, GetProfile, GetUser, ListUsers,
-    MergePatch, RecordLogin, RecordPayment, UserRef,
+    MergePatch, RecordLogin, RecordPayment, SearchUsers, UserRef,
 };
 use Effect::{Read, Write};
 use Permission::Caller;
@@ -126,6 +126,34 @@ spec::operations! {
             errors: &[409],
         },
     },
+    Search(SearchUsers) = {
+        rpc: "users.search",
+        rest: &[get("/api/internal/users/search", &[
+            Query::Param(
+                "q",
+                Kind::Text(crate::request::QUERY_MAX_CHARS as u32),
+                "A name: those starting with it first, then (from 3 characters) those \
+                 containing it; case-insensitive, `ё` as `е`. Private profiles are never \
+                 found by name. Give `q` or `email`.",
+            ),
+            Query::Param("email", Kind::Text(254), "An exact e-mail, instead of `q`."),
+            Query::Param(
+                "purpose",
+                Kind::OneOf(&["friends"]),
+                "`friends`: leave out users who take no friend requests.",
+            ),
+            Query::Param("limit", Kind::Count(crate::request::PAGE_MAX), "Users per page (default 20)."),
+            Query::Param("pageToken", Kind::Text(600), "The `nextPageToken` of the page before."),
+        ])],
+        effect: Read,
+        permission: Caller,
+        doc: Doc {
+            tag: "users",
+            summary: "Find users by name or e-mail (public profiles)",
+            answers: &[ok(200, "A page of public profiles, and the token of the next (null after the last)", Page("PublicProfile"))],
+            errors: &[],
+        },
+    },
     List(ListUsers) = {
         rpc: "users.list",
         rest: &[get("/api/internal/users", &[
@@ -143,7 +171,7 @@ spec::operations! {
                 "Only users changed at or after this instant: a change feed (a deletion is a change).",
             ),
             Query::Param("limit", Kind::Count(crate::request::PAGE_MAX), "Users per page (default 20)."),
-            Query::Param("pageToken", Kind::Text, "The `nextPageToken` of the page before."),
+            Query::Param("pageToken", Kind::Text(64), "The `nextPageToken` of the page before."),
         ])],
         effect: Read,
         permission: Caller,

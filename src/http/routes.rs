@@ -139,6 +139,7 @@ mod tests {
             (Http::DELETE, "/api/internal/users/x", Method::Delete),
             (Http::POST, "/api/internal/users/x/restore", Method::Restore),
             (Http::GET, "/api/internal/users", Method::List),
+            (Http::GET, "/api/internal/users/search", Method::Search),
             (
                 Http::GET,
                 "/api/internal/users/x/profile",

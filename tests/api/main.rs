@@ -28,6 +28,7 @@ mod rabbitmq_cluster;
 mod resilience;
 mod restore;
 mod rpc;
+mod search;
 mod slow_clients;
 mod startup;
 mod supervision;

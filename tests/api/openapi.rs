@@ -414,6 +414,15 @@ async fn every_answer_matches_the_document() {
         let a = c.call(app.req(get.clone(), &path), &get, USERS).await;
         assert_eq!(a.status, StatusCode::OK, "{path}");
     }
+    let search_t = "/api/internal/users/search";
+    for q in ["?q=doc&purpose=friends&limit=5", "?email=doc@example.com"] {
+        let path = format!("{search_t}{q}");
+        let a = c.call(app.req(get.clone(), &path), &get, search_t).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}");
+    }
+    let path = format!("{search_t}?q=a&email=doc@example.com");
+    let a = c.call(app.req(get.clone(), &path), &get, search_t).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
     let path = format!("{USERS}?pageToken=nope");
     let a = c.call(app.req(get.clone(), &path), &get, USERS).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);

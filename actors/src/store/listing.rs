@@ -1,17 +1,21 @@
 //! `users.list`: a page of users newest first, read straight from PostgreSQL (a listing is
 //! not the cache's business), and the token of the page after it.
 
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use sqlx::{FromRow, PgExecutor, Postgres, QueryBuilder};
 
 use super::db::Db;
-use super::rows::{self, Listed};
+use super::db_error;
+use super::rows::{UserRow, select_users};
+use crate::crypto::BillingKeys;
 use user_domain::call::Reply;
 use user_domain::error::CoreError;
-use user_domain::request::{ListUsers, PageToken};
-use user_domain::{Timestamp, views};
+use user_domain::request::{Deleted, ListUsers, PageToken};
+use user_domain::{Timestamp, User, views};
 
 pub(super) async fn page(db: &Db, q: &ListUsers) -> Result<Reply, CoreError> {
-    let mut users = db.asked(rows::fetch_page(&db.pool, &db.keys, q)).await?;
+    let mut users = db.asked(fetch(&db.pool, &db.keys, q)).await?;
     let limit = usize::try_from(q.limit).unwrap_or(usize::MAX);
     let more = users.len() > limit;
     users.truncate(limit);
@@ -26,6 +30,14 @@ pub(super) async fn page(db: &Db, q: &ListUsers) -> Result<Reply, CoreError> {
     Ok(Reply::ok(json!({"data": data, "nextPageToken": next})))
 }
 
+/// One user of a listing, with what its page token and its view need beyond [`User`].
+struct Listed {
+    user: User,
+    /// As stored, to the microsecond.
+    created_at: DateTime<Utc>,
+    deleted_at: Option<DateTime<Utc>>,
+}
+
 /// The user's view; a deleted user's says when it was deleted.
 fn view(listed: &Listed) -> Value {
     let mut v = views::user(&listed.user);
@@ -36,4 +48,57 @@ fn view(listed: &Listed) -> Value {
         );
     }
     v
+}
+
+/// Up to `q.limit + 1` users of the listing `q` asks for, newest first (the one past the
+/// limit says that another page follows).
+async fn fetch(
+    db: impl PgExecutor<'_>,
+    keys: &BillingKeys,
+    q: &ListUsers,
+) -> Result<Vec<Listed>, CoreError> {
+    #[derive(FromRow)]
+    struct Row {
+        deleted_at: Option<DateTime<Utc>>,
+        #[sqlx(flatten)]
+        user: UserRow,
+    }
+    let mut sql = QueryBuilder::<Postgres>::new(select_users!("deleted_at, ", "WHERE true"));
+    match q.deleted {
+        Deleted::Live => sql.push(" AND deleted_at IS NULL"),
+        Deleted::Deleted => sql.push(" AND deleted_at IS NOT NULL"),
+        Deleted::Both => &mut sql,
+    };
+    if let Some(active) = q.is_active {
+        sql.push(" AND is_active = ").push_bind(active);
+    }
+    if let Some(t) = q.created_after {
+        sql.push(" AND created_at > ").push_bind(t.as_datetime());
+    }
+    if let Some(t) = q.created_before {
+        sql.push(" AND created_at < ").push_bind(t.as_datetime());
+    }
+    if let Some(t) = q.updated_since {
+        sql.push(" AND updated_at >= ").push_bind(t.as_datetime());
+    }
+    if let Some(after) = q.after {
+        sql.push(" AND (created_at, id) < (")
+            .push_bind(after.created_at)
+            .push(", ")
+            .push_bind(after.id.as_uuid())
+            .push(")");
+    }
+    sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(i64::from(q.limit) + 1);
+    let rows: Vec<Row> = sql.build_query_as().fetch_all(db).await.map_err(db_error)?;
+    rows.into_iter()
+        .map(|r| {
+            let created_at = r.user.created_at;
+            Ok(Listed {
+                user: r.user.into_user(keys)?,
+                created_at,
+                deleted_at: r.deleted_at,
+            })
+        })
+        .collect()
 }

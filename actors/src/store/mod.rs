@@ -21,6 +21,7 @@ mod payments;
 mod reads;
 mod rekey;
 mod rows;
+mod search;
 mod writes;
 
 use std::panic::AssertUnwindSafe;

@@ -4,12 +4,11 @@ use super::db_error;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::{Json, Uuid};
-use sqlx::{FromRow, PgConnection, PgExecutor, Postgres, QueryBuilder};
+use sqlx::{FromRow, PgConnection, PgExecutor};
 
 use super::error::is_email_taken;
 use crate::crypto::{BillingKeys, Place};
 use user_domain::error::{CoreError, from_json};
-use user_domain::request::{Deleted, ListUsers};
 use user_domain::{
     Amount, AvatarUrl, BillingStats, Email, PasswordHash, Timestamp, User, UserId, UserName,
 };
@@ -32,6 +31,8 @@ macro_rules! select_users {
     };
 }
 
+pub(super) use select_users;
+
 #[derive(FromRow)]
 pub(super) struct UserRow {
     id: Uuid,
@@ -41,7 +42,8 @@ pub(super) struct UserRow {
     is_active: bool,
     last_login_at: Option<DateTime<Utc>>,
     last_login_ip: Option<String>,
-    created_at: DateTime<Utc>,
+    /// As stored, to the microsecond (a user's `createdAt` is cut to the millisecond).
+    pub(super) created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     preferences: Json<Value>,
     privacy_settings: Json<Value>,
@@ -56,7 +58,7 @@ impl UserRow {
     /// Rows were valid when written; a row that no longer parses was edited behind the
     /// service's back, and is reported as an internal error rather than served. The sealed
     /// billing fields are opened with `keys`.
-    fn into_user(self, keys: &BillingKeys) -> Result<User, CoreError> {
+    pub(super) fn into_user(self, keys: &BillingKeys) -> Result<User, CoreError> {
         let r = self;
         let corrupt = |what: &str, e: &dyn std::fmt::Display| {
             CoreError::Internal(format!("stored user {} has an invalid {what}: {e}", r.id))
@@ -243,65 +245,4 @@ pub(super) async fn save(
         }
     })?;
     Ok(())
-}
-
-/// One user of a listing, with what its page token and its view need beyond [`User`].
-pub(super) struct Listed {
-    pub(super) user: User,
-    /// As stored, to the microsecond (the user's `createdAt` is cut to the millisecond).
-    pub(super) created_at: DateTime<Utc>,
-    pub(super) deleted_at: Option<DateTime<Utc>>,
-}
-
-/// Up to `q.limit + 1` users of the listing `q` asks for, newest first (the one past the
-/// limit says that another page follows).
-pub(super) async fn fetch_page(
-    db: impl PgExecutor<'_>,
-    keys: &BillingKeys,
-    q: &ListUsers,
-) -> Result<Vec<Listed>, CoreError> {
-    #[derive(FromRow)]
-    struct Row {
-        deleted_at: Option<DateTime<Utc>>,
-        #[sqlx(flatten)]
-        user: UserRow,
-    }
-    let mut sql = QueryBuilder::<Postgres>::new(select_users!("deleted_at, ", "WHERE true"));
-    match q.deleted {
-        Deleted::Live => sql.push(" AND deleted_at IS NULL"),
-        Deleted::Deleted => sql.push(" AND deleted_at IS NOT NULL"),
-        Deleted::Both => &mut sql,
-    };
-    if let Some(active) = q.is_active {
-        sql.push(" AND is_active = ").push_bind(active);
-    }
-    if let Some(t) = q.created_after {
-        sql.push(" AND created_at > ").push_bind(t.as_datetime());
-    }
-    if let Some(t) = q.created_before {
-        sql.push(" AND created_at < ").push_bind(t.as_datetime());
-    }
-    if let Some(t) = q.updated_since {
-        sql.push(" AND updated_at >= ").push_bind(t.as_datetime());
-    }
-    if let Some(after) = q.after {
-        sql.push(" AND (created_at, id) < (")
-            .push_bind(after.created_at)
-            .push(", ")
-            .push_bind(after.id.as_uuid())
-            .push(")");
-    }
-    sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-        .push_bind(i64::from(q.limit) + 1);
-    let rows: Vec<Row> = sql.build_query_as().fetch_all(db).await.map_err(db_error)?;
-    rows.into_iter()
-        .map(|r| {
-            let created_at = r.user.created_at;
-            Ok(Listed {
-                user: r.user.into_user(keys)?,
-                created_at,
-                deleted_at: r.deleted_at,
-            })
-        })
-        .collect()
 }

@@ -93,7 +93,8 @@ pub enum Kind {
     Timestamp,
     /// A whole number from 1 to this.
     Count(u32),
-    Text,
+    /// Text of at most this many characters.
+    Text(u32),
     OneOf(&'static [&'static str]),
 }
 

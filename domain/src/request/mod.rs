@@ -5,6 +5,7 @@
 
 mod list;
 mod params;
+mod search;
 mod types;
 
 use std::collections::HashSet;
@@ -15,6 +16,9 @@ use serde_json::{Map, Value};
 pub use crate::operations::{Method, Request};
 pub use list::{Deleted, ListUsers, PAGE_DEFAULT, PAGE_MAX, PageToken};
 pub use params::{Count, Flag, List};
+pub use search::{
+    Looking, Purpose, QUERY_MAX_CHARS, SUBSTRING_MIN_CHARS, SearchToken, SearchUsers, name_key,
+};
 pub use types::{
     BatchCreate, BatchLookup, BatchProfiles, GetByEmail, GetProfile, GetUser, MergePatch,
     RecordLogin, RecordPayment, UserRef,

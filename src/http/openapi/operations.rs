@@ -137,7 +137,7 @@ fn kind_schema(kind: &Kind) -> ObjectBuilder {
             .schema_type(Type::Integer)
             .minimum(Some(1))
             .maximum(Some(*max)),
-        Kind::Text => text.max_length(Some(64)),
+        Kind::Text(max) => text.max_length(Some(usize::try_from(*max).unwrap_or(usize::MAX))),
         Kind::OneOf(values) => text.enum_values(Some(values.iter().copied())),
     }
 }
