@@ -15,19 +15,31 @@ use user_domain::request::{Deleted, ListUsers, PageToken};
 use user_domain::{Timestamp, User, views};
 
 pub(super) async fn page(db: &Db, q: &ListUsers) -> Result<Reply, CoreError> {
-    let mut users = db.asked(fetch(&db.pool, &db.keys, q)).await?;
-    let limit = usize::try_from(q.limit).unwrap_or(usize::MAX);
-    let more = users.len() > limit;
-    users.truncate(limit);
-    let next = users.last().filter(|_| more).map(|last| {
+    let users = db.asked(fetch(&db.pool, &db.keys, q)).await?;
+    let token = |last: &Listed| {
         PageToken {
             created_at: last.created_at,
             id: last.user.id,
         }
         .encode()
-    });
-    let data: Vec<Value> = users.iter().map(view).collect();
-    Ok(Reply::ok(json!({"data": data, "nextPageToken": next})))
+    };
+    Ok(paged(users, q.limit, token, view))
+}
+
+/// `{data, nextPageToken}` of `items` fetched one past `limit` (that one says that another
+/// page follows, after the token of the last one shown).
+pub(super) fn paged<T>(
+    mut items: Vec<T>,
+    limit: u32,
+    token: impl Fn(&T) -> String,
+    view: impl Fn(&T) -> Value,
+) -> Reply {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next = items.last().filter(|_| more).map(token);
+    let data: Vec<Value> = items.iter().map(view).collect();
+    Reply::ok(json!({"data": data, "nextPageToken": next}))
 }
 
 /// One user of a listing, with what its page token and its view need beyond [`User`].

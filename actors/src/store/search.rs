@@ -3,11 +3,11 @@
 //! those whose name only contains it; each group by name, then id. Pages are cut by keyset on
 //! that order (see [`SearchToken`]).
 
-use serde_json::{Value, json};
 use sqlx::{FromRow, PgExecutor, Postgres, QueryBuilder};
 
 use super::db::Db;
 use super::db_error;
+use super::listing::paged;
 use super::rows::{UserRow, select_users};
 use crate::crypto::BillingKeys;
 use user_domain::call::Reply;
@@ -16,23 +16,17 @@ use user_domain::request::{Looking, Purpose, SUBSTRING_MIN_CHARS, SearchToken, S
 use user_domain::{User, views};
 
 pub(super) async fn page(db: &Db, q: &SearchUsers) -> Result<Reply, CoreError> {
-    let mut found = db.asked(fetch(&db.pool, &db.keys, q)).await?;
-    let limit = usize::try_from(q.limit).unwrap_or(usize::MAX);
-    let more = found.len() > limit;
-    found.truncate(limit);
-    let next = found.last().filter(|_| more).map(|f| {
+    let found = db.asked(fetch(&db.pool, &db.keys, q)).await?;
+    let token = |f: &Found| {
         SearchToken {
             inside: f.inside,
             name_key: f.name_key.clone(),
             id: f.user.id,
         }
         .encode()
-    });
-    let data: Vec<Value> = found
-        .iter()
-        .map(|f| views::public_profile(&f.user))
-        .collect();
-    Ok(Reply::ok(json!({"data": data, "nextPageToken": next})))
+    };
+    let view = |f: &Found| views::public_profile(&f.user);
+    Ok(paged(found, q.limit, token, view))
 }
 
 struct Found {

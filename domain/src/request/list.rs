@@ -66,17 +66,8 @@ impl Params for ListUsers {
             page_token: Option<String>,
         }
         let p: Raw = decode(params)?;
-        let limit = p.limit.map_or(PAGE_DEFAULT, |Count(n)| n);
-        if !(1..=PAGE_MAX).contains(&limit) {
-            return Err(CoreError::invalid(
-                "limit",
-                format!("must be 1 to {PAGE_MAX}"),
-            ));
-        }
-        let after = match p.page_token.as_deref() {
-            None | Some("") => None,
-            Some(token) => Some(PageToken::decode(token)?),
-        };
+        let limit = page_limit(p.limit)?;
+        let after = page_token(p.page_token.as_deref(), PageToken::decode)?;
         Ok(Self {
             is_active: p.is_active.map(|Flag(b)| b),
             deleted: p.deleted,
@@ -86,6 +77,29 @@ impl Params for ListUsers {
             limit,
             after,
         })
+    }
+}
+
+/// A page's size: `limit`, else [`PAGE_DEFAULT`]; from 1 to [`PAGE_MAX`].
+pub(super) fn page_limit(limit: Option<Count>) -> Result<u32, CoreError> {
+    let limit = limit.map_or(PAGE_DEFAULT, |Count(n)| n);
+    match (1..=PAGE_MAX).contains(&limit) {
+        true => Ok(limit),
+        false => Err(CoreError::invalid(
+            "limit",
+            format!("must be 1 to {PAGE_MAX}"),
+        )),
+    }
+}
+
+/// Where a page starts: after what `token` names (none, or empty: the first page).
+pub(super) fn page_token<T>(
+    token: Option<&str>,
+    decode: fn(&str) -> Result<T, CoreError>,
+) -> Result<Option<T>, CoreError> {
+    match token {
+        None | Some("") => Ok(None),
+        Some(token) => decode(token).map(Some),
     }
 }
 

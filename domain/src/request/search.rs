@@ -7,7 +7,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Count, PAGE_DEFAULT, PAGE_MAX, ParamForm, Params, decode};
+use super::list::{page_limit, page_token};
+use super::{Count, ParamForm, Params, decode};
 use crate::error::CoreError;
 use crate::{Email, UserId};
 
@@ -90,22 +91,11 @@ impl Params for SearchUsers {
                 ));
             }
         };
-        let limit = p.limit.map_or(PAGE_DEFAULT, |Count(n)| n);
-        if !(1..=PAGE_MAX).contains(&limit) {
-            return Err(CoreError::invalid(
-                "limit",
-                format!("must be 1 to {PAGE_MAX}"),
-            ));
-        }
-        let after = match p.page_token.as_deref() {
-            None | Some("") => None,
-            Some(token) => Some(SearchToken::decode(token)?),
-        };
         Ok(Self {
             looking,
             purpose: p.purpose,
-            limit,
-            after,
+            limit: page_limit(p.limit)?,
+            after: page_token(p.page_token.as_deref(), SearchToken::decode)?,
         })
     }
 }
