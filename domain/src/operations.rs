@@ -157,7 +157,7 @@ spec::operations! {
     List(ListUsers) = {
         rpc: "users.list",
         rest: &[get("/api/internal/users", &[
-            Query::Param("isActive", Kind::Bool, "Only active (`true`) or inactive (`false`) users."),
+            Query::Param("isActive", Kind::Bool, "Only active (`true`) or inactive (`false`) users; empty: both."),
             Query::Param(
                 "deleted",
                 Kind::OneOf(&["live", "deleted", "both"]),

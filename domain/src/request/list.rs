@@ -46,7 +46,11 @@ pub struct ListUsers {
 }
 
 impl Params for ListUsers {
-    fn parse(params: Map<String, Value>, _: ParamForm) -> Result<Self, CoreError> {
+    fn parse(mut params: Map<String, Value>, _: ParamForm) -> Result<Self, CoreError> {
+        // An empty filter (`?isActive=`) filters nothing, rather than reading as `false`.
+        if params.get("isActive").is_some_and(|v| v == "") {
+            params.remove("isActive");
+        }
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase", deny_unknown_fields)]
         struct Raw {
@@ -190,7 +194,7 @@ mod tests {
             (Some(false), Deleted::Both, 100)
         );
         assert!(q.created_after.is_some() && q.after.is_none());
-        let q = parse(json!({})).unwrap();
+        let q = parse(json!({"isActive": ""})).unwrap();
         assert_eq!(
             (q.is_active, q.deleted, q.limit),
             (None, Deleted::Live, PAGE_DEFAULT)
