@@ -112,9 +112,10 @@ impl Application {
         let db_breaker = db::breaker(&pool);
         let guard = PgGuard::new(db_breaker.clone(), config.db_acquire_timeout);
         let reads = Store::new(pool.clone(), cache.clone(), billing_keys, guard);
-        let (writes, ledger_retention) = (reads.clone(), config.idempotency_retention);
+        let (writes, retention) = (reads.clone(), config.retention);
         let store = supervision.start("userStore", move || {
-            UserStore::new(writes.clone(), ledger_retention)
+            UserStore::new(writes.clone(), retention.idempotency)
+                .erasing_deleted_after(retention.erase_deleted_after)
         });
         // Limits are counted in Redis by every instance together, when there is a Redis.
         let limits = match &redis {
@@ -133,7 +134,7 @@ impl Application {
             broker: config.amqp.clone(),
             exchange: config.events_exchange.clone(),
             envelope: config.event_envelope,
-            retention: config.outbox_retention,
+            retention: config.retention.outbox,
             redis: redis.clone().map(|r| (r, config.cache_prefix.clone())),
             retry: config.schedules.event_retry,
         };
@@ -169,6 +170,7 @@ impl Application {
                 queue: config.rpc_queue.clone(),
                 queue_type: config.rpc_queue_type,
                 prefetch: config.rpc_prefetch,
+                dead_letter_ttl: config.retention.dead_letters,
                 unauthenticated_reply_prefix: config.rpc_unauthenticated_reply_prefix.clone(),
             },
             instance: format!(

@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use user_core::metrics::record_auth_failure;
+use user_domain::operations::Permission;
 use user_domain::{Caller, CoreError};
 
 use crate::config::AuthConfig;
@@ -231,11 +232,12 @@ impl Authenticator {
         }
         // A name claimed with the shared secret never reads credentials: only a caller's
         // own key proves who it is.
-        let can_read_credentials = own_key && self.config.credential_readers.contains(&name);
-        Ok(Caller {
-            name,
-            can_read_credentials,
-        })
+        let allowed = match own_key {
+            true if self.config.credential_readers.contains(&name) => Permission::CredentialReader,
+            true if self.config.export_readers.contains(&name) => Permission::Exporter,
+            _ => Permission::Caller,
+        };
+        Ok(Caller { name, allowed })
     }
 
     /// The caller's name, and whether its own API key said so (rather than a name claimed

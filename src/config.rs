@@ -14,10 +14,12 @@ use crate::rpc::QueueType;
 
 mod auth;
 mod http;
+mod retention;
 mod schedules;
 pub use auth::{ApiKey, AuthConfig};
 use auth::{parse_api_keys, parse_ips, parse_service_names};
 pub use http::HttpLimits;
+pub use retention::Retention;
 pub use schedules::Schedules;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,10 +72,8 @@ pub struct Config {
     /// Lifetime of a cached user in Redis; zero turns the cache off.
     pub cache_ttl: Duration,
     pub event_envelope: EventFormat,
-    /// How long published events stay in the outbox before they are pruned.
-    pub outbox_retention: Duration,
-    /// How long the ledger of applied requests remembers a request key (and its reply).
-    pub idempotency_retention: Duration,
+    /// How long published events, stored replies, dead letters and deleted users are kept.
+    pub retention: Retention,
     pub auth: AuthConfig,
     /// Per caller name; `default` applies to everyone else.
     pub rate_limits: BTreeMap<String, RateLimit>,
@@ -153,6 +153,7 @@ impl Config {
             credential_readers: list(&or("CREDENTIAL_READERS", "auth-service"))
                 .map(str::to_owned)
                 .collect(),
+            export_readers: list(&or("EXPORT_READERS", "")).map(str::to_owned).collect(),
             failures_per_address: parse_rate(&failures)
                 .filter(|r| r.requests <= MAX_AUTH_FAILURES)
                 .ok_or_else(|| {
@@ -237,21 +238,7 @@ impl Config {
                 "nestjs" => EventFormat::Nestjs,
                 _ => return Err(err("EVENT_ENVELOPE", "expected plain or nestjs")),
             },
-            outbox_retention: Duration::from_secs(
-                parse_num::<u64>("OUTBOX_RETENTION_HOURS", get("OUTBOX_RETENTION_HOURS"), 24)?
-                    .checked_mul(3600)
-                    .ok_or_else(|| err("OUTBOX_RETENTION_HOURS", "too large"))?,
-            ),
-            idempotency_retention: Duration::from_secs(
-                match parse_num::<u64>(
-                    "IDEMPOTENCY_RETENTION_HOURS",
-                    get("IDEMPOTENCY_RETENTION_HOURS"),
-                    24,
-                )? {
-                    hours @ 1..=87_600 => hours * 3600,
-                    _ => return Err(err("IDEMPOTENCY_RETENTION_HOURS", "expected 1 to 87600")),
-                },
-            ),
+            retention: Retention::from_lookup(get)?,
             auth,
             rate_limits,
             app_env,

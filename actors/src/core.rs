@@ -103,17 +103,16 @@ impl Core {
 /// The permission a request needs comes from the operation table, raised by what the request
 /// asks for (credentials).
 fn authorize(ctx: &CallContext, request: &Request) -> Result<(), CoreError> {
-    let allowed = match request.permission() {
-        Permission::Caller => true,
-        Permission::CredentialReader => ctx.caller.can_read_credentials,
-    };
-    if allowed {
+    let needed = request.permission();
+    if needed <= ctx.caller.allowed {
         return Ok(());
     }
-    Err(CoreError::Forbidden(match request.permission() {
-        Permission::CredentialReader => {
-            format!("caller '{}' may not read credentials", ctx.caller.name)
-        }
-        Permission::Caller => format!("caller '{}' may not call this", ctx.caller.name),
+    let name = &ctx.caller.name;
+    Err(CoreError::Forbidden(match needed {
+        Permission::CredentialReader => format!("caller '{name}' may not read credentials"),
+        Permission::Exporter => format!(
+            "caller '{name}' may not export users (EXPORT_READERS or CREDENTIAL_READERS, with its own key)"
+        ),
+        Permission::Caller => format!("caller '{name}' may not call this"),
     }))
 }

@@ -101,6 +101,19 @@ impl Client {
         self.call(Method::Restore, json!({"id": id})).await
     }
 
+    /// `users.erase`: destroys the user's personal data, live or deleted (the payment ids
+    /// and totals stay); erasing it again is not an error. The user cannot be restored.
+    pub async fn erase(&self, id: Uuid) -> Result<(), ClientError> {
+        self.call(Method::Erase, json!({"id": id})).await.map(drop)
+    }
+
+    /// `users.export`: everything held about the user, live or deleted, as one document
+    /// (`{exportedAt, user, payments, deletedAt}`). For credential readers and
+    /// `EXPORT_READERS` only (`FORBIDDEN` for others).
+    pub async fn export(&self, id: Uuid) -> Result<Value, ClientError> {
+        self.call(Method::Export, json!({"id": id})).await
+    }
+
     /// `users.list`: one page of users, newest first: `{data, nextPageToken}`. `filter` holds
     /// any of `isActive`, `deleted` (`live`, `deleted`, `both`), `createdAfter`,
     /// `createdBefore`, `updatedSince`, `limit` (≤ 100) and `pageToken` (the answer's

@@ -7,13 +7,15 @@ use serde_json::value::RawValue;
 
 use crate::CorrelationId;
 use crate::error::CoreError;
+use crate::operations::Permission;
 
 /// Who is calling, as the edge authenticated them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub name: String,
-    /// May read password hashes (`CREDENTIAL_READERS`).
-    pub can_read_credentials: bool,
+    /// The most it may do: `CREDENTIAL_READERS` read password hashes, `EXPORT_READERS`
+    /// export users, everyone else calls the rest.
+    pub allowed: Permission,
 }
 
 impl Caller {
@@ -188,7 +190,7 @@ mod tests {
         let ctx = |name: &str| {
             let caller = Caller {
                 name: name.to_owned(),
-                can_read_credentials: false,
+                allowed: Permission::Caller,
             };
             CallContext::new(caller, CorrelationId::generate())
         };

@@ -126,6 +126,32 @@ spec::operations! {
             errors: &[409],
         },
     },
+    Erase(UserRef) = {
+        rpc: "users.erase",
+        rest: &[action("/api/internal/users/{id}/erase")],
+        effect: Write,
+        permission: Caller,
+        doc: Doc {
+            tag: "users",
+            summary: "Destroy a user's personal data everywhere the service keeps it, live or \
+                      deleted (idempotent; payment ids and totals stay, and the e-mail is free)",
+            answers: &[Answer { status: 204, description: "Erased, now or before", body: None }],
+            errors: &[],
+        },
+    },
+    Export(UserRef) = {
+        rpc: "users.export",
+        rest: &[get("/api/internal/users/{id}/export", &[])],
+        effect: Read,
+        permission: Permission::Exporter,
+        doc: Doc {
+            tag: "users",
+            summary: "Everything held about a user, live or deleted, as one document \
+                      (credential readers and `EXPORT_READERS` only)",
+            answers: &[ok(200, "The user's data", Ref("UserExport"))],
+            errors: &[],
+        },
+    },
     Search(SearchUsers) = {
         rpc: "users.search",
         rest: &[get("/api/internal/users/search", &[

@@ -15,6 +15,7 @@ fn auth(keys: &[(&str, &str)], secret: Option<&str>, ips: &[&str]) -> Authentica
         service_names: ["library-service".to_owned(), "auth-service".to_owned()].into(),
         allowed_ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
         credential_readers: ["auth-service".to_owned()].into(),
+        export_readers: ["support-desk".to_owned()].into(),
         failures_per_address: user_core::limits::RateLimit {
             requests: 3,
             window: std::time::Duration::from_secs(60),
@@ -37,15 +38,18 @@ const RPC: Source<'static> = Source::Broker { user_id: None };
 
 #[test]
 fn api_keys_identify_callers() {
-    let a = auth(&[("auth-service", "k1"), ("game-catalog", "k2")], None, &[]);
+    let keys = [
+        ("auth-service", "k1"),
+        ("game-catalog", "k2"),
+        ("support-desk", "k3"),
+    ];
+    let a = auth(&keys, None, &[]);
     let c = a.authenticate(&key("k1"), ip("10.1.2.3")).unwrap();
     assert_eq!(c.name, "auth-service");
-    assert!(c.can_read_credentials);
-    assert!(
-        !a.authenticate(&key("k2"), RPC)
-            .unwrap()
-            .can_read_credentials
-    );
+    assert_eq!(c.allowed, Permission::CredentialReader);
+    let allowed = |k| a.authenticate(&key(k), RPC).unwrap().allowed;
+    assert_eq!(allowed("k2"), Permission::Caller);
+    assert_eq!(allowed("k3"), Permission::Exporter);
     assert!(matches!(
         a.authenticate(&key("nope"), RPC),
         Err(CoreError::Unauthenticated(_))
@@ -81,8 +85,9 @@ fn internal_secret_takes_the_service_name() {
     // A declared name is, but never with the right to read credentials.
     let auth = a.authenticate(&claims("auth-service"), RPC).unwrap();
     assert_eq!(auth.name, "auth-service");
-    assert!(
-        !auth.can_read_credentials,
+    assert_eq!(
+        auth.allowed,
+        Permission::Caller,
         "the secret cannot claim credential reads"
     );
     let creds = Credentials {

@@ -131,11 +131,31 @@ fn bad_values_are_reported() {
     assert!(config(&[("IDEMPOTENCY_RETENTION_HOURS", "0")]).is_err());
     assert!(config(&[("IDEMPOTENCY_RETENTION_HOURS", &u64::MAX.to_string())]).is_err());
     let c = config(&[("IDEMPOTENCY_RETENTION_HOURS", "48")]).unwrap();
-    assert_eq!(c.idempotency_retention, Duration::from_secs(48 * 3600));
+    assert_eq!(c.retention.idempotency, Duration::from_secs(48 * 3600));
     assert_eq!(
-        config(&[]).unwrap().idempotency_retention,
+        config(&[]).unwrap().retention.idempotency,
         Duration::from_secs(24 * 3600)
     );
+    let d = config(&[]).unwrap().retention;
+    assert_eq!(d.dead_letters, Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(d.erase_deleted_after, None, "off by default");
+    let c = config(&[
+        ("ERASE_DELETED_AFTER_DAYS", "30"),
+        ("DEAD_LETTER_TTL_HOURS", "1"),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.retention.erase_deleted_after,
+        Some(Duration::from_secs(30 * 86_400))
+    );
+    assert_eq!(c.retention.dead_letters, Duration::from_secs(3600));
+    for bad in ["0", "-1", "99999", "soon"] {
+        assert!(
+            config(&[("ERASE_DELETED_AFTER_DAYS", bad)]).is_err(),
+            "{bad}"
+        );
+        assert!(config(&[("DEAD_LETTER_TTL_HOURS", bad)]).is_err(), "{bad}");
+    }
     let c = config(&[("INTERNAL_ALLOWED_IPS", "127.0.0.1, ::1, 192.168.1.0/24")]).unwrap();
     assert_eq!(c.auth.allowed_ips.len(), 3);
 }

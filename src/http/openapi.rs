@@ -68,6 +68,9 @@ pub const HEALTH_PATHS: [&str; 4] = [
         schemas::Liveness,
         schemas::Readiness,
         schemas::Integrations,
+        schemas::UserExport,
+        schemas::ExportedPayment,
+        schemas::ErasedUser,
         user_domain::Preferences,
         user_domain::PrivacySettings,
     ))

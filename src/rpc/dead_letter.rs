@@ -89,9 +89,12 @@ pub(super) async fn dead_letter(
             &format!("{} bytes: {why}", delivery.data.len()),
         );
     }
+    // Per message, so that it holds on a queue declared before, whatever its arguments.
+    let ttl = edge.config.dead_letter_ttl.as_millis().to_string();
     let mut out = BasicProperties::default()
         .with_headers(headers)
-        .with_delivery_mode(2);
+        .with_delivery_mode(2)
+        .with_expiration(ttl.into());
     if let Some(t) = props.content_type() {
         out = out.with_content_type(t.clone());
     }

@@ -58,6 +58,8 @@ pub struct RpcConfig {
     pub queue: String,
     pub queue_type: QueueType,
     pub prefetch: u16,
+    /// Dead letters expire in the broker after this: they may hold personal data.
+    pub dead_letter_ttl: std::time::Duration,
     /// Where a request that failed authentication may be answered besides direct reply-to
     /// (`RPC_UNAUTHENTICATED_REPLY_PREFIX`); empty: nowhere else.
     pub unauthenticated_reply_prefix: String,

@@ -437,6 +437,22 @@ async fn every_answer_matches_the_document() {
         assert_eq!(a.status, StatusCode::OK);
     }
 
+    // Export (auth-service reads credentials, so it may), then erase: 204 twice; the listing
+    // shows the erased user as its id and dates.
+    let export_t = sub("export");
+    let path = format!("{user}/export");
+    let a = c.call(app.req(get.clone(), &path), &get, &export_t).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let erase_t = sub("erase");
+    for _ in 0..2 {
+        let path = format!("{user}/erase");
+        let a = c.call(app.req(post.clone(), &path), &post, &erase_t).await;
+        assert_eq!(a.status, StatusCode::NO_CONTENT);
+    }
+    let path = format!("{USERS}?deleted=deleted");
+    let a = c.call(app.req(get.clone(), &path), &get, USERS).await;
+    assert_eq!(a.status, StatusCode::OK, "{path}");
+
     // The unauthenticated paths.
     for path in ["/health", "/health/ready", "/health/integrations"] {
         let a = c.call(app.client.get(app.url(path)), &get, path).await;

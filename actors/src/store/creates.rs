@@ -133,8 +133,8 @@ pub(super) async fn insert_users(
              WHERE e.user_id IN (SELECT id FROM u)
              ORDER BY e.n
          ), ledger AS (
-            INSERT INTO applied_requests (request_key, method, fingerprint, status, body)
-            SELECT r.request_key, r.method, r.fingerprint, 201, r.body::json
+            INSERT INTO applied_requests (request_key, method, fingerprint, status, body, user_id)
+            SELECT r.request_key, r.method, r.fingerprint, 201, r.body::json, r.user_id
               FROM UNNEST($10::uuid[], $11::text[], $12::text[], $13::text[], $14::text[])
                    AS r(user_id, request_key, method, fingerprint, body)
              WHERE r.user_id IN (SELECT id FROM u)

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use crate::crypto::{BillingKeys, Place};
 use crate::retry::Backoff;
 use user_domain::NewUser;
+use user_domain::UserId;
 use user_domain::call::{CallContext, Reply, ReplyStatus};
 use user_domain::error::CoreError;
 use user_domain::request::{Method, Request};
@@ -35,6 +36,8 @@ pub(super) struct Keyed {
     fingerprint: String,
     /// A broker redelivery: waits for the key's lock (see [`lock`]).
     redelivered: bool,
+    /// The user the write is about, whose erasure destroys its stored reply (see [`erase`]).
+    subject: Option<UserId>,
 }
 
 impl Keyed {
@@ -70,11 +73,15 @@ impl Keyed {
     }
 
     fn with(ctx: &CallContext, method: Method, content: Value) -> Option<Self> {
+        // Every write about one existing user names it `id`.
+        let subject = content.get("id").and_then(Value::as_str);
+        let subject = subject.and_then(|s| UserId::parse(s).ok());
         Some(Self {
             key: ctx.request_key.clone()?,
             method: method.as_str(),
             fingerprint: digest(method, content),
             redelivered: ctx.redelivered,
+            subject,
         })
     }
 }
@@ -203,6 +210,11 @@ pub(super) fn replay(
     status: i16,
     mut data: Value,
 ) -> Result<Reply, CoreError> {
+    if fingerprint == ERASED {
+        return Err(CoreError::NotFound(
+            "the user this request was about has been erased".to_owned(),
+        ));
+    }
     if fingerprint != k.fingerprint {
         return Err(CoreError::IdempotencyKeyReused(
             "this request key was already used for a different request".to_owned(),
@@ -232,14 +244,15 @@ pub(super) async fn record(
         return Ok(());
     };
     sqlx::query(
-        "INSERT INTO applied_requests (request_key, method, fingerprint, status, body)
-         VALUES ($1, $2, $3, $4, $5::json)",
+        "INSERT INTO applied_requests (request_key, method, fingerprint, status, body, user_id)
+         VALUES ($1, $2, $3, $4, $5::json, $6)",
     )
     .bind(&k.key)
     .bind(k.method)
     .bind(&k.fingerprint)
     .bind(i16::try_from(reply.status.code()).unwrap_or(i16::MAX))
     .bind(stored_body(keys, &k.key, reply)?)
+    .bind(k.subject.map(|id| id.as_uuid()))
     .execute(conn)
     .await
     .map_err(db_error)?;
@@ -257,6 +270,71 @@ pub(super) fn stored_body(
         keys.seal_billing(info, Place::Request(key))?;
     }
     Ok(body.to_string())
+}
+
+/// The fingerprint of a stored reply whose user was erased: whatever comes with its key is
+/// answered that the user is gone, and nothing of what was asked is kept.
+const ERASED: &str = "erased";
+
+/// Destroys what the ledger holds of the user `id` (its address `email`), in the erasure's
+/// transaction. A reply about the user is replaced, and its key answers 404 from now on (a
+/// request delivered again must not write the user back); a reply that names it among
+/// others (a batch create's conflicts) loses its address.
+pub(super) async fn erase(
+    conn: &mut PgConnection,
+    id: UserId,
+    email: &str,
+) -> Result<(), CoreError> {
+    let (id_text, email) = (id.to_string(), email.to_lowercase());
+    let naming: Vec<(String, Json<Value>)> = sqlx::query_as(
+        "SELECT request_key, body FROM applied_requests
+          WHERE user_id IS NULL AND fingerprint <> $3
+            AND (strpos(body::text, $1) > 0 OR strpos(lower(body::text), $2) > 0)
+          FOR UPDATE",
+    )
+    .bind(&id_text)
+    .bind(&email)
+    .bind(ERASED)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    let mut about_the_user = Vec::new();
+    for (key, Json(mut body)) in naming {
+        if body.get("id").and_then(Value::as_str) == Some(&id_text) {
+            about_the_user.push(key);
+            continue;
+        }
+        scrub(&mut body, &email);
+        sqlx::query("UPDATE applied_requests SET body = $2::json WHERE request_key = $1")
+            .bind(key)
+            .bind(body.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    }
+    sqlx::query(
+        "UPDATE applied_requests SET fingerprint = $3, status = 404, body = 'null'
+          WHERE user_id = $1 OR request_key = ANY($2)",
+    )
+    .bind(id.as_uuid())
+    .bind(&about_the_user)
+    .bind(ERASED)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// `v` without `email` (lower case) in any of its strings.
+fn scrub(v: &mut Value, email: &str) {
+    match v {
+        Value::String(s) if s.to_lowercase().contains(email) => {
+            *s = s.to_lowercase().replace(email, "(erased)");
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| scrub(v, email)),
+        Value::Object(m) => m.values_mut().for_each(|v| scrub(v, email)),
+        _ => {}
+    }
 }
 
 /// Deletes ledger rows older than `retention`: a request redelivered after that is new again.
@@ -287,7 +365,7 @@ mod tests {
     fn ctx(key: Option<&str>) -> CallContext {
         let caller = user_domain::call::Caller {
             name: "a".to_owned(),
-            can_read_credentials: false,
+            allowed: user_domain::operations::Permission::Caller,
         };
         CallContext::new(caller, user_domain::CorrelationId::generate()).keyed(key)
     }

@@ -12,14 +12,14 @@ use crate::crypto::BillingKeys;
 use user_domain::call::Reply;
 use user_domain::error::CoreError;
 use user_domain::request::{Deleted, ListUsers, PageToken};
-use user_domain::{Timestamp, User, views};
+use user_domain::{Timestamp, User, UserId, views};
 
 pub(super) async fn page(db: &Db, q: &ListUsers) -> Result<Reply, CoreError> {
     let users = db.asked(fetch(&db.pool, &db.keys, q)).await?;
     let token = |last: &Listed| {
         PageToken {
             created_at: last.created_at,
-            id: last.user.id,
+            id: last.id,
         }
         .encode()
     };
@@ -44,22 +44,45 @@ pub(super) fn paged<T>(
 
 /// One user of a listing, with what its page token and its view need beyond [`User`].
 struct Listed {
-    user: User,
+    id: UserId,
     /// As stored, to the microsecond.
     created_at: DateTime<Utc>,
     deleted_at: Option<DateTime<Utc>>,
+    state: State,
 }
 
-/// The user's view; a deleted user's says when it was deleted.
+enum State {
+    Kept(Box<User>),
+    /// Only its id and dates are left: a copy kept elsewhere learns to drop it.
+    Erased {
+        updated_at: DateTime<Utc>,
+        erased_at: DateTime<Utc>,
+    },
+}
+
+/// The user's view; a deleted user's says when it was deleted, an erased one's is its id and
+/// dates.
 fn view(listed: &Listed) -> Value {
-    let mut v = views::user(&listed.user);
-    if let (Some(at), Value::Object(m)) = (listed.deleted_at, &mut v) {
-        m.insert(
-            "deletedAt".to_owned(),
-            Value::String(Timestamp::from(at).to_string()),
-        );
+    let deleted_at = listed.deleted_at.map(Timestamp::from);
+    match &listed.state {
+        State::Kept(user) => {
+            let mut v = views::user(user);
+            if let (Some(at), Value::Object(m)) = (deleted_at, &mut v) {
+                m.insert("deletedAt".to_owned(), json!(at));
+            }
+            v
+        }
+        State::Erased {
+            updated_at,
+            erased_at,
+        } => json!({
+            "id": listed.id,
+            "createdAt": Timestamp::from(listed.created_at),
+            "updatedAt": Timestamp::from(*updated_at),
+            "deletedAt": deleted_at,
+            "erasedAt": Timestamp::from(*erased_at),
+        }),
     }
-    v
 }
 
 /// Up to `q.limit + 1` users of the listing `q` asks for, newest first (the one past the
@@ -72,10 +95,12 @@ async fn fetch(
     #[derive(FromRow)]
     struct Row {
         deleted_at: Option<DateTime<Utc>>,
+        erased_at: Option<DateTime<Utc>>,
         #[sqlx(flatten)]
         user: UserRow,
     }
-    let mut sql = QueryBuilder::<Postgres>::new(select_users!("deleted_at, ", "WHERE true"));
+    let mut sql =
+        QueryBuilder::<Postgres>::new(select_users!("deleted_at, erased_at, ", "WHERE true"));
     match q.deleted {
         Deleted::Live => sql.push(" AND deleted_at IS NULL"),
         Deleted::Deleted => sql.push(" AND deleted_at IS NOT NULL"),
@@ -105,11 +130,19 @@ async fn fetch(
     let rows: Vec<Row> = sql.build_query_as().fetch_all(db).await.map_err(db_error)?;
     rows.into_iter()
         .map(|r| {
-            let created_at = r.user.created_at;
+            let (id, created_at) = (UserId::from(r.user.id), r.user.created_at);
+            let state = match r.erased_at {
+                Some(erased_at) => State::Erased {
+                    updated_at: r.user.updated_at,
+                    erased_at,
+                },
+                None => State::Kept(Box::new(r.user.into_user(keys)?)),
+            };
             Ok(Listed {
-                user: r.user.into_user(keys)?,
+                id,
                 created_at,
                 deleted_at: r.deleted_at,
+                state,
             })
         })
         .collect()

@@ -3,11 +3,13 @@
 //! write but a create, which runs on a task of its own on the runtime's worker pool, so
 //! database work runs concurrently over the sqlx pool. Only creates cross the UserStore
 //! actor's mailbox: it commits those that arrive together as one group ([`group_commit`]).
-//! It also keeps the ledger of applied requests pruned.
+//! It also keeps the ledger of applied requests pruned, and erases users deleted long ago.
 
 mod creates;
 mod edits;
+mod erasure;
 mod error;
+mod export;
 pub(crate) use error::db_error;
 mod batch;
 mod db;
@@ -128,6 +130,8 @@ pub struct UserStore {
     groups_running: usize,
     /// Entries of the ledger older than this are deleted (`IDEMPOTENCY_RETENTION_HOURS`).
     ledger_retention: Duration,
+    /// Users deleted this long ago are erased (`ERASE_DELETED_AFTER_DAYS`); none when unset.
+    erase_deleted_after: Option<Duration>,
 }
 
 /// Groups of creates written at the same time: while some wait for their round trips and
@@ -145,6 +149,15 @@ impl UserStore {
             waiting: Vec::new(),
             groups_running: 0,
             ledger_retention,
+            erase_deleted_after: None,
+        }
+    }
+
+    /// Also erases the users deleted longer than `after` ago, in the background.
+    pub fn erasing_deleted_after(self, after: Option<Duration>) -> Self {
+        Self {
+            erase_deleted_after: after,
+            ..self
         }
     }
 
@@ -201,6 +214,9 @@ impl Actor for UserStore {
         ctx.set_mailbox_capacity(4096);
         let prune = prune_ledger(self.db.pool.clone(), self.ledger_retention);
         ctx.spawn(prune.into_actor(self));
+        if let Some(after) = self.erase_deleted_after {
+            ctx.spawn(erasure::erase_deleted(self.db.clone(), after).into_actor(self));
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use super::db::Db;
 use super::edits;
 use super::ledger::Keyed;
 use super::writes::{delete, modify, restore};
-use super::{creates, listing, payments, rows, search};
+use super::{creates, erasure, export, listing, payments, rows, search};
 use user_domain::User;
 use user_domain::call::{CallContext, Data, Reply};
 use user_domain::error::CoreError;
@@ -67,6 +67,8 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
         }
         Request::Delete(UserRef { id }) => delete(&db, id, keyed, corr).await,
         Request::Restore(UserRef { id }) => restore(&db, id, keyed, corr).await,
+        Request::Erase(UserRef { id }) => erasure::erase(&db, id, keyed, corr).await,
+        Request::Export(UserRef { id }) => export::export(&db, id).await,
         Request::List(q) => listing::page(&db, &q).await,
         Request::Search(q) => search::page(&db, &q).await,
         Request::GetProfile(GetProfile {

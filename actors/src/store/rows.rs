@@ -35,7 +35,7 @@ pub(super) use select_users;
 
 #[derive(FromRow)]
 pub(super) struct UserRow {
-    id: Uuid,
+    pub(super) id: Uuid,
     email: String,
     name: String,
     avatar_url: Option<String>,
@@ -44,7 +44,7 @@ pub(super) struct UserRow {
     last_login_ip: Option<String>,
     /// As stored, to the microsecond (a user's `createdAt` is cut to the millisecond).
     pub(super) created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+    pub(super) updated_at: DateTime<Utc>,
     preferences: Json<Value>,
     privacy_settings: Json<Value>,
     billing_info: Option<Json<Value>>,

@@ -85,7 +85,8 @@ pub(super) async fn delete(
 }
 
 /// Brings back the soft-deleted user as it was and answers it; a live user is answered as it
-/// is, with no event. 409 `EMAIL_TAKEN` when a live user holds its e-mail now.
+/// is, with no event. 409 `EMAIL_TAKEN` when a live user holds its e-mail now; 404 for an
+/// erased user, whose data is gone.
 pub(super) async fn restore(
     db: &Db,
     id: UserId,
@@ -93,13 +94,20 @@ pub(super) async fn restore(
     corr: &CorrelationId,
 ) -> Result<Reply, CoreError> {
     db.write(keyed, async |tx| {
-        let deleted: Option<String> = sqlx::query_scalar(
-            "SELECT email FROM users WHERE id = $1 AND deleted_at IS NOT NULL FOR NO KEY UPDATE",
+        let deleted: Option<(String, bool)> = sqlx::query_as(
+            "SELECT email, erased_at IS NOT NULL FROM users
+              WHERE id = $1 AND deleted_at IS NOT NULL FOR NO KEY UPDATE",
         )
         .bind(id.as_uuid())
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)?;
+        if deleted.as_ref().is_some_and(|(_, erased)| *erased) {
+            return Err(CoreError::NotFound(format!(
+                "user {id} was erased: its data is gone, and it cannot be restored"
+            )));
+        }
+        let deleted = deleted.map(|(email, _)| email);
         if let Some(email) = &deleted {
             sqlx::query("UPDATE users SET deleted_at = NULL, updated_at = now() WHERE id = $1")
                 .bind(id.as_uuid())

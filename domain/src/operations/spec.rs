@@ -31,6 +31,9 @@ pub enum Effect {
 pub enum Permission {
     /// Any authenticated caller.
     Caller,
+    /// A caller listed in `EXPORT_READERS` (or a credential reader): everything held about
+    /// a user, as one document.
+    Exporter,
     /// A caller listed in `CREDENTIAL_READERS`: password hashes.
     CredentialReader,
 }

@@ -16,9 +16,11 @@ use utoipa::openapi::schema::{
 };
 use utoipa::openapi::{Ref, RefOr};
 
+mod export;
 mod fields;
 mod health;
 
+pub use export::{ErasedUser, ExportedPayment, UserExport};
 pub use fields::{
     fields_body_schema, fields_schema, listed_user, partial_user, user_or_partial,
     user_with_credentials,

@@ -4,7 +4,9 @@
 use user_domain::User;
 use utoipa::PartialSchema;
 use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{
+    AnyOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type,
+};
 
 use super::reference;
 
@@ -92,7 +94,8 @@ pub fn user_with_credentials() -> Schema {
     Schema::Object(user)
 }
 
-/// A user as a listing answers it: `deletedAt` on a deleted one.
+/// A user as a listing answers it: `deletedAt` on a deleted one; an erased one is only its
+/// id and dates.
 pub fn listed_user() -> Schema {
     let mut user = match User::schema() {
         RefOr::T(Schema::Object(o)) => o,
@@ -102,7 +105,10 @@ pub fn listed_user() -> Schema {
         .insert("deletedAt".to_owned(), reference("Timestamp"));
     user.description =
         Some("A user of a listing; a deleted one says when (`deletedAt`).".to_owned());
-    Schema::Object(user)
+    OneOfBuilder::new()
+        .item(Schema::Object(user))
+        .item(reference("ErasedUser"))
+        .into()
 }
 
 /// A full user or, with `fields`, a projected one.
