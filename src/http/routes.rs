@@ -138,6 +138,8 @@ mod tests {
             (Http::PATCH, "/api/internal/users/x", Method::Update),
             (Http::DELETE, "/api/internal/users/x", Method::Delete),
             (Http::POST, "/api/internal/users/x/restore", Method::Restore),
+            (Http::POST, "/api/internal/users/x/erase", Method::Erase),
+            (Http::GET, "/api/internal/users/x/export", Method::Export),
             (Http::GET, "/api/internal/users", Method::List),
             (Http::GET, "/api/internal/users/search", Method::Search),
             (
