@@ -151,6 +151,9 @@ pub enum CoreError {
     Forbidden(String),
     #[error("user {0} not found")]
     UserNotFound(String),
+    /// Answered `USER_NOT_FOUND`, saying why: the user cannot come back.
+    #[error("user {0} was erased: its personal data is gone, and it cannot be restored")]
+    UserErased(String),
     #[error("{0}")]
     NotFound(String),
     #[error("method {0} is not allowed here")]
@@ -180,7 +183,7 @@ impl CoreError {
             Self::Validation { .. } => ErrorCode::ValidationFailed,
             Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
             Self::Forbidden(_) => ErrorCode::Forbidden,
-            Self::UserNotFound(_) => ErrorCode::UserNotFound,
+            Self::UserNotFound(_) | Self::UserErased(_) => ErrorCode::UserNotFound,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             Self::EmailTaken(_) => ErrorCode::EmailTaken,

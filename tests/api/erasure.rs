@@ -213,17 +213,18 @@ async fn an_erase_leaves_no_personal_data_in_postgres_redis_or_the_service_queue
 
     // Gone for every operation; its e-mail is free; it cannot come back.
     assert_eq!(app.get(&path).await.0, StatusCode::NOT_FOUND);
-    let (status, err) = app.post(&format!("{path}/restore"), json!({})).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
-    assert!(err["message"].as_str().unwrap().contains("erased"), "{err}");
+    let erased_answer = |(status, err): (StatusCode, Value)| {
+        assert_error(status, &err, StatusCode::NOT_FOUND, "USER_NOT_FOUND");
+        let message = err["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&id) && message.contains("erased"), "{err}");
+    };
+    erased_answer(app.post(&format!("{path}/restore"), json!({})).await);
     // A keyed write delivered again does not write the user back.
-    let (status, _) = send(
-        app.req(Method::PATCH, &path)
-            .header("idempotency-key", "write-0")
-            .json(&json!({"metadata": {"motto": NAME}})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    let again = app
+        .req(Method::PATCH, &path)
+        .header("idempotency-key", "write-0")
+        .json(&json!({"metadata": {"motto": NAME}}));
+    erased_answer(send(again).await);
     app.create_user("Someone Else", &email).await;
     // A listing shows the erased user as its id and dates, so that copies drop it.
     let (status, page) = app.get(&format!("{USERS}?deleted=deleted")).await;

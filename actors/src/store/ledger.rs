@@ -211,9 +211,8 @@ pub(super) fn replay(
     mut data: Value,
 ) -> Result<Reply, CoreError> {
     if fingerprint == ERASED {
-        return Err(CoreError::NotFound(
-            "the user this request was about has been erased".to_owned(),
-        ));
+        let id = data.as_str().unwrap_or("this request was about");
+        return Err(CoreError::UserErased(id.to_owned()));
     }
     if fingerprint != k.fingerprint {
         return Err(CoreError::IdempotencyKeyReused(
@@ -277,8 +276,8 @@ pub(super) fn stored_body(
 const ERASED: &str = "erased";
 
 /// Destroys what the ledger holds of the user `id` (its address `email`), in the erasure's
-/// transaction. A reply about the user is replaced, and its key answers 404 from now on (a
-/// request delivered again must not write the user back); a reply that names it among
+/// transaction. A reply about the user is replaced by its id, and its key answers 404 from
+/// now on (a request delivered again must not write the user back); a reply that names it among
 /// others (a batch create's conflicts) loses its address.
 pub(super) async fn erase(
     conn: &mut PgConnection,
@@ -313,7 +312,7 @@ pub(super) async fn erase(
             .map_err(db_error)?;
     }
     sqlx::query(
-        "UPDATE applied_requests SET fingerprint = $3, status = 404, body = 'null'
+        "UPDATE applied_requests SET fingerprint = $3, status = 404, body = to_json($1::text)
           WHERE user_id = $1 OR request_key = ANY($2)",
     )
     .bind(id.as_uuid())

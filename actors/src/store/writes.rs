@@ -103,9 +103,7 @@ pub(super) async fn restore(
         .await
         .map_err(db_error)?;
         if deleted.as_ref().is_some_and(|(_, erased)| *erased) {
-            return Err(CoreError::NotFound(format!(
-                "user {id} was erased: its data is gone, and it cannot be restored"
-            )));
+            return Err(CoreError::UserErased(id.to_string()));
         }
         let deleted = deleted.map(|(email, _)| email);
         if let Some(email) = &deleted {
