@@ -277,6 +277,16 @@ impl Ctx {
                 };
                 self.rest(conn, Method::GET, url, None, None, ok).await
             }
+            Workload::ScaleSearchPrefix | Workload::ScaleSearchInside => {
+                let q = scale::search_query(&self.names, w, rng)?;
+                let url = format!("{users}/search?q={q}&limit=20");
+                self.rest(conn, Method::GET, url, None, None, ok).await
+            }
+            Workload::ScaleListDeep => {
+                let token = scale::page_token_at(self.id(rng))?;
+                let url = format!("{users}?limit=100&pageToken={token}");
+                self.rest(conn, Method::GET, url, None, None, ok).await
+            }
             Workload::CeilSqlCreate
             | Workload::CeilSqlGet
             | Workload::CeilSqlEmail

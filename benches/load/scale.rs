@@ -16,6 +16,11 @@
 //!   store fetches a single id with `fetch_many` too, but `id = ANY($1)` with one id makes
 //!   about two thirds of `id = $1`'s throughput here (20k against 30k a second, 1 M users,
 //!   32 callers): the ceiling is the fetch of the row, not of that statement.
+//! * `scale-search-prefix`, `scale-search-inside`: `users.search` for the first 3 to 5
+//!   letters of a seeded name, or 4 letters from inside one (a sample of 1 000 names drawn
+//!   after the seeding), a page of 20.
+//! * `scale-list-deep`: `users.list`, a page of 100 after a random seeded user: any depth, as
+//!   deep as page 10 000 of 100 at a million users.
 //!
 //! Around each scale read's window the bench reads the service's cache counters
 //! (`/health/integrations`, `cachePerformance`: `localHits`, `redisHits`, `misses`, since
@@ -75,6 +80,51 @@ impl Zipf {
         let rank = self.cdf.partition_point(|&c| c <= u).min(n - 1);
         ((rank as u128 * SCATTER) % n as u128) as usize
     }
+}
+
+/// How many seeded names the searches draw their queries from.
+pub const NAMES_SAMPLED: i64 = 1000;
+
+/// A sample of the seeded names: the searches' queries come from them.
+pub async fn sample_names(url: &str) -> Result<Vec<String>, String> {
+    let pool = PgPool::connect(url).await.map_err(|e| e.to_string())?;
+    let names = sqlx::query_scalar("SELECT name FROM users TABLESAMPLE SYSTEM (1) LIMIT $1")
+        .bind(NAMES_SAMPLED)
+        .fetch_all(&pool)
+        .await
+        .map_err(|e| format!("sampling names: {e}"));
+    pool.close().await;
+    names
+}
+
+/// A search's `q`, percent-encoded: the first 3 to 5 letters of a sampled name
+/// (`scale-search-prefix`), or 4 letters from inside one, never its first
+/// (`scale-search-inside`).
+pub fn search_query(names: &[String], w: Workload, rng: &mut Rng) -> Result<String, String> {
+    if names.is_empty() {
+        return Err("no names sampled".to_owned());
+    }
+    let name: Vec<char> = names[rng.below(names.len())].chars().collect();
+    let (from, len) = match w {
+        Workload::ScaleSearchPrefix => (0, 3 + rng.below(3)),
+        _ => (1 + rng.below(name.len().saturating_sub(4).max(1)), 4),
+    };
+    let q: String = name.iter().skip(from).take(len).collect();
+    Ok(percent_encoding::utf8_percent_encode(&q, percent_encoding::NON_ALPHANUMERIC).to_string())
+}
+
+/// The listing's page token just after the seeded user `id` (whose UUIDv7 holds its
+/// creation time, to the millisecond, as the seeding wrote it).
+pub fn page_token_at(id: &str) -> Result<String, String> {
+    let id = Uuid::try_parse(id).map_err(|e| e.to_string())?;
+    let ms = i64::try_from(id.as_u128() >> 80).map_err(|e| e.to_string())?;
+    let created_at =
+        chrono::DateTime::from_timestamp_millis(ms).ok_or("an id outside chrono's range")?;
+    let token = user_domain::request::PageToken {
+        created_at,
+        id: user_domain::UserId::from(id),
+    };
+    Ok(token.encode())
 }
 
 /// The store's `select_users!` columns (`actors/src/store/rows.rs`).

@@ -8,7 +8,9 @@
 //! UUIDv7 whose timestamp is the user's `created_at`, to the millisecond, as
 //! `UserId::generate` makes them: user *i* of *n* was created *n − i* ms before the seeding,
 //! so ids grow with *i* and new rows land at the right edge of the primary key, as the
-//! service's do. The e-mail is `user<i>.<tag>@bench.example.com`, as `seed.rs` makes them.
+//! service's do. The e-mail is `user<i>.<tag>@bench.example.com`, as `seed.rs` makes them;
+//! the name one of 1 152 first-and-last names (`scripts/seed-users.sql`, which this runs, as
+//! `scripts/seed-users.sh` does).
 //! No outbox events and no ledger entries are written: nothing consumes them in the bench,
 //! and the service's reads never look at them.
 //!
@@ -30,16 +32,9 @@ use crate::workloads::{PASSWORD_HASH, Seeded};
 /// Statements run side by side, each on its own connection.
 const PARTS: usize = 2;
 
-/// Users `$1..=$2` (`$3`: the run's tag; `$4`: the creation time of user 0, in Unix ms).
-const INSERT: &str = "
-INSERT INTO users (id, email, name, password_hash, created_at, updated_at)
-SELECT (lpad(to_hex(ms), 12, '0') || '7'
-        || substr(replace(gen_random_uuid()::text, '-', ''), 14))::uuid,
-       'user' || i || '.' || $3 || '@bench.example.com', $5, $6,
-       timestamptz 'epoch' + ms * interval '1 millisecond',
-       timestamptz 'epoch' + ms * interval '1 millisecond'
-  FROM (SELECT i, $4 + i AS ms FROM generate_series($1::bigint, $2::bigint) AS i) AS s
-RETURNING id, email";
+/// Users `$1..=$2` (`$3`: the run's tag; `$4`: the creation time of user 0, in Unix ms;
+/// `$5`: the password hash), as `scripts/seed-users.sh` seeds them.
+const INSERT: &str = include_str!("../../scripts/seed-users.sql");
 
 /// Inserts `n` users for the run `tag` into the database `url`; their ids and emails.
 pub async fn seed(url: &str, n: usize, tag: &str) -> Result<Seeded, String> {
@@ -101,7 +96,6 @@ async fn insert_part(
         .bind(as_i64(to)?)
         .bind(tag)
         .bind(first_ms)
-        .bind("Seeded User")
         .bind(PASSWORD_HASH)
         .fetch(pool);
     let (mut ids, mut emails) = (Vec::new(), Vec::new());

@@ -171,9 +171,16 @@ impl Setup {
             );
             zipf
         });
+        let searches = [Workload::ScaleSearchPrefix, Workload::ScaleSearchInside];
+        let names = match (&sql_url, wants(&searches)) {
+            (Some(url), true) => scale::sample_names(url).await?,
+            (None, true) => return Err("the searches need --database-url".into()),
+            (_, false) => Vec::new(),
+        };
         let ctx = Ctx {
             base,
             zipf,
+            names,
             api_key: opts.api_key.clone(),
             rpc,
             noop,

@@ -30,6 +30,9 @@ pub enum Workload {
     CeilSqlGet,
     CeilSqlEmail,
     CeilSqlBatch100,
+    ScaleSearchPrefix,
+    ScaleSearchInside,
+    ScaleListDeep,
 }
 
 impl Workload {
@@ -79,7 +82,7 @@ impl Workload {
 
     /// The scale set (`--only scale`), meant for a million users (`--users 1000000`): the
     /// SQL ceilings first, then the reads they bound.
-    pub const SCALE: [Workload; 7] = [
+    pub const SCALE: [Workload; 10] = [
         Self::CeilSqlGet,
         Self::CeilSqlEmail,
         Self::CeilSqlBatch100,
@@ -87,13 +90,16 @@ impl Workload {
         Self::ScaleEmail,
         Self::ScaleZipf,
         Self::ScaleBatch100,
+        Self::ScaleSearchPrefix,
+        Self::ScaleSearchInside,
+        Self::ScaleListDeep,
     ];
 
     /// In the order they run: the ceilings and the reads first, on a quiet service; then the
     /// writes, whose events the service publishes in the background from then on; last the
     /// frozen dependencies (see [`crate::frozen`]), whose recovery nothing else should share.
     /// The scale set, last here, runs only when named (`--only`).
-    pub const ALL: [Workload; 25] = [
+    pub const ALL: [Workload; 28] = [
         Self::CeilWarp,
         Self::CeilWarpBatch100,
         Self::CeilRpcNoop,
@@ -119,6 +125,9 @@ impl Workload {
         Self::ScaleEmail,
         Self::ScaleZipf,
         Self::ScaleBatch100,
+        Self::ScaleSearchPrefix,
+        Self::ScaleSearchInside,
+        Self::ScaleListDeep,
     ];
 
     pub fn name(self) -> &'static str {
@@ -148,6 +157,9 @@ impl Workload {
             Self::CeilSqlGet => "ceil-sql-get",
             Self::CeilSqlEmail => "ceil-sql-email",
             Self::CeilSqlBatch100 => "ceil-sql-batch100",
+            Self::ScaleSearchPrefix => "scale-search-prefix",
+            Self::ScaleSearchInside => "scale-search-inside",
+            Self::ScaleListDeep => "scale-list-deep",
         }
     }
 
@@ -184,6 +196,15 @@ impl Workload {
             Self::CeilSqlGet => "ceiling: PostgreSQL's fetch of one user by id = $1 (sqlx)",
             Self::CeilSqlEmail => "ceiling: PostgreSQL's fetch of one user by email (sqlx)",
             Self::CeilSqlBatch100 => "ceiling: PostgreSQL's fetch of 100 users by id (sqlx)",
+            Self::ScaleSearchPrefix => {
+                "GET /api/internal/users/search?q= the first 3-5 letters of a seeded name"
+            }
+            Self::ScaleSearchInside => {
+                "GET /api/internal/users/search?q= 4 letters from inside a seeded name"
+            }
+            Self::ScaleListDeep => {
+                "GET /api/internal/users?limit=100&pageToken= at a random seeded user (any depth)"
+            }
         }
     }
 
@@ -223,6 +244,8 @@ pub struct Ctx {
     pub noop: Option<Client>,
     pub warp_base: Option<String>,
     pub users: Seeded,
+    /// A sample of the seeded users' names, for the searches.
+    pub names: Vec<String>,
     /// The popularity of the users for `scale-zipf`, when it is selected.
     pub zipf: Option<crate::scale::Zipf>,
     /// Makes emails, keys and payment ids unique to this bench run.

@@ -40,6 +40,7 @@ async fn a_name_finds_its_starts_first_then_its_insides_with_case_and_yo_folded(
         ("Фёдор Иванов", "fedor@example.com"),
         ("Bob Fedorson", "bob@example.com"),
         ("Fedya", "fedya@example.com"),
+        ("Zed Fedotov", "zed@example.com"),
     ] {
         created(&app, name, email).await;
     }
@@ -47,7 +48,11 @@ async fn a_name_finds_its_starts_first_then_its_insides_with_case_and_yo_folded(
         found(&app, "q=%D0%A4%D0%81%D0%94%D0%9E%D0%A0").await, // "ФЁДОР"
         ["Фёдор Иванов", "федор Петров", "Иван Федоров"]
     );
-    assert_eq!(found(&app, "q=fed").await, ["Fedya", "Bob Fedorson"]);
+    assert_eq!(
+        found(&app, "q=fed").await,
+        ["Fedya", "Zed Fedotov", "Bob Fedorson"],
+        "starts by name, then insides newest first"
+    );
     assert_eq!(
         found(&app, "q=FE").await,
         ["Fedya"],
@@ -80,6 +85,29 @@ async fn a_name_finds_its_starts_first_then_its_insides_with_case_and_yo_folded(
         }
     }
     assert_eq!(walked, ["Фёдор Иванов", "федор Петров", "Иван Федоров"]);
+
+    // Names containing a query are found by walking the newest users or, when the walk's
+    // budget finds too few, from the trigram index: both ways give the same users in the
+    // same order, and the walk stops at its budget.
+    let mut db = app.db().await;
+    let max = "ffffffff-ffff-ffff-ffff-ffffffffffff";
+    let mut inside = async |sql: &'static str, budget: i32| -> Vec<String> {
+        sqlx::query_scalar(sql)
+            .bind(max)
+            .bind(budget)
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+    };
+    let by_trigram = "SELECT name FROM users_inside_by_trigram('%fed%', 'fed', $1::uuid, false, 10) WHERE $2 > 0";
+    let walk = "SELECT name FROM users_inside_walk('%fed%', 'fed', $1::uuid, false, 10, $2)";
+    assert_eq!(inside(by_trigram, 1).await, ["Zed Fedotov", "Bob Fedorson"]);
+    assert_eq!(inside(walk, 100).await, ["Zed Fedotov", "Bob Fedorson"]);
+    assert_eq!(
+        inside(walk, 1).await,
+        ["Zed Fedotov"],
+        "only the newest user"
+    );
 }
 
 #[tokio::test]

@@ -13,8 +13,19 @@ use user_domain::{
     Amount, AvatarUrl, BillingStats, Email, PasswordHash, Timestamp, User, UserId, UserName,
 };
 
-/// `SELECT` of every column [`UserRow`] reads (after any `$extra` columns), followed by the
-/// rest of the statement.
+/// Every column [`UserRow`] reads, comma-separated.
+macro_rules! user_columns {
+    () => {
+        concat!(
+            "id, email, name, avatar_url, is_active, last_login_at, ",
+            "last_login_ip, created_at, updated_at, preferences, privacy_settings, billing_info, ",
+            "last_payment_at, total_spent_minor, payments_count, metadata"
+        )
+    };
+}
+
+/// `SELECT` of every column [`UserRow`] reads (after any `$extra` columns) from `users`,
+/// followed by the rest of the statement.
 macro_rules! select_users {
     ($rest:literal) => {
         select_users!("", $rest)
@@ -23,15 +34,14 @@ macro_rules! select_users {
         concat!(
             "SELECT ",
             $extra,
-            "id, email, name, avatar_url, is_active, last_login_at, ",
-            "last_login_ip, created_at, updated_at, preferences, privacy_settings, billing_info, ",
-            "last_payment_at, total_spent_minor, payments_count, metadata FROM users ",
+            $crate::store::rows::user_columns!(),
+            " FROM users ",
             $rest
         )
     };
 }
 
-pub(super) use select_users;
+pub(super) use {select_users, user_columns};
 
 #[derive(FromRow)]
 pub(super) struct UserRow {

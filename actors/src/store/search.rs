@@ -1,14 +1,15 @@
 //! `users.search`: public profiles of users found by name or e-mail, a page at a time, read
-//! straight from PostgreSQL. By name, users whose name starts with the query come first, then
-//! those whose name only contains it; each group by name, then id. Pages are cut by keyset on
-//! that order (see [`SearchToken`]).
+//! straight from PostgreSQL. By name, users whose name starts with the query come first, by
+//! name, then id; then those whose name only contains it, newest first. Pages are cut by
+//! keyset on that order (see [`SearchToken`]).
 
-use sqlx::{FromRow, PgExecutor, Postgres, QueryBuilder};
+use sqlx::types::Uuid;
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
 
 use super::db::Db;
 use super::db_error;
 use super::listing::paged;
-use super::rows::{UserRow, select_users};
+use super::rows::{UserRow, select_users, user_columns};
 use crate::crypto::BillingKeys;
 use user_domain::call::Reply;
 use user_domain::error::CoreError;
@@ -20,7 +21,11 @@ pub(super) async fn page(db: &Db, q: &SearchUsers) -> Result<Reply, CoreError> {
     let token = |f: &Found| {
         SearchToken {
             inside: f.inside,
-            name_key: f.name_key.clone(),
+            // The names containing the query are cut by id alone.
+            name_key: match f.inside {
+                true => String::new(),
+                false => f.name_key.clone(),
+            },
             id: f.user.id,
         }
         .encode()
@@ -48,59 +53,98 @@ fn literal(key: &str) -> String {
     out
 }
 
+/// The order of the names starting with the query: byte-wise whatever the database's
+/// collation, as the index `users_name_key_order_idx` holds it.
+const BY_NAME: &str = r#"name_key COLLATE "C", id"#;
+
+/// How many of the newest users a search for names containing its query tests, before it
+/// turns to the trigram index (`migrations/20261206000012_users_search_order.sql`). At a
+/// million users on 2 cores the walk costs about 2 ms; a query it finds too few for is held
+/// by fewer than 1 in 240 users, whom the trigram index gives in about 5 ms a thousand
+/// (measured with `scripts/seed-users.sh`; see docs/performance.md).
+const WALK_BUDGET: i32 = 5_000;
+
+/// The names containing the query, newest first: the users found by walking the newest,
+/// when the walk found enough of them, else those from the trigram index (never both).
+const INSIDE: &str = concat!(
+    "WITH walked AS MATERIALIZED (SELECT * FROM users_inside_walk($1, $2, $3, $4, $5, $6)) ",
+    "SELECT true AS inside, name_key, ",
+    user_columns!(),
+    " FROM (SELECT * FROM walked WHERE (SELECT count(*) FROM walked) >= $5 ",
+    "UNION ALL SELECT * FROM users_inside_by_trigram($1, $2, $3, $4, $5) ",
+    "WHERE (SELECT count(*) FROM walked) < $5) found ORDER BY id DESC"
+);
+
+#[derive(FromRow)]
+struct Row {
+    inside: bool,
+    name_key: String,
+    #[sqlx(flatten)]
+    user: UserRow,
+}
+
 /// Up to `q.limit + 1` users in the search's order (the one past the limit says that another
-/// page follows).
-async fn fetch(
-    db: impl PgExecutor<'_>,
-    keys: &BillingKeys,
-    q: &SearchUsers,
-) -> Result<Vec<Found>, CoreError> {
-    #[derive(FromRow)]
-    struct Row {
-        inside: bool,
-        name_key: String,
-        #[sqlx(flatten)]
-        user: UserRow,
-    }
-    let key = match &q.looking {
-        Looking::Name(key) => key.as_str(),
-        Looking::Email(_) => "",
-    };
-    let mut sql = QueryBuilder::<Postgres>::new("SELECT NOT starts_with(name_key, ");
-    sql.push_bind(key).push(") AS inside, found.* FROM (");
-    sql.push(select_users!("name_key, ", "WHERE deleted_at IS NULL"));
-    match &q.looking {
-        Looking::Name(key) => {
-            let pattern = match key.chars().count() >= SUBSTRING_MIN_CHARS {
-                true => format!("%{}%", literal(key)),
-                false => format!("{}%", literal(key)),
-            };
-            sql.push(" AND name_key LIKE ").push_bind(pattern);
-            // A private profile is never found by name.
-            sql.push(" AND privacy_settings->>'profileVisibility' IS DISTINCT FROM 'private'");
+/// page follows): the names starting with the query, read in [`BY_NAME`] order from the
+/// page's start; then, when the page has room and the query 3 characters or more, the
+/// names containing it ([`INSIDE`]).
+async fn fetch(db: &PgPool, keys: &BillingKeys, q: &SearchUsers) -> Result<Vec<Found>, CoreError> {
+    let limit = i64::from(q.limit) + 1;
+    let after_inside = q.after.as_ref().is_some_and(|a| a.inside);
+    let mut rows: Vec<Row> = Vec::new();
+    if !after_inside {
+        let mut sql = QueryBuilder::<Postgres>::new(select_users!(
+            "false AS inside, name_key, ",
+            "WHERE deleted_at IS NULL"
+        ));
+        match &q.looking {
+            Looking::Name(key) => {
+                sql.push(r#" AND name_key COLLATE "C" LIKE "#)
+                    .push_bind(format!("{}%", literal(key)))
+                    .push(" AND users_findable(users, ")
+                    .push_bind(q.purpose == Some(Purpose::Friends))
+                    .push(")");
+            }
+            Looking::Email(email) => {
+                sql.push(" AND lower(email) = ").push_bind(email.as_ref());
+                if q.purpose == Some(Purpose::Friends) {
+                    sql.push(
+                        " AND privacy_settings->>'allowFriendRequests' IS DISTINCT FROM 'false'",
+                    );
+                }
+            }
         }
-        Looking::Email(email) => {
-            sql.push(" AND lower(email) = ").push_bind(email.as_ref());
+        if let Some(after) = &q.after {
+            sql.push(format!(" AND ({BY_NAME}) > ("))
+                .push_bind(after.name_key.clone())
+                .push(", ")
+                .push_bind(after.id.as_uuid())
+                .push(")");
         }
+        sql.push(format!(" ORDER BY {BY_NAME} LIMIT "))
+            .push_bind(limit);
+        rows = sql.build_query_as().fetch_all(db).await.map_err(db_error)?;
     }
-    if q.purpose == Some(Purpose::Friends) {
-        sql.push(" AND privacy_settings->>'allowFriendRequests' IS DISTINCT FROM 'false'");
+    let room = limit - i64::try_from(rows.len()).unwrap_or(limit);
+    if let Looking::Name(key) = &q.looking
+        && room > 0
+        && key.chars().count() >= SUBSTRING_MIN_CHARS
+    {
+        let below = match &q.after {
+            Some(after) if after.inside => after.id.as_uuid(),
+            _ => Uuid::max(),
+        };
+        let inside: Vec<Row> = sqlx::query_as(INSIDE)
+            .bind(format!("%{}%", literal(key)))
+            .bind(key)
+            .bind(below)
+            .bind(q.purpose == Some(Purpose::Friends))
+            .bind(i32::try_from(room).unwrap_or(i32::MAX))
+            .bind(WALK_BUDGET)
+            .fetch_all(db)
+            .await
+            .map_err(db_error)?;
+        rows.extend(inside);
     }
-    sql.push(") found");
-    if let Some(after) = &q.after {
-        sql.push(" WHERE (NOT starts_with(name_key, ")
-            .push_bind(key)
-            .push("), name_key, id) > (")
-            .push_bind(after.inside)
-            .push(", ")
-            .push_bind(after.name_key.clone())
-            .push(", ")
-            .push_bind(after.id.as_uuid())
-            .push(")");
-    }
-    sql.push(" ORDER BY inside, name_key, id LIMIT ")
-        .push_bind(i64::from(q.limit) + 1);
-    let rows: Vec<Row> = sql.build_query_as().fetch_all(db).await.map_err(db_error)?;
     rows.into_iter()
         .map(|r| {
             Ok(Found {
