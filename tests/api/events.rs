@@ -130,6 +130,11 @@ async fn every_event_type_arrives_in_order_with_its_payload() {
     for (key, props, event) in &got {
         assert_eq!(event["userId"], id.as_str());
         assert_eq!(event["source"], "user-service");
+        // Who made the change: the test's key is auth-service's.
+        assert_eq!(
+            (&event["actor"], &event["schemaVersion"]),
+            (&json!("auth-service"), &json!(1))
+        );
         assert!(event["timestamp"].as_str().unwrap().ends_with('Z'));
         assert_eq!(
             props.message_id().as_ref().unwrap().as_str(),

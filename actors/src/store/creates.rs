@@ -15,16 +15,16 @@ use super::outbox;
 use crate::crypto::BillingKeys;
 use user_domain::call::Reply;
 use user_domain::error::CoreError;
-use user_domain::events::{Event, EventType};
+use user_domain::events::{Event, EventType, Origin};
 use user_domain::views;
-use user_domain::{CorrelationId, NewUser, Timestamp, User, UserId};
+use user_domain::{NewUser, Timestamp, User, UserId};
 
 /// One create: a group of one (see [`super::group`]).
 pub(super) async fn create(
     db: &Db,
     new: NewUser,
     keyed: Option<Keyed>,
-    corr: CorrelationId,
+    corr: Origin,
 ) -> Result<Reply, CoreError> {
     let (answer, answered) = oneshot::channel();
     let pending = Pending {
@@ -57,7 +57,7 @@ pub(super) async fn invalidate_created(db: &Db, created: impl IntoIterator<Item 
 /// request key when its reply goes into the ledger with it.
 pub(super) struct Insert<'a> {
     pub(super) new: NewUser,
-    pub(super) corr: &'a CorrelationId,
+    pub(super) corr: &'a Origin,
     pub(super) keyed: Option<&'a Keyed>,
 }
 
@@ -175,7 +175,7 @@ pub(super) async fn batch_create(
     db: &Db,
     items: Vec<Result<NewUser, CoreError>>,
     keyed: Option<&Keyed>,
-    corr: &CorrelationId,
+    corr: &Origin,
 ) -> Result<Reply, CoreError> {
     let requested = items.len();
     let mut results: Vec<Value> = Vec::with_capacity(requested);

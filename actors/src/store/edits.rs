@@ -8,11 +8,11 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use user_domain::error::{CoreError, from_json};
-use user_domain::events::{Event, EventType};
+use user_domain::events::{Event, EventType, Origin};
 use user_domain::json::{Changes, diff};
 use user_domain::quote::{QUOTE_CHARS, cut};
 use user_domain::request::{Patch, Payment};
-use user_domain::{CorrelationId, EditableUser, Timestamp, User};
+use user_domain::{EditableUser, Timestamp, User};
 
 /// The outcome of an edit. No events means nothing changed and nothing is written.
 pub(super) struct Edit {
@@ -68,24 +68,18 @@ fn under(key: &str, v: Value) -> Value {
 
 fn events(
     u: &User,
-    correlation_id: &CorrelationId,
+    origin: &Origin,
     parts: impl IntoIterator<Item = (EventType, Value, Value)>,
 ) -> Vec<Event> {
     parts
         .into_iter()
-        .filter_map(|(t, before, after)| {
-            Event::for_changes(t, u.id, correlation_id, diff(&before, &after))
-        })
+        .filter_map(|(t, before, after)| Event::for_changes(t, u.id, origin, diff(&before, &after)))
         .collect()
 }
 
 /// `users.update`: name, email, isActive and metadata are account data (USER_UPDATED);
 /// avatarUrl is profile data (PROFILE_UPDATED).
-pub(super) fn update(
-    u: &User,
-    patch: &Patch,
-    correlation_id: &CorrelationId,
-) -> Result<Edit, CoreError> {
+pub(super) fn update(u: &User, patch: &Patch, origin: &Origin) -> Result<Edit, CoreError> {
     let before = EditableUser::from(u);
     let after = merged(&before, patch)?;
     let split = |e: &EditableUser| {
@@ -97,7 +91,7 @@ pub(super) fn update(
     let (account_after, profile_after) = split(&after);
     let events = events(
         u,
-        correlation_id,
+        origin,
         [
             (EventType::UserUpdated, account_before, account_after),
             (EventType::ProfileUpdated, profile_before, profile_after),
@@ -114,15 +108,11 @@ pub(super) fn update(
     Ok(Edit { user, events })
 }
 
-pub(super) fn preferences(
-    u: &User,
-    patch: &Patch,
-    correlation_id: &CorrelationId,
-) -> Result<Edit, CoreError> {
+pub(super) fn preferences(u: &User, patch: &Patch, origin: &Origin) -> Result<Edit, CoreError> {
     let after = merged(&u.preferences, patch)?;
     let events = events(
         u,
-        correlation_id,
+        origin,
         [(
             EventType::PreferencesChanged,
             to_json(&u.preferences),
@@ -138,15 +128,11 @@ pub(super) fn preferences(
     })
 }
 
-pub(super) fn privacy(
-    u: &User,
-    patch: &Patch,
-    correlation_id: &CorrelationId,
-) -> Result<Edit, CoreError> {
+pub(super) fn privacy(u: &User, patch: &Patch, origin: &Origin) -> Result<Edit, CoreError> {
     let after = merged(&u.privacy_settings, patch)?;
     let events = events(
         u,
-        correlation_id,
+        origin,
         [(
             EventType::ProfileUpdated,
             under("privacySettings", to_json(&u.privacy_settings)),
@@ -163,11 +149,7 @@ pub(super) fn privacy(
 }
 
 /// Billing info starts out null; the first patch creates it, with defaults for the rest.
-pub(super) fn billing(
-    u: &User,
-    patch: &Patch,
-    correlation_id: &CorrelationId,
-) -> Result<Edit, CoreError> {
+pub(super) fn billing(u: &User, patch: &Patch, origin: &Origin) -> Result<Edit, CoreError> {
     if patch.is_empty() {
         return Ok(Edit {
             user: u.clone(),
@@ -188,7 +170,7 @@ pub(super) fn billing(
         previous: json!({}),
         current: json!({}),
     };
-    let events = Event::for_changes(EventType::UserUpdated, u.id, correlation_id, paths_only)
+    let events = Event::for_changes(EventType::UserUpdated, u.id, origin, paths_only)
         .into_iter()
         .collect();
     Ok(Edit {
@@ -201,12 +183,7 @@ pub(super) fn billing(
 }
 
 /// A login is an event even when it repeats the previous one.
-pub(super) fn login(
-    u: &User,
-    at: Option<Timestamp>,
-    ip: Option<IpAddr>,
-    correlation_id: &CorrelationId,
-) -> Edit {
+pub(super) fn login(u: &User, at: Option<Timestamp>, ip: Option<IpAddr>, origin: &Origin) -> Edit {
     let at = at.unwrap_or_else(Timestamp::now);
     let user = User {
         last_login_at: Some(at),
@@ -214,20 +191,11 @@ pub(super) fn login(
         ..u.clone()
     };
     let data = json!({"lastLoginAt": at, "ipAddress": ip});
-    let events = vec![Event::new(
-        EventType::UserLoggedIn,
-        u.id,
-        correlation_id,
-        data,
-    )];
+    let events = vec![Event::new(EventType::UserLoggedIn, u.id, origin, data)];
     Edit { user, events }
 }
 
-pub(super) fn payment(
-    u: &User,
-    p: &Payment,
-    correlation_id: &CorrelationId,
-) -> Result<Edit, CoreError> {
+pub(super) fn payment(u: &User, p: &Payment, origin: &Origin) -> Result<Edit, CoreError> {
     let paid_at = p.paid_at.unwrap_or_else(Timestamp::now);
     let mut stats = u.billing_stats.clone();
     stats.total_spent = stats
@@ -238,7 +206,7 @@ pub(super) fn payment(
     stats.last_payment_at = stats.last_payment_at.max(Some(paid_at));
     let events = events(
         u,
-        correlation_id,
+        origin,
         [(
             EventType::UserUpdated,
             under("billingStats", to_json(&u.billing_stats)),

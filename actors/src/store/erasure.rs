@@ -14,8 +14,8 @@ use super::ledger::{self, Keyed};
 use super::{HUNG_AFTER, db_error, outbox};
 use user_domain::call::Reply;
 use user_domain::error::CoreError;
-use user_domain::events::{Event, EventType};
-use user_domain::{CorrelationId, Email, UserId};
+use user_domain::events::{Event, EventType, Origin};
+use user_domain::{Email, UserId};
 
 /// Erases the user, live or deleted; answers 204, again 204 once it is erased. The user's
 /// events, published or not, are deleted; `user.erased` (which carries nothing personal) is
@@ -24,7 +24,7 @@ pub(super) async fn erase(
     db: &Db,
     id: UserId,
     keyed: Option<&Keyed>,
-    corr: &CorrelationId,
+    corr: &Origin,
 ) -> Result<Reply, CoreError> {
     db.write(keyed, async |tx| {
         let found: Option<(String, Option<DateTime<Utc>>)> =
@@ -91,8 +91,7 @@ pub(super) async fn erase_deleted(db: Db, after: Duration) {
             .map_err(db_error)?;
             let mut erased: i64 = 0;
             for id in due {
-                let corr = CorrelationId::generate();
-                erase(&db, UserId::from(id), None, &corr).await?;
+                erase(&db, UserId::from(id), None, &Origin::service()).await?;
                 erased += 1;
             }
             Ok::<_, CoreError>(erased)

@@ -19,7 +19,8 @@ use super::ledger::{self, Keyed};
 use crate::metrics;
 use user_domain::call::Reply;
 use user_domain::error::CoreError;
-use user_domain::{CorrelationId, NewUser, User};
+use user_domain::events::Origin;
+use user_domain::{NewUser, User};
 
 /// Most creates in one transaction.
 pub(super) const MAX_GROUP: usize = 64;
@@ -28,7 +29,7 @@ pub(super) const MAX_GROUP: usize = 64;
 pub(super) struct Pending {
     pub(super) new: NewUser,
     pub(super) keyed: Option<Keyed>,
-    pub(super) corr: CorrelationId,
+    pub(super) corr: Origin,
     pub(super) deadline: Option<Instant>,
     pub(super) answer: oneshot::Sender<Result<Reply, CoreError>>,
 }

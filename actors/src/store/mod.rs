@@ -43,6 +43,7 @@ use crate::crypto::BillingKeys;
 use user_domain::NewUser;
 use user_domain::call::{CallContext, Reply};
 use user_domain::error::CoreError;
+use user_domain::events::Origin;
 use user_domain::request::Request;
 
 pub use guard::{HUNG_AFTER, PgGuard};
@@ -172,7 +173,7 @@ impl UserStore {
         self.waiting.push(group_commit::Pending {
             keyed: ledger::Keyed::of_create(&call, &new),
             new,
-            corr: call.correlation_id,
+            corr: Origin::of(&call),
             deadline: call.deadline,
             answer,
         });

@@ -17,6 +17,7 @@ use super::{creates, erasure, export, listing, payments, rows, search};
 use user_domain::User;
 use user_domain::call::{CallContext, Data, Reply};
 use user_domain::error::CoreError;
+use user_domain::events::Origin;
 use user_domain::request::{
     BatchCreate, BatchLookup, BatchProfiles, GetByEmail, GetProfile, GetUser, MergePatch,
     RecordLogin, RecordPayment, Request, UserRef,
@@ -24,7 +25,8 @@ use user_domain::request::{
 use user_domain::views;
 
 pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Reply, CoreError> {
-    let corr = &ctx.correlation_id;
+    let origin = Origin::of(&ctx);
+    let corr = &origin;
     let caller = ctx.caller.name.as_str();
     let keyed = Keyed::new(&ctx, &req);
     let keyed = keyed.as_ref();

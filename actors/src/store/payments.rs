@@ -10,9 +10,10 @@ use super::edits::{self, Edit};
 use super::ledger::Keyed;
 use super::rows;
 use super::writes::save;
-use user_domain::CorrelationId;
+
 use user_domain::call::Reply;
 use user_domain::error::CoreError;
+use user_domain::events::Origin;
 use user_domain::request::Payment;
 use user_domain::views;
 use user_domain::{Currency, Timestamp, User, UserId};
@@ -27,7 +28,7 @@ pub(super) async fn record(
     id: UserId,
     p: Payment,
     keyed: Option<&Keyed>,
-    corr: &CorrelationId,
+    corr: &Origin,
 ) -> Result<Reply, CoreError> {
     db.write(keyed, async |tx| {
         let current = rows::fetch_for_update(&mut *tx, &db.keys, id).await?;

@@ -169,6 +169,10 @@ async fn events_over_the_bounds_are_refused_on_write() {
 
     let db = TestDb::new().await;
     let corr = CorrelationId::generate();
+    let corr = user_domain::events::Origin {
+        correlation_id: corr,
+        actor: "t".to_owned(),
+    };
     let event = |data| Event::new(EventType::UserUpdated, UserId::generate(), &corr, data);
     let deep = (0..MAX_DEPTH).fold(json!(1), |inner, _| json!([inner]));
     let big = json!("x".repeat(crate::publisher::encode::MAX_EVENT_BYTES));

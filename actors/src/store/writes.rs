@@ -13,8 +13,8 @@ use super::{outbox, rows};
 use crate::crypto::BillingKeys;
 use user_domain::call::Reply;
 use user_domain::error::CoreError;
-use user_domain::events::{Event, EventType};
-use user_domain::{CorrelationId, Email, Timestamp, User, UserId, views};
+use user_domain::events::{Event, EventType, Origin};
+use user_domain::{Email, Timestamp, User, UserId, views};
 
 /// Loads the user under a row lock, applies `edit`, and saves the result with its events;
 /// answers with `view` of the user. An edit without events changed nothing: only its reply
@@ -58,7 +58,7 @@ pub(super) async fn delete(
     db: &Db,
     id: UserId,
     keyed: Option<&Keyed>,
-    corr: &CorrelationId,
+    corr: &Origin,
 ) -> Result<Reply, CoreError> {
     db.write(keyed, async |tx| {
         let email: String = sqlx::query_scalar(
@@ -91,7 +91,7 @@ pub(super) async fn restore(
     db: &Db,
     id: UserId,
     keyed: Option<&Keyed>,
-    corr: &CorrelationId,
+    corr: &Origin,
 ) -> Result<Reply, CoreError> {
     db.write(keyed, async |tx| {
         let deleted: Option<(String, bool)> = sqlx::query_as(

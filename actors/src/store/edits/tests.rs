@@ -20,8 +20,11 @@ fn user() -> User {
     }
 }
 
-fn corr(s: &str) -> CorrelationId {
-    CorrelationId::parse(s).unwrap()
+fn corr(s: &str) -> Origin {
+    Origin {
+        correlation_id: user_domain::CorrelationId::parse(s).unwrap(),
+        actor: "game-catalog".to_owned(),
+    }
 }
 
 fn patch(v: Value) -> Patch {
@@ -40,6 +43,7 @@ fn preferences_diff_matches_the_seed() {
     let ev = &e.events[0];
     assert_eq!(ev.event_type, EventType::PreferencesChanged);
     assert_eq!(ev.correlation_id.as_str(), "req-456");
+    assert_eq!((ev.actor.as_str(), ev.schema_version), ("game-catalog", 1));
     assert_eq!(
         ev.data,
         json!({"changed": ["gameSettings.autoDownload", "language"],
