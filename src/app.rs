@@ -116,6 +116,7 @@ impl Application {
         let store = supervision.start("userStore", move || {
             UserStore::new(writes.clone(), retention.idempotency)
                 .erasing_deleted_after(retention.erase_deleted_after)
+                .keeping_history_for(retention.audit)
         });
         // Limits are counted in Redis by every instance together, when there is a Redis.
         let limits = match &redis {

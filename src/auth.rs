@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use user_core::metrics::record_auth_failure;
-use user_domain::operations::Permission;
+use user_domain::call::Rights;
 use user_domain::{Caller, CoreError};
 
 use crate::config::AuthConfig;
@@ -232,12 +232,13 @@ impl Authenticator {
         }
         // A name claimed with the shared secret never reads credentials: only a caller's
         // own key proves who it is.
-        let allowed = match own_key {
-            true if self.config.credential_readers.contains(&name) => Permission::CredentialReader,
-            true if self.config.export_readers.contains(&name) => Permission::Exporter,
-            _ => Permission::Caller,
+        let named = |list: &std::collections::HashSet<String>| own_key && list.contains(&name);
+        let rights = Rights {
+            read_credentials: named(&self.config.credential_readers),
+            export: named(&self.config.export_readers),
+            audit: named(&self.config.audit_readers),
         };
-        Ok(Caller { name, allowed })
+        Ok(Caller { name, rights })
     }
 
     /// The caller's name, and whether its own API key said so (rather than a name claimed

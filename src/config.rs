@@ -154,6 +154,7 @@ impl Config {
                 .map(str::to_owned)
                 .collect(),
             export_readers: list(&or("EXPORT_READERS", "")).map(str::to_owned).collect(),
+            audit_readers: list(&or("AUDIT_READERS", "")).map(str::to_owned).collect(),
             failures_per_address: parse_rate(&failures)
                 .filter(|r| r.requests <= MAX_AUTH_FAILURES)
                 .ok_or_else(|| {

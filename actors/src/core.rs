@@ -104,7 +104,7 @@ impl Core {
 /// asks for (credentials).
 fn authorize(ctx: &CallContext, request: &Request) -> Result<(), CoreError> {
     let needed = request.permission();
-    if needed <= ctx.caller.allowed {
+    if ctx.caller.rights.allow(needed) {
         return Ok(());
     }
     let name = &ctx.caller.name;
@@ -113,6 +113,9 @@ fn authorize(ctx: &CallContext, request: &Request) -> Result<(), CoreError> {
         Permission::Exporter => format!(
             "caller '{name}' may not export users (EXPORT_READERS or CREDENTIAL_READERS, with its own key)"
         ),
+        Permission::AuditReader => {
+            format!("caller '{name}' may not read users' history (AUDIT_READERS, with its own key)")
+        }
         Permission::Caller => format!("caller '{name}' may not call this"),
     }))
 }

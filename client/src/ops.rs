@@ -114,6 +114,14 @@ impl Client {
         self.call(Method::Export, json!({"id": id})).await
     }
 
+    /// `users.history`: one page of the user's changes, newest first: `{data,
+    /// nextPageToken}`, each entry `{type, changed, previous, current, actor, correlationId,
+    /// traceId, at}`. `page` holds any of `limit` (≤ 100) and `pageToken`. For
+    /// `AUDIT_READERS` only (`FORBIDDEN` for others).
+    pub async fn history(&self, id: Uuid, page: Value) -> Result<Value, ClientError> {
+        self.call(Method::History, with_id(id, page)?).await
+    }
+
     /// `users.list`: one page of users, newest first: `{data, nextPageToken}`. `filter` holds
     /// any of `isActive`, `deleted` (`live`, `deleted`, `both`), `createdAfter`,
     /// `createdBefore`, `updatedSince`, `limit` (≤ 100) and `pageToken` (the answer's

@@ -13,9 +13,31 @@ use crate::operations::Permission;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub name: String,
-    /// The most it may do: `CREDENTIAL_READERS` read password hashes, `EXPORT_READERS`
-    /// export users, everyone else calls the rest.
-    pub allowed: Permission,
+    /// What it may do beyond what every caller may.
+    pub rights: Rights,
+}
+
+/// What a caller may do beyond what every caller may, from the configuration, and only when
+/// its own key proved its name (never a name claimed with the shared secret).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rights {
+    /// `CREDENTIAL_READERS`: password hashes; also exports.
+    pub read_credentials: bool,
+    /// `EXPORT_READERS`: everything held about a user.
+    pub export: bool,
+    /// `AUDIT_READERS`: a user's history of changes.
+    pub audit: bool,
+}
+
+impl Rights {
+    pub fn allow(self, needed: Permission) -> bool {
+        match needed {
+            Permission::Caller => true,
+            Permission::Exporter => self.export || self.read_credentials,
+            Permission::CredentialReader => self.read_credentials,
+            Permission::AuditReader => self.audit,
+        }
+    }
 }
 
 impl Caller {
@@ -190,7 +212,7 @@ mod tests {
         let ctx = |name: &str| {
             let caller = Caller {
                 name: name.to_owned(),
-                allowed: Permission::Caller,
+                rights: Rights::default(),
             };
             CallContext::new(caller, CorrelationId::generate())
         };

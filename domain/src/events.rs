@@ -148,7 +148,7 @@ mod tests {
         let ctx = |name: &str| {
             let caller = Caller {
                 name: name.to_owned(),
-                allowed: crate::operations::Permission::Caller,
+                rights: Default::default(),
             };
             CallContext::new(caller, CorrelationId::generate())
         };

@@ -14,7 +14,7 @@ pub use spec::{
 use crate::NewUser;
 use crate::request::{
     BatchCreate, BatchLookup, BatchProfiles, GetByEmail, GetProfile, GetUser, ListUsers,
-    MergePatch, RecordLogin, RecordPayment, SearchUsers, UserRef,
+    MergePatch, RecordLogin, RecordPayment, SearchUsers, UserHistory, UserRef,
 };
 use Effect::{Read, Write};
 use Permission::Caller;
@@ -149,6 +149,22 @@ spec::operations! {
             summary: "Everything held about a user, live or deleted, as one document \
                       (credential readers and `EXPORT_READERS` only)",
             answers: &[ok(200, "The user's data", Ref("UserExport"))],
+            errors: &[],
+        },
+    },
+    History(UserHistory) = {
+        rpc: "users.history",
+        rest: &[get("/api/internal/users/{id}/history", &[
+            Query::Param("limit", Kind::Count(crate::request::PAGE_MAX), "Entries per page (default 20)."),
+            Query::Param("pageToken", Kind::Text(16), "The `nextPageToken` of the page before."),
+        ])],
+        effect: Read,
+        permission: Permission::AuditReader,
+        doc: Doc {
+            tag: "users",
+            summary: "A user's changes, newest first: who changed what, and when \
+                      (`AUDIT_READERS` only)",
+            answers: &[ok(200, "A page of changes, and the token of the next (null after the last)", Page("HistoryEntry"))],
             errors: &[],
         },
     },

@@ -16,6 +16,7 @@ fn auth(keys: &[(&str, &str)], secret: Option<&str>, ips: &[&str]) -> Authentica
         allowed_ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
         credential_readers: ["auth-service".to_owned()].into(),
         export_readers: ["support-desk".to_owned()].into(),
+        audit_readers: ["support-desk".to_owned()].into(),
         failures_per_address: user_core::limits::RateLimit {
             requests: 3,
             window: std::time::Duration::from_secs(60),
@@ -46,10 +47,11 @@ fn api_keys_identify_callers() {
     let a = auth(&keys, None, &[]);
     let c = a.authenticate(&key("k1"), ip("10.1.2.3")).unwrap();
     assert_eq!(c.name, "auth-service");
-    assert_eq!(c.allowed, Permission::CredentialReader);
-    let allowed = |k| a.authenticate(&key(k), RPC).unwrap().allowed;
-    assert_eq!(allowed("k2"), Permission::Caller);
-    assert_eq!(allowed("k3"), Permission::Exporter);
+    let may = |k, p| a.authenticate(&key(k), RPC).unwrap().rights.allow(p);
+    use user_domain::operations::Permission::{AuditReader, Caller, CredentialReader, Exporter};
+    assert!(may("k1", CredentialReader) && may("k1", Exporter) && !may("k1", AuditReader));
+    assert!(may("k2", Caller) && !may("k2", Exporter) && !may("k2", AuditReader));
+    assert!(may("k3", Exporter) && may("k3", AuditReader) && !may("k3", CredentialReader));
     assert!(matches!(
         a.authenticate(&key("nope"), RPC),
         Err(CoreError::Unauthenticated(_))
@@ -86,8 +88,8 @@ fn internal_secret_takes_the_service_name() {
     let auth = a.authenticate(&claims("auth-service"), RPC).unwrap();
     assert_eq!(auth.name, "auth-service");
     assert_eq!(
-        auth.allowed,
-        Permission::Caller,
+        auth.rights,
+        Rights::default(),
         "the secret cannot claim credential reads"
     );
     let creds = Credentials {

@@ -36,6 +36,8 @@ pub struct AuthConfig {
     pub credential_readers: HashSet<String>,
     /// May call `users.export` besides the credential readers (`EXPORT_READERS`).
     pub export_readers: HashSet<String>,
+    /// May call `users.history` (`AUDIT_READERS`).
+    pub audit_readers: HashSet<String>,
     /// Different failed credentials allowed per source and window; past them, failures
     /// from that source are answered 429 (valid credentials never are).
     pub failures_per_address: RateLimit,

@@ -1,5 +1,5 @@
 //! How long the service keeps what it keeps: published events, the ledger's replies, dead
-//! letters in the broker, and deleted users before they are erased.
+//! letters in the broker, users' history, and deleted users before they are erased.
 
 use std::time::Duration;
 
@@ -18,6 +18,8 @@ pub struct Retention {
     /// A dead letter expires in the broker after this (`DEAD_LETTER_TTL_HOURS`, 168): it
     /// may hold personal data, out of the service's reach.
     pub dead_letters: Duration,
+    /// A user's history is kept this long (`AUDIT_RETENTION_DAYS`, 365).
+    pub audit: Duration,
     /// Soft-deleted users are erased this long after their deletion
     /// (`ERASE_DELETED_AFTER_DAYS`); never when unset (the default).
     pub erase_deleted_after: Option<Duration>,
@@ -39,6 +41,7 @@ impl Retention {
             outbox: span("OUTBOX_RETENTION_HOURS", 24, HOUR, 87_600)?,
             idempotency: span("IDEMPOTENCY_RETENTION_HOURS", 24, HOUR, 87_600)?,
             dead_letters: span("DEAD_LETTER_TTL_HOURS", 168, HOUR, 87_600)?,
+            audit: span("AUDIT_RETENTION_DAYS", 365, DAY, 36_500)?,
             erase_deleted_after: match get(erase_after).filter(|v| !v.is_empty()) {
                 None => None,
                 Some(_) => Some(span(erase_after, 0, DAY, 36_500)?),

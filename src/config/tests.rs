@@ -139,6 +139,7 @@ fn bad_values_are_reported() {
     let d = config(&[]).unwrap().retention;
     assert_eq!(d.dead_letters, Duration::from_secs(7 * 24 * 3600));
     assert_eq!(d.erase_deleted_after, None, "off by default");
+    assert_eq!(d.audit, Duration::from_secs(365 * 86_400));
     let c = config(&[
         ("ERASE_DELETED_AFTER_DAYS", "30"),
         ("DEAD_LETTER_TTL_HOURS", "1"),

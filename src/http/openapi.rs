@@ -71,6 +71,7 @@ pub const HEALTH_PATHS: [&str; 4] = [
         schemas::UserExport,
         schemas::ExportedPayment,
         schemas::ErasedUser,
+        schemas::HistoryEntry,
         user_domain::Preferences,
         user_domain::PrivacySettings,
     ))

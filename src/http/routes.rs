@@ -140,6 +140,7 @@ mod tests {
             (Http::POST, "/api/internal/users/x/restore", Method::Restore),
             (Http::POST, "/api/internal/users/x/erase", Method::Erase),
             (Http::GET, "/api/internal/users/x/export", Method::Export),
+            (Http::GET, "/api/internal/users/x/history", Method::History),
             (Http::GET, "/api/internal/users", Method::List),
             (Http::GET, "/api/internal/users/search", Method::Search),
             (

@@ -17,6 +17,7 @@ mod failover;
 mod frozen_postgres;
 mod frozen_rabbitmq;
 mod frozen_redis;
+mod history;
 mod hostile;
 mod ledger;
 mod ledger_rpc;

@@ -152,10 +152,13 @@ const USERS: &str = "/api/internal/users";
 #[tokio::test]
 async fn every_answer_matches_the_document() {
     // game-catalog is limited to a few requests, for a real 429.
-    let app = TestApp::spawn_with(&[(
-        "RATE_LIMITS",
-        "auth-service=100000/60,game-catalog=3/60,default=100/60",
-    )])
+    let app = TestApp::spawn_with(&[
+        (
+            "RATE_LIMITS",
+            "auth-service=100000/60,game-catalog=3/60,default=100/60",
+        ),
+        ("AUDIT_READERS", "auth-service"),
+    ])
     .await;
     let mut c = Checker::new(&app).await;
     c.refuses_what_it_should();
@@ -435,6 +438,18 @@ async fn every_answer_matches_the_document() {
             .call(app.req(post.clone(), &path), &post, &restore_t)
             .await;
         assert_eq!(a.status, StatusCode::OK);
+    }
+
+    // History (auth-service is an audit reader here), a page of one, then a bad token.
+    let history_t = sub("history");
+    for q in ["?limit=1", "?pageToken=nope"] {
+        let path = format!("{user}/history{q}");
+        let a = c.call(app.req(get.clone(), &path), &get, &history_t).await;
+        let expected = match q {
+            "?limit=1" => StatusCode::OK,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        assert_eq!(a.status, expected, "{path}");
     }
 
     // Export (auth-service reads credentials, so it may), then erase: 204 twice; the listing

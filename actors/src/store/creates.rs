@@ -132,6 +132,11 @@ pub(super) async fn insert_users(
                    AS e(event_id, user_id, payload, n)
              WHERE e.user_id IN (SELECT id FROM u)
              ORDER BY e.n
+             RETURNING user_id, event_type, payload
+         ), history AS (
+            INSERT INTO user_history (user_id, event_type, data, actor, correlation_id)
+            SELECT user_id, event_type, payload->'data', payload->>'actor', payload->>'correlationId'
+              FROM events
          ), ledger AS (
             INSERT INTO applied_requests (request_key, method, fingerprint, status, body, user_id)
             SELECT r.request_key, r.method, r.fingerprint, 201, r.body::json, r.user_id

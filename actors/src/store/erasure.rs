@@ -1,5 +1,5 @@
 //! `users.erase`: a user's personal data destroyed everywhere the service keeps it (the users
-//! table, the ledger's replies, the outbox, the cache), and what accounting needs kept: the
+//! table, the ledger's replies, the outbox, its history, the cache), and what accounting needs kept: the
 //! id, the dates and the payments with their totals. Also the background erasure of users
 //! deleted long ago (`ERASE_DELETED_AFTER_DAYS`).
 
@@ -51,11 +51,14 @@ pub(super) async fn erase(
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        sqlx::query("DELETE FROM outbox WHERE user_id = $1")
-            .bind(id.as_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        sqlx::query(
+            "WITH history AS (DELETE FROM user_history WHERE user_id = $1)
+             DELETE FROM outbox WHERE user_id = $1",
+        )
+        .bind(id.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
         ledger::erase(&mut *tx, id, &email).await?;
         let erased = Event::new(EventType::UserErased, id, corr, json!({}));
         outbox::append(tx, &[erased]).await?;

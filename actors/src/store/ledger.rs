@@ -338,16 +338,7 @@ fn scrub(v: &mut Value, email: &str) {
 
 /// Deletes ledger rows older than `retention`: a request redelivered after that is new again.
 pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
-    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
-    let deleted = sqlx::query("DELETE FROM applied_requests WHERE created_at < $1")
-        .bind(cutoff)
-        .execute(pool)
-        .await?
-        .rows_affected();
-    if deleted > 0 {
-        tracing::info!(deleted, "pruned applied requests");
-    }
-    Ok(deleted)
+    super::expire(pool, super::Expiring::Ledger, retention).await
 }
 
 #[cfg(test)]
@@ -364,7 +355,7 @@ mod tests {
     fn ctx(key: Option<&str>) -> CallContext {
         let caller = user_domain::call::Caller {
             name: "a".to_owned(),
-            allowed: user_domain::operations::Permission::Caller,
+            rights: Default::default(),
         };
         CallContext::new(caller, user_domain::CorrelationId::generate()).keyed(key)
     }

@@ -15,6 +15,7 @@ mod batch;
 mod db;
 mod group_commit;
 mod guard;
+mod history;
 pub mod ledger;
 mod listing;
 mod operations;
@@ -133,6 +134,8 @@ pub struct UserStore {
     ledger_retention: Duration,
     /// Users deleted this long ago are erased (`ERASE_DELETED_AFTER_DAYS`); none when unset.
     erase_deleted_after: Option<Duration>,
+    /// Entries of the users' history older than this are deleted (`AUDIT_RETENTION_DAYS`).
+    history_retention: Duration,
 }
 
 /// Groups of creates written at the same time: while some wait for their round trips and
@@ -140,8 +143,10 @@ pub struct UserStore {
 /// 2 groups gave 3.0k creates/s, 4 gave 4.2k, 8 gave 3.4k (more, smaller flushes).
 const GROUPS_RUNNING: usize = 4;
 
-/// How often the ledger of applied requests is pruned.
-const PRUNE_LEDGER_EVERY: Duration = Duration::from_secs(60);
+/// How often the ledger of applied requests and the users' history are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How long a user's history is kept unless told (`AUDIT_RETENTION_DAYS`).
+const HISTORY_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl UserStore {
     pub fn new(store: Store, ledger_retention: Duration) -> Self {
@@ -151,6 +156,15 @@ impl UserStore {
             groups_running: 0,
             ledger_retention,
             erase_deleted_after: None,
+            history_retention: HISTORY_RETENTION,
+        }
+    }
+
+    /// Keeps the users' history this long.
+    pub fn keeping_history_for(self, retention: Duration) -> Self {
+        Self {
+            history_retention: retention,
+            ..self
         }
     }
 
@@ -213,28 +227,58 @@ impl Actor for UserStore {
         // Creates only pass through to the queue of the next group; a deep mailbox keeps
         // edges from waiting on each other.
         ctx.set_mailbox_capacity(4096);
-        let prune = prune_ledger(self.db.pool.clone(), self.ledger_retention);
-        ctx.spawn(prune.into_actor(self));
+        for (table, retention) in [
+            (Expiring::Ledger, self.ledger_retention),
+            (Expiring::History, self.history_retention),
+        ] {
+            ctx.spawn(keep_pruned(self.db.pool.clone(), table, retention).into_actor(self));
+        }
         if let Some(after) = self.erase_deleted_after {
             ctx.spawn(erasure::erase_deleted(self.db.clone(), after).into_actor(self));
         }
     }
 }
 
-/// Prunes the ledger now and every [`PRUNE_LEDGER_EVERY`]; a database silent for
-/// [`HUNG_AFTER`] is not waited on past it.
-async fn prune_ledger(pool: PgPool, retention: Duration) {
+/// The tables whose rows expire by their `created_at`.
+#[derive(Debug, Clone, Copy)]
+enum Expiring {
+    /// `applied_requests` (`IDEMPOTENCY_RETENTION_HOURS`).
+    Ledger,
+    /// `user_history` (`AUDIT_RETENTION_DAYS`).
+    History,
+}
+
+/// Deletes the rows of `table` older than `retention`.
+async fn expire(pool: &PgPool, table: Expiring, retention: Duration) -> Result<u64, sqlx::Error> {
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
+    let sql = match table {
+        Expiring::Ledger => "DELETE FROM applied_requests WHERE created_at < $1",
+        Expiring::History => "DELETE FROM user_history WHERE created_at < $1",
+    };
+    let deleted = sqlx::query(sql)
+        .bind(cutoff)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    if deleted > 0 {
+        tracing::info!(deleted, ?table, "pruned expired rows");
+    }
+    Ok(deleted)
+}
+
+/// Prunes `table` now and every [`PRUNE_EVERY`]; a database silent for [`HUNG_AFTER`] is
+/// not waited on past it.
+async fn keep_pruned(pool: PgPool, table: Expiring, retention: Duration) {
     loop {
-        match tokio::time::timeout(HUNG_AFTER, ledger::prune(&pool, retention)).await {
+        match tokio::time::timeout(HUNG_AFTER, expire(&pool, table, retention)).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "could not prune the ledger of applied requests");
-            }
+            Ok(Err(e)) => tracing::warn!(error = %e, ?table, "could not prune"),
             Err(_) => tracing::warn!(
-                "could not prune the ledger of applied requests: the database did not answer for {HUNG_AFTER:?}"
+                ?table,
+                "could not prune: the database did not answer for {HUNG_AFTER:?}"
             ),
         }
-        tokio::time::sleep(PRUNE_LEDGER_EVERY).await;
+        tokio::time::sleep(PRUNE_EVERY).await;
     }
 }
 

@@ -13,7 +13,7 @@ use super::db::Db;
 use super::edits;
 use super::ledger::Keyed;
 use super::writes::{delete, modify, restore};
-use super::{creates, erasure, export, listing, payments, rows, search};
+use super::{creates, erasure, export, history, listing, payments, rows, search};
 use user_domain::User;
 use user_domain::call::{CallContext, Data, Reply};
 use user_domain::error::CoreError;
@@ -73,6 +73,7 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
         Request::Export(UserRef { id }) => export::export(&db, id).await,
         Request::List(q) => listing::page(&db, &q).await,
         Request::Search(q) => search::page(&db, &q).await,
+        Request::History(q) => history::page(&db, &q).await,
         Request::GetProfile(GetProfile {
             id,
             options,

@@ -48,8 +48,9 @@ impl OutboxSignal {
     }
 }
 
-/// Adds `events` to the outbox. Every event is checked against the publisher's bounds first:
-/// one that breaks them fails the whole write, before anything is written.
+/// Adds `events` to the outbox, and to their users' history. Every event is checked against
+/// the publisher's bounds first: one that breaks them fails the whole write, before anything
+/// is written.
 pub(super) async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<(), CoreError> {
     if events.is_empty() {
         return Ok(());
@@ -64,8 +65,14 @@ pub(super) async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let keys: Vec<&str> = events.iter().map(|e| e.event_type.routing_key()).collect();
     sqlx::query(
-        "INSERT INTO outbox (event_id, user_id, event_type, routing_key, payload)
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[]::json[])",
+        "WITH events AS (
+            INSERT INTO outbox (event_id, user_id, event_type, routing_key, payload)
+            SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[]::json[])
+            RETURNING user_id, event_type, payload
+         )
+         INSERT INTO user_history (user_id, event_type, data, actor, correlation_id)
+         SELECT user_id, event_type, payload->'data', payload->>'actor', payload->>'correlationId'
+           FROM events",
     )
     .bind(&ids)
     .bind(&users)

@@ -72,7 +72,7 @@ fn call() -> CallContext {
     CallContext::new(
         Caller {
             name: "test".into(),
-            allowed: user_domain::operations::Permission::Caller,
+            rights: Default::default(),
         },
         user_domain::CorrelationId::generate(),
     )
@@ -212,7 +212,7 @@ async fn creates_sent_together_each_get_their_own_answer() {
     let create = |email: &str, key: Option<&str>| {
         let caller = Caller {
             name: "test".into(),
-            allowed: user_domain::operations::Permission::Caller,
+            rights: Default::default(),
         };
         let ctx = CallContext::new(caller, CorrelationId::generate()).keyed(key);
         let new = NewUser {

@@ -26,8 +26,8 @@ pub enum Effect {
     Write,
 }
 
-/// What a caller must be allowed. Ordered: each level includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// What a caller must be allowed ([`crate::call::Rights`] says who is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permission {
     /// Any authenticated caller.
     Caller,
@@ -36,6 +36,8 @@ pub enum Permission {
     Exporter,
     /// A caller listed in `CREDENTIAL_READERS`: password hashes.
     CredentialReader,
+    /// A caller listed in `AUDIT_READERS`: a user's history of changes.
+    AuditReader,
 }
 
 /// One REST route of an operation.
@@ -241,7 +243,10 @@ macro_rules! operations {
                 let asked = match self {
                     $(Self::$variant(r) => $crate::request::Params::needs(r)),*
                 };
-                self.method().spec().permission.max(asked)
+                match asked {
+                    Permission::Caller => self.method().spec().permission,
+                    more => more,
+                }
             }
 
             /// What a write asks for, as JSON (null for a read): the ledger fingerprints it,

@@ -3,6 +3,7 @@
 //! does the rest, so every rule about params lives here once. Each operation's request type
 //! (in [`types`]) is named in the operation table ([`crate::operations`]).
 
+mod history;
 mod list;
 mod params;
 mod search;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use crate::operations::{Method, Request};
+pub use history::{HistoryToken, UserHistory};
 pub use list::{Deleted, ListUsers, PAGE_DEFAULT, PAGE_MAX, PageToken};
 pub use params::{Count, Flag, List};
 pub use search::{

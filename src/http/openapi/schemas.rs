@@ -19,6 +19,7 @@ use utoipa::openapi::{Ref, RefOr};
 mod export;
 mod fields;
 mod health;
+mod history;
 
 pub use export::{ErasedUser, ExportedPayment, UserExport};
 pub use fields::{
@@ -26,6 +27,7 @@ pub use fields::{
     user_with_credentials,
 };
 pub use health::{Integrations, Liveness, Readiness};
+pub use history::HistoryEntry;
 
 pub fn reference(name: &str) -> RefOr<Schema> {
     RefOr::Ref(Ref::from_schema_name(name))
