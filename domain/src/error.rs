@@ -277,6 +277,13 @@ pub(crate) fn join_path(prefix: &str, path: &str) -> String {
 }
 
 /// Deserialises `value` as `T`, turning failure into a validation error under `prefix`.
+/// As [`from_json`], from JSON text, without building a tree of values on the way (a stored
+/// document read back).
+pub fn from_raw<T: serde::de::DeserializeOwned>(json: &str, prefix: &str) -> Result<T, CoreError> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| CoreError::from_serde(e, prefix))
+}
+
 pub fn from_json<T: serde::de::DeserializeOwned>(
     value: serde_json::Value,
     prefix: &str,

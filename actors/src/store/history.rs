@@ -9,7 +9,7 @@ use sqlx::types::Json;
 
 use super::db::Db;
 use super::db_error;
-use super::listing::paged;
+use super::listing::{cut, page};
 use user_domain::Timestamp;
 use user_domain::call::Reply;
 use user_domain::error::CoreError;
@@ -26,7 +26,7 @@ struct Entry {
     created_at: DateTime<Utc>,
 }
 
-pub(super) async fn page(db: &Db, q: &UserHistory) -> Result<Reply, CoreError> {
+pub(super) async fn read(db: &Db, q: &UserHistory) -> Result<Reply, CoreError> {
     let fetch = sqlx::query_as::<_, Entry>(
         "SELECT id, event_type, data, actor, correlation_id, trace_id, created_at
            FROM user_history
@@ -38,12 +38,8 @@ pub(super) async fn page(db: &Db, q: &UserHistory) -> Result<Reply, CoreError> {
     .bind(i64::from(q.limit) + 1)
     .fetch_all(&db.pool);
     let entries = db.asked(async { fetch.await.map_err(db_error) }).await?;
-    Ok(paged(
-        entries,
-        q.limit,
-        |e| HistoryToken(e.id).encode(),
-        view,
-    ))
+    let (entries, next) = cut(entries, q.limit, |e| HistoryToken(e.id).encode());
+    page(&entries.iter().map(view).collect::<Vec<_>>(), next)
 }
 
 /// `{type, changed, previous, current, actor, correlationId, traceId, at}`: a change's paths

@@ -2,19 +2,19 @@
 //! not the cache's business), and the token of the page after it.
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde::Serialize;
 use sqlx::{FromRow, PgExecutor, Postgres, QueryBuilder};
 
 use super::db::Db;
 use super::db_error;
 use super::rows::{UserRow, select_users};
 use crate::crypto::BillingKeys;
-use user_domain::call::Reply;
+use user_domain::call::{Data, Reply};
 use user_domain::error::CoreError;
 use user_domain::request::{Deleted, ListUsers, PageToken};
-use user_domain::{Timestamp, User, UserId, views};
+use user_domain::{Timestamp, User, UserId};
 
-pub(super) async fn page(db: &Db, q: &ListUsers) -> Result<Reply, CoreError> {
+pub(super) async fn list(db: &Db, q: &ListUsers) -> Result<Reply, CoreError> {
     let users = db.asked(fetch(&db.pool, &db.keys, q)).await?;
     let token = |last: &Listed| {
         PageToken {
@@ -23,23 +23,38 @@ pub(super) async fn page(db: &Db, q: &ListUsers) -> Result<Reply, CoreError> {
         }
         .encode()
     };
-    Ok(paged(users, q.limit, token, view))
+    let (users, next) = cut(users, q.limit, token);
+    page(&users.iter().map(view).collect::<Vec<_>>(), next)
 }
 
-/// `{data, nextPageToken}` of `items` fetched one past `limit` (that one says that another
-/// page follows, after the token of the last one shown).
-pub(super) fn paged<T>(
+/// `items` fetched one past `limit`, cut to the page, and the token of the page after it
+/// (named by the last item shown; none when nothing was past the limit).
+pub(super) fn cut<T>(
     mut items: Vec<T>,
     limit: u32,
     token: impl Fn(&T) -> String,
-    view: impl Fn(&T) -> Value,
-) -> Reply {
+) -> (Vec<T>, Option<String>) {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let more = items.len() > limit;
     items.truncate(limit);
     let next = items.last().filter(|_| more).map(token);
-    let data: Vec<Value> = items.iter().map(view).collect();
-    Reply::ok(json!({"data": data, "nextPageToken": next}))
+    (items, next)
+}
+
+/// `{data, nextPageToken}`, rendered straight to JSON text.
+pub(super) fn page(data: &[impl Serialize], next: Option<String>) -> Result<Reply, CoreError> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Page<'a, V> {
+        data: &'a [V],
+        next_page_token: Option<String>,
+    }
+    let next_page_token = next;
+    Data::render(&Page {
+        data,
+        next_page_token,
+    })
+    .map(Reply::ok)
 }
 
 /// One user of a listing, with what its page token and its view need beyond [`User`].
@@ -60,28 +75,41 @@ enum State {
     },
 }
 
-/// The user's view; a deleted user's says when it was deleted, an erased one's is its id and
-/// dates.
-fn view(listed: &Listed) -> Value {
+/// A user as a listing shows it.
+#[derive(Serialize)]
+#[serde(untagged, rename_all_fields = "camelCase")]
+enum View<'a> {
+    /// The user's full view; a deleted user's says when it was deleted.
+    Kept {
+        #[serde(flatten)]
+        user: &'a User,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        deleted_at: Option<Timestamp>,
+    },
+    /// Its id and dates.
+    Erased {
+        id: UserId,
+        created_at: Timestamp,
+        updated_at: Timestamp,
+        deleted_at: Option<Timestamp>,
+        erased_at: Timestamp,
+    },
+}
+
+fn view(listed: &Listed) -> View<'_> {
     let deleted_at = listed.deleted_at.map(Timestamp::from);
     match &listed.state {
-        State::Kept(user) => {
-            let mut v = views::user(user);
-            if let (Some(at), Value::Object(m)) = (deleted_at, &mut v) {
-                m.insert("deletedAt".to_owned(), json!(at));
-            }
-            v
-        }
+        State::Kept(user) => View::Kept { user, deleted_at },
         State::Erased {
             updated_at,
             erased_at,
-        } => json!({
-            "id": listed.id,
-            "createdAt": Timestamp::from(listed.created_at),
-            "updatedAt": Timestamp::from(*updated_at),
-            "deletedAt": deleted_at,
-            "erasedAt": Timestamp::from(*erased_at),
-        }),
+        } => View::Erased {
+            id: listed.id,
+            created_at: Timestamp::from(listed.created_at),
+            updated_at: Timestamp::from(*updated_at),
+            deleted_at,
+            erased_at: Timestamp::from(*erased_at),
+        },
     }
 }
 

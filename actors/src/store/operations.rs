@@ -71,9 +71,9 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
         Request::Restore(UserRef { id }) => restore(&db, id, keyed, corr).await,
         Request::Erase(UserRef { id }) => erasure::erase(&db, id, keyed, corr).await,
         Request::Export(UserRef { id }) => export::export(&db, id).await,
-        Request::List(q) => listing::page(&db, &q).await,
-        Request::Search(q) => search::page(&db, &q).await,
-        Request::History(q) => history::page(&db, &q).await,
+        Request::List(q) => listing::list(&db, &q).await,
+        Request::Search(q) => search::find(&db, &q).await,
+        Request::History(q) => history::read(&db, &q).await,
         Request::GetProfile(GetProfile {
             id,
             options,

@@ -3,12 +3,13 @@
 use super::db_error;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::types::{Json, Uuid};
 use sqlx::{FromRow, PgConnection, PgExecutor};
 
 use super::error::is_email_taken;
 use crate::crypto::{BillingKeys, Place};
-use user_domain::error::{CoreError, from_json};
+use user_domain::error::{CoreError, from_json, from_raw};
 use user_domain::{
     Amount, AvatarUrl, BillingStats, Email, PasswordHash, Timestamp, User, UserId, UserName,
 };
@@ -55,13 +56,14 @@ pub(super) struct UserRow {
     /// As stored, to the microsecond (a user's `createdAt` is cut to the millisecond).
     pub(super) created_at: DateTime<Utc>,
     pub(super) updated_at: DateTime<Utc>,
-    preferences: Json<Value>,
-    privacy_settings: Json<Value>,
+    // Read as text and decoded straight into their types: no tree of values on the way.
+    preferences: Json<Box<RawValue>>,
+    privacy_settings: Json<Box<RawValue>>,
     billing_info: Option<Json<Value>>,
     last_payment_at: Option<DateTime<Utc>>,
     total_spent_minor: i64,
     payments_count: i64,
-    metadata: Json<Value>,
+    metadata: Json<Box<RawValue>>,
 }
 
 impl UserRow {
@@ -93,8 +95,8 @@ impl UserRow {
                 .map_err(|e| corrupt("login IP", &e))?,
             created_at: r.created_at.into(),
             updated_at: r.updated_at.into(),
-            preferences: from_json(r.preferences.0.clone(), "preferences")?,
-            privacy_settings: from_json(r.privacy_settings.0.clone(), "privacySettings")?,
+            preferences: from_raw(r.preferences.0.get(), "preferences")?,
+            privacy_settings: from_raw(r.privacy_settings.0.get(), "privacySettings")?,
             billing_info: r
                 .billing_info
                 .clone()
@@ -111,7 +113,7 @@ impl UserRow {
                 total_spent: Amount::from_minor(r.total_spent_minor),
                 payments_count: r.payments_count,
             },
-            metadata: from_json(r.metadata.0.clone(), "metadata")?,
+            metadata: from_raw(r.metadata.0.get(), "metadata")?,
         })
     }
 }

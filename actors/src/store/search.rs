@@ -8,7 +8,7 @@ use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
 
 use super::db::Db;
 use super::db_error;
-use super::listing::paged;
+use super::listing::{cut, page};
 use super::rows::{UserRow, select_users, user_columns};
 use crate::crypto::BillingKeys;
 use user_domain::call::Reply;
@@ -16,7 +16,7 @@ use user_domain::error::CoreError;
 use user_domain::request::{Looking, Purpose, SUBSTRING_MIN_CHARS, SearchToken, SearchUsers};
 use user_domain::{User, views};
 
-pub(super) async fn page(db: &Db, q: &SearchUsers) -> Result<Reply, CoreError> {
+pub(super) async fn find(db: &Db, q: &SearchUsers) -> Result<Reply, CoreError> {
     let found = db.asked(fetch(&db.pool, &db.keys, q)).await?;
     let token = |f: &Found| {
         SearchToken {
@@ -31,7 +31,8 @@ pub(super) async fn page(db: &Db, q: &SearchUsers) -> Result<Reply, CoreError> {
         .encode()
     };
     let view = |f: &Found| views::public_profile(&f.user);
-    Ok(paged(found, q.limit, token, view))
+    let (found, next) = cut(found, q.limit, token);
+    page(&found.iter().map(view).collect::<Vec<_>>(), next)
 }
 
 struct Found {
