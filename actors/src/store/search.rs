@@ -65,16 +65,31 @@ const BY_NAME: &str = r#"name_key COLLATE "C", id"#;
 /// (measured with `scripts/seed-users.sh`; see docs/performance.md).
 const WALK_BUDGET: i32 = 5_000;
 
+/// The walk of a query without three letters or digits together (`r ko`): the trigram
+/// index cannot narrow such a query down (it would read every name with a word starting
+/// `ko`), so these are looked for among this many of the newest users only (about 9 ms).
+const WEAK_WALK_BUDGET: i32 = 20_000;
+
 /// The names containing the query, newest first: the users found by walking the newest,
-/// when the walk found enough of them, else those from the trigram index (never both).
+/// when the walk found enough of them or the query is weak ($7 false), else those from the
+/// trigram index (never both).
 const INSIDE: &str = concat!(
     "WITH walked AS MATERIALIZED (SELECT * FROM users_inside_walk($1, $2, $3, $4, $5, $6)) ",
     "SELECT true AS inside, name_key, ",
     user_columns!(),
-    " FROM (SELECT * FROM walked WHERE (SELECT count(*) FROM walked) >= $5 ",
+    " FROM (SELECT * FROM walked WHERE (SELECT count(*) FROM walked) >= $5 OR NOT $7 ",
     "UNION ALL SELECT * FROM users_inside_by_trigram($1, $2, $3, $4, $5) ",
-    "WHERE (SELECT count(*) FROM walked) < $5) found ORDER BY id DESC"
+    "WHERE (SELECT count(*) FROM walked) < $5 AND $7) found ORDER BY id DESC"
 );
+
+/// Whether the trigram index can narrow `key` down: three letters or digits together.
+fn trigram_strong(key: &str) -> bool {
+    let mut run = 0;
+    key.chars().any(|c| {
+        run = if c.is_alphanumeric() { run + 1 } else { 0 };
+        run >= 3
+    })
+}
 
 #[derive(FromRow)]
 struct Row {
@@ -134,13 +149,19 @@ async fn fetch(db: &PgPool, keys: &BillingKeys, q: &SearchUsers) -> Result<Vec<F
             Some(after) if after.inside => after.id.as_uuid(),
             _ => Uuid::max(),
         };
+        let strong = trigram_strong(key);
         let inside: Vec<Row> = sqlx::query_as(INSIDE)
             .bind(format!("%{}%", literal(key)))
             .bind(key)
             .bind(below)
             .bind(q.purpose == Some(Purpose::Friends))
             .bind(i32::try_from(room).unwrap_or(i32::MAX))
-            .bind(WALK_BUDGET)
+            .bind(if strong {
+                WALK_BUDGET
+            } else {
+                WEAK_WALK_BUDGET
+            })
+            .bind(strong)
             .fetch_all(db)
             .await
             .map_err(db_error)?;
@@ -162,5 +183,15 @@ mod tests {
     #[test]
     fn like_wildcards_are_taken_literally() {
         assert_eq!(super::literal(r"50%_a\b"), r"50\%\_a\\b");
+    }
+
+    #[test]
+    fn a_query_is_strong_with_three_letters_or_digits_together() {
+        for strong in ["abc", "r kozlov", "фёд", "a1b2c", "x 007"] {
+            assert!(super::trigram_strong(strong), "{strong}");
+        }
+        for weak in ["r ko", "ab", "a-b-c", "ив ан", ""] {
+            assert!(!super::trigram_strong(weak), "{weak}");
+        }
     }
 }
