@@ -174,9 +174,9 @@ spec::operations! {
             Query::Param(
                 "q",
                 Kind::Text(crate::request::QUERY_MAX_CHARS as u32),
-                "A name: those starting with it first, then (from 3 characters) those \
-                 containing it; case-insensitive, `ё` as `е`. Private profiles are never \
-                 found by name. Give `q` or `email`.",
+                "A name: those starting with it first, by name, then (from 3 characters) \
+                 those containing it, newest first; case-insensitive, `ё` as `е`. Private \
+                 profiles are never found by name. Give `q` or `email`.",
             ),
             Query::Param("email", Kind::Text(254), "An exact e-mail, instead of `q`."),
             Query::Param(
