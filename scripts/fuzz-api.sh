@@ -136,6 +136,7 @@ env DATABASE_URL="$db_url" \
     INTERNAL_API_KEYS="fuzz=$FUZZ_API_KEY" \
     INTERNAL_SERVICE_SECRET="$FUZZ_SECRET" \
     CREDENTIAL_READERS=fuzz \
+    AUDIT_READERS=fuzz \
     RATE_LIMITS="fuzz=1000000/60,default=1000000/60" \
     RPC_QUEUE="$run_id.rpc" \
     EVENTS_EXCHANGE="$run_id.events" \

@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use crate::CorrelationId;
 use crate::error::CoreError;
 use crate::operations::Permission;
+use crate::trace::TraceContext;
 
 /// Who is calling, as the edge authenticated them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,9 +67,12 @@ pub struct CallContext {
     /// still be held for a moment, until PostgreSQL has rolled that work back: it is waited
     /// for, not answered 409 as a caller's own concurrent retry is.
     pub redelivered: bool,
+    /// The W3C trace the request's work belongs to.
+    pub trace: TraceContext,
 }
 
 impl CallContext {
+    /// A request of a new trace (see [`Self::traced`]).
     pub fn new(caller: Caller, correlation_id: CorrelationId) -> Self {
         Self {
             caller,
@@ -76,7 +80,15 @@ impl CallContext {
             request_key: None,
             deadline: None,
             redelivered: false,
+            trace: TraceContext::start(),
         }
+    }
+
+    /// Continues the trace the request came with (its `traceparent` and `tracestate`, as
+    /// given), or a new one when it came with none or with one that breaks the rules.
+    pub fn traced(mut self, traceparent: Option<&str>, tracestate: Option<&str>) -> Self {
+        self.trace = TraceContext::continue_from(traceparent, tracestate);
+        self
     }
 
     /// Sets the key that identifies this request across deliveries (an RPC message id, an

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::call::{CallContext, Caller};
 use crate::json::Changes;
+use crate::trace::TraceContext;
 use crate::{CorrelationId, Timestamp, UserId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -59,6 +60,8 @@ pub struct Origin {
     /// without a declared name), `open` in local open mode, `user-service` for the service's
     /// own work (erasing users deleted long ago).
     pub actor: String,
+    /// The trace the change was part of; its events carry it on.
+    pub trace: TraceContext,
 }
 
 impl Origin {
@@ -71,6 +74,7 @@ impl Origin {
         let name = ctx.caller.name.as_str();
         Self {
             correlation_id: ctx.correlation_id.clone(),
+            trace: ctx.trace.clone(),
             actor: match name {
                 Caller::LOCAL => Self::OPEN,
                 name => name,
@@ -84,6 +88,7 @@ impl Origin {
         Self {
             correlation_id: CorrelationId::generate(),
             actor: Self::SERVICE.to_owned(),
+            trace: TraceContext::start(),
         }
     }
 }
@@ -107,6 +112,9 @@ pub struct Event {
     pub source: &'static str,
     pub schema_version: u32,
     pub data: Value,
+    /// Sent as the message's `traceparent` and `tracestate` headers, not in its body.
+    #[serde(skip)]
+    pub trace: TraceContext,
 }
 
 impl Event {
@@ -119,6 +127,7 @@ impl Event {
             correlation_id: origin.correlation_id.clone(),
             actor: origin.actor.clone(),
             schema_version: SCHEMA_VERSION,
+            trace: origin.trace.clone(),
             source: "user-service",
             data,
         }

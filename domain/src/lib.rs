@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod operations;
 pub mod quote;
 pub mod request;
+pub mod trace;
 pub mod views;
 
 mod billing;

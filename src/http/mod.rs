@@ -21,6 +21,7 @@ use user_core::metrics::{Transport, record_request};
 use user_domain::CorrelationId;
 use user_domain::operations::Input;
 use user_domain::quote::{QUOTE_CHARS, cut};
+use user_domain::trace::TraceContext;
 use user_domain::{CallContext, Caller, CoreError, ParamForm};
 use warp::Filter;
 use warp::http::{HeaderMap, Method as Http};
@@ -101,9 +102,12 @@ where
     B: Buf,
 {
     let correlation_id = respond::correlation_id(&headers);
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let trace = TraceContext::continue_from(text("traceparent"), text("tracestate"));
     let span = tracing::info_span!(
         "http",
         correlation_id = %correlation_id,
+        trace_id = %trace.trace_id(),
         method = %cut(method.as_str(), QUOTE_CHARS),
         path = %cut(&path, LOGGED_PATH_CHARS),
         caller = tracing::field::Empty,
@@ -168,7 +172,8 @@ where
                 "must be 1–128 printable ASCII characters",
             ));
         }
-        let ctx = CallContext::new(caller, correlation_id.clone()).keyed(key);
+        let mut ctx = CallContext::new(caller, correlation_id.clone()).keyed(key);
+        ctx.trace = trace.clone();
         edge.core
             .call(ctx, route.method, Value::Object(params), form)
             .await
@@ -201,6 +206,10 @@ where
     }
     if let Some(v) = allow.and_then(|a| warp::http::HeaderValue::from_str(&a).ok()) {
         response.headers_mut().insert(warp::http::header::ALLOW, v);
+    }
+    // The service's span of the caller's trace (or of the one it started).
+    if let Ok(v) = warp::http::HeaderValue::from_str(&trace.traceparent()) {
+        response.headers_mut().insert("traceparent", v);
     }
     span.in_scope(|| {
         tracing::info!(

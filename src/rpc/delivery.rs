@@ -10,11 +10,12 @@ use std::time::Duration;
 use futures::FutureExt;
 use lapin::BasicProperties;
 use lapin::message::Delivery;
-use lapin::types::ShortString;
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use tokio::time::Instant;
 use tracing::Instrument;
 use user_core::metrics::{Transport, record_delivery, record_request, record_unsendable};
 use user_domain::quote::{QUOTE_CHARS, cut};
+use user_domain::trace::TraceContext;
 use user_domain::{CallContext, Caller, CoreError, Method, ParamForm, Reply};
 
 use super::acks::Settlement;
@@ -152,6 +153,7 @@ async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Ou
     let span = tracing::info_span!(
         "rpc",
         correlation_id = %properties.correlation_id,
+        trace_id = %properties.trace.trace_id(),
         method = %cut(method_name, QUOTE_CHARS),
         caller = tracing::field::Empty,
         redelivered = delivery.redelivered,
@@ -211,6 +213,7 @@ async fn settle(
             if let Some(c) = properties.correlation {
                 props = props.with_correlation_id(c.clone());
             }
+            props = props.with_headers(trace_headers(&properties.trace));
             match reply(&channels.replies, reply_to.as_str(), &body, props).await {
                 Ok(()) => ack(edge, channels, delivery, Outcome::Answered).await,
                 Err(e) => {
@@ -225,6 +228,21 @@ async fn settle(
             Err(e) => settle_failure(edge, channels, delivery, e, seen).await,
         },
     }
+}
+
+/// `traceparent` (the service's span) and `tracestate`, as a reply's headers: the caller's
+/// trace goes on.
+fn trace_headers(trace: &TraceContext) -> FieldTable {
+    let mut headers = FieldTable::default();
+    let parent = trace.traceparent();
+    headers.insert(
+        "traceparent".into(),
+        AMQPValue::LongString(parent.as_str().into()),
+    );
+    if let Some(state) = trace.tracestate() {
+        headers.insert("tracestate".into(), AMQPValue::LongString(state.into()));
+    }
+    headers
 }
 
 /// Whether a request that did not authenticate may be answered at `reply_to`: direct
@@ -268,6 +286,7 @@ async fn call(
         CallContext::new(caller, properties.correlation_id.clone()).keyed(properties.request_key);
     ctx.deadline = deadline;
     ctx.redelivered = delivery.redelivered;
+    ctx.trace = properties.trace.clone();
     edge.core
         .call(ctx, method, incoming.params, ParamForm::Json)
         .await

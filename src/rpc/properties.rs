@@ -7,6 +7,7 @@ use lapin::BasicProperties;
 use lapin::types::{AMQPValue, ShortString};
 use tokio::time::Instant;
 use user_domain::CorrelationId;
+use user_domain::trace::TraceContext;
 
 use super::wire::Dialect;
 
@@ -22,6 +23,9 @@ pub(super) struct Properties<'a> {
     pub(super) correlation_id: CorrelationId,
     /// Identifies the request across redeliveries (`message_id`, else `correlation_id`).
     pub(super) request_key: Option<&'a str>,
+    /// The W3C trace of its `traceparent` and `tracestate` headers (where the NestJS
+    /// OpenTelemetry instrumentation puts them), else a new one.
+    pub(super) trace: TraceContext,
 }
 
 impl<'a> Properties<'a> {
@@ -42,6 +46,10 @@ impl<'a> Properties<'a> {
             correlation,
             correlation_id: CorrelationId::or_generate(candidate),
             request_key: request_key(props),
+            trace: TraceContext::continue_from(
+                header(props, "traceparent"),
+                header(props, "tracestate"),
+            ),
         }
     }
 }

@@ -34,4 +34,5 @@ mod search;
 mod slow_clients;
 mod startup;
 mod supervision;
+mod trace_context;
 mod users;

@@ -21,6 +21,9 @@ struct Pending {
     /// The stored JSON text; not even read (NULL) when it is over the bound.
     payload: Option<String>,
     payload_bytes: i64,
+    /// The W3C trace of the change, sent on as headers.
+    traceparent: Option<String>,
+    tracestate: Option<String>,
 }
 
 /// Publishes the next batch in outbox order and settles each event: published once the
@@ -35,7 +38,8 @@ pub(super) async fn publish_batch(
     let batch = sqlx::query_as::<_, Pending>(
         "SELECT o.id, o.user_id, o.routing_key, o.attempts,
                 CASE WHEN octet_length(o.payload::text) <= $2 THEN o.payload::text END AS payload,
-                octet_length(o.payload::text)::int8 AS payload_bytes
+                octet_length(o.payload::text)::int8 AS payload_bytes,
+                o.traceparent, o.tracestate
            FROM outbox o
           WHERE o.published_at IS NULL AND o.dead_at IS NULL
             AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())
@@ -63,7 +67,8 @@ pub(super) async fn publish_batch(
                 bytes: usize::try_from(event.payload_bytes).unwrap_or(usize::MAX),
             }),
         };
-        match message {
+        let (parent, state) = (event.traceparent.as_deref(), event.tracestate.as_deref());
+        match message.map(|m| encode::traced(m, parent, state)) {
             Ok(m) => {
                 let confirm = config
                     .broker

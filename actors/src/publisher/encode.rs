@@ -5,7 +5,7 @@
 //! an event the service wrote itself is always encodable.
 
 use lapin::BasicProperties;
-use lapin::types::ShortString;
+use lapin::types::{AMQPValue, ShortString};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -112,6 +112,19 @@ pub fn encode(routing_key: &str, payload: &str, envelope: EventFormat) -> Result
         properties,
         event,
     })
+}
+
+/// `m` with its change's W3C trace as the `traceparent` and `tracestate` headers (what the
+/// service wrote; a value over 512 bytes is left out, as the publisher never sends more).
+pub fn traced(mut m: Message, traceparent: Option<&str>, tracestate: Option<&str>) -> Message {
+    let mut headers = m.properties.headers().clone().unwrap_or_default();
+    for (name, value) in [("traceparent", traceparent), ("tracestate", tracestate)] {
+        if let Some(v) = value.filter(|v| v.len() <= 512) {
+            headers.insert(name.into(), AMQPValue::LongString(v.into()));
+        }
+    }
+    m.properties = m.properties.with_headers(headers);
+    m
 }
 
 /// `user.<word>`, exactly one word (so a `user.*` binding receives it) of lower-case letters,

@@ -79,6 +79,7 @@ pub(super) async fn insert_users(
         Vec::with_capacity(n),
     );
     let (mut event_ids, mut payloads) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut parents, mut states) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut ledger_users, mut ledger_keys, mut methods, mut fingerprints, mut bodies) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut candidates = Vec::with_capacity(n);
@@ -104,6 +105,8 @@ pub(super) async fn insert_users(
         let event = Event::new(EventType::UserCreated, user.id, corr, data);
         event_ids.push(event.event_id);
         payloads.push(outbox::stored(&event)?);
+        parents.push(event.trace.traceparent());
+        states.push(event.trace.tracestate().map(str::to_owned));
         let reply = Reply::created(views::user(&user));
         if let Some(k) = keyed {
             ledger_users.push(id);
@@ -126,16 +129,18 @@ pub(super) async fn insert_users(
             ON CONFLICT (lower(email)) WHERE deleted_at IS NULL DO NOTHING
             RETURNING id
          ), events AS (
-            INSERT INTO outbox (event_id, user_id, event_type, routing_key, payload)
-            SELECT e.event_id, e.user_id, $8, $9, e.payload::json
-              FROM UNNEST($6::uuid[], $1::uuid[], $7::text[]) WITH ORDINALITY
-                   AS e(event_id, user_id, payload, n)
+            INSERT INTO outbox
+                   (event_id, user_id, event_type, routing_key, payload, traceparent, tracestate)
+            SELECT e.event_id, e.user_id, $8, $9, e.payload::json, e.traceparent, e.tracestate
+              FROM UNNEST($6::uuid[], $1::uuid[], $7::text[], $15::text[], $16::text[])
+                   WITH ORDINALITY AS e(event_id, user_id, payload, traceparent, tracestate, n)
              WHERE e.user_id IN (SELECT id FROM u)
              ORDER BY e.n
-             RETURNING user_id, event_type, payload
+             RETURNING user_id, event_type, payload, traceparent
          ), history AS (
-            INSERT INTO user_history (user_id, event_type, data, actor, correlation_id)
-            SELECT user_id, event_type, payload->'data', payload->>'actor', payload->>'correlationId'
+            INSERT INTO user_history (user_id, event_type, data, actor, correlation_id, trace_id)
+            SELECT user_id, event_type, payload->'data', payload->>'actor',
+                   payload->>'correlationId', split_part(traceparent, '-', 2)
               FROM events
          ), ledger AS (
             INSERT INTO applied_requests (request_key, method, fingerprint, status, body, user_id)
@@ -160,6 +165,8 @@ pub(super) async fn insert_users(
     .bind(&methods)
     .bind(&fingerprints)
     .bind(&bodies)
+    .bind(&parents)
+    .bind(&states)
     .fetch_all(&mut *conn)
     .await.map_err(db_error)?;
     let inserted: HashSet<Uuid> = inserted.into_iter().collect();

@@ -64,14 +64,19 @@ pub(super) async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<
     let users: Vec<Uuid> = events.iter().map(|e| e.user_id.as_uuid()).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let keys: Vec<&str> = events.iter().map(|e| e.event_type.routing_key()).collect();
+    let parents: Vec<String> = events.iter().map(|e| e.trace.traceparent()).collect();
+    let states: Vec<Option<&str>> = events.iter().map(|e| e.trace.tracestate()).collect();
     sqlx::query(
         "WITH events AS (
-            INSERT INTO outbox (event_id, user_id, event_type, routing_key, payload)
-            SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[]::json[])
-            RETURNING user_id, event_type, payload
+            INSERT INTO outbox
+                   (event_id, user_id, event_type, routing_key, payload, traceparent, tracestate)
+            SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[],
+                                 $5::text[]::json[], $6::text[], $7::text[])
+            RETURNING user_id, event_type, payload, traceparent
          )
-         INSERT INTO user_history (user_id, event_type, data, actor, correlation_id)
-         SELECT user_id, event_type, payload->'data', payload->>'actor', payload->>'correlationId'
+         INSERT INTO user_history (user_id, event_type, data, actor, correlation_id, trace_id)
+         SELECT user_id, event_type, payload->'data', payload->>'actor', payload->>'correlationId',
+                split_part(traceparent, '-', 2)
            FROM events",
     )
     .bind(&ids)
@@ -79,6 +84,8 @@ pub(super) async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<
     .bind(&types)
     .bind(&keys)
     .bind(&payloads)
+    .bind(&parents)
+    .bind(&states)
     .execute(&mut *conn)
     .await
     .map_err(db_error)?;

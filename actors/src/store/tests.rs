@@ -172,6 +172,7 @@ async fn events_over_the_bounds_are_refused_on_write() {
     let corr = user_domain::events::Origin {
         correlation_id: corr,
         actor: "t".to_owned(),
+        trace: Default::default(),
     };
     let event = |data| Event::new(EventType::UserUpdated, UserId::generate(), &corr, data);
     let deep = (0..MAX_DEPTH).fold(json!(1), |inner, _| json!([inner]));

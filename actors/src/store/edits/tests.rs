@@ -24,6 +24,7 @@ fn corr(s: &str) -> Origin {
     Origin {
         correlation_id: user_domain::CorrelationId::parse(s).unwrap(),
         actor: "game-catalog".to_owned(),
+        trace: Default::default(),
     }
 }
 
