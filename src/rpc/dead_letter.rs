@@ -7,6 +7,7 @@ use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use user_domain::CoreError;
 use user_domain::quote::cut;
+use user_domain::trace::TraceContext;
 
 use super::wire::MAX_BODY_BYTES;
 use super::{Channels, RpcEdge, RpcError, publish};
@@ -14,13 +15,15 @@ use super::{Channels, RpcEdge, RpcError, publish};
 /// Headers that carry credentials: never copied into a dead letter.
 const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "x-internal-service"];
 /// The headers the service sets itself: never copied from the request.
-const OWN_HEADERS: [&str; 6] = [
+const OWN_HEADERS: [&str; 8] = [
     "x-error",
     "x-original-queue",
     "x-caller",
     "x-body-dropped",
     "x-headers-dropped",
     "x-repeat",
+    "traceparent",
+    "tracestate",
 ];
 /// Most bytes one copied header takes (name and value as sent).
 pub(super) const HEADER_BYTES: usize = 4 * 1024;
@@ -70,6 +73,15 @@ pub(super) async fn dead_letter(
     };
     text("x-error", &reason);
     text("x-original-queue", &edge.config.queue);
+    // The request's trace, continued by the service's span (checked, never as it came).
+    let trace = TraceContext::continue_from(
+        super::properties::header(props, "traceparent"),
+        super::properties::header(props, "tracestate"),
+    );
+    text("traceparent", &trace.traceparent());
+    if let Some(state) = trace.tracestate() {
+        text("tracestate", state);
+    }
     if let Some(caller) = caller {
         text("x-caller", caller);
     }

@@ -403,6 +403,10 @@ async fn dead_letters_carry_no_credentials_and_name_the_caller() {
         ("X-Api-Key", long(AUTH_KEY.as_bytes())),
         ("x-trace", long(b"kept")),
         ("x-caller", long(b"forged")),
+        (
+            "traceparent",
+            long(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        ),
     ]);
     let by_bearer = with_headers(vec![(
         "Authorization",
@@ -450,6 +454,20 @@ async fn dead_letters_carry_no_credentials_and_name_the_caller() {
             .any(|(_, _, h)| h.inner().contains_key("x-trace")),
         "other headers are kept"
     );
+    // Every dead letter carries on a trace: the request's, from the service's own span.
+    for (_, _, h) in &letters {
+        let Some(AMQPValue::LongString(parent)) = h.inner().get("traceparent") else {
+            panic!("no traceparent in {h:?}")
+        };
+        let parent = String::from_utf8_lossy(parent.as_bytes()).into_owned();
+        let continued = h.inner().contains_key("x-trace");
+        assert_eq!(
+            parent.contains("4bf92f3577b34da6a3ce929d0e0e4736"),
+            continued,
+            "{parent}"
+        );
+        assert!(!parent.contains("00f067aa0ba902b7"), "{parent}");
+    }
     callers.sort();
     assert_eq!(
         callers,
