@@ -12,6 +12,9 @@ use sqlx::types::Uuid;
 use super::db::{Db, Written};
 use super::ledger::{self, Keyed};
 use super::{HUNG_AFTER, db_error, outbox};
+use serde_json::Value;
+use sqlx::PgConnection;
+use sqlx::types::Json;
 use user_domain::call::Reply;
 use user_domain::error::CoreError;
 use user_domain::events::{Event, EventType, Origin};
@@ -59,7 +62,7 @@ pub(super) async fn erase(
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        ledger::erase(&mut *tx, id, &email).await?;
+        forget_replies(&mut *tx, id, &email).await?;
         let erased = Event::new(EventType::UserErased, id, corr, json!({}));
         outbox::append(tx, &[erased]).await?;
         Ok(Written {
@@ -117,5 +120,87 @@ pub(super) async fn erase_deleted(db: Db, after: Duration) {
             ),
         }
         tokio::time::sleep(ERASE_EVERY).await;
+    }
+}
+
+/// Destroys what the ledger holds of the user `id` (its address `email`), in the erasure's
+/// transaction. A reply about the user is replaced by its id, and its key answers 404 from
+/// now on (a request delivered again must not write the user back); a reply that names it among
+/// others (a batch create's conflicts) loses its address.
+async fn forget_replies(conn: &mut PgConnection, id: UserId, email: &str) -> Result<(), CoreError> {
+    let (id_text, email) = (id.to_string(), email.to_lowercase());
+    let naming: Vec<(String, Json<Value>)> = sqlx::query_as(
+        "SELECT request_key, body FROM applied_requests
+          WHERE user_id IS NULL AND fingerprint <> $3
+            AND (strpos(body::text, $1) > 0 OR strpos(lower(body::text), $2) > 0)
+          FOR UPDATE",
+    )
+    .bind(&id_text)
+    .bind(&email)
+    .bind(ledger::ERASED)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    let mut about_the_user = Vec::new();
+    for (key, Json(mut body)) in naming {
+        if body.get("id").and_then(Value::as_str) == Some(&id_text) {
+            about_the_user.push(key);
+            continue;
+        }
+        scrub(&mut body, &email);
+        sqlx::query("UPDATE applied_requests SET body = $2::json WHERE request_key = $1")
+            .bind(key)
+            .bind(body.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    }
+    sqlx::query(
+        "UPDATE applied_requests SET fingerprint = $3, status = 404, body = to_json($1::text)
+          WHERE user_id = $1 OR request_key = ANY($2)",
+    )
+    .bind(id.as_uuid())
+    .bind(&about_the_user)
+    .bind(ledger::ERASED)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// `v` without `email` (lower case) in any of its strings.
+fn scrub(v: &mut Value, email: &str) {
+    match v {
+        Value::String(s) if s.to_lowercase().contains(email) => {
+            *s = s.to_lowercase().replace(email, "(erased)");
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| scrub(v, email)),
+        Value::Object(m) => m.values_mut().for_each(|v| scrub(v, email)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn scrubbing_takes_the_address_out_of_every_string_and_nothing_else() {
+        let mut reply = json!({"results": [
+            {"index": 0, "status": "conflict",
+             "error": {"code": "EMAIL_TAKEN", "message": "email Ann@Example.com is already taken"}},
+            {"index": 1, "status": "created", "id": "0191d9b2-8e1f-7c3a-9a4e-0c1d2e3f4a5b"},
+        ], "stats": {"requested": 2}});
+        super::scrub(&mut reply, "ann@example.com");
+        assert_eq!(
+            reply["results"][0]["error"]["message"],
+            "email (erased) is already taken"
+        );
+        assert_eq!(
+            reply["results"][1]["id"],
+            "0191d9b2-8e1f-7c3a-9a4e-0c1d2e3f4a5b"
+        );
+        assert_eq!(reply["stats"]["requested"], 2);
+        assert!(!reply.to_string().to_lowercase().contains("ann@example.com"));
     }
 }

@@ -36,7 +36,7 @@ pub(super) struct Keyed {
     fingerprint: String,
     /// A broker redelivery: waits for the key's lock (see [`lock`]).
     redelivered: bool,
-    /// The user the write is about, whose erasure destroys its stored reply (see [`erase`]).
+    /// The user the write is about, whose erasure destroys its stored reply (see `super::erasure`).
     subject: Option<UserId>,
 }
 
@@ -273,68 +273,7 @@ pub(super) fn stored_body(
 
 /// The fingerprint of a stored reply whose user was erased: whatever comes with its key is
 /// answered that the user is gone, and nothing of what was asked is kept.
-const ERASED: &str = "erased";
-
-/// Destroys what the ledger holds of the user `id` (its address `email`), in the erasure's
-/// transaction. A reply about the user is replaced by its id, and its key answers 404 from
-/// now on (a request delivered again must not write the user back); a reply that names it among
-/// others (a batch create's conflicts) loses its address.
-pub(super) async fn erase(
-    conn: &mut PgConnection,
-    id: UserId,
-    email: &str,
-) -> Result<(), CoreError> {
-    let (id_text, email) = (id.to_string(), email.to_lowercase());
-    let naming: Vec<(String, Json<Value>)> = sqlx::query_as(
-        "SELECT request_key, body FROM applied_requests
-          WHERE user_id IS NULL AND fingerprint <> $3
-            AND (strpos(body::text, $1) > 0 OR strpos(lower(body::text), $2) > 0)
-          FOR UPDATE",
-    )
-    .bind(&id_text)
-    .bind(&email)
-    .bind(ERASED)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_error)?;
-    let mut about_the_user = Vec::new();
-    for (key, Json(mut body)) in naming {
-        if body.get("id").and_then(Value::as_str) == Some(&id_text) {
-            about_the_user.push(key);
-            continue;
-        }
-        scrub(&mut body, &email);
-        sqlx::query("UPDATE applied_requests SET body = $2::json WHERE request_key = $1")
-            .bind(key)
-            .bind(body.to_string())
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
-    }
-    sqlx::query(
-        "UPDATE applied_requests SET fingerprint = $3, status = 404, body = to_json($1::text)
-          WHERE user_id = $1 OR request_key = ANY($2)",
-    )
-    .bind(id.as_uuid())
-    .bind(&about_the_user)
-    .bind(ERASED)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error)?;
-    Ok(())
-}
-
-/// `v` without `email` (lower case) in any of its strings.
-fn scrub(v: &mut Value, email: &str) {
-    match v {
-        Value::String(s) if s.to_lowercase().contains(email) => {
-            *s = s.to_lowercase().replace(email, "(erased)");
-        }
-        Value::Array(items) => items.iter_mut().for_each(|v| scrub(v, email)),
-        Value::Object(m) => m.values_mut().for_each(|v| scrub(v, email)),
-        _ => {}
-    }
-}
+pub(super) const ERASED: &str = "erased";
 
 /// Deletes ledger rows older than `retention`: a request redelivered after that is new again.
 pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
