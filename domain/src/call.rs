@@ -72,23 +72,17 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    /// A request of a new trace (see [`Self::traced`]).
-    pub fn new(caller: Caller, correlation_id: CorrelationId) -> Self {
+    /// A request of `trace` (the one it came with, continued, or a new one: see
+    /// [`TraceContext::continue_from`]).
+    pub fn new(caller: Caller, correlation_id: CorrelationId, trace: TraceContext) -> Self {
         Self {
             caller,
             correlation_id,
             request_key: None,
             deadline: None,
             redelivered: false,
-            trace: TraceContext::start(),
+            trace,
         }
-    }
-
-    /// Continues the trace the request came with (its `traceparent` and `tracestate`, as
-    /// given), or a new one when it came with none or with one that breaks the rules.
-    pub fn traced(mut self, traceparent: Option<&str>, tracestate: Option<&str>) -> Self {
-        self.trace = TraceContext::continue_from(traceparent, tracestate);
-        self
     }
 
     /// Sets the key that identifies this request across deliveries (an RPC message id, an
@@ -226,7 +220,7 @@ mod tests {
                 name: name.to_owned(),
                 rights: Rights::default(),
             };
-            CallContext::new(caller, CorrelationId::generate())
+            CallContext::new(caller, CorrelationId::generate(), Default::default())
         };
         let (a, b) = (ctx("a").keyed(Some("k")), ctx("b").keyed(Some("k")));
         assert_eq!(a.request_key.as_deref(), Some("a:k"));

@@ -159,7 +159,7 @@ mod tests {
                 name: name.to_owned(),
                 rights: Default::default(),
             };
-            CallContext::new(caller, CorrelationId::generate())
+            CallContext::new(caller, CorrelationId::generate(), Default::default())
         };
         assert_eq!(Origin::of(&ctx("game-catalog")).actor, "game-catalog");
         assert_eq!(Origin::of(&ctx(Caller::INTERNAL)).actor, "internal");

@@ -172,8 +172,7 @@ where
                 "must be 1–128 printable ASCII characters",
             ));
         }
-        let mut ctx = CallContext::new(caller, correlation_id.clone()).keyed(key);
-        ctx.trace = trace.clone();
+        let ctx = CallContext::new(caller, correlation_id.clone(), trace.clone()).keyed(key);
         edge.core
             .call(ctx, route.method, Value::Object(params), form)
             .await

@@ -30,7 +30,7 @@ pub(super) const HEADER_BYTES: usize = 4 * 1024;
 /// Most bytes the copied headers take together; less when the broker's frames are small.
 pub(super) const HEADERS_BYTES: usize = 16 * 1024;
 /// Room left in a frame for everything else a dead letter's properties hold (`x-error`,
-/// the queue's name, the ids: each at most a few hundred bytes).
+/// the queue's name, the ids, the trace: each at most a few hundred bytes).
 const FRAME_RESERVE: usize = 4 * 1024;
 /// Most characters of `x-error`.
 const ERROR_CHARS: usize = 512;

@@ -282,11 +282,14 @@ async fn call(
     })?;
     seen.method = Some(method);
     // The same message delivered twice carries the same id: that makes writes idempotent.
-    let mut ctx =
-        CallContext::new(caller, properties.correlation_id.clone()).keyed(properties.request_key);
+    let mut ctx = CallContext::new(
+        caller,
+        properties.correlation_id.clone(),
+        properties.trace.clone(),
+    )
+    .keyed(properties.request_key);
     ctx.deadline = deadline;
     ctx.redelivered = delivery.redelivered;
-    ctx.trace = properties.trace.clone();
     edge.core
         .call(ctx, method, incoming.params, ParamForm::Json)
         .await

@@ -121,7 +121,7 @@ pub(super) async fn insert_users(
         hashes.push(new.password.to_string());
         candidates.push((user, reply));
     }
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
+    let inserted: Vec<Uuid> = sqlx::query_scalar(concat!(
         "WITH u AS (
             INSERT INTO users (id, email, name, password_hash, created_at, updated_at)
             SELECT id, email, name, hash, $5, $5
@@ -137,20 +137,17 @@ pub(super) async fn insert_users(
              WHERE e.user_id IN (SELECT id FROM u)
              ORDER BY e.n
              RETURNING user_id, event_type, payload, traceparent
-         ), history AS (
-            INSERT INTO user_history (user_id, event_type, data, actor, correlation_id, trace_id)
-            SELECT user_id, event_type, payload->'data', payload->>'actor',
-                   payload->>'correlationId', split_part(traceparent, '-', 2)
-              FROM events
-         ), ledger AS (
+         ), history AS (",
+        outbox::history_of_events!(),
+        "), ledger AS (
             INSERT INTO applied_requests (request_key, method, fingerprint, status, body, user_id)
             SELECT r.request_key, r.method, r.fingerprint, 201, r.body::json, r.user_id
               FROM UNNEST($10::uuid[], $11::text[], $12::text[], $13::text[], $14::text[])
                    AS r(user_id, request_key, method, fingerprint, body)
              WHERE r.user_id IN (SELECT id FROM u)
          )
-         SELECT id FROM u",
-    )
+         SELECT id FROM u"
+    ))
     .bind(&uuids)
     .bind(&emails)
     .bind(&names)

@@ -296,7 +296,12 @@ mod tests {
             name: "a".to_owned(),
             rights: Default::default(),
         };
-        CallContext::new(caller, user_domain::CorrelationId::generate()).keyed(key)
+        CallContext::new(
+            caller,
+            user_domain::CorrelationId::generate(),
+            Default::default(),
+        )
+        .keyed(key)
     }
 
     #[test]

@@ -48,6 +48,19 @@ impl OutboxSignal {
     }
 }
 
+/// The history entries of the events a statement's `events` (outbox rows: `user_id`,
+/// `event_type`, `payload`, `traceparent`) has just inserted: an insert to end it with.
+macro_rules! history_of_events {
+    () => {
+        "INSERT INTO user_history (user_id, event_type, data, actor, correlation_id, trace_id)
+         SELECT user_id, event_type, payload->'data', payload->>'actor',
+                payload->>'correlationId', split_part(traceparent, '-', 2)
+           FROM events"
+    };
+}
+
+pub(super) use history_of_events;
+
 /// Adds `events` to the outbox, and to their users' history. Every event is checked against
 /// the publisher's bounds first: one that breaks them fails the whole write, before anything
 /// is written.
@@ -66,19 +79,16 @@ pub(super) async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<
     let keys: Vec<&str> = events.iter().map(|e| e.event_type.routing_key()).collect();
     let parents: Vec<String> = events.iter().map(|e| e.trace.traceparent()).collect();
     let states: Vec<Option<&str>> = events.iter().map(|e| e.trace.tracestate()).collect();
-    sqlx::query(
+    sqlx::query(concat!(
         "WITH events AS (
             INSERT INTO outbox
                    (event_id, user_id, event_type, routing_key, payload, traceparent, tracestate)
             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[],
                                  $5::text[]::json[], $6::text[], $7::text[])
             RETURNING user_id, event_type, payload, traceparent
-         )
-         INSERT INTO user_history (user_id, event_type, data, actor, correlation_id, trace_id)
-         SELECT user_id, event_type, payload->'data', payload->>'actor', payload->>'correlationId',
-                split_part(traceparent, '-', 2)
-           FROM events",
-    )
+         ) ",
+        history_of_events!()
+    ))
     .bind(&ids)
     .bind(&users)
     .bind(&types)

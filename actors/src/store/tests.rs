@@ -75,6 +75,7 @@ fn call() -> CallContext {
             rights: Default::default(),
         },
         user_domain::CorrelationId::generate(),
+        Default::default(),
     )
 }
 
@@ -215,7 +216,8 @@ async fn creates_sent_together_each_get_their_own_answer() {
             name: "test".into(),
             rights: Default::default(),
         };
-        let ctx = CallContext::new(caller, CorrelationId::generate()).keyed(key);
+        let ctx =
+            CallContext::new(caller, CorrelationId::generate(), Default::default()).keyed(key);
         let new = NewUser {
             name: UserName::parse("Grouped").unwrap(),
             email: Email::parse(email).unwrap(),
