@@ -119,9 +119,10 @@ async fn three_instances_let_a_caller_through_its_allowance_once() {
         if redis_trips(&apps).await > trips {
             continue;
         }
-        // The allowance refills by one a second: a burst that a busy machine stretches over
-        // seconds may take one more for each.
-        let refilled = usize::try_from(started.elapsed().as_secs()).unwrap();
+        // The allowance refills by one a second, and the instances read the time each for
+        // itself: a burst may take one more for each second it has begun (61 was seen in
+        // 0.64 s beside the cluster test).
+        let refilled = started.elapsed().as_secs_f64().ceil() as usize;
         assert!(
             (57..=60 + refilled).contains(&accepted),
             "60 per minute across three instances, {accepted} accepted in {:?}",
