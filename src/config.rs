@@ -16,11 +16,13 @@ mod auth;
 mod http;
 mod retention;
 mod schedules;
+mod spans;
 pub use auth::{ApiKey, AuthConfig};
 use auth::{parse_api_keys, parse_ips, parse_service_names};
 pub use http::HttpLimits;
 pub use retention::Retention;
 pub use schedules::Schedules;
+pub use spans::SpanExport;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {message}")]
@@ -79,6 +81,8 @@ pub struct Config {
     pub rate_limits: BTreeMap<String, RateLimit>,
     pub app_env: AppEnv,
     pub log_format: LogFormat,
+    /// Spans exported over OTLP/HTTP; `None`: not exported.
+    pub span_export: Option<SpanExport>,
     /// `BILLING_KEYS`: the keys that seal billing data at rest; `None` when unset (the
     /// development key is used then, outside production only).
     pub billing_keys: Option<Arc<BillingKeys>>,
@@ -247,6 +251,7 @@ impl Config {
                 "json" => LogFormat::Json,
                 _ => LogFormat::Pretty,
             },
+            span_export: SpanExport::from_lookup(get)?,
             billing_keys: get("BILLING_KEYS")
                 .map(|k| BillingKeys::parse(&k).map(Arc::new))
                 .transpose()

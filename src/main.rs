@@ -124,7 +124,13 @@ fn serve() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_format);
+    let telemetry = match telemetry::init(config.log_format, config.span_export.as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("user-service: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // The actix System runs on a multi-thread runtime: actors on this thread, warp, sqlx
     // (and lapin) tasks on the worker pool, so every core is used.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -144,6 +150,7 @@ fn serve() -> ExitCode {
         app.run_until(shutdown_signal()).await;
         anyhow::Ok(())
     });
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use tracing::Instrument;
 use user_domain::call::{CallContext, Reply};
 use user_domain::error::CoreError;
 use user_domain::operations::Permission;
@@ -45,9 +46,13 @@ impl Core {
     ) -> Result<Reply, CoreError> {
         #[cfg(feature = "fault-injection")]
         crate::fault::panic_if_asked(ctx.correlation_id.as_str());
-        self.limits.check(&ctx.caller.name).await?;
+        self.limits
+            .check(&ctx.caller.name)
+            .instrument(crate::otel_span!("rate limit", caller = %ctx.caller.name))
+            .await?;
         let request = Request::parse(method, params, form)?;
-        self.execute(ctx, request).await
+        let span = crate::otel_span!("core", otel.name = method.as_str());
+        self.execute(ctx, request).instrument(span).await
     }
 
     /// No request waits for PostgreSQL past its patience, whatever the database does
@@ -92,7 +97,7 @@ impl Core {
         ctx.deadline = Some(ctx.deadline.map_or(deadline, |at| at.min(deadline)));
         guard
             .run(async {
-                writer.send(Create { ctx, new }).await.map_err(|e| {
+                writer.send(Create::new(ctx, new)).await.map_err(|e| {
                     CoreError::Unavailable(format!("user store is restarting ({e})"))
                 })?
             })

@@ -19,5 +19,6 @@ pub mod redis;
 pub mod retry;
 pub mod store;
 pub mod supervisor;
+pub mod telemetry;
 
 pub use crate::core::Core;

@@ -16,6 +16,8 @@ pub struct TraceContext {
     flags: u8,
     /// As it came, when it followed the rules; only with a `traceparent` that did.
     state: Option<String>,
+    /// The caller's span that the request came from, when it named one.
+    parent: Option<[u8; 8]>,
 }
 
 impl TraceContext {
@@ -30,13 +32,14 @@ impl TraceContext {
             span_id: span_id(),
             flags: 1,
             state: None,
+            parent: None,
         }
     }
 
     /// The trace of a request that came with `traceparent` (and `tracestate`), continued by
     /// a span of the service's own; a new one when `traceparent` breaks the W3C rules.
     pub fn continue_from(traceparent: Option<&str>, tracestate: Option<&str>) -> Self {
-        let Some((trace_id, flags)) = traceparent.and_then(parse) else {
+        let Some((trace_id, parent, flags)) = traceparent.and_then(parse) else {
             return Self::start();
         };
         let state = tracestate
@@ -49,6 +52,7 @@ impl TraceContext {
             span_id: span_id(),
             flags,
             state,
+            parent: Some(parent),
         }
     }
 
@@ -69,6 +73,31 @@ impl TraceContext {
 
     pub fn tracestate(&self) -> Option<&str> {
         self.state.as_deref()
+    }
+
+    /// The service's span id, 16 lower-case hex digits.
+    pub fn span_id(&self) -> String {
+        hex(&self.span_id)
+    }
+
+    /// Trace id, the caller's span (when it named one) and flags, as bytes: the remote parent
+    /// of the service's span for an exporter.
+    pub fn remote_parent(&self) -> Option<([u8; 16], [u8; 8], u8)> {
+        Some((self.trace_id, self.parent?, self.flags))
+    }
+
+    /// Takes the ids of the span that an exporter made for this request, so that what the
+    /// service sends on names a span that exists.
+    pub fn adopt(&mut self, trace_id: [u8; 16], span_id: [u8; 8], flags: u8) {
+        if trace_id != self.trace_id {
+            // A new trace of the exporter's (the request came with none): nothing of the
+            // caller's belongs to it.
+            self.state = None;
+            self.parent = None;
+        }
+        self.trace_id = trace_id;
+        self.span_id = span_id;
+        self.flags = flags;
     }
 }
 
@@ -94,9 +123,9 @@ fn hex(bytes: &[u8]) -> String {
         })
 }
 
-/// The trace id and flags of a valid `traceparent` (version 00, or a later version read as
+/// The trace id, parent id and flags of a valid `traceparent` (version 00, or a later version read as
 /// 00 as the W3C asks): lower-case hex, ids not all zero.
-fn parse(value: &str) -> Option<([u8; 16], u8)> {
+fn parse(value: &str) -> Option<([u8; 16], [u8; 8], u8)> {
     let value = value.trim();
     if value.len() > 256 {
         return None;
@@ -114,7 +143,7 @@ fn parse(value: &str) -> Option<([u8; 16], u8)> {
     if trace_id == [0; 16] || parent_id == [0; 8] {
         return None;
     }
-    Some((trace_id, flags))
+    Some((trace_id, parent_id, flags))
 }
 
 /// Exactly `2 * N` lower-case hex digits.
@@ -154,6 +183,26 @@ mod tests {
         );
         assert_eq!(t.tracestate(), Some("rojo=00f067aa0ba902b7"));
         assert!(parse(&ours).is_some(), "what we send is valid");
+        let parent = t.remote_parent().expect("the caller's span");
+        assert_eq!(hex(&parent.1), "00f067aa0ba902b7");
+        assert!(TraceContext::start().remote_parent().is_none());
+    }
+
+    #[test]
+    fn an_exporters_span_is_adopted_and_a_new_trace_drops_the_callers_state() {
+        let mut t = TraceContext::continue_from(Some(GIVEN), Some("rojo=1"));
+        let (trace, _, flags) = t.remote_parent().expect("a parent");
+        t.adopt(trace, [7; 8], flags);
+        assert_eq!(
+            t.traceparent(),
+            format!("00-{}-0707070707070707-01", t.trace_id())
+        );
+        assert_eq!(t.span_id(), "0707070707070707");
+        assert_eq!(t.tracestate(), Some("rojo=1"));
+        t.adopt([9; 16], [7; 8], 0);
+        assert_eq!(t.tracestate(), None);
+        assert!(t.remote_parent().is_none());
+        assert!(t.traceparent().ends_with("-00"));
     }
 
     #[test]

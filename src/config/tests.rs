@@ -265,3 +265,37 @@ fn retry_schedules_default_to_production_and_tests_may_shorten_them() {
     assert!(config(&[("EVENT_RETRY_FIRST_MS", "0")]).is_err());
     assert!(config(&[("EVENT_RETRY_FIRST_MS", "50"), ("EVENT_RETRY_MAX_MS", "20")]).is_err());
 }
+
+#[test]
+fn spans_are_exported_only_when_an_otlp_endpoint_is_named() {
+    assert_eq!(config(&[]).unwrap().span_export, None);
+    let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+    let on = config(&[endpoint]).unwrap().span_export.expect("on");
+    assert_eq!(on.service_name, "user-service");
+    let named = config(&[endpoint, ("OTEL_SERVICE_NAME", "users-eu")]).unwrap();
+    assert_eq!(named.span_export.expect("on").service_name, "users-eu");
+    let traces = (
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "http://collector:4318/v1/traces",
+    );
+    assert!(config(&[traces]).unwrap().span_export.is_some());
+    for off in [
+        ("OTEL_SDK_DISABLED", "true"),
+        ("OTEL_TRACES_EXPORTER", "none"),
+    ] {
+        assert_eq!(
+            config(&[endpoint, off]).unwrap().span_export,
+            None,
+            "{off:?}"
+        );
+    }
+    for (var, value) in [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_TRACES_EXPORTER", "zipkin"),
+    ] {
+        let e = config(&[endpoint, (var, value)]).expect_err(value);
+        assert_eq!(e.var, var);
+    }
+}

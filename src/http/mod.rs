@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
+use opentelemetry::KeyValue;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 use user_core::Core;
 use user_core::health::Health;
 use user_core::metrics::{Transport, record_request};
+use user_core::telemetry;
 use user_domain::CorrelationId;
 use user_domain::operations::Input;
 use user_domain::quote::{QUOTE_CHARS, cut};
@@ -103,18 +105,41 @@ where
 {
     let correlation_id = respond::correlation_id(&headers);
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let trace = TraceContext::continue_from(text("traceparent"), text("tracestate"));
+    let mut trace = TraceContext::continue_from(text("traceparent"), text("tracestate"));
     let span = tracing::info_span!(
         "http",
         correlation_id = %correlation_id,
-        trace_id = %trace.trace_id(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
         method = %cut(method.as_str(), QUOTE_CHARS),
         path = %cut(&path, LOGGED_PATH_CHARS),
         caller = tracing::field::Empty,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
     );
     let started = Instant::now();
     // Without a TCP peer (never seen), no address: refused by the allow-list and open mode.
     let peer = remote.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    telemetry::begin(
+        &span,
+        &mut trace,
+        || cut(method.as_str(), QUOTE_CHARS).into_owned(),
+        "server",
+        || {
+            vec![
+                KeyValue::new(
+                    "http.request.method",
+                    cut(method.as_str(), QUOTE_CHARS).into_owned(),
+                ),
+                KeyValue::new("url.path", cut(&path, LOGGED_PATH_CHARS).into_owned()),
+                KeyValue::new("url.scheme", "http"),
+                KeyValue::new("network.peer.address", peer.to_string()),
+                KeyValue::new("network.protocol.name", "http"),
+            ]
+        },
+    );
+    span.record("trace_id", tracing::field::display(trace.trace_id()));
+    span.record("span_id", tracing::field::display(trace.span_id()));
     if let Some(response) = unauthenticated(&method, &path, &correlation_id) {
         return respond::with_correlation_id(response, &correlation_id);
     }
@@ -146,6 +171,11 @@ where
             }
         })?;
         operation = Some(route.method);
+        if telemetry::exporting() {
+            let span = tracing::Span::current();
+            telemetry::rename(&span, format!("{} {}", method.as_str(), route.template));
+            telemetry::attribute(&span, "http.route", route.template);
+        }
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let caller = edge
             .auth
@@ -210,9 +240,14 @@ where
     if let Ok(v) = warp::http::HeaderValue::from_str(&trace.traceparent()) {
         response.headers_mut().insert("traceparent", v);
     }
+    let status = response.status().as_u16();
+    telemetry::attribute(&span, "http.response.status_code", i64::from(status));
+    if status >= 500 {
+        telemetry::attribute(&span, "error.type", status.to_string());
+    }
     span.in_scope(|| {
         tracing::info!(
-            status = response.status().as_u16(),
+            status,
             ms = %format_args!("{:.2}", started.elapsed().as_secs_f64() * 1e3),
             "request"
         )

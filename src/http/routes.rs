@@ -11,6 +11,8 @@ use warp::http::Method as Http;
 #[derive(Debug, PartialEq)]
 pub struct Route {
     pub method: Method,
+    /// Its path as the operation table writes it (`/api/internal/users/{id}`).
+    pub template: &'static str,
     pub path_params: Map<String, Value>,
     /// Whether the rest of the params come from the query string or a JSON body.
     pub input: &'static Input,
@@ -83,6 +85,7 @@ pub fn find(http_method: &Http, segments: &[String]) -> Result<Route, CoreError>
         })?;
     Ok(Route {
         method: op.method,
+        template: rest.path,
         path_params,
         input: &rest.input,
     })

@@ -11,9 +11,11 @@ use futures::FutureExt;
 use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
+use opentelemetry::KeyValue;
 use tokio::time::Instant;
 use tracing::Instrument;
 use user_core::metrics::{Transport, record_delivery, record_request, record_unsendable};
+use user_core::telemetry;
 use user_domain::quote::{QUOTE_CHARS, cut};
 use user_domain::trace::TraceContext;
 use user_domain::{CallContext, Caller, CoreError, Method, ParamForm, Reply};
@@ -145,7 +147,7 @@ async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Ou
         Some(Ok(incoming)) => incoming.dialect.clone(),
         _ => wire::guess_dialect(&delivery.data),
     };
-    let properties = Properties::read(props, &dialect);
+    let mut properties = Properties::read(props, &dialect);
     let method_name = match &decoded {
         Some(Ok(incoming)) => incoming.method.as_str(),
         _ => "?",
@@ -153,10 +155,47 @@ async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Ou
     let span = tracing::info_span!(
         "rpc",
         correlation_id = %properties.correlation_id,
-        trace_id = %properties.trace.trace_id(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
         method = %cut(method_name, QUOTE_CHARS),
         caller = tracing::field::Empty,
         redelivered = delivery.redelivered,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+    );
+    telemetry::begin(
+        &span,
+        &mut properties.trace,
+        || format!("process {}", edge.config.queue),
+        "consumer",
+        || {
+            vec![
+                KeyValue::new("messaging.system", "rabbitmq"),
+                KeyValue::new("messaging.operation", "process"),
+                KeyValue::new("messaging.operation.type", "process"),
+                KeyValue::new("messaging.operation.name", "process"),
+                KeyValue::new("messaging.destination.name", edge.config.queue.clone()),
+                KeyValue::new(
+                    "messaging.rabbitmq.destination.routing_key",
+                    cut(delivery.routing_key.as_str(), QUOTE_CHARS).into_owned(),
+                ),
+                KeyValue::new(
+                    "messaging.message.conversation_id",
+                    properties.correlation_id.as_str().to_owned(),
+                ),
+                KeyValue::new("messaging.message.body.size", delivery.data.len() as i64),
+                KeyValue::new("rpc.system", "rabbitmq"),
+                KeyValue::new("rpc.method", cut(method_name, QUOTE_CHARS).into_owned()),
+            ]
+        },
+    );
+    span.record(
+        "trace_id",
+        tracing::field::display(properties.trace.trace_id()),
+    );
+    span.record(
+        "span_id",
+        tracing::field::display(properties.trace.span_id()),
     );
     async {
         let started = std::time::Instant::now();
@@ -171,6 +210,11 @@ async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Ou
             let caller = seen.caller.as_deref().unwrap_or(Caller::ANONYMOUS);
             let error = result.as_ref().err().map(CoreError::code);
             record_request(caller, method.as_str(), Transport::Rpc, status, started.elapsed(), error);
+        }
+        let span = tracing::Span::current();
+        telemetry::attribute(&span, "rpc.response.status_code", i64::from(status));
+        if status >= 500 {
+            telemetry::attribute(&span, "error.type", status.to_string());
         }
         let outcome = settle(edge, channels, delivery, &dialect, &properties, result, &seen).await;
         tracing::info!(status, outcome = outcome.as_str(), ms = %format_args!("{:.2}", started.elapsed().as_secs_f64() * 1e3), "request");

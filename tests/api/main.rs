@@ -25,6 +25,7 @@ mod limits;
 mod listing;
 mod nestjs;
 mod openapi;
+mod otel;
 mod oversized;
 mod rabbitmq_cluster;
 mod resilience;

@@ -20,7 +20,7 @@ fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/nestjs")
 }
 
-fn examples() -> PathBuf {
+pub fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/nestjs")
 }
 
@@ -31,9 +31,14 @@ fn npm_ci(dir: &std::path::Path) {
         node.is_ok_and(|o| o.status.success()),
         "node is needed for the NestJS tests (Node.js 20+)"
     );
-    if dir.join("node_modules/@nestjs/microservices").exists()
-        && dir.join("node_modules/.package-lock.json").exists()
-    {
+    // Installed, and from the lock file as it is now (not one from before its last change).
+    let installed = std::fs::metadata(dir.join("node_modules/.package-lock.json"))
+        .and_then(|m| m.modified())
+        .ok();
+    let locked = std::fs::metadata(dir.join("package-lock.json"))
+        .and_then(|m| m.modified())
+        .ok();
+    if installed.is_some_and(|i| locked.is_some_and(|l| l <= i)) {
         return;
     }
     let status = Command::new("npm")
@@ -52,7 +57,7 @@ fn install_fixture() {
 /// sources last changed. Tests in other processes (nextest runs each test in its own) may
 /// want it at the same time: a file lock lets one do it while the others wait, and nobody
 /// compiles over the scripts another test runs.
-fn build_examples() {
+pub fn build_examples() {
     let lock =
         std::fs::File::create(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("nestjs.lock"))
             .expect("the lock file");
@@ -94,7 +99,7 @@ fn last_change(path: &std::path::Path) -> std::time::SystemTime {
 }
 
 /// The last line of `stdout` that is a JSON object.
-fn json_line(stdout: &str) -> Value {
+pub fn json_line(stdout: &str) -> Value {
     let line = stdout
         .lines()
         .rev()

@@ -227,7 +227,9 @@ impl Inner {
         }
         if any {
             let _: Option<i64> = self
-                .run(async |conn| invocation.invoke_async(conn).await)
+                .run("EVALSHA fill", async |conn| {
+                    invocation.invoke_async(conn).await
+                })
                 .await;
         }
     }

@@ -77,7 +77,10 @@ impl Actor for CacheManager {
                 // Lenient: a busy instance answers its requests late, which is no reason to
                 // drop the subscription (and with it the in-process copy).
                 let ping = async |c: &mut _| redis::cmd("PING").query_async::<String>(c).await;
-                let up = inner.run_within(CHECK_TIMEOUT, ping).await.is_some();
+                let up = inner
+                    .run_within("PING", CHECK_TIMEOUT, ping)
+                    .await
+                    .is_some();
                 up && inner.deliver_unclean().await
             };
             ctx.spawn(check.into_actor(act).map(|up, act, _| {

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use deadpool_redis::redis;
+use tracing::Instrument;
 
 use super::{Inner, scripts};
 use crate::redis::Failure;
@@ -36,8 +37,9 @@ impl Inner {
     pub(super) async fn mget(&self, keys: &[String]) -> Option<(Vec<Option<String>>, u64)> {
         let mut pipe = redis::pipe();
         pipe.cmd("MGET").arg(keys).cmd("TIME");
-        let (values, (secs, micros)): (Vec<Option<String>>, (u64, u64)) =
-            self.run(async |conn| pipe.query_async(conn).await).await?;
+        let (values, (secs, micros)): (Vec<Option<String>>, (u64, u64)) = self
+            .run("MGET", async |conn| pipe.query_async(conn).await)
+            .await?;
         Some((values, secs * 1_000_000 + micros))
     }
 
@@ -57,7 +59,9 @@ impl Inner {
                 .arg(serde_json::json!({ "userId": id }).to_string());
         }
         let done: Option<i64> = self
-            .run(async |conn| invocation.invoke_async(conn).await)
+            .run("EVALSHA invalidate", async |conn| {
+                invocation.invoke_async(conn).await
+            })
             .await;
         done.is_some()
     }
@@ -77,14 +81,14 @@ impl Inner {
                     .arg(1000)
                     .to_owned();
                 let Some((next, keys)): Option<(u64, Vec<String>)> =
-                    self.run(async |c| scan.query_async(c).await).await
+                    self.run("SCAN", async |c| scan.query_async(c).await).await
                 else {
                     return false;
                 };
                 if !keys.is_empty() {
                     let del = redis::cmd("DEL").arg(&keys).to_owned();
                     if self
-                        .run(async |c| del.query_async::<i64>(c).await)
+                        .run("DEL", async |c| del.query_async::<i64>(c).await)
                         .await
                         .is_none()
                     {
@@ -127,22 +131,36 @@ impl Inner {
         true
     }
 
-    /// One Redis call with the cache's timeout; any failure is `None`.
+    /// One Redis call with the cache's timeout; any failure is `None`. `command` names its
+    /// span for an exporter.
     pub(super) async fn run<T>(
         &self,
+        command: &'static str,
         call: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
     ) -> Option<T> {
-        self.run_within(REDIS_TIMEOUT, call).await
+        self.run_within(command, REDIS_TIMEOUT, call).await
     }
 
     /// [`Self::run`] with another timeout. While the breaker is open nothing is asked, and
     /// that is no error: `redisErrors` counts calls that were made and failed.
     pub(super) async fn run_within<T>(
         &self,
+        command: &'static str,
         limit: Duration,
         call: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
     ) -> Option<T> {
-        match self.redis.call(limit, call).await {
+        // Only a request's calls: the background's would each start a trace of their own.
+        let span = match crate::telemetry::exporting() && !tracing::Span::current().is_none() {
+            true => crate::otel_span!(
+                "redis",
+                otel.name = command,
+                otel.kind = "client",
+                db.system = "redis",
+                db.operation.name = command,
+            ),
+            false => tracing::Span::none(),
+        };
+        match self.redis.call(limit, call).instrument(span).await {
             Ok(v) => Some(v),
             Err(Failure::Open) => None,
             Err(error) => {

@@ -7,8 +7,11 @@ use lapin::types::ShortString;
 use lapin::{Channel, Confirmation};
 use serde_json::Value;
 use sqlx::PgPool;
+use tracing::Instrument;
+use user_domain::trace::TraceContext;
 
 use super::{PublishError, PublisherConfig, encode, pg, undelivered};
+use crate::telemetry;
 
 const BATCH: i64 = 500;
 
@@ -68,6 +71,9 @@ pub(super) async fn publish_batch(
             }),
         };
         let (parent, state) = (event.traceparent.as_deref(), event.tracestate.as_deref());
+        let (span, producer) = producer_span(exchange.as_str(), &event.routing_key, parent, state);
+        let parent = producer.as_ref().map(TraceContext::traceparent);
+        let parent = parent.as_deref().or(event.traceparent.as_deref());
         match message.map(|m| encode::traced(m, parent, state)) {
             Ok(m) => {
                 let confirm = config
@@ -79,6 +85,7 @@ pub(super) async fn publish_batch(
                         &m.body,
                         m.properties,
                     ))
+                    .instrument(span)
                     .await?;
                 sent.push((event, m.event, confirm));
             }
@@ -127,6 +134,35 @@ pub(super) async fn publish_batch(
         .await?;
     }
     Ok(batch.len())
+}
+
+/// An event's publish span, for an exporter: a producer span in the trace of the change,
+/// whose own ids the event then carries (a consumer's span hangs under it). Without one, a
+/// disabled span and nothing to carry but what was stored.
+fn producer_span(
+    exchange: &str,
+    routing_key: &str,
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) -> (tracing::Span, Option<TraceContext>) {
+    if !telemetry::exporting() || traceparent.is_none() {
+        return (tracing::Span::none(), None);
+    }
+    let span = tracing::info_span!(
+        target: "otel",
+        parent: None,
+        "publish",
+        otel.name = %format_args!("publish {exchange}"),
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation = "publish",
+        messaging.operation.type = "send",
+        messaging.destination.name = exchange,
+        messaging.rabbitmq.destination.routing_key = routing_key,
+    );
+    let mut trace = TraceContext::continue_from(traceparent, tracestate);
+    telemetry::continue_trace(&span, &mut trace);
+    (span, Some(trace))
 }
 
 /// Best effort: a slow or absent Redis never holds up publishing, and one whose breaker is

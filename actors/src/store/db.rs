@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use sqlx::{PgConnection, PgPool};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::ledger::{self, Begun, Keyed};
 use super::outbox::OutboxSignal;
@@ -39,12 +40,14 @@ pub(super) struct Db {
 impl Db {
     /// A read that the cache could not answer asks the database: at once refused while its
     /// breaker is open; its answer tells the breaker. (The wait is bounded by the caller.)
+    /// `table` names the statement's span (`SELECT users`) for an exporter.
     pub(super) async fn asked<T>(
         &self,
+        table: &'static str,
         query: impl std::future::Future<Output = Result<T, CoreError>>,
     ) -> Result<T, CoreError> {
         self.guard.admit()?;
-        let result = query.await;
+        let result = query.instrument(statement("SELECT", table)).await;
         self.guard.note(&result);
         result
     }
@@ -118,6 +121,21 @@ impl Db {
     }
 }
 
+/// A statement's span, for an exporter: `db.system=postgresql`, named `OPERATION table`.
+fn statement(operation: &'static str, table: &'static str) -> tracing::Span {
+    if !crate::telemetry::exporting() {
+        return tracing::Span::none();
+    }
+    crate::otel_span!(
+        "postgresql",
+        otel.name = %format_args!("{operation} {table}"),
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation.name = operation,
+        db.collection.name = table,
+    )
+}
+
 /// What a write did in its transaction: its reply, and the users it changed (whose cached
 /// copies are stale, each with the e-mail addresses to drop; none when it changed nothing).
 pub(super) struct Written {
@@ -146,7 +164,11 @@ impl Db {
         keyed: Option<&Keyed>,
         body: impl AsyncFnOnce(&mut PgConnection) -> Result<Written, CoreError>,
     ) -> Result<Reply, CoreError> {
-        let mut tx = match ledger::begin(&self.pool, &self.keys, keyed).await? {
+        let span = statement("BEGIN", "users");
+        let mut tx = match ledger::begin(&self.pool, &self.keys, keyed)
+            .instrument(span.clone())
+            .await?
+        {
             Begun::Fresh(tx) => tx,
             Begun::Replay(reply) => return Ok(reply),
         };
@@ -155,6 +177,7 @@ impl Db {
             ledger::record(&mut tx, &self.keys, keyed, &written.reply).await?;
             Ok::<_, CoreError>(written)
         }
+        .instrument(span.clone())
         .await;
         let written = match done {
             Ok(written) => written,
@@ -164,7 +187,7 @@ impl Db {
                 return Err(e);
             }
         };
-        self.commit(tx).await?;
+        self.commit(tx).instrument(span).await?;
         // A write that changed a user added its events: the publisher has work.
         if !written.stale.is_empty() {
             self.signal.raise();

@@ -18,7 +18,7 @@ use user_domain::{Amount, Timestamp, UserId, views};
 /// its deletion state. The password hash is held but not exported: it is a credential. An
 /// erased user is not found: nothing personal is held about it any more.
 pub(super) async fn export(db: &Db, id: UserId) -> Result<Reply, CoreError> {
-    db.asked(document(db, id)).await.map(Reply::ok)
+    db.asked("users", document(db, id)).await.map(Reply::ok)
 }
 
 async fn document(db: &Db, id: UserId) -> Result<Value, CoreError> {

@@ -12,6 +12,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::creates::{Insert, insert_users, invalidate_created};
 use super::db::Db;
@@ -32,6 +33,8 @@ pub(super) struct Pending {
     pub(super) corr: Origin,
     pub(super) deadline: Option<Instant>,
     pub(super) answer: oneshot::Sender<Result<Reply, CoreError>>,
+    /// The request's span (disabled without an exporter).
+    pub(super) span: tracing::Span,
 }
 
 impl Pending {
@@ -92,10 +95,34 @@ enum Sorted {
 
 async fn attempt(db: &Db, group: Vec<Pending>) -> Attempt {
     ::metrics::histogram!(metrics::CREATE_GROUP_SIZE).record(group.len() as f64);
+    let span = statement_span(&group);
     match group.iter().any(|p| p.keyed.is_some()) {
-        true => in_transaction(db, group).await,
-        false => in_one_statement(db, group).await,
+        true => in_transaction(db, group).instrument(span).await,
+        false => in_one_statement(db, group).instrument(span).await,
     }
+}
+
+/// The group's statement, for an exporter: a child of the first create's span, following
+/// from the others'.
+fn statement_span(group: &[Pending]) -> tracing::Span {
+    if !crate::telemetry::exporting() {
+        return tracing::Span::none();
+    }
+    let parent = group.first().and_then(|p| p.span.id());
+    let span = tracing::info_span!(
+        target: "otel",
+        parent: parent,
+        "INSERT users",
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation.name = "INSERT",
+        db.collection.name = "users",
+        db.operation.batch.size = group.len(),
+    );
+    for p in group.iter().skip(1) {
+        span.follows_from(&p.span);
+    }
+    span
 }
 
 /// Without request keys, the group is one statement that commits by itself.

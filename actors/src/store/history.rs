@@ -37,7 +37,9 @@ pub(super) async fn read(db: &Db, q: &UserHistory) -> Result<Reply, CoreError> {
     .bind(q.after.map_or(i64::MAX, |t| t.0))
     .bind(i64::from(q.limit) + 1)
     .fetch_all(&db.pool);
-    let entries = db.asked(async { fetch.await.map_err(db_error) }).await?;
+    let entries = db
+        .asked("user_history", async { fetch.await.map_err(db_error) })
+        .await?;
     let (entries, next) = cut(entries, q.limit, |e| HistoryToken(e.id).encode());
     page(&entries.iter().map(view).collect::<Vec<_>>(), next)
 }

@@ -15,7 +15,7 @@ use user_domain::request::{Deleted, ListUsers, PageToken};
 use user_domain::{Timestamp, User, UserId};
 
 pub(super) async fn list(db: &Db, q: &ListUsers) -> Result<Reply, CoreError> {
-    let users = db.asked(fetch(&db.pool, &db.keys, q)).await?;
+    let users = db.asked("users", fetch(&db.pool, &db.keys, q)).await?;
     let token = |last: &Listed| {
         PageToken {
             created_at: last.created_at,

@@ -180,8 +180,11 @@ impl UserStore {
     fn queue_create(
         &mut self,
         ctx: &mut Context<Self>,
-        call: CallContext,
-        new: NewUser,
+        Create {
+            ctx: call,
+            new,
+            span,
+        }: Create,
     ) -> ResponseFuture<Result<Reply, CoreError>> {
         let (answer, answered) = oneshot::channel();
         self.waiting.push(group_commit::Pending {
@@ -190,6 +193,7 @@ impl UserStore {
             corr: Origin::of(&call),
             deadline: call.deadline,
             answer,
+            span,
         });
         self.start_groups(ctx);
         Box::pin(async move {
@@ -288,13 +292,26 @@ async fn keep_pruned(pool: PgPool, table: Expiring, retention: Duration) {
 pub struct Create {
     pub ctx: CallContext,
     pub new: NewUser,
+    /// The request's span, for an exporter: its group's statement is a child of the first
+    /// create's span and follows from the others'.
+    pub span: tracing::Span,
+}
+
+impl Create {
+    pub fn new(ctx: CallContext, new: NewUser) -> Self {
+        let span = match crate::telemetry::exporting() {
+            true => tracing::Span::current(),
+            false => tracing::Span::none(),
+        };
+        Self { ctx, new, span }
+    }
 }
 
 impl Handler<Create> for UserStore {
     type Result = ResponseFuture<Result<Reply, CoreError>>;
 
     fn handle(&mut self, msg: Create, ctx: &mut Self::Context) -> Self::Result {
-        self.queue_create(ctx, msg.ctx, msg.new)
+        self.queue_create(ctx, msg)
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::FutureExt;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::db::Db;
 use super::rows;
@@ -28,6 +29,8 @@ struct Wanted {
     keys: Vec<Key>,
     caller: Arc<str>,
     answer: oneshot::Sender<Result<Vec<Option<Arc<Rendered>>>, CoreError>>,
+    /// The reader's span (disabled without an exporter).
+    span: tracing::Span,
 }
 
 #[derive(Default)]
@@ -57,6 +60,10 @@ impl Reads {
                 keys,
                 caller: caller.into(),
                 answer,
+                span: match crate::telemetry::exporting() {
+                    true => tracing::Span::current(),
+                    false => tracing::Span::none(),
+                },
             });
             let start = queue.rounds < ROUNDS_RUNNING;
             queue.rounds += usize::from(start);
@@ -107,10 +114,30 @@ impl Reads {
             if round.is_empty() {
                 continue;
             }
-            let work = AssertUnwindSafe(round_of(&db, round)).catch_unwind();
+            let span = round_span(&round);
+            let work = AssertUnwindSafe(round_of(&db, round).instrument(span)).catch_unwind();
             let _ = tokio::time::timeout(db.guard.patience(), work).await;
         }
     }
+}
+
+/// A round's span, for an exporter: a child of its first reader's span, following from the
+/// others'.
+fn round_span(round: &[Wanted]) -> tracing::Span {
+    if !crate::telemetry::exporting() {
+        return tracing::Span::none();
+    }
+    let parent = round.first().and_then(|w| w.span.id());
+    let span = tracing::info_span!(
+        target: "otel",
+        parent: parent,
+        "read users",
+        readers = round.len(),
+    );
+    for w in round.iter().skip(1) {
+        span.follows_from(&w.span);
+    }
+    span
 }
 
 /// One round: Redis for every key, then PostgreSQL for what Redis lacked; each read answered,
@@ -181,7 +208,9 @@ async fn fetch(db: &Db, ids: &[UserId], emails: &[Email]) -> Result<Fetched, Cor
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let users = db.asked(rows::fetch_many(&db.pool, &db.keys, ids)).await?;
+        let users = db
+            .asked("users", rows::fetch_many(&db.pool, &db.keys, ids))
+            .await?;
         Ok::<_, CoreError>(render(users)?.into_iter().map(|u| (u.user.id, u)).collect())
     };
     let by_email = async {
@@ -189,7 +218,7 @@ async fn fetch(db: &Db, ids: &[UserId], emails: &[Email]) -> Result<Fetched, Cor
             return Ok(HashMap::new());
         }
         let users = db
-            .asked(rows::fetch_by_emails(&db.pool, &db.keys, emails))
+            .asked("users", rows::fetch_by_emails(&db.pool, &db.keys, emails))
             .await?;
         Ok::<_, CoreError>(
             render(users)?

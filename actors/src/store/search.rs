@@ -17,7 +17,7 @@ use user_domain::request::{Looking, Purpose, SUBSTRING_MIN_CHARS, SearchToken, S
 use user_domain::{User, views};
 
 pub(super) async fn find(db: &Db, q: &SearchUsers) -> Result<Reply, CoreError> {
-    let found = db.asked(fetch(&db.pool, &db.keys, q)).await?;
+    let found = db.asked("users", fetch(&db.pool, &db.keys, q)).await?;
     let token = |f: &Found| {
         SearchToken {
             inside: f.inside,

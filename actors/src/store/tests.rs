@@ -91,10 +91,7 @@ fn new_user(email: &str) -> user_domain::NewUser {
 }
 
 fn create(email: &str) -> Create {
-    Create {
-        ctx: call(),
-        new: new_user(email),
-    }
+    Create::new(call(), new_user(email))
 }
 
 #[actix::test]
@@ -133,13 +130,10 @@ async fn a_panicked_store_is_restarted_and_the_next_request_succeeds() {
 async fn a_write_past_its_deadline_commits_nothing() {
     let db = TestDb::new().await;
     let store = UserStore::new(db.store(), RETENTION).start();
-    let Create { mut ctx, new } = create("late@example.com");
+    let Create { mut ctx, new, .. } = create("late@example.com");
     ctx.deadline = Some(tokio::time::Instant::now());
     let late = store
-        .send(Create {
-            ctx: ctx.clone(),
-            new: new.clone(),
-        })
+        .send(Create::new(ctx.clone(), new.clone()))
         .await
         .unwrap();
     assert!(matches!(late, Err(CoreError::Unavailable(_))), "{late:?}");
@@ -154,7 +148,7 @@ async fn a_write_past_its_deadline_commits_nothing() {
     assert_eq!((users, events), (0, 0), "nothing was written");
 
     ctx.deadline = Some(tokio::time::Instant::now() + std::time::Duration::from_secs(30));
-    let in_time = store.send(Create { ctx, new }).await.unwrap();
+    let in_time = store.send(Create::new(ctx, new)).await.unwrap();
     assert!(in_time.is_ok(), "{in_time:?}");
     db.drop_now().await;
 }
@@ -223,7 +217,7 @@ async fn creates_sent_together_each_get_their_own_answer() {
             email: Email::parse(email).unwrap(),
             password: PasswordHash::parse("$2b$10$abcdefghijklmnopqrstuv").unwrap(),
         };
-        store.send(Create { ctx, new })
+        store.send(Create::new(ctx, new))
     };
     let mut sent = Vec::new();
     for i in 0..40 {
