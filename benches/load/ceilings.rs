@@ -150,6 +150,40 @@ fn announce(line: &str) {
     let _ = out.flush();
 }
 
+/// The `otlp-sink` role: an OTLP/HTTP receiver that takes every export (`POST`, any path)
+/// and answers 200, printing what it took on stderr every 10 s.
+pub async fn otlp_sink() -> Result<(), String> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use warp::Filter;
+    let (exports, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let counted = (exports.clone(), bytes.clone());
+    let routes = warp::post()
+        .and(warp::body::bytes())
+        .map(move |body: bytes::Bytes| {
+            counted.0.fetch_add(1, Ordering::Relaxed);
+            counted.1.fetch_add(body.len() as u64, Ordering::Relaxed);
+            warp::reply()
+        });
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let (n, b) = (
+                exports.load(Ordering::Relaxed),
+                bytes.load(Ordering::Relaxed),
+            );
+            eprintln!("otlp-sink: {n} exports, {:.1} MiB", b as f64 / 1048576.0);
+        }
+    });
+    announce(&format!("READY {port}"));
+    warp::serve(routes).incoming(listener).run().await;
+    Ok(())
+}
+
 /// The `rpc-noop` role: `BENCH_AMQP_URL`, `BENCH_QUEUE`, `BENCH_PREFETCH`, `BENCH_BODY_FILE`.
 pub async fn rpc_noop() -> Result<(), String> {
     let body = std::fs::read(env("BENCH_BODY_FILE")?).map_err(|e| e.to_string())?;

@@ -50,6 +50,7 @@
 //! | `--rpc-queue NAME` | `BENCH_RPC_QUEUE` | `user-service.rpc` | with `--service-url` |
 //! | `--pid PID` | `BENCH_PID` | | with `--service-url`: whose RSS to report |
 //! | `--api-key KEY` | `BENCH_API_KEY` | | with `--service-url`: `x-api-key` on both transports |
+//! | `--export-spans on` | `BENCH_EXPORT_SPANS` | `off` | the service exports every request's spans over OTLP/HTTP to a receiver of the bench's (`BENCH_ROLE=otlp-sink`: answers 200 and counts), sampler `always_on` |
 //!
 //! Every request is an error unless it gets its expected status (201 for creates and
 //! payments, else 200). Latencies go into an HDR histogram (µs, 3 significant figures);
@@ -151,6 +152,7 @@ fn main() {
     let result = match role.as_deref() {
         Some("rpc-noop") => runtime.block_on(ceilings::rpc_noop()),
         Some("warp-fixed") => runtime.block_on(ceilings::warp_fixed()),
+        Some("otlp-sink") => runtime.block_on(ceilings::otlp_sink()),
         Some(other) => Err(format!("unknown BENCH_ROLE {other}")),
         None => runtime.block_on(bench()),
     };

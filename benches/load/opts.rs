@@ -60,6 +60,8 @@ pub struct Opts {
     pub rpc_queue: String,
     pub pid: Option<u32>,
     pub api_key: Option<String>,
+    /// The service exports every request's spans to a local OTLP receiver (`otlp-sink`).
+    pub export_spans: bool,
 }
 
 /// How the users are seeded.
@@ -142,6 +144,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         "--rpc-queue",
         "--pid",
         "--api-key",
+        "--export-spans",
     ];
     if let Some((bad, _)) = raw.iter().find(|(n, _)| !known.contains(&n.as_str())) {
         return Err(format!("unknown option {bad} (see --help)"));
@@ -178,6 +181,11 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
             })
             .transpose()?,
         api_key: get("--api-key", "BENCH_API_KEY"),
+        export_spans: match get("--export-spans", "BENCH_EXPORT_SPANS").as_deref() {
+            None | Some("off") => false,
+            Some("on") => true,
+            Some(other) => return Err(format!("--export-spans: '{other}' is not on or off")),
+        },
     };
     if opts.users == 0 {
         return Err("--users: at least 1".into());

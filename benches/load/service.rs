@@ -102,6 +102,8 @@ pub struct ServiceEnv {
     pub events_exchange: String,
     pub cache_prefix: String,
     pub http_port: u16,
+    /// Where the service exports its spans, every request sampled; none: not exported.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Starts the release binary of user-service with `env` only (nothing inherited but the
@@ -129,6 +131,11 @@ pub async fn start_service(
             log_file.try_clone().map_err(|e| e.to_string())?,
         ))
         .stderr(Stdio::from(log_file));
+    if let Some(endpoint) = &env.otlp_endpoint {
+        cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+            .env("OTEL_SERVICE_NAME", "user-service-bench")
+            .env("OTEL_TRACES_SAMPLER", "always_on");
+    }
     for pass in ["DB_POOL_SIZE", "RPC_PREFETCH", "_RJEM_MALLOC_CONF"] {
         if let Ok(v) = std::env::var(pass) {
             cmd.env(pass, v);

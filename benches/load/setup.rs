@@ -69,6 +69,16 @@ impl Setup {
                     eprintln!("the service reaches its servers through the bench's relays");
                     (relays, urls) = (Some(started), routed);
                 }
+                let otlp_endpoint = match opts.export_spans {
+                    true => {
+                        let (proc, line) = service::start_role("otlp-sink", &[])?;
+                        procs.push(proc);
+                        let port = line.trim_start_matches("READY").trim().to_owned();
+                        eprintln!("the service exports its spans to an OTLP sink on port {port}");
+                        Some(format!("http://127.0.0.1:{port}"))
+                    }
+                    false => None,
+                };
                 let env = service::ServiceEnv {
                     database_url: urls.database_url,
                     redis_url: urls.redis_url,
@@ -77,6 +87,7 @@ impl Setup {
                     events_exchange: format!("{names}.events"),
                     cache_prefix: names.clone(),
                     http_port: service::free_port()?,
+                    otlp_endpoint,
                 };
                 service::reset_database(&db).await?;
                 service::clear_cache(&redis, &env.cache_prefix).await?;
