@@ -76,6 +76,24 @@ pub fn begin(
     continue_trace(span, trace);
 }
 
+/// The span of work done once for several requests (a round of reads, a group of creates),
+/// made by `make` with its parent: a child of the first request's span, following from the
+/// others'. Without an exporter, a disabled span.
+pub fn shared<'a>(
+    requests: impl IntoIterator<Item = &'a tracing::Span>,
+    make: impl FnOnce(Option<tracing::Id>) -> tracing::Span,
+) -> tracing::Span {
+    if !exporting() {
+        return tracing::Span::none();
+    }
+    let mut requests = requests.into_iter();
+    let span = make(requests.next().and_then(tracing::Span::id));
+    for other in requests {
+        span.follows_from(other);
+    }
+    span
+}
+
 /// Names `span` anew, once it knows what it is (a route).
 pub fn rename(span: &tracing::Span, name: String) {
     if exporting() {

@@ -98,8 +98,32 @@ fn last_change(path: &std::path::Path) -> std::time::SystemTime {
         .fold(own, std::cmp::max)
 }
 
+/// Runs an example of `examples/nestjs` (built) against the service's `queue` with the test
+/// key and `env`; the JSON line it printed.
+pub async fn run_example(args: &[&str], queue: &str, env: &[(&str, &str)]) -> Value {
+    let mut command = Command::new("node");
+    command
+        .args(args)
+        .current_dir(examples())
+        .env("AMQP_URL", AMQP_URL)
+        .env("RPC_QUEUE", queue)
+        .env("RPC_QUEUE_TYPE", crate::helpers::rpc_queue_type())
+        .env("USER_SERVICE_API_KEY", AUTH_KEY)
+        .envs(env.iter().copied());
+    let output = tokio::task::spawn_blocking(move || command.output().expect("node runs"))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    json_line(&stdout)
+}
+
 /// The last line of `stdout` that is a JSON object.
-pub fn json_line(stdout: &str) -> Value {
+fn json_line(stdout: &str) -> Value {
     let line = stdout
         .lines()
         .rev()
@@ -169,27 +193,12 @@ async fn the_nestjs_client_proxy_example_creates_reads_and_handles_errors() {
     tokio::task::spawn_blocking(build_examples).await.unwrap();
     let app = TestApp::spawn().await;
     app.until_broker(true).await;
-    let queue = app.rpc_queue.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args(["dist/create-user.js", "Nest.Example@Example.com"])
-            .current_dir(examples())
-            .env("AMQP_URL", AMQP_URL)
-            .env("RPC_QUEUE", queue)
-            .env("RPC_QUEUE_TYPE", crate::helpers::rpc_queue_type())
-            .env("USER_SERVICE_API_KEY", AUTH_KEY)
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "create-user.js failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let r = json_line(&stdout);
+    let r = run_example(
+        &["dist/create-user.js", "Nest.Example@Example.com"],
+        &app.rpc_queue,
+        &[],
+    )
+    .await;
 
     let id = r["created"]["id"].as_str().expect("created a user");
     assert_eq!(r["created"]["email"], "nest.example@example.com");

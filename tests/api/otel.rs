@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,9 +21,9 @@ use serde_json::{Value, json};
 use warp::Filter;
 
 use crate::helpers::{
-    AMQP_URL, AUTH_KEY, CATALOG_KEY, HASH, SECRET, bind_events_queue, clean_up, eventually,
+    AMQP_URL, AUTH_KEY, HASH, bind_events_queue, clean_up, eventually, service_process,
 };
-use crate::nestjs::{build_examples, examples, json_line};
+use crate::nestjs::{build_examples, run_example};
 
 /// One exported span, as the receiver decoded it.
 #[derive(Debug, Clone)]
@@ -149,39 +149,15 @@ impl Drop for Service {
 impl Service {
     async fn start(endpoint: &str) -> Self {
         let db = format!("us_test_{}", uuid::Uuid::new_v4().simple());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let log =
-            std::fs::File::create(std::env::temp_dir().join(format!("{db}.log"))).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_user-service"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env(
-                "DATABASE_URL",
-                format!("postgres://postgres@127.0.0.1:5432/{db}"),
-            )
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        let log = std::env::temp_dir().join(format!("{db}.log"));
+        let (mut command, port) = service_process(&db, &log);
+        let child = command
             .env("AMQP_URL", AMQP_URL)
-            .env("RPC_QUEUE", format!("{db}.rpc"))
             .env("RPC_QUEUE_TYPE", crate::helpers::rpc_queue_type())
-            .env("EVENTS_EXCHANGE", format!("{db}.events"))
-            .env("CACHE_PREFIX", &db)
-            .env(
-                "INTERNAL_API_KEYS",
-                format!("auth-service={AUTH_KEY},game-catalog={CATALOG_KEY}"),
-            )
-            .env("INTERNAL_SERVICE_SECRET", SECRET)
-            .env("DB_POOL_SIZE", "4")
-            .env("LOG_FORMAT", "json")
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
             .env("OTEL_SERVICE_NAME", "user-service-under-test")
             // The batch exporter's pause between exports (5 s by default).
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .stdin(Stdio::null())
             .spawn()
             .expect("the service starts");
         let service = Self {
@@ -220,29 +196,16 @@ async fn a_nestjs_callers_trace_goes_on_through_the_service_and_its_events() {
         .await
         .unwrap();
 
-    let (queue, endpoint) = (format!("{}.rpc", service.db), receiver.endpoint());
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args(["dist/traced-call.js", "Traced.Caller@Example.com"])
-            .current_dir(examples())
-            .env("AMQP_URL", AMQP_URL)
-            .env("RPC_QUEUE", queue)
-            .env("RPC_QUEUE_TYPE", crate::helpers::rpc_queue_type())
-            .env("USER_SERVICE_API_KEY", AUTH_KEY)
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-            .env("OTEL_SERVICE_NAME", "nestjs-caller")
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "traced-call.js failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let r = json_line(&stdout);
+    let endpoint = receiver.endpoint();
+    let r = run_example(
+        &["dist/traced-call.js", "Traced.Caller@Example.com"],
+        &format!("{}.rpc", service.db),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_SERVICE_NAME", "nestjs-caller"),
+        ],
+    )
+    .await;
     assert_eq!(r["created"]["email"], "traced.caller@example.com", "{r}");
     let trace = r["traceId"]
         .as_str()

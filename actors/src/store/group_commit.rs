@@ -102,27 +102,20 @@ async fn attempt(db: &Db, group: Vec<Pending>) -> Attempt {
     }
 }
 
-/// The group's statement, for an exporter: a child of the first create's span, following
-/// from the others'.
+/// The group's statement, for an exporter (see [`crate::telemetry::shared`]).
 fn statement_span(group: &[Pending]) -> tracing::Span {
-    if !crate::telemetry::exporting() {
-        return tracing::Span::none();
-    }
-    let parent = group.first().and_then(|p| p.span.id());
-    let span = tracing::info_span!(
-        target: "otel",
-        parent: parent,
-        "INSERT users",
-        otel.kind = "client",
-        db.system = "postgresql",
-        db.operation.name = "INSERT",
-        db.collection.name = "users",
-        db.operation.batch.size = group.len(),
-    );
-    for p in group.iter().skip(1) {
-        span.follows_from(&p.span);
-    }
-    span
+    crate::telemetry::shared(group.iter().map(|p| &p.span), |parent| {
+        tracing::info_span!(
+            target: "otel",
+            parent: parent,
+            "INSERT users",
+            otel.kind = "client",
+            db.system = "postgresql",
+            db.operation.name = "INSERT",
+            db.collection.name = "users",
+            db.operation.batch.size = group.len(),
+        )
+    })
 }
 
 /// Without request keys, the group is one statement that commits by itself.

@@ -114,30 +114,14 @@ impl Reads {
             if round.is_empty() {
                 continue;
             }
-            let span = round_span(&round);
+            let span = crate::telemetry::shared(
+                round.iter().map(|w| &w.span),
+                |parent| tracing::info_span!(target: "otel", parent: parent, "read users", readers = round.len()),
+            );
             let work = AssertUnwindSafe(round_of(&db, round).instrument(span)).catch_unwind();
             let _ = tokio::time::timeout(db.guard.patience(), work).await;
         }
     }
-}
-
-/// A round's span, for an exporter: a child of its first reader's span, following from the
-/// others'.
-fn round_span(round: &[Wanted]) -> tracing::Span {
-    if !crate::telemetry::exporting() {
-        return tracing::Span::none();
-    }
-    let parent = round.first().and_then(|w| w.span.id());
-    let span = tracing::info_span!(
-        target: "otel",
-        parent: parent,
-        "read users",
-        readers = round.len(),
-    );
-    for w in round.iter().skip(1) {
-        span.follows_from(&w.span);
-    }
-    span
 }
 
 /// One round: Redis for every key, then PostgreSQL for what Redis lacked; each read answered,

@@ -1,11 +1,11 @@
 //! The cluster and the service's instances, as processes of their own.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{AUTH_KEY, CATALOG_KEY, SECRET, clean_up, eventually};
+use crate::helpers::{AUTH_KEY, clean_up, eventually, service_process};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq-cluster.sh");
 
@@ -51,37 +51,14 @@ impl Drop for Instance {
 
 impl Instance {
     pub fn start(name: &'static str, db: &str, urls: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
         let log = std::env::temp_dir().join(format!("{db}-{name}.log"));
-        let log = std::fs::File::create(&log).expect("a log file");
-        let keys = format!("auth-service={AUTH_KEY},game-catalog={CATALOG_KEY}");
-        let child = Command::new(env!("CARGO_BIN_EXE_user-service"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env(
-                "DATABASE_URL",
-                format!("postgres://postgres@127.0.0.1:5432/{db}"),
-            )
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        let (mut command, port) = service_process(db, &log);
+        let child = command
             .env("AMQP_URL", urls)
             .env("AMQP_HEARTBEAT_SECONDS", "1")
             .env("AMQP_TIMEOUT_MS", "2000")
-            .env("RPC_QUEUE", format!("{db}.rpc"))
             .env("RPC_QUEUE_TYPE", "quorum")
-            .env("EVENTS_EXCHANGE", format!("{db}.events"))
-            .env("CACHE_PREFIX", db)
-            .env("INTERNAL_API_KEYS", keys)
-            .env("INTERNAL_SERVICE_SECRET", SECRET)
             .env("RATE_LIMITS", "default=1000000/60")
-            .env("DB_POOL_SIZE", "8")
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .stdin(Stdio::null())
             .spawn()
             .expect("the service starts");
         Self {
