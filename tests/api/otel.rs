@@ -148,6 +148,10 @@ impl Drop for Service {
 
 impl Service {
     async fn start(endpoint: &str) -> Self {
+        Self::start_with(endpoint, &[]).await
+    }
+
+    async fn start_with(endpoint: &str, env: &[(&str, &str)]) -> Self {
         let db = format!("us_test_{}", uuid::Uuid::new_v4().simple());
         let log = std::env::temp_dir().join(format!("{db}.log"));
         let (mut command, port) = service_process(&db, &log);
@@ -158,6 +162,7 @@ impl Service {
             .env("OTEL_SERVICE_NAME", "user-service-under-test")
             // The batch exporter's pause between exports (5 s by default).
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .envs(env.iter().copied())
             .spawn()
             .expect("the service starts");
         let service = Self {
@@ -365,4 +370,48 @@ async fn a_rest_callers_traceparent_is_the_parent_of_the_exported_span() {
     let line: Value = serde_json::from_str(&line).expect("a JSON log line");
     assert_eq!(line["span"]["trace_id"], trace, "{line}");
     assert_eq!(line["span"]["span_id"], served.span_id, "{line}");
+}
+
+/// A collector that takes connections and never answers (a frozen process) costs spans,
+/// never a request: the exporter's queue is bounded and drops what does not fit.
+#[tokio::test]
+async fn a_collector_that_never_answers_costs_spans_not_requests() {
+    let frozen = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", frozen.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((socket, _)) = frozen.accept().await {
+            connections.push(socket);
+        }
+    });
+    let service = Service::start_with(
+        &endpoint,
+        &[
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "8"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "600000"),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for i in 0..60 {
+        let created = http
+            .post(format!("{}/api/internal/users", service.http))
+            .header("x-api-key", AUTH_KEY)
+            .json(&json!({"email": format!("frozen{i}@example.com"), "name": "Frozen Collector", "password": HASH}))
+            .send()
+            .await
+            .expect("answered while the collector hangs");
+        assert_eq!(created.status(), 201);
+    }
+    let health = http
+        .get(format!("{}/health", service.http))
+        .send()
+        .await
+        .expect("health answers");
+    assert_eq!(health.status(), 200);
+    held.abort();
 }
