@@ -101,6 +101,15 @@ pub fn rename(span: &tracing::Span, name: String) {
     }
 }
 
+/// Records the trace and span ids on a request's span (`trace_id`, `span_id`), for its log
+/// lines; nothing when no one logs it.
+pub fn log_ids(span: &tracing::Span, trace: &TraceContext) {
+    if !span.is_disabled() {
+        span.record("trace_id", tracing::field::display(trace.trace_id()));
+        span.record("span_id", tracing::field::display(trace.span_id()));
+    }
+}
+
 /// Sets an attribute on `span` for the exporter only (the logs do not carry it).
 pub fn attribute(span: &tracing::Span, key: &'static str, value: impl Into<opentelemetry::Value>) {
     if exporting() {

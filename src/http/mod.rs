@@ -138,8 +138,7 @@ where
             ]
         },
     );
-    span.record("trace_id", tracing::field::display(trace.trace_id()));
-    span.record("span_id", tracing::field::display(trace.span_id()));
+    telemetry::log_ids(&span, &trace);
     if let Some(response) = unauthenticated(&method, &path, &correlation_id) {
         return respond::with_correlation_id(response, &correlation_id);
     }

@@ -189,14 +189,7 @@ async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Ou
             ]
         },
     );
-    span.record(
-        "trace_id",
-        tracing::field::display(properties.trace.trace_id()),
-    );
-    span.record(
-        "span_id",
-        tracing::field::display(properties.trace.span_id()),
-    );
+    telemetry::log_ids(&span, &properties.trace);
     async {
         let started = std::time::Instant::now();
         let Ok(deadline) = deadline(props) else {
