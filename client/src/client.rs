@@ -284,6 +284,9 @@ impl Client {
                 AMQPValue::LongString(LongString::from(v.as_bytes())),
             );
         }
+        for (k, v) in crate::trace::headers() {
+            headers.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
+        }
         let timeout_ms = self.config.timeout.as_millis().to_string();
         let mut props = BasicProperties::default()
             .with_reply_to(REPLY_TO.into())

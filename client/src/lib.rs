@@ -18,6 +18,10 @@
 //! retry (the first attempt still being processed) is retried too. Service errors (4xx) are
 //! answers, not failures: they neither retry nor count against the breaker.
 //!
+//! **Tracing.** Calls made inside [`traced`] carry its W3C `traceparent` and `tracestate` as
+//! AMQP headers, as `@opentelemetry/instrumentation-amqplib` does for NestJS callers: the
+//! service's spans, replies and events continue that trace.
+//!
 //! **A cluster.** [`ClientConfig::new`] (and `AMQP_URL` or `AMQP_URLS`) takes one node or a
 //! comma-separated list of a cluster's nodes, shuffled once per client. Every wait on the
 //! broker is bounded (a 5 s heartbeat, 5 s to connect to a node); when the connection is
@@ -59,6 +63,7 @@ mod client;
 mod config;
 mod error;
 mod ops;
+mod trace;
 
 pub use args::{
     BatchCreateItem, BatchCreateResult, BatchCreateStats, BatchItemStatus, BatchProfilesOptions,
@@ -68,6 +73,7 @@ pub use breaker::{Breaker, BreakerConfig, State as BreakerState};
 pub use client::{Client, RequestKey};
 pub use config::{ClientConfig, DEFAULT_AMQP_URL, DEFAULT_QUEUE, ENVIRONMENT};
 pub use error::{ClientError, decode_reply};
+pub use trace::traced;
 pub use user_domain::{ErrorCode, Method};
 /// User ids are UUIDs.
 pub use uuid::Uuid;

@@ -28,6 +28,23 @@ use super::routes;
 use operations::{doc, error_description, error_response, json_response};
 use schemas::reference;
 
+/// W3C Trace Context on every operation (docs/interface.md, "Trace context"). Any value is
+/// taken: one that breaks the W3C rules is ignored (a new trace), never refused.
+const TRACE_HEADERS: [(&str, &str); 2] = [
+    (
+        "traceparent",
+        "W3C Trace Context (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`): the \
+         caller's trace, which the service's work continues (its response carries \
+         `traceparent` with the service's span); a value that breaks the W3C rules starts a \
+         new trace and is never echoed.",
+    ),
+    (
+        "tracestate",
+        "W3C Trace Context: vendor state, kept beside a valid `traceparent` (up to 512 \
+         printable characters) and sent on with the service's replies and events.",
+    ),
+];
+
 /// The unauthenticated paths besides the operations.
 pub const HEALTH_PATHS: [&str; 4] = [
     "/health",
@@ -216,6 +233,16 @@ fn operation(spec: &Spec, route: &Rest) -> Operation {
             ))
             .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
     );
+    for (name, description) in TRACE_HEADERS {
+        op = op.parameter(
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(description))
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+        );
+    }
     if writes {
         op = op.parameter(
             ParameterBuilder::new()

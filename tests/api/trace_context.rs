@@ -159,3 +159,33 @@ async fn an_rpc_callers_trace_goes_on_in_the_reply() {
     let ours = text(props.headers(), "traceparent").expect("a traceparent on the reply");
     assert_ne!(continued(&ours), TRACE);
 }
+
+#[tokio::test]
+async fn the_rust_clients_calls_carry_the_trace_they_are_made_in() {
+    let app = TestApp::spawn_with(&[("AUDIT_READERS", "auth-service")]).await;
+    app.until_broker(true).await;
+    let client = app.rpc().await;
+    let hash = crate::helpers::HASH;
+    let parent = format!("00-{TRACE}-{CALLER_SPAN}-01");
+    let new = user_service_client::NewUser::new("Traced Rust", "traced.rust@example.com", hash);
+    let traced = user_service_client::traced(&parent, Some("vendor=abc"), client.create(&new))
+        .await
+        .expect("created");
+    let new = user_service_client::NewUser::new("Untraced Rust", "untraced.rust@example.com", hash);
+    let untraced = client.create(&new).await.expect("created");
+
+    let trace_of = async |user: &serde_json::Value| {
+        let id = user["id"].as_str().expect("an id");
+        let (status, history) = app
+            .get(&format!("/api/internal/users/{id}/history?limit=1"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{history}");
+        history["data"][0]["traceId"].clone()
+    };
+    assert_eq!(trace_of(&traced).await, TRACE);
+    let other = trace_of(&untraced).await;
+    assert!(
+        other.is_string() && other != TRACE,
+        "a call outside traced starts its own: {other}"
+    );
+}

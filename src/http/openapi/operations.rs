@@ -180,11 +180,27 @@ pub(super) fn correlation_header() -> (String, utoipa::openapi::Header) {
     )
 }
 
+/// `traceparent` of every response: the service's span of the caller's trace (or of the
+/// one it started).
+pub(super) fn trace_header() -> (String, utoipa::openapi::Header) {
+    (
+        "traceparent".to_owned(),
+        HeaderBuilder::new()
+            .schema(ObjectBuilder::new().schema_type(Type::String))
+            .description(Some(
+                "W3C Trace Context: the request's trace, with the service's span as parent id.",
+            ))
+            .build(),
+    )
+}
+
 pub(super) fn json_response(description: &str, schema: Option<RefOr<Schema>>) -> Response {
     let (name, h) = correlation_header();
+    let (trace, t) = trace_header();
     let mut r = ResponseBuilder::new()
         .description(description)
-        .header(name, h);
+        .header(name, h)
+        .header(trace, t);
     if let Some(schema) = schema {
         r = r.content("application/json", Content::new(Some(schema)));
     }

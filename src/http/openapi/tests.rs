@@ -72,6 +72,21 @@ fn every_operation_documents_its_answers() {
                 "{m} {path}"
             );
             assert_eq!(op["security"].as_array().map(Vec::len), Some(3));
+            let params = op["parameters"].as_array().expect("parameters");
+            for header in ["traceparent", "tracestate"] {
+                assert!(
+                    params
+                        .iter()
+                        .any(|p| p["name"] == header && p["in"] == "header"),
+                    "{m} {path} takes {header}"
+                );
+            }
+            for (status, r) in responses {
+                assert!(
+                    r["headers"].get("traceparent").is_some(),
+                    "{m} {path} {status}"
+                );
+            }
         } else {
             assert_eq!(op["security"], serde_json::json!([]), "{path} is open");
         }
