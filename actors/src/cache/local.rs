@@ -81,6 +81,12 @@ impl Inner {
         if self.recent.since(id, mark.at) {
             return;
         }
+        // Full, it takes only users read before lately (see `doorkeeper`).
+        if self.local.weighted_size() >= LOCAL_BYTES - LOCAL_BYTES / 8
+            && !self.doorkeeper.seen_before(&id)
+        {
+            return;
+        }
         let local = Local {
             user: u.clone(),
             read_at: mark.at,

@@ -19,6 +19,7 @@
 //!   in-process copy serves only users read in the last [`MAX_AGE_WITHOUT_REDIS`], which bounds
 //!   how late this instance sees another's write.
 
+mod doorkeeper;
 mod local;
 mod lookup;
 mod manager;
@@ -75,6 +76,8 @@ struct Inner {
     /// Seal and open the billing fields of the Redis entries.
     keys: Arc<BillingKeys>,
     local: moka::sync::Cache<UserId, Local>,
+    /// Which users may enter `local` once it is full.
+    doorkeeper: doorkeeper::Doorkeeper,
     emails: moka::sync::Cache<Email, UserId>,
     /// When each user was last invalidated here.
     /// Invalidations seen, to refuse fills read before them.
@@ -156,6 +159,7 @@ impl UserCache {
                     .max_capacity(LOCAL_BYTES)
                     .time_to_live(local_ttl)
                     .build(),
+                doorkeeper: Default::default(),
                 emails: moka::sync::Cache::builder()
                     .max_capacity(LOCAL_EMAILS)
                     .time_to_live(local_ttl)
