@@ -110,6 +110,15 @@ pub fn log_ids(span: &tracing::Span, trace: &TraceContext) {
     }
 }
 
+/// A request's status on its span (`key`: `http.response.status_code`…), with `error.type`
+/// when the service failed it (5xx).
+pub fn answered(span: &tracing::Span, key: &'static str, status: u16) {
+    attribute(span, key, i64::from(status));
+    if status >= 500 {
+        attribute(span, "error.type", status.to_string());
+    }
+}
+
 /// Sets an attribute on `span` for the exporter only (the logs do not carry it).
 pub fn attribute(span: &tracing::Span, key: &'static str, value: impl Into<opentelemetry::Value>) {
     if exporting() {

@@ -240,10 +240,7 @@ where
         response.headers_mut().insert("traceparent", v);
     }
     let status = response.status().as_u16();
-    telemetry::attribute(&span, "http.response.status_code", i64::from(status));
-    if status >= 500 {
-        telemetry::attribute(&span, "error.type", status.to_string());
-    }
+    telemetry::answered(&span, "http.response.status_code", status);
     span.in_scope(|| {
         tracing::info!(
             status,

@@ -204,11 +204,7 @@ async fn process(edge: &RpcEdge, channels: &Channels, delivery: &Delivery) -> Ou
             let error = result.as_ref().err().map(CoreError::code);
             record_request(caller, method.as_str(), Transport::Rpc, status, started.elapsed(), error);
         }
-        let span = tracing::Span::current();
-        telemetry::attribute(&span, "rpc.response.status_code", i64::from(status));
-        if status >= 500 {
-            telemetry::attribute(&span, "error.type", status.to_string());
-        }
+        telemetry::answered(&tracing::Span::current(), "rpc.response.status_code", status);
         let outcome = settle(edge, channels, delivery, &dialect, &properties, result, &seen).await;
         tracing::info!(status, outcome = outcome.as_str(), ms = %format_args!("{:.2}", started.elapsed().as_secs_f64() * 1e3), "request");
         outcome
