@@ -1,8 +1,8 @@
 //! Issue 21: every instance survives the loss of any RabbitMQ node. Runs against the
 //! three-node cluster of `scripts/rabbitmq-cluster.sh` (started by `scripts/test`), with two
 //! instances of the service (processes of their own, each listing all three nodes) and
-//! keyed writes from several callers, while it kills the publisher's node, kills the request
-//! queue's leader, and pauses the publisher's node for 30 s.
+//! keyed writes from several callers, while it pauses the publisher's node for 30 s, kills
+//! the publisher's node, and kills the request queue's leader (one kill when they are one).
 mod instance;
 mod traffic;
 mod watch;
@@ -143,16 +143,21 @@ async fn every_instance_survives_the_loss_of_any_rabbitmq_node() {
     synced(&queues).await;
     settle(3).await;
 
+    // The publisher's node, and the request queue's leader; one kill when they are one node
+    // (often: the first instance declares the queue and takes the publisher's lock).
     let node = publisher_node(&instances, &http, &ports).await.to_string();
-    eprintln!("killing node {node}, the publisher's");
-    failovers.push(fault(&["kill", &node], &urls, &queues).await);
-    settle(8).await;
-    failovers.push(fault(&["restart", &node], &urls, &queues).await);
-    synced(&queues).await;
-    settle(3).await;
-
+    let one_kill = cluster(&["leader", &rpc]) == node;
+    if !one_kill {
+        eprintln!("killing node {node}, the publisher's");
+        failovers.push(fault(&["kill", &node], &urls, &queues).await);
+        settle(8).await;
+        failovers.push(fault(&["restart", &node], &urls, &queues).await);
+        synced(&queues).await;
+        settle(3).await;
+    }
     let leader = cluster(&["leader", &rpc]);
-    eprintln!("killing node {leader}, the request queue's leader");
+    let also = if one_kill { " and the publisher's" } else { "" };
+    eprintln!("killing node {leader}, the request queue's leader{also}");
     failovers.push(fault(&["kill", &leader], &urls, &queues).await);
     settle(8).await;
 
