@@ -155,7 +155,10 @@ async fn every_instance_survives_the_loss_of_any_rabbitmq_node() {
         synced(&queues).await;
         settle(3).await;
     }
-    let leader = cluster(&["leader", &rpc]);
+    let leader = match one_kill {
+        true => node,
+        false => cluster(&["leader", &rpc]),
+    };
     let also = if one_kill { " and the publisher's" } else { "" };
     eprintln!("killing node {leader}, the request queue's leader{also}");
     failovers.push(fault(&["kill", &leader], &urls, &queues).await);
