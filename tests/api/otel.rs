@@ -415,3 +415,28 @@ async fn a_collector_that_never_answers_costs_spans_not_requests() {
     assert_eq!(health.status(), 200);
     held.abort();
 }
+
+/// `OTEL_TRACES_SAMPLER` is the SDK's: with `always_off` the service's span is not sampled,
+/// and the `traceparent` it answers says so (flags 00), whatever the caller's flags.
+#[tokio::test]
+async fn the_sampler_is_taken_from_the_standard_variables() {
+    let receiver = Receiver::start().await;
+    let service = Service::start_with(
+        &receiver.endpoint(),
+        &[("OTEL_TRACES_SAMPLER", "always_off")],
+    )
+    .await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = reqwest::Client::new()
+        .get(format!("{}/health", service.http))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    let answered = response.headers()["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(answered.starts_with(&format!("00-{trace}-")), "{answered}");
+    assert!(answered.ends_with("-00"), "not sampled: {answered}");
+}
