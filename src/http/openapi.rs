@@ -28,9 +28,15 @@ use super::routes;
 use operations::{doc, error_description, error_response, json_response};
 use schemas::reference;
 
-/// W3C Trace Context on every operation (docs/interface.md, "Trace context"). Any value is
-/// taken: one that breaks the W3C rules is ignored (a new trace), never refused.
-const TRACE_HEADERS: [(&str, &str); 2] = [
+/// The optional headers of every operation: any value is taken, and one that breaks its rule
+/// is replaced (a new correlation id, a new trace: docs/interface.md, "Trace context"), never
+/// refused.
+const HEADERS: [(&str, &str); 3] = [
+    (
+        "x-correlation-id",
+        "Ties logs, replies and events of this request together; used when it is 1–128 \
+         printable ASCII characters, else a new one is generated.",
+    ),
     (
         "traceparent",
         "W3C Trace Context (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`): the \
@@ -222,18 +228,7 @@ fn operation(spec: &Spec, route: &Rest) -> Operation {
     for q in d.query {
         op = op.parameter(q);
     }
-    op = op.parameter(
-        ParameterBuilder::new()
-            .name("x-correlation-id")
-            .parameter_in(ParameterIn::Header)
-            .required(Required::False)
-            .description(Some(
-                "Ties logs, replies and events of this request together; used when it is 1–128 \
-                 printable ASCII characters, else a new one is generated.",
-            ))
-            .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
-    );
-    for (name, description) in TRACE_HEADERS {
+    for (name, description) in HEADERS {
         op = op.parameter(
             ParameterBuilder::new()
                 .name(name)
