@@ -66,8 +66,13 @@ pub fn init(format: LogFormat, export: Option<&SpanExport>) -> Result<Telemetry,
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build();
+    // The spans' own fields and the OpenTelemetry attributes are all a span carries: no
+    // thread, source location or busy/idle time per span.
     let spans = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("user-service"))
+        .with_threads(false)
+        .with_location(false)
+        .with_tracked_inactivity(false)
         .with_filter(LevelFilter::INFO);
     let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()

@@ -112,7 +112,7 @@ where
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
         method = %cut(method.as_str(), QUOTE_CHARS),
-        path = %cut(&path, LOGGED_PATH_CHARS),
+        path = %shown_path(&path),
         caller = tracing::field::Empty,
         otel.name = tracing::field::Empty,
         otel.kind = tracing::field::Empty,
@@ -131,7 +131,7 @@ where
                     "http.request.method",
                     cut(method.as_str(), QUOTE_CHARS).into_owned(),
                 ),
-                KeyValue::new("url.path", cut(&path, LOGGED_PATH_CHARS).into_owned()),
+                KeyValue::new("url.path", shown_path(&path).into_owned()),
                 KeyValue::new("url.scheme", "http"),
                 KeyValue::new("network.peer.address", peer.to_string()),
                 KeyValue::new("network.protocol.name", "http"),
@@ -249,6 +249,22 @@ where
         )
     });
     response
+}
+
+/// The path as logs and exported spans show it, cut: an e-mail address in it (the
+/// `users/email/{email}` route) is personal data that an erasure could not reach there, so a
+/// segment that holds one reads `{email}`.
+fn shown_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let path = cut(path, LOGGED_PATH_CHARS);
+    let personal = |s: &str| s.contains('@') || s.to_ascii_lowercase().contains("%40");
+    if !personal(&path) {
+        return path;
+    }
+    let segments: Vec<&str> = path
+        .split('/')
+        .map(|s| if personal(s) { "{email}" } else { s })
+        .collect();
+    segments.join("/").into()
 }
 
 /// The health paths, answered without credentials (GET only).

@@ -358,6 +358,36 @@ async fn a_rest_callers_traceparent_is_the_parent_of_the_exported_span() {
         .await;
     assert_eq!(core.parent, served.span_id);
 
+    // A path that holds an e-mail address is exported without it.
+    let by_email = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let found = reqwest::Client::new()
+        .get(format!(
+            "{}/api/internal/users/email/Rest.Traced@example.com",
+            service.http
+        ))
+        .header("x-api-key", AUTH_KEY)
+        .header("traceparent", format!("00-{by_email}-{caller_span}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(found.status(), 200);
+    let lookup = receiver
+        .span("the lookup by e-mail", |s| {
+            s.kind == SERVER && s.trace_id == by_email
+        })
+        .await;
+    assert_eq!(
+        lookup.attributes["url.path"],
+        "/api/internal/users/email/{email}"
+    );
+    assert!(
+        !format!("{:?}", lookup.attributes)
+            .to_lowercase()
+            .contains("rest.traced"),
+        "{:?}",
+        lookup.attributes
+    );
+
     // The JSON logs name the same trace and span.
     let log = std::env::temp_dir().join(format!("{}.log", service.db));
     let line = eventually(Duration::from_secs(10), || async {

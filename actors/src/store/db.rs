@@ -164,35 +164,44 @@ impl Db {
         keyed: Option<&Keyed>,
         body: impl AsyncFnOnce(&mut PgConnection) -> Result<Written, CoreError>,
     ) -> Result<Reply, CoreError> {
-        let span = statement("BEGIN", "users");
-        let mut tx = match ledger::begin(&self.pool, &self.keys, keyed)
-            .instrument(span.clone())
-            .await?
-        {
-            Begun::Fresh(tx) => tx,
-            Begun::Replay(reply) => return Ok(reply),
-        };
-        let done = async {
-            let written = body(&mut tx).await?;
-            ledger::record(&mut tx, &self.keys, keyed, &written.reply).await?;
-            Ok::<_, CoreError>(written)
-        }
-        .instrument(span.clone())
-        .await;
-        let written = match done {
-            Ok(written) => written,
-            Err(e) => {
-                // Should the rollback fail, the connection is closed, which ends it too.
-                let _ = tx.rollback().await;
-                return Err(e);
-            }
-        };
-        self.commit(tx).instrument(span).await?;
+        let written = self
+            .transaction(keyed, body)
+            .instrument(statement("BEGIN", "users"))
+            .await?;
         // A write that changed a user added its events: the publisher has work.
         if !written.stale.is_empty() {
             self.signal.raise();
         }
         self.cache.invalidate_all(written.stale).await;
         Ok(written.reply)
+    }
+
+    /// The transaction of [`Self::write`]; a replayed key changes nothing.
+    async fn transaction(
+        &self,
+        keyed: Option<&Keyed>,
+        body: impl AsyncFnOnce(&mut PgConnection) -> Result<Written, CoreError>,
+    ) -> Result<Written, CoreError> {
+        let mut tx = match ledger::begin(&self.pool, &self.keys, keyed).await? {
+            Begun::Fresh(tx) => tx,
+            Begun::Replay(reply) => return Ok(Written::unchanged(reply)),
+        };
+        let done = async {
+            let written = body(&mut tx).await?;
+            ledger::record(&mut tx, &self.keys, keyed, &written.reply).await?;
+            Ok::<_, CoreError>(written)
+        }
+        .await;
+        match done {
+            Ok(written) => {
+                self.commit(tx).await?;
+                Ok(written)
+            }
+            Err(e) => {
+                // Should the rollback fail, the connection is closed, which ends it too.
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
     }
 }
