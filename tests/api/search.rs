@@ -86,25 +86,31 @@ async fn a_name_finds_its_starts_first_then_its_insides_with_case_and_yo_folded(
     }
     assert_eq!(walked, ["Фёдор Иванов", "федор Петров", "Иван Федоров"]);
 
-    // Names containing a query are found by walking the newest users or, when the walk's
-    // budget finds too few, from the trigram index: both ways give the same users in the
-    // same order, and the walk stops at its budget.
+    // Names containing a query are found by walking the newest users and, when the walk's
+    // budget finds too few, older ones from the trigram index: the same users in the same
+    // order whatever the budget; a weak query (not strong) stops at the walk's budget.
     let mut db = app.db().await;
-    let max = "ffffffff-ffff-ffff-ffff-ffffffffffff";
-    let mut inside = async |sql: &'static str, budget: i32| -> Vec<String> {
-        sqlx::query_scalar(sql)
-            .bind(max)
-            .bind(budget)
-            .fetch_all(&mut db)
-            .await
-            .unwrap()
+    let mut inside = async |budget: i32, strong: bool| -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT name FROM users_search_inside('%fed%', 'fed', \
+             'ffffffff-ffff-ffff-ffff-ffffffffffff', false, 10, $1, $2)",
+        )
+        .bind(budget)
+        .bind(strong)
+        .fetch_all(&mut db)
+        .await
+        .unwrap()
     };
-    let by_trigram = "SELECT name FROM users_inside_by_trigram('%fed%', 'fed', $1::uuid, false, 10) WHERE $2 > 0";
-    let walk = "SELECT name FROM users_inside_walk('%fed%', 'fed', $1::uuid, false, 10, $2)";
-    assert_eq!(inside(by_trigram, 1).await, ["Zed Fedotov", "Bob Fedorson"]);
-    assert_eq!(inside(walk, 100).await, ["Zed Fedotov", "Bob Fedorson"]);
+    for budget in [0, 1, 2, 100] {
+        assert_eq!(
+            inside(budget, true).await,
+            ["Zed Fedotov", "Bob Fedorson"],
+            "budget {budget}"
+        );
+    }
+    assert_eq!(inside(100, false).await, ["Zed Fedotov", "Bob Fedorson"]);
     assert_eq!(
-        inside(walk, 1).await,
+        inside(1, false).await,
         ["Zed Fedotov"],
         "only the newest user"
     );

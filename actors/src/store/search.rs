@@ -59,27 +59,24 @@ fn literal(key: &str) -> String {
 const BY_NAME: &str = r#"name_key COLLATE "C", id"#;
 
 /// How many of the newest users a search for names containing its query tests, before it
-/// turns to the trigram index (`migrations/20261206000012_users_search_order.sql`). At a
-/// million users on 2 cores the walk costs about 2 ms; a query it finds too few for is held
-/// by fewer than 1 in 240 users, whom the trigram index gives in about 5 ms a thousand
-/// (measured with `scripts/seed-users.sh`; see docs/performance.md).
+/// turns to the trigram index (`users_search_inside`,
+/// `migrations/20261206000015_users_search_inside.sql`). At a million users on 2 cores the
+/// walk costs about 1 ms; a query it finds too few for is held by fewer than 1 in 240 users,
+/// whom the trigram index gives in about 5 ms a thousand (measured with
+/// `scripts/seed-users.sh`; see docs/performance.md).
 const WALK_BUDGET: i32 = 5_000;
 
 /// The walk of a query without three letters or digits together (`r ko`): the trigram
 /// index cannot narrow such a query down (it would read every name with a word starting
-/// `ko`), so these are looked for among this many of the newest users only (about 9 ms).
+/// `ko`), so these are looked for among this many of the newest users only (about 3 ms).
 const WEAK_WALK_BUDGET: i32 = 20_000;
 
-/// The names containing the query, newest first: the users found by walking the newest,
-/// when the walk found enough of them or the query is weak ($7 false), else those from the
-/// trigram index (never both).
+/// The names containing the query, newest first: those the walk of the newest users found,
+/// then, when they are too few and the query strong ($7), older ones from the trigram index.
 const INSIDE: &str = concat!(
-    "WITH walked AS MATERIALIZED (SELECT * FROM users_inside_walk($1, $2, $3, $4, $5, $6)) ",
     "SELECT true AS inside, name_key, ",
     user_columns!(),
-    " FROM (SELECT * FROM walked WHERE (SELECT count(*) FROM walked) >= $5 OR NOT $7 ",
-    "UNION ALL SELECT * FROM users_inside_by_trigram($1, $2, $3, $4, $5) ",
-    "WHERE (SELECT count(*) FROM walked) < $5 AND $7) found ORDER BY id DESC"
+    " FROM users_search_inside($1, $2, $3, $4, $5, $6, $7)"
 );
 
 /// Whether the trigram index can narrow `key` down: three letters or digits together.
