@@ -87,7 +87,8 @@
 //!   indexed fetch of one user by id (`id = $1`), by e-mail (the store's `lower(email) = $1`),
 //!   or of 100 by id (the store's `id = ANY($1)`), the columns the store reads, through sqlx
 //!   with a pool as above, on random seeded users; rows are not decoded. It is what
-//!   PostgreSQL serves of the reads that miss the cache.
+//!   PostgreSQL serves of the reads that miss the cache. `ceil-sql-list-deep`: the listing's
+//!   page of 100 after a random seeded user, the same way (for `scale-list-deep`).
 //!
 //! **The scale set** (`--only scale`, or by name; never in the default set), meant for a
 //! million users: `scale-get`, `scale-email` and `scale-batch100` are `rest-get`,

@@ -290,7 +290,8 @@ impl Ctx {
             Workload::CeilSqlCreate
             | Workload::CeilSqlGet
             | Workload::CeilSqlEmail
-            | Workload::CeilSqlBatch100 => Err("a SQL ceiling needs its pool".to_owned()),
+            | Workload::CeilSqlBatch100
+            | Workload::CeilSqlListDeep => Err("a SQL ceiling needs its pool".to_owned()),
             Workload::FrozenRedis
             | Workload::FrozenPostgres
             | Workload::FrozenRabbitmq

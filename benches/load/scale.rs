@@ -12,7 +12,9 @@
 //!   random seeded users, the columns the store reads (`actors/src/store/rows.rs`), through
 //!   sqlx on a pool of the service's `DB_POOL_SIZE` (16, or the concurrency when smaller), at
 //!   the same concurrency: one by `id = $1`, one by `lower(email) = $1` (`fetch_by_email`),
-//!   100 by `id = ANY($1)` (`fetch_many`). Each row only arrives: nothing is decoded. The
+//!   100 by `id = ANY($1)` (`fetch_many`). `ceil-sql-list-deep`: `users.list`'s page of 100
+//!   (one past it) after a random seeded user, for `scale-list-deep`. Each row only arrives:
+//!   nothing is decoded. The
 //!   store fetches a single id with `fetch_many` too, but `id = ANY($1)` with one id makes
 //!   about two thirds of `id = $1`'s throughput here (20k against 30k a second, 1 M users,
 //!   32 callers): the ceiling is the fetch of the row, not of that statement.
@@ -116,15 +118,18 @@ pub fn search_query(names: &[String], w: Workload, rng: &mut Rng) -> Result<Stri
 /// The listing's page token just after the seeded user `id` (whose UUIDv7 holds its
 /// creation time, to the millisecond, as the seeding wrote it).
 pub fn page_token_at(id: &str) -> Result<String, String> {
-    let id = Uuid::try_parse(id).map_err(|e| e.to_string())?;
-    let ms = i64::try_from(id.as_u128() >> 80).map_err(|e| e.to_string())?;
-    let created_at =
-        chrono::DateTime::from_timestamp_millis(ms).ok_or("an id outside chrono's range")?;
     let token = user_domain::request::PageToken {
-        created_at,
-        id: user_domain::UserId::from(id),
+        created_at: uuid_time(id)?,
+        id: user_domain::UserId::from(Uuid::try_parse(id).map_err(|e| e.to_string())?),
     };
     Ok(token.encode())
+}
+
+/// The creation time a seeded user's UUIDv7 holds.
+fn uuid_time(id: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    let id = Uuid::try_parse(id).map_err(|e| e.to_string())?;
+    let ms = i64::try_from(id.as_u128() >> 80).map_err(|e| e.to_string())?;
+    chrono::DateTime::from_timestamp_millis(ms).ok_or_else(|| "an id outside chrono's range".into())
 }
 
 /// The store's `select_users!` columns (`actors/src/store/rows.rs`).
@@ -142,6 +147,11 @@ macro_rules! select_users {
 const BY_ID: &str = select_users!("WHERE id = $1 AND deleted_at IS NULL");
 const BY_IDS: &str = select_users!("WHERE id = ANY($1) AND deleted_at IS NULL");
 const BY_EMAIL: &str = select_users!("WHERE lower(email) = $1 AND deleted_at IS NULL");
+/// `users.list`'s page of 100 (`actors/src/store/listing.rs`), one past it, after a user.
+const PAGE_AFTER: &str = select_users!(
+    "WHERE deleted_at IS NULL AND (created_at, id) < ($1, $2) \
+     ORDER BY created_at DESC, id DESC LIMIT 101"
+);
 
 /// One request of a SQL read ceiling: the row(s) of random seeded users, as the store reads
 /// them; an error unless every one came back.
@@ -166,6 +176,19 @@ pub async fn sql_read(pool: &PgPool, w: Workload, ctx: &Ctx, rng: &mut Rng) -> R
                 _ => sqlx::query(BY_IDS).bind(&ids).fetch_all(pool).await,
             };
             (rows, ids.len())
+        }
+        Workload::CeilSqlListDeep => {
+            let id = &users.ids[rng.below(users.ids.len())];
+            let after = uuid_time(id)?;
+            let id = Uuid::try_parse(id).map_err(|e| e.to_string())?;
+            let rows = sqlx::query(PAGE_AFTER)
+                .bind(after)
+                .bind(id)
+                .fetch_all(pool)
+                .await;
+            // A page past the oldest users is shorter.
+            let expected = rows.as_ref().map_or(0, |r| r.len().min(101));
+            (rows, expected)
         }
         other => return Err(format!("{} is not a SQL read", other.name())),
     };

@@ -30,6 +30,7 @@ pub enum Workload {
     CeilSqlGet,
     CeilSqlEmail,
     CeilSqlBatch100,
+    CeilSqlListDeep,
     ScaleSearchPrefix,
     ScaleSearchInside,
     ScaleListDeep,
@@ -68,7 +69,11 @@ impl Workload {
     pub fn sql(self) -> bool {
         matches!(
             self,
-            Self::CeilSqlCreate | Self::CeilSqlGet | Self::CeilSqlEmail | Self::CeilSqlBatch100
+            Self::CeilSqlCreate
+                | Self::CeilSqlGet
+                | Self::CeilSqlEmail
+                | Self::CeilSqlBatch100
+                | Self::CeilSqlListDeep
         )
     }
 
@@ -82,10 +87,11 @@ impl Workload {
 
     /// The scale set (`--only scale`), meant for a million users (`--users 1000000`): the
     /// SQL ceilings first, then the reads they bound.
-    pub const SCALE: [Workload; 10] = [
+    pub const SCALE: [Workload; 11] = [
         Self::CeilSqlGet,
         Self::CeilSqlEmail,
         Self::CeilSqlBatch100,
+        Self::CeilSqlListDeep,
         Self::ScaleGet,
         Self::ScaleEmail,
         Self::ScaleZipf,
@@ -99,7 +105,7 @@ impl Workload {
     /// writes, whose events the service publishes in the background from then on; last the
     /// frozen dependencies (see [`crate::frozen`]), whose recovery nothing else should share.
     /// The scale set, last here, runs only when named (`--only`).
-    pub const ALL: [Workload; 28] = [
+    pub const ALL: [Workload; 29] = [
         Self::CeilWarp,
         Self::CeilWarpBatch100,
         Self::CeilRpcNoop,
@@ -121,6 +127,7 @@ impl Workload {
         Self::CeilSqlGet,
         Self::CeilSqlEmail,
         Self::CeilSqlBatch100,
+        Self::CeilSqlListDeep,
         Self::ScaleGet,
         Self::ScaleEmail,
         Self::ScaleZipf,
@@ -157,6 +164,7 @@ impl Workload {
             Self::CeilSqlGet => "ceil-sql-get",
             Self::CeilSqlEmail => "ceil-sql-email",
             Self::CeilSqlBatch100 => "ceil-sql-batch100",
+            Self::CeilSqlListDeep => "ceil-sql-list-deep",
             Self::ScaleSearchPrefix => "scale-search-prefix",
             Self::ScaleSearchInside => "scale-search-inside",
             Self::ScaleListDeep => "scale-list-deep",
@@ -196,6 +204,9 @@ impl Workload {
             Self::CeilSqlGet => "ceiling: PostgreSQL's fetch of one user by id = $1 (sqlx)",
             Self::CeilSqlEmail => "ceiling: PostgreSQL's fetch of one user by email (sqlx)",
             Self::CeilSqlBatch100 => "ceiling: PostgreSQL's fetch of 100 users by id (sqlx)",
+            Self::CeilSqlListDeep => {
+                "ceiling: PostgreSQL's listing page of 100 users after a random seeded user (sqlx)"
+            }
             Self::ScaleSearchPrefix => {
                 "GET /api/internal/users/search?q= the first 3-5 letters of a seeded name"
             }
@@ -223,6 +234,7 @@ impl Workload {
             Self::ScaleGet => Some(Self::CeilSqlGet),
             Self::ScaleEmail => Some(Self::CeilSqlEmail),
             Self::ScaleBatch100 => Some(Self::CeilSqlBatch100),
+            Self::ScaleListDeep => Some(Self::CeilSqlListDeep),
             // Mostly cache hits: bounded by HTTP, not by the database.
             Self::ScaleZipf => Some(Self::CeilWarp),
             _ => None,
