@@ -77,7 +77,8 @@ impl UserCache {
 
     /// Redis' users for `keys` (each with its caller, for the counts) in one round trip, and
     /// the mark to fill what it lacked with. A key found nowhere is counted a miss. While
-    /// Redis is off, broken or distrusted, it is not asked and nothing is found.
+    /// Redis is off, broken or distrusted, or answers too little to pay
+    /// ([`super::warmth`]), it is not asked and nothing is found.
     pub async fn remote(&self, keys: &[(Key, &str)]) -> (Vec<Option<Arc<Rendered>>>, ReadMark) {
         let mut mark = self.mark();
         let mut found: Vec<Option<Arc<Rendered>>> = vec![None; keys.len()];
@@ -91,9 +92,10 @@ impl UserCache {
                 Key::Email(email) => c.email_key(email),
             })
             .collect();
-        let answer = match c.purge.load(Ordering::Acquire) || names.is_empty() {
-            true => None,
-            false => c.mget(&names).await,
+        let ask = !c.purge.load(Ordering::Acquire) && !names.is_empty() && c.warmth.worth_asking();
+        let answer = match ask {
+            true => c.mget(&names).await,
+            false => None,
         };
         if let Some((values, time)) = answer {
             mark.redis_time = Some(time);
