@@ -10,10 +10,11 @@ use opentelemetry::trace::TracerProvider;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{Layer, Registry};
 
 use crate::config::{LogFormat, SpanExport};
 
@@ -41,17 +42,11 @@ pub fn init(format: LogFormat, export: Option<&SpanExport>) -> Result<Telemetry,
         filter = filter.add_directive(directive);
     }
     let Some(export) = export else {
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_target(false);
-        let _ = match format {
-            LogFormat::Json => builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .try_init(),
-            LogFormat::Pretty => builder.try_init(),
-        };
+        // The filter for every layer: call sites it leaves out are never enabled.
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(logs(format))
+            .try_init();
         return Ok(Telemetry { provider: None });
     };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -74,17 +69,8 @@ pub fn init(format: LogFormat, export: Option<&SpanExport>) -> Result<Telemetry,
         .with_location(false)
         .with_tracked_inactivity(false)
         .with_filter(LevelFilter::INFO);
-    let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_target(false)
-            .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(false).boxed(),
-    };
     let installed = tracing_subscriber::registry()
-        .with(logs.with_filter(filter))
+        .with(logs(format).with_filter(filter))
         .with(spans)
         .try_init();
     if installed.is_ok() {
@@ -93,4 +79,20 @@ pub fn init(format: LogFormat, export: Option<&SpanExport>) -> Result<Telemetry,
     Ok(Telemetry {
         provider: Some(provider),
     })
+}
+
+/// The log lines, as `LOG_FORMAT` asks, with each request span's fields.
+fn logs<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    let layer = tracing_subscriber::fmt::layer().with_target(false);
+    match format {
+        LogFormat::Json => layer
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .boxed(),
+        LogFormat::Pretty => layer.boxed(),
+    }
 }

@@ -27,12 +27,25 @@ pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 
-/// A span at [`TARGET`]: built only for an exporter.
+/// A span at [`TARGET`]: built only for an exporter. `parent: …` first names its parent
+/// (`None`: a root), as in `tracing`; else it is the current span's child.
 #[macro_export]
 macro_rules! otel_span {
+    (parent: $parent:expr, $name:expr $(, $($fields:tt)*)?) => {
+        ::tracing::info_span!(target: "otel", parent: $parent, $name $(, $($fields)*)?)
+    };
     ($name:expr $(, $($fields:tt)*)?) => {
         ::tracing::info_span!(target: "otel", $name $(, $($fields)*)?)
     };
+}
+
+/// The current (request's) span, kept by work done later for that request (a group of
+/// creates, a round of reads); without an exporter, a disabled span, at no cost.
+pub fn request_span() -> tracing::Span {
+    match exporting() {
+        true => tracing::Span::current(),
+        false => tracing::Span::none(),
+    }
 }
 
 /// Makes `span` (a request's, or a publish's) continue `trace`, and `trace` carry on that

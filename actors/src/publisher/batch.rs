@@ -148,8 +148,7 @@ fn producer_span(
     if !telemetry::exporting() || traceparent.is_none() {
         return (tracing::Span::none(), None);
     }
-    let span = tracing::info_span!(
-        target: "otel",
+    let span = crate::otel_span!(
         parent: None,
         "publish",
         otel.name = %format_args!("publish {exchange}"),

@@ -33,7 +33,7 @@ pub(super) async fn create(
         corr,
         deadline: db.deadline,
         answer,
-        span: tracing::Span::current(),
+        span: crate::telemetry::request_span(),
     };
     group_commit::create_all(db.clone(), vec![pending]).await;
     answered

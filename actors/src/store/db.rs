@@ -47,7 +47,9 @@ impl Db {
         query: impl std::future::Future<Output = Result<T, CoreError>>,
     ) -> Result<T, CoreError> {
         self.guard.admit()?;
-        let result = query.instrument(statement("SELECT", table)).await;
+        let result = query
+            .instrument(statement(tracing::Span::current().id(), "SELECT", table))
+            .await;
         self.guard.note(&result);
         result
     }
@@ -121,12 +123,18 @@ impl Db {
     }
 }
 
-/// A statement's span, for an exporter: `db.system=postgresql`, named `OPERATION table`.
-fn statement(operation: &'static str, table: &'static str) -> tracing::Span {
+/// A statement's span, for an exporter: `db.system=postgresql`, named `OPERATION table`, a
+/// child of `parent` (the current span's id for a request's own statement).
+pub(super) fn statement(
+    parent: Option<tracing::Id>,
+    operation: &'static str,
+    table: &'static str,
+) -> tracing::Span {
     if !crate::telemetry::exporting() {
         return tracing::Span::none();
     }
     crate::otel_span!(
+        parent: parent,
         "postgresql",
         otel.name = %format_args!("{operation} {table}"),
         otel.kind = "client",
@@ -166,7 +174,7 @@ impl Db {
     ) -> Result<Reply, CoreError> {
         let written = self
             .transaction(keyed, body)
-            .instrument(statement("BEGIN", "users"))
+            .instrument(statement(tracing::Span::current().id(), "BEGIN", "users"))
             .await?;
         // A write that changed a user added its events: the publisher has work.
         if !written.stale.is_empty() {

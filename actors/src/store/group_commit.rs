@@ -104,18 +104,12 @@ async fn attempt(db: &Db, group: Vec<Pending>) -> Attempt {
 
 /// The group's statement, for an exporter (see [`crate::telemetry::shared`]).
 fn statement_span(group: &[Pending]) -> tracing::Span {
-    crate::telemetry::shared(group.iter().map(|p| &p.span), |parent| {
-        tracing::info_span!(
-            target: "otel",
-            parent: parent,
-            "INSERT users",
-            otel.kind = "client",
-            db.system = "postgresql",
-            db.operation.name = "INSERT",
-            db.collection.name = "users",
-            db.operation.batch.size = group.len(),
-        )
-    })
+    let span = crate::telemetry::shared(group.iter().map(|p| &p.span), |parent| {
+        super::db::statement(parent, "INSERT", "users")
+    });
+    let size = i64::try_from(group.len()).unwrap_or(i64::MAX);
+    crate::telemetry::attribute(&span, "db.operation.batch.size", size);
+    span
 }
 
 /// Without request keys, the group is one statement that commits by itself.

@@ -299,10 +299,7 @@ pub struct Create {
 
 impl Create {
     pub fn new(ctx: CallContext, new: NewUser) -> Self {
-        let span = match crate::telemetry::exporting() {
-            true => tracing::Span::current(),
-            false => tracing::Span::none(),
-        };
+        let span = crate::telemetry::request_span();
         Self { ctx, new, span }
     }
 }

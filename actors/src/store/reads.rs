@@ -60,10 +60,7 @@ impl Reads {
                 keys,
                 caller: caller.into(),
                 answer,
-                span: match crate::telemetry::exporting() {
-                    true => tracing::Span::current(),
-                    false => tracing::Span::none(),
-                },
+                span: crate::telemetry::request_span(),
             });
             let start = queue.rounds < ROUNDS_RUNNING;
             queue.rounds += usize::from(start);
@@ -116,7 +113,7 @@ impl Reads {
             }
             let span = crate::telemetry::shared(
                 round.iter().map(|w| &w.span),
-                |parent| tracing::info_span!(target: "otel", parent: parent, "read users", readers = round.len()),
+                |parent| crate::otel_span!(parent: parent, "read users", readers = round.len()),
             );
             let work = AssertUnwindSafe(round_of(&db, round).instrument(span)).catch_unwind();
             let _ = tokio::time::timeout(db.guard.patience(), work).await;
