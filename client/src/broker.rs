@@ -154,11 +154,43 @@ pub struct Connector {
     next: usize,
 }
 
-/// A connection and the node it is to.
+/// A connection and the node it is to, closed when dropped. lapin closes a dropped
+/// connection only once each of its channels is closed too (every channel holds it), so a
+/// connection given up after a missed deadline stayed open: a consumer that its broker
+/// registered late, once a quorum queue had a leader again, took half of the requests and
+/// served none of them.
 pub struct Connected {
-    pub connection: Connection,
+    /// Taken only by `drop`.
+    connection: Option<Connection>,
     /// `host:port` of the node.
     pub node: String,
+    timeout: Duration,
+}
+
+impl std::ops::Deref for Connected {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.connection.as_ref().expect("taken only by drop")
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        let Some(connection) = self.connection.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if connection.status().connected() {
+            let timeout = self.timeout;
+            runtime.spawn(async move {
+                let closing = connection.close(200, "given up".into());
+                let _ = within(timeout, closing).await;
+            });
+        }
+    }
 }
 
 impl Connector {
@@ -188,8 +220,9 @@ impl Connector {
             match self.connect_to(url, name, frame_max).await {
                 Ok(connection) => {
                     return Ok(Connected {
-                        connection,
+                        connection: Some(connection),
                         node: address(url),
+                        timeout: self.broker.timeout,
                     });
                 }
                 Err(e) => {

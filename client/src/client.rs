@@ -11,7 +11,7 @@ use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{BasicProperties, Channel};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use user_domain::{ErrorCode, Method};
@@ -55,7 +55,7 @@ pub struct Client {
 
 /// One connection to one node: its channel, and the calls waiting for replies on it.
 struct Link {
-    connection: Connection,
+    connection: Connected,
     channel: Channel,
     pending: Pending,
     /// Cleared when the reply consumer ends: no reply comes on this link any more.
@@ -64,7 +64,8 @@ struct Link {
 
 impl Link {
     async fn open(connector: &mut Connector, config: &ClientConfig) -> Result<Self, ClientError> {
-        let Connected { connection, node } = connector.connect("user-service client", None).await?;
+        let connection = connector.connect("user-service client", None).await?;
+        let node = &connection.node;
         let broker = connector.broker();
         let channel = broker.within(connection.create_channel()).await?;
         // Confirms tell a request the queue holds from one stuck on the way (see `stuck`).

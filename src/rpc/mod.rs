@@ -39,7 +39,7 @@ use user_core::health::{Health, Report, Status};
 use user_core::metrics::record_delivery;
 use user_core::retry::Backoff;
 use user_domain::quote::cut;
-use user_service_client::broker::{AmqpError, Broker, Connected, Connector};
+use user_service_client::broker::{AmqpError, Broker, Connector};
 
 use crate::auth::Authenticator;
 
@@ -221,10 +221,8 @@ async fn serve(
     set_aside: bool,
 ) -> Result<(), RpcError> {
     let broker = &edge.config.broker;
-    let Connected {
-        connection: conn,
-        node,
-    } = connector.connect("user-service rpc", None).await?;
+    let conn = connector.connect("user-service rpc", None).await?;
+    let node = &conn.node;
     let deadline = Deadline {
         timeout: broker.timeout,
         hung: Arc::new(Notify::new()),

@@ -11,6 +11,7 @@ mod billing_at_rest;
 mod cache;
 mod client;
 mod cluster;
+mod connections;
 mod erasure;
 mod events;
 mod failover;

@@ -37,7 +37,7 @@ use tokio::sync::watch;
 use crate::health::{Health, Report, Status};
 use crate::retry::Backoff;
 use crate::store::NOTIFY_CHANNEL;
-use user_service_client::broker::{AmqpError, Broker, Connected, Connector, SMALL_FRAMES};
+use user_service_client::broker::{AmqpError, Broker, Connector, SMALL_FRAMES};
 
 mod batch;
 pub mod encode;
@@ -195,12 +195,10 @@ async fn lead(
     let exchange =
         ShortString::try_new(config.exchange.as_str()).map_err(|_| PublishError::ExchangeName)?;
     let broker = &config.broker;
-    let Connected {
-        connection: conn,
-        node,
-    } = connector
+    let conn = connector
         .connect("user-service events", Some(SMALL_FRAMES))
         .await?;
+    let node = &conn.node;
     let channel = broker.within(conn.create_channel()).await?;
     broker
         .within(channel.confirm_select(ConfirmSelectOptions::default()))

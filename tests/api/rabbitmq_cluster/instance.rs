@@ -10,15 +10,18 @@ use crate::helpers::{AUTH_KEY, clean_up, eventually, service_process};
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq-cluster.sh");
 
 /// A channel on the first node of `urls` that answers, with its connection.
-pub async fn channel(urls: &str, name: &str) -> (lapin::Connection, lapin::Channel) {
+pub async fn channel(
+    urls: &str,
+    name: &str,
+) -> (user_service_client::broker::Connected, lapin::Channel) {
     let broker = user_service_client::broker::Broker::new(urls).expect("the cluster's nodes");
     let conn = broker
         .connector()
         .connect(name, None)
         .await
         .expect("a node");
-    let channel = conn.connection.create_channel().await.expect("channel");
-    (conn.connection, channel)
+    let channel = conn.create_channel().await.expect("channel");
+    (conn, channel)
 }
 
 pub fn cluster(args: &[&str]) -> String {

@@ -140,6 +140,36 @@ pub async fn synced(queues: &[&str]) {
     .expect("the script ran");
 }
 
+/// Waits until the RPC queue has one consumer per instance, and no more: a connection an
+/// instance gave up (a call on it missed its deadline during an election) must not keep a
+/// consumer that the broker registered late, which would take requests and serve none.
+pub async fn consumers_are(urls: &str, queue: &str, instances: u32) {
+    let mut last = None;
+    let counted = tokio::time::timeout(super::MOST, async {
+        loop {
+            let (_conn, channel) = super::instance::channel(urls, "consumers").await;
+            let passive = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let declared = channel.queue_declare(queue.into(), passive, FieldTable::default());
+            if let Ok(Ok(q)) = tokio::time::timeout(Duration::from_secs(1), declared).await {
+                if q.consumer_count() == instances {
+                    return;
+                }
+                last = Some(q.consumer_count());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(
+        counted.is_ok(),
+        "{queue}: {last:?} consumers, not {instances}, {:?} after the failover",
+        super::MOST
+    );
+}
+
 enum Probe {
     /// The node is down or paused: not the clients' way in.
     Unreachable,
@@ -164,7 +194,7 @@ async fn probe(url: &str, queue: &str) -> Probe {
     let mut headers = FieldTable::default();
     headers.insert("x-api-key".into(), AMQPValue::LongString(AUTH_KEY.into()));
     let taken = async {
-        let channel = broker.within(conn.connection.create_channel()).await.ok()?;
+        let channel = broker.within(conn.create_channel()).await.ok()?;
         let confirm = lapin::options::ConfirmSelectOptions::default();
         broker.within(channel.confirm_select(confirm)).await.ok()?;
         let published = channel.basic_publish(
@@ -178,8 +208,6 @@ async fn probe(url: &str, queue: &str) -> Probe {
         Some(broker.within(confirm).await.ok()?.is_ack())
     };
     let taken = taken.await == Some(true);
-    let _ = broker
-        .within(conn.connection.close(200, "probed".into()))
-        .await;
+    let _ = broker.within(conn.close(200, "probed".into())).await;
     if taken { Probe::Taken } else { Probe::Refused }
 }
