@@ -37,6 +37,9 @@ pub const EVENTS_DEAD: &str = "user_service_events_dead_total";
 pub const BREAKER_OPEN: &str = "user_service_breaker_open";
 /// How often each dependency's breaker opened.
 pub const BREAKER_TRIPS: &str = "user_service_breaker_trips_total";
+/// Rate limit checks this instance counted alone although Redis is configured: Redis did
+/// not answer within its deadline, or its breaker was open.
+pub const RATE_LIMIT_LOCAL: &str = "user_service_rate_limit_local_total";
 /// Creates committed together, per group (see `store::group`).
 pub const CREATE_GROUP_SIZE: &str = "user_service_create_group_size";
 /// How long a group of creates took, from its start to its commit.
@@ -131,6 +134,11 @@ pub fn record_dead_events(reason: DeadReason, count: u64) {
     metrics::counter!(EVENTS_DEAD, "reason" => reason.as_str()).increment(count);
 }
 
+/// A rate limit check counted by this instance alone (see [`RATE_LIMIT_LOCAL`]).
+pub fn record_local_limit_check() {
+    metrics::counter!(RATE_LIMIT_LOCAL).increment(1);
+}
+
 /// Help texts for the exporter.
 pub fn describe() {
     metrics::describe_counter!(
@@ -148,6 +156,10 @@ pub fn describe() {
     metrics::describe_counter!(
         AUTH_FAILURES,
         "Failed authentications by transport and reason (UNAUTHENTICATED, FORBIDDEN, blocked)"
+    );
+    metrics::describe_counter!(
+        RATE_LIMIT_LOCAL,
+        "Rate limit checks counted by this instance alone: Redis late or its breaker open"
     );
     metrics::describe_counter!(
         RPC_DELIVERIES,

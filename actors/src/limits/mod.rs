@@ -69,10 +69,13 @@ impl RateLimits {
         let Some(limit) = self.local.limit_of(caller) else {
             return Ok(());
         };
-        if let Some(shared) = self.shared.as_ref().filter(|s| s.is_up())
-            && let Some(answer) = shared.check(caller, limit).await
-        {
-            return answer;
+        if let Some(shared) = &self.shared {
+            if shared.is_up()
+                && let Some(answer) = shared.check(caller, limit).await
+            {
+                return answer;
+            }
+            crate::metrics::record_local_limit_check();
         }
         self.local.check(caller)
     }
