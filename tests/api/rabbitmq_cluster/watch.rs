@@ -14,8 +14,8 @@ use crate::helpers::AUTH_KEY;
 pub type Span = (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
 
 /// What the watcher saw of each instance: its stretches of more than a second without
-/// serving a request, and its stretches without an RPC consumer (`/health` says `rabbitmq`
-/// is not up).
+/// serving a request (once it has served one), and its stretches without an RPC consumer
+/// (`/health` says `rabbitmq` is not up).
 pub struct Watched {
     pub idle: Vec<Vec<Span>>,
     pub unsubscribed: Vec<Vec<Span>>,
@@ -44,7 +44,9 @@ pub fn watch(
             for (i, instance) in instances.iter().enumerate() {
                 let served = instance.served(&http).await;
                 if served.is_some() && served > last[i].0 {
-                    if now() - last[i].1 > chrono::TimeDelta::seconds(1) {
+                    // From its first request on: the callers' own start is no idle time.
+                    let serving = last[i].0.is_some_and(|n| n > 0.0);
+                    if serving && now() - last[i].1 > chrono::TimeDelta::seconds(1) {
                         watched.idle[i].push((last[i].1, now()));
                     }
                     last[i] = (served, now());
