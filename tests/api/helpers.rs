@@ -337,22 +337,30 @@ pub fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code
     assert!(body["error"].is_string(), "{body}");
 }
 
-/// Polls `check` until it returns `Some`, or panics after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> T
+/// Polls `check` until it returns `Some`, or panics after `timeout`, naming the line that
+/// waited.
+#[track_caller]
+pub fn eventually<T, F, Fut>(
+    timeout: Duration,
+    mut check: F,
+) -> impl std::future::Future<Output = T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
+    let waiter = std::panic::Location::caller();
+    async move {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "condition not met within {timeout:?} (waited at {waiter})"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "condition not met within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
