@@ -146,8 +146,11 @@ async fn every_instance_survives_the_loss_of_any_rabbitmq_node() {
     eprintln!("pausing node {node}, the publisher's, for 30 s");
     let paused = Resume(node);
     let node = node.to_string();
+    let pausing = tokio::time::Instant::now();
     failovers.push(fault(&["pause", &node], &urls, &queues).await);
-    settle(30).await;
+    // Paused for 30 s, and the service watched for a while after the broker's failover.
+    let after_failover = tokio::time::Instant::now() + Duration::from_secs(8);
+    tokio::time::sleep_until(after_failover.max(pausing + Duration::from_secs(30))).await;
     drop(paused);
     synced(&queues).await;
     consumers_are(&urls, &rpc, 2).await;

@@ -9,12 +9,16 @@ use crate::helpers::{AUTH_KEY, clean_up, eventually, service_process};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq-cluster.sh");
 
-/// A channel on the first node of `urls` that answers, with its connection.
+/// A channel on the first node of `urls` that answers, with its connection (a paused node
+/// is passed over after a second).
 pub async fn channel(
     urls: &str,
     name: &str,
 ) -> (user_service_client::broker::Connected, lapin::Channel) {
-    let broker = user_service_client::broker::Broker::new(urls).expect("the cluster's nodes");
+    let broker = user_service_client::broker::Broker {
+        timeout: Duration::from_secs(1),
+        ..user_service_client::broker::Broker::new(urls).expect("the cluster's nodes")
+    };
     let conn = broker
         .connector()
         .connect(name, None)
