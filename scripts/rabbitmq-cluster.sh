@@ -240,25 +240,35 @@ cmd_leader() {
 # The expression's answer: the lowest and highest commit index among the
 # queue's members, or `behind` while one is down, recovering or a candidate.
 cmd_synced() {
-    local q bytes expr answer target deadline=$((SECONDS + WAIT))
+    local q bytes calls="" answer line i ok deadline=$((SECONDS + WAIT)) targets=() lines=()
     for q in "$@"; do
         bytes="$(printf '%s' "$q" | od -An -tu1 -v | tr -s ' \n' ',' | sed 's/^,//; s/,$//')"
-        expr="S = rabbit_quorum_queue:status(<<\"/\">>, list_to_binary([$bytes])),
+        calls+="F([$bytes]), "
+    done
+    # One CLI call for every queue (each call boots an Erlang VM): a line per queue.
+    local expr="F = fun(Name) -> S = rabbit_quorum_queue:status(<<\"/\">>, list_to_binary(Name)),
           C = [proplists:get_value(<<\"Commit Index\">>, M) || M <- S,
                lists:member(proplists:get_value(<<\"Raft State\">>, M), [leader, follower])],
           case length(S) >= 3 andalso length(C) =:= length(S) of
-            true -> io:format(\"~b ~b~n\", [lists:min(C), lists:max(C)]); false -> io:format(\"behind~n\") end."
-        target=""
-        while :; do
-            answer="$(ctl "$(any_node)" -q eval "$expr" 2>/dev/null | head -1)" || answer=""
-            if [[ "$answer" =~ ^([0-9]+)\ ([0-9]+)$ ]]; then
-                [[ -n "$target" ]] || target=${BASH_REMATCH[2]}
-                ((BASH_REMATCH[1] >= target)) && break
+            true -> io:format(\"~b ~b~n\", [lists:min(C), lists:max(C)]); false -> io:format(\"behind~n\") end
+          end, ${calls}ok."
+    while :; do
+        answer="$(ctl "$(any_node)" -q eval "$expr" 2>/dev/null)" || answer=""
+        mapfile -t lines <<<"$answer"
+        ok=1
+        for ((i = 0; i < $#; i++)); do
+            line="${lines[$i]:-}"
+            if [[ "$line" =~ ^([0-9]+)\ ([0-9]+)$ ]]; then
+                [[ -n "${targets[$i]:-}" ]] || targets[$i]=${BASH_REMATCH[2]}
+                ((BASH_REMATCH[1] >= targets[$i])) || ok=0
+            else
+                ok=0
             fi
-            ((SECONDS < deadline)) ||
-                die "quorum queue '$q' not in sync after ${WAIT}s (last answer: '${answer:-none}')"
-            sleep 0.5
         done
+        ((ok)) && return 0
+        ((SECONDS < deadline)) ||
+            die "quorum queues '$*' not in sync after ${WAIT}s (last answer: '$(tr '\n' ' ' <<<"${answer:-none}")')"
+        sleep 0.5
     done
 }
 
