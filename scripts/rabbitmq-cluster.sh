@@ -12,7 +12,9 @@
 #   status     each node's process state, then cluster_status
 #   kill N     SIGKILL node N's beam.smp; returns once it is gone
 #   restart N  start node N again; returns once it runs and is clustered
-#   pause N    SIGSTOP node N                    resume N SIGCONT node N
+#   pause N    SIGSTOP node N
+#   resume N   SIGCONT node N; one paused past net_ticktime is restarted, and
+#              this returns once it runs and is clustered
 #   leader Q   index of the node leading quorum queue Q (vhost /); waits for a
 #              re-election while that node is killed or paused
 #   synced Q.. waits until every member of each quorum queue Q runs as leader or

@@ -105,22 +105,26 @@ async fn counted_alone(apps: &[TestApp]) -> f64 {
 #[tokio::test]
 async fn three_instances_let_a_caller_through_its_allowance_once() {
     // A machine busy enough to hold Redis past its 100 ms deadline makes the instances count
-    // alone, rightly: such a burst is run again, on fresh instances.
+    // alone, rightly: a burst that Redis mostly missed measures that degraded mode, and is
+    // run again, on fresh instances.
     for _ in 0..3 {
         let apps = three_instances(&[("RATE_LIMITS", "game-catalog=60/60,default=1000/60")]).await;
         // The count only grows: compare.
-        let alone = counted_alone(&apps).await;
+        let before = counted_alone(&apps).await;
         let started = std::time::Instant::now();
         let accepted = accepted_of(&apps, 240).await;
-        if counted_alone(&apps).await > alone {
+        let alone = counted_alone(&apps).await - before;
+        if alone > 10.0 {
             continue;
         }
-        // Counted in Redis, the window's allowance is never exceeded (61 and 62 were seen
-        // beside the cluster test, before the checks counted alone were told apart); a few
-        // requests may stay leased, unspent, at an instance.
+        // Counted in Redis, the window's allowance is never exceeded; a check counted alone
+        // may let one more through (62 of 60 was seen beside the cluster test before such
+        // checks were counted). A few requests may stay leased, unspent, at an instance.
+        let most = 60 + alone as usize;
         assert!(
-            (57..=60).contains(&accepted),
-            "60 per minute across three instances, {accepted} accepted in {:?}",
+            (57..=most).contains(&accepted),
+            "60 per minute across three instances, {accepted} accepted in {:?}, {alone} \
+             checks counted alone",
             started.elapsed()
         );
         for app in &apps {
@@ -132,7 +136,7 @@ async fn three_instances_let_a_caller_through_its_allowance_once() {
         }
         return;
     }
-    panic!("Redis missed its deadline in every burst");
+    panic!("Redis missed its deadline for more than 10 checks of every burst");
 }
 
 #[tokio::test]
