@@ -62,7 +62,7 @@ ctl() { "${ENV[@]}" timeout "${CTL_TIMEOUT:-60}" "$BIN/rabbitmqctl" -n "$(name "
 # stale or gone; then /proc is scanned).
 is_node_pid() {
     [[ -n "$1" && "$(cat "/proc/$1/comm" 2>/dev/null)" == beam.smp ]] &&
-        tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | grep -qx "RABBITMQ_NODENAME=$(name "$2")"
+        tr '\0' '\n' 2>/dev/null <"/proc/$1/environ" | grep -qx "RABBITMQ_NODENAME=$(name "$2")"
 }
 pid() {
     local p=""
