@@ -117,12 +117,15 @@ async fn three_instances_let_a_caller_through_its_allowance_once() {
         if alone > 10.0 {
             continue;
         }
-        // Counted in Redis, the window's allowance is never exceeded; a check counted alone
-        // may let one more through (62 of 60 was seen beside the cluster test before such
-        // checks were counted). A few requests may stay leased, unspent, at an instance.
-        let most = 60 + alone as usize;
+        // Counted in Redis, the window's allowance is never exceeded, and a few requests may
+        // stay leased, unspent, at an instance. A check counted alone may let one more
+        // through (62 of 60 was seen beside the cluster test before such checks were
+        // counted), and its lease, taken in Redis too late to be used, is lost (at most 3:
+        // a sixteenth of the allowance; 56 was seen with two).
+        let alone = alone as usize;
+        let (least, most) = (57usize.saturating_sub(3 * alone), 60 + alone);
         assert!(
-            (57..=most).contains(&accepted),
+            (least..=most).contains(&accepted),
             "60 per minute across three instances, {accepted} accepted in {:?}, {alone} \
              checks counted alone",
             started.elapsed()
