@@ -235,3 +235,13 @@ pub async fn publish_unreadable(queue: &str, body: &[u8]) {
     let close_ok = read_frame(&mut s).await;
     assert_eq!(&close_ok[..4], &[0, 10, 0, 51], "connection.close-ok");
 }
+
+/// The consumers of `queue`, as the broker counts them (a passive declare).
+pub async fn consumer_count(channel: &Channel, queue: &str) -> lapin::Result<u32> {
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let declared = channel.queue_declare(queue.into(), passive, FieldTable::default());
+    Ok(declared.await?.consumer_count())
+}

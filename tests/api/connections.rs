@@ -5,23 +5,16 @@
 
 use std::time::Duration;
 
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use user_service_client::broker::Broker;
 
+use crate::amqp::consumer_count;
 use crate::helpers::{AMQP_URL, eventually};
 
 /// The queue's consumers, as the broker counts them.
 async fn consumers(channel: &lapin::Channel, queue: &str) -> u32 {
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(queue.into(), passive, FieldTable::default())
-        .await
-        .expect("the queue")
-        .consumer_count()
+    consumer_count(channel, queue).await.expect("the queue")
 }
 
 #[tokio::test]

@@ -150,16 +150,12 @@ pub async fn consumers_are(urls: &str, queue: &str, instances: u32) {
     let counted = tokio::time::timeout(super::MOST, async {
         loop {
             let (_conn, channel) = super::instance::channel(urls, "consumers").await;
-            let passive = lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            };
-            let declared = channel.queue_declare(queue.into(), passive, FieldTable::default());
-            if let Ok(Ok(q)) = tokio::time::timeout(Duration::from_secs(1), declared).await {
-                if q.consumer_count() == instances {
+            let counted = crate::amqp::consumer_count(&channel, queue);
+            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), counted).await {
+                if n == instances {
                     return;
                 }
-                last = Some(q.consumer_count());
+                last = Some(n);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
