@@ -57,6 +57,11 @@ ENV=(env -u ERL_FLAGS -u ERL_AFLAGS -u ERL_ZFLAGS -u RABBITMQ_NODENAME
     RABBITMQ_CTL_ERL_ARGS="-kernel net_ticktime $TICKTIME -kernel inet_dist_use_interface {127,0,0,1}")
 # rabbitmqctl against node N; `timeout` (CTL_TIMEOUT, 60 s): calls reaching a paused node hang.
 ctl() { "${ENV[@]}" timeout "${CTL_TIMEOUT:-60}" "$BIN/rabbitmqctl" -n "$(name "$1")" "${@:2}" </dev/null; }
+# erl N EXPR: EXPR evaluated on node N, printed as `{ok, Value}`. erl_call (erlang-base) boots
+# no Erlang VM, where each rabbitmqctl call boots one (2-3 s on a loaded machine: most of a
+# restart's or a sync's wait was the CLI's). Bounded (ERL_TIMEOUT, 10 s): a paused node never
+# answers.
+erl() { "${ENV[@]}" erl_call -sname "$(name "$1")" -timeout "${ERL_TIMEOUT:-10}" -e <<<"$2" 2>/dev/null; }
 
 # pid N: a beam.smp whose environment names node N (the pid file may be
 # stale or gone; then /proc is scanned).
@@ -127,22 +132,23 @@ launch() {
 }
 
 # wait_up N DEADLINE: the AMQP port opens late in the boot and is free to
-# poll; await_startup then confirms.
+# poll; the node then confirms that it has booted.
 wait_up() {
-    local n=$1 deadline=$2 gone=0 out
+    local n=$1 deadline=$2 gone=0
     until port_open "$(port "$n")"; do
         if pid "$n" >/dev/null; then gone=0; else gone=$((gone + 1)); fi
         ((gone < 10)) || fail_node "$n" "exited while starting"
         ((SECONDS < deadline)) || fail_node "$n" "AMQP port $(port "$n") not open after ${WAIT}s"
         sleep 0.3
     done
-    local left=$((deadline > SECONDS ? deadline - SECONDS : 1))
-    out="$(CTL_TIMEOUT=$((left + 10)) ctl "$n" -q await_startup --timeout "$left" 2>&1)" ||
-        fail_node "$n" "await_startup failed within ${WAIT}s: $(tr '\n' ' ' <<<"$out" | cut -c1-400)"
+    until [[ "$(erl "$n" 'rabbit:is_booted().')" == "{ok, true}" ]]; do
+        ((SECONDS < deadline)) || fail_node "$n" "not booted after ${WAIT}s"
+        sleep 0.2
+    done
 }
 # members N all|running, from node N's own database (cluster_status would ask
 # the other nodes too and hang on a paused one).
-members() { ctl "$1" -q eval "rabbit_mnesia:cluster_nodes($2)." 2>/dev/null | grep -o 'usc[123]@localhost' || true; }
+members() { erl "$1" "rabbit_mnesia:cluster_nodes($2)." | grep -o 'usc[123]@localhost' || true; }
 wait_clustered() { # N MIN DEADLINE: node N sees at least MIN running members
     until (($(members "$1" running | wc -l) >= $2)); do
         ((SECONDS < $3)) || fail_node "$1" "fewer than $2 running cluster members after ${WAIT}s"
@@ -234,40 +240,38 @@ cmd_leader() {
       {_, L} -> L; _ -> L0 end; _ -> not_quorum end; _ -> not_found end."
     while :; do
         n="$(any_node)"
-        l="$(ctl "$n" -q eval "$expr" 2>/dev/null)" || l=""
-        [[ "$l" != not_* ]] || die "no quorum queue '$1' in vhost / ($l)"
+        l="$(erl "$n" "$expr")" || l=""
+        [[ "$l" != *not_found* && "$l" != *not_quorum* ]] || die "no quorum queue '$1' in vhost / ($l)"
         if [[ "$l" =~ usc([123])@localhost ]] && healthy "${BASH_REMATCH[1]}"; then
             echo "${BASH_REMATCH[1]}"
             return 0
         fi
         ((SECONDS < deadline)) ||
             die "no running, unpaused leader for quorum queue '$1' after ${WAIT}s (last answer: '${l:-none}' from $(name "$n"))"
-        sleep 0.5
+        sleep 0.2
     done
 }
 
-# The expression's answer: the lowest and highest commit index among the
-# queue's members, or `behind` while one is down, recovering or a candidate.
+# The expression's answer: for each queue, the lowest and highest commit index
+# among its members, or `behind` while one is down, recovering or a candidate.
 cmd_synced() {
-    local q bytes calls="" answer line i ok deadline=$((SECONDS + WAIT)) targets=() lines=()
+    local q bytes calls="" answer i ok deadline=$((SECONDS + WAIT)) targets=() found=()
     for q in "$@"; do
         bytes="$(printf '%s' "$q" | od -An -tu1 -v | tr -s ' \n' ',' | sed 's/^,//; s/,$//')"
-        calls+="F([$bytes]), "
+        calls+="${calls:+, }F([$bytes])"
     done
-    # One CLI call for every queue (each call boots an Erlang VM): a line per queue.
     local expr="F = fun(Name) -> S = rabbit_quorum_queue:status(<<\"/\">>, list_to_binary(Name)),
           C = [proplists:get_value(<<\"Commit Index\">>, M) || M <- S,
                lists:member(proplists:get_value(<<\"Raft State\">>, M), [leader, follower])],
           case length(S) >= 3 andalso length(C) =:= length(S) of
-            true -> io:format(\"~b ~b~n\", [lists:min(C), lists:max(C)]); false -> io:format(\"behind~n\") end
-          end, ${calls}ok."
+            true -> {lists:min(C), lists:max(C)}; false -> behind end
+          end, [${calls}]."
     while :; do
-        answer="$(ctl "$(any_node)" -q eval "$expr" 2>/dev/null)" || answer=""
-        mapfile -t lines <<<"$answer"
+        answer="$(erl "$(any_node)" "$expr")" || answer=""
+        mapfile -t found < <(grep -oE '\{[0-9]+, ?[0-9]+\}|behind' <<<"$answer")
         ok=1
         for ((i = 0; i < $#; i++)); do
-            line="${lines[$i]:-}"
-            if [[ "$line" =~ ^([0-9]+)\ ([0-9]+)$ ]]; then
+            if [[ "${found[$i]:-}" =~ ^\{([0-9]+),\ ?([0-9]+)\}$ ]]; then
                 [[ -n "${targets[$i]:-}" ]] || targets[$i]=${BASH_REMATCH[2]}
                 ((BASH_REMATCH[1] >= targets[$i])) || ok=0
             else
@@ -277,7 +281,7 @@ cmd_synced() {
         ((ok)) && return 0
         ((SECONDS < deadline)) ||
             die "quorum queues '$*' not in sync after ${WAIT}s (last answer: '$(tr '\n' ' ' <<<"${answer:-none}")')"
-        sleep 0.5
+        sleep 0.2
     done
 }
 
