@@ -135,7 +135,8 @@ impl Shared {
             _ => 0,
         };
         let want = lease_size(limit.requests, seen);
-        let (count, left) = self.take(caller, want, limit.window).await?;
+        // Boxed: the Redis call's future is kilobytes, and every request's would carry it.
+        let (count, left) = Box::pin(self.take(caller, want, limit.window)).await?;
         let granted = granted(limit.requests, want, count);
         let until = Some(now + left);
         let mut lease = state.lease.lock().ok()?;

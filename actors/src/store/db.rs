@@ -172,15 +172,17 @@ impl Db {
         keyed: Option<&Keyed>,
         body: impl AsyncFnOnce(&mut PgConnection) -> Result<Written, CoreError>,
     ) -> Result<Reply, CoreError> {
-        let written = self
-            .transaction(keyed, body)
+        // Both boxed: each future is kilobytes, and every read's future would be as large
+        // (the operations' dispatch holds the largest of its arms), moved whole at every
+        // layer on each request.
+        let written = Box::pin(self.transaction(keyed, body))
             .instrument(statement(tracing::Span::current().id(), "BEGIN", "users"))
             .await?;
         // A write that changed a user added its events: the publisher has work.
         if !written.stale.is_empty() {
             self.signal.raise();
         }
-        self.cache.invalidate_all(written.stale).await;
+        Box::pin(self.cache.invalidate_all(written.stale)).await;
         Ok(written.reply)
     }
 

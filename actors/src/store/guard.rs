@@ -10,6 +10,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use futures::FutureExt;
+
 use tokio::time::Instant;
 
 use crate::breaker::Breaker;
@@ -76,11 +78,12 @@ impl PgGuard {
     /// Waits for `work` for the patience at most; giving up counts against the breaker.
     /// What `work` was doing is dropped: a read, or the caller's wait for a write, whose own
     /// task commits only before its deadline ([`Self::deadline`]).
-    pub async fn bound<T>(
+    pub fn bound<T>(
         &self,
         work: impl Future<Output = Result<T, CoreError>>,
-    ) -> Result<T, CoreError> {
-        self.wait(work).await.unwrap_or_else(|| Err(self.gave_up()))
+    ) -> impl Future<Output = Result<T, CoreError>> {
+        self.wait(work)
+            .map(|done| done.unwrap_or_else(|| Err(self.gave_up())))
     }
 
     /// Work that needs the database from its start: admitted, bounded, and its end noted.
@@ -94,13 +97,17 @@ impl PgGuard {
         result
     }
 
-    /// `None` when the patience ran out first (a failure, counted).
-    async fn wait<T>(&self, work: impl Future<Output = T>) -> Option<T> {
-        let result = tokio::time::timeout(self.patience, work).await.ok();
-        if result.is_none() {
-            self.breaker.failure();
-        }
-        result
+    /// `None` when the patience ran out first (a failure, counted). Combinators, not an
+    /// async fn: one would hold `work` twice, as its argument and as what it awaits, and a
+    /// read's future is moved whole at every layer that wraps it.
+    fn wait<T>(&self, work: impl Future<Output = T>) -> impl Future<Output = Option<T>> {
+        tokio::time::timeout(self.patience, work).map(|done| {
+            let done = done.ok();
+            if done.is_none() {
+                self.breaker.failure();
+            }
+            done
+        })
     }
 
     fn gave_up(&self) -> CoreError {

@@ -80,12 +80,16 @@ impl Store {
     }
 
     /// A read, on the caller's task. A panic fails this request only.
-    pub async fn read(&self, ctx: CallContext, request: Request) -> Result<Reply, CoreError> {
-        let work = operations::execute(self.db.clone(), ctx, request);
-        AssertUnwindSafe(work)
+    pub fn read(
+        &self,
+        ctx: CallContext,
+        request: Request,
+    ) -> impl Future<Output = Result<Reply, CoreError>> + use<> {
+        AssertUnwindSafe(operations::execute(self.db.clone(), ctx, request))
             .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(CoreError::Internal("a read panicked".to_owned())))
+            .map(|done| {
+                done.unwrap_or_else(|_| Err(CoreError::Internal("a read panicked".to_owned())))
+            })
     }
 
     /// A write, on a task of its own on the worker pool: it goes on if the caller stops

@@ -31,7 +31,10 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
     let keyed = Keyed::new(&ctx, &req);
     let keyed = keyed.as_ref();
     match req {
-        Request::Create(new) => creates::create(&db, new, keyed.cloned(), corr.clone()).await,
+        // Boxed, as every write's transaction is (`Db::write`).
+        Request::Create(new) => {
+            Box::pin(creates::create(&db, new, keyed.cloned(), corr.clone())).await
+        }
         Request::Get(GetUser { id, fields }) => {
             let u = db.get(id, caller).await?;
             Ok(Reply::ok(match &fields {
@@ -70,7 +73,7 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
         Request::Delete(UserRef { id }) => delete(&db, id, keyed, corr).await,
         Request::Restore(UserRef { id }) => restore(&db, id, keyed, corr).await,
         Request::Erase(UserRef { id }) => erasure::erase(&db, id, keyed, corr).await,
-        Request::Export(UserRef { id }) => export::export(&db, id).await,
+        Request::Export(UserRef { id }) => Box::pin(export::export(&db, id)).await,
         Request::List(q) => listing::list(&db, &q).await,
         Request::Search(q) => search::find(&db, &q).await,
         Request::History(q) => history::read(&db, &q).await,
