@@ -40,12 +40,17 @@ pub fn http(verb: Verb) -> Http {
 /// tenth of a warm read's CPU.
 struct Template {
     path: &'static str,
-    /// Each segment: a literal, or `None` for a param.
-    parts: Vec<(Option<&'static str>, &'static str)>,
+    parts: Vec<Part>,
     /// Which segments are literal: where two templates match a path, the one with a literal
     /// where the other has a param, first from the left, wins (`/users/email/{email}` over
     /// `/users/{id}/…`), whatever their order in the table.
     specificity: Vec<bool>,
+}
+
+/// One segment of a template: `users`, or `{id}` (named `id`).
+enum Part {
+    Literal(&'static str),
+    Param(&'static str),
 }
 
 impl Template {
@@ -55,12 +60,15 @@ impl Template {
             .filter(|s| !s.is_empty())
             .map(
                 |part| match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-                    Some(name) => (None, name),
-                    None => (Some(part), part),
+                    Some(name) => Part::Param(name),
+                    None => Part::Literal(part),
                 },
             )
             .collect();
-        let specificity = parts.iter().map(|(literal, _)| literal.is_some()).collect();
+        let specificity = parts
+            .iter()
+            .map(|p| matches!(p, Part::Literal(_)))
+            .collect();
         Self {
             path,
             parts,
@@ -70,17 +78,19 @@ impl Template {
 
     fn matches(&self, segments: &[String]) -> bool {
         self.parts.len() == segments.len()
-            && (self.parts.iter().zip(segments)).all(|((literal, _), seg)| match literal {
-                Some(literal) => literal == seg,
-                None => true,
+            && (self.parts.iter().zip(segments)).all(|(part, seg)| match part {
+                Part::Literal(literal) => literal == seg,
+                Part::Param(_) => true,
             })
     }
 
     /// The path params `segments` (which it matches) carry.
     fn params(&self, segments: &[String]) -> Map<String, Value> {
         (self.parts.iter().zip(segments))
-            .filter(|((literal, _), _)| literal.is_none())
-            .map(|((_, name), seg)| ((*name).to_owned(), Value::String(seg.clone())))
+            .filter_map(|(part, seg)| match part {
+                Part::Param(name) => Some(((*name).to_owned(), Value::String(seg.clone()))),
+                Part::Literal(_) => None,
+            })
             .collect()
     }
 }
