@@ -5,16 +5,19 @@
 //! * **Several nodes.** `AMQP_URL` (or `AMQP_URLS`, as NestJS names its `urls`) is a
 //!   comma-separated list of a cluster's nodes. Each process shuffles it once, so that
 //!   instances spread over the nodes, and each connection walks it with a [`Connector`]:
-//!   after a connection is lost, the next attempt starts at the *next* node, so a dead or
-//!   paused node costs one attempt at most, not one per reconnect.
+//!   after a connection is lost, the next attempt starts at the *next* node, and a node that
+//!   has not answered within [`ATTEMPT_DELAY`] gets the node after it tried beside it, so a
+//!   dead or paused node costs a quarter of a second, not a timeout.
 //! * **No wait without a bound.** A paused or partitioned node accepts TCP and never
 //!   answers. Connecting (TCP and the AMQP handshake) and every later call end after
 //!   [`Broker::timeout`], and an idle connection that hears nothing for two heartbeats is
 //!   dropped by lapin. Either way the caller's reconnect loop takes over.
 
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
 
@@ -24,6 +27,10 @@ pub const SMALL_FRAMES: u32 = 16 * 1024;
 
 /// The broker of a local development setup.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// How long a node has to answer before the next one is tried beside it (RFC 8305's
+/// connection attempt delay): the first to answer is kept.
+pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
 /// The most nodes a list may name.
 pub const MAX_NODES: usize = 16;
@@ -146,7 +153,7 @@ pub fn address(url: &str) -> String {
 }
 
 /// One connection's walk over the nodes. Each [`Connector::connect`] tries every node once,
-/// starting after the node of the last connection it made, and stops at the first that
+/// starting after the node of the last connection it made, and keeps the first that
 /// answers.
 #[derive(Debug, Clone)]
 pub struct Connector {
@@ -199,59 +206,81 @@ impl Connector {
     }
 
     /// Connects, named `name` in the broker's list of connections, to the first node that
-    /// answers; the error is the last node's when none does. With `frame_max`, frames of at
-    /// most that size are asked for, unless the URL names a size (`?frame_max=`). Only a
-    /// connection that receives nothing but confirms may ask for small frames: a message's
-    /// properties travel in one frame, and lapin drops a connection that receives a frame
-    /// over its size, so a consumer takes the broker's size.
+    /// answers, trying the next node beside the ones still silent after [`ATTEMPT_DELAY`] and
+    /// at once after a failure; the error is the last node's when none answers. With
+    /// `frame_max`, frames of at most that size are asked for, unless the URL names a size
+    /// (`?frame_max=`). Only a connection that receives nothing but confirms may ask for
+    /// small frames: a message's properties travel in one frame, and lapin drops a
+    /// connection that receives a frame over its size, so a consumer takes the broker's size.
     pub async fn connect(
         &mut self,
         name: &str,
         frame_max: Option<u32>,
     ) -> Result<Connected, AmqpError> {
-        let count = self.broker.nodes.len().max(1);
+        let count = self.broker.nodes.len();
+        let mut racing = FuturesUnordered::new();
+        let mut tried = 0;
         let mut last = AmqpError::Timeout(self.broker.timeout);
-        for _ in 0..count {
-            let index = self.next % count;
-            self.next = index + 1;
-            let Some(url) = self.broker.nodes.get(index) else {
-                break;
-            };
-            match self.connect_to(url, name, frame_max).await {
-                Ok(connection) => {
-                    return Ok(Connected {
-                        connection: Some(connection),
-                        node: address(url),
-                        timeout: self.broker.timeout,
-                    });
-                }
-                Err(e) => {
-                    tracing::debug!(node = %address(url), error = %e, "RabbitMQ node not reachable");
-                    last = e;
-                }
+        loop {
+            if tried < count {
+                racing.push(self.attempt((self.next + tried) % count, name, frame_max));
+                tried += 1;
+            }
+            if racing.is_empty() {
+                return Err(last);
+            }
+            tokio::select! {
+                Some((index, result)) = racing.next() => match result {
+                    Ok(connection) => {
+                        self.next = index + 1;
+                        return Ok(Connected {
+                            connection: Some(connection),
+                            node: address(&self.broker.nodes[index]),
+                            timeout: self.broker.timeout,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::debug!(node = %address(&self.broker.nodes[index]), error = %e, "RabbitMQ node not reachable");
+                        last = e;
+                    }
+                },
+                () = tokio::time::sleep(ATTEMPT_DELAY), if tried < count => {}
             }
         }
-        Err(last)
     }
 
-    async fn connect_to(
+    /// Connects to node `index` on a task of its own, within the broker's deadline: a
+    /// connection that loses the race is closed there, not left open.
+    fn attempt(
         &self,
-        url: &str,
+        index: usize,
         name: &str,
         frame_max: Option<u32>,
-    ) -> Result<Connection, AmqpError> {
+    ) -> impl Future<Output = (usize, Result<Connection, AmqpError>)> + use<> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let broker = self.broker.clone();
+        let url = broker.nodes.get(index).cloned().unwrap_or_default();
         let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let connecting = async {
-            match url.parse::<AMQPUri>() {
-                Ok(uri) => {
-                    let uri = with_defaults(uri, self.broker.heartbeat, frame_max);
-                    Connection::connect_uri(uri, properties).await
+        tokio::spawn(async move {
+            let connecting = async {
+                match url.parse::<AMQPUri>() {
+                    Ok(uri) => {
+                        let uri = with_defaults(uri, broker.heartbeat, frame_max);
+                        Connection::connect_uri(uri, properties).await
+                    }
+                    // lapin reports a malformed URL itself.
+                    Err(_) => Connection::connect(&url, properties).await,
                 }
-                // lapin reports a malformed URL itself.
-                Err(_) => Connection::connect(url, properties).await,
+            };
+            let result = broker.within(connecting).await;
+            if let Err(Ok(connection)) = tx.send(result) {
+                let _ = broker
+                    .within(connection.close(200, "another node answered first".into()))
+                    .await;
             }
-        };
-        self.broker.within(connecting).await
+        });
+        let timeout = self.broker.timeout;
+        async move { (index, rx.await.unwrap_or(Err(AmqpError::Timeout(timeout)))) }
     }
 }
 

@@ -117,3 +117,60 @@ async fn nodes_that_never_answer_or_are_gone_are_given_up_on() {
     );
     held.abort();
 }
+
+/// Forwards every connection to `target`: a second node that answers.
+async fn relay_node(target: String) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let relay = tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (format!("amqp://guest:guest@{addr}/%2f"), relay)
+}
+
+#[tokio::test]
+async fn a_silent_node_costs_the_attempt_delay_not_the_timeout() {
+    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.to_owned());
+    let url = url.split(',').next().unwrap_or_default().trim().to_owned();
+    let (relay, forwarding) = relay_node(address(&url)).await;
+    let (silent, held) = silent_node().await;
+    let broker = Broker {
+        nodes: vec![silent, relay.clone()],
+        heartbeat: 5,
+        timeout: Duration::from_secs(30),
+    };
+    let mut connector = broker.connector();
+    let started = std::time::Instant::now();
+    let connected = connector
+        .connect("test", None)
+        .await
+        .expect("a node answers");
+    assert_eq!(connected.node, address(&relay));
+    // Well under the timeout: the relay was tried after the attempt delay.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // The next connection starts after the node that answered: at the silent one again.
+    let started = std::time::Instant::now();
+    let again = connector
+        .connect("test", None)
+        .await
+        .expect("a node answers");
+    assert_eq!(again.node, address(&relay));
+    assert!(
+        started.elapsed() >= ATTEMPT_DELAY,
+        "{:?}",
+        started.elapsed()
+    );
+    forwarding.abort();
+    held.abort();
+}
