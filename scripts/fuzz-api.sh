@@ -8,8 +8,8 @@
 #
 # Installs Schemathesis (pinned) into a venv in the user's cache directory (reused by every
 # clone; FUZZ_VENV overrides), takes the service's debug build from the test build (`cargo
-# test --workspace --no-run`: the same features as the tests, so nothing builds twice),
-# starts it on its own database, RPC queue, events exchange, Redis prefix and free port,
+# test --workspace --no-default-features --no-run`: the same features as scripts/test, so
+# nothing builds twice), starts it on its own database, RPC queue, events exchange, Redis prefix and free port,
 # waits for /health/ready, runs every phase and every Schemathesis check that applies with
 # the API key, and exits non-zero on any finding. Schemathesis shares a budget out over the
 # operations and phases, so every operation is fuzzed in every phase (given the 15 s or so
@@ -117,7 +117,7 @@ fi
 
 # 2. The service binary, as the tests build it (a no-op after scripts/test's build).
 say "building the service"
-cargo test --quiet --workspace --no-run
+cargo test --quiet --workspace --no-default-features --no-run
 binary="$target/debug/user-service"
 [[ -n "${FUZZ_PORT:-}" ]] && port="$FUZZ_PORT" || port="$("$venv/bin/python" -c '
 import socket

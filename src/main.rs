@@ -34,6 +34,7 @@ invalidated).";
 /// jemalloc instead of the system allocator: glibc malloc keeps what a burst of requests
 /// freed in its heaps (fragmented, never trimmed), so resident memory stays at its peak after
 /// the load; jemalloc gives unused pages back to the system after a few seconds.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -41,6 +42,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// waiting for the next allocation, after one second unused instead of ten (a burst's pages
 /// go back before the service is idle for long), and two arenas (the runtime has two workers)
 /// keep the idle footprint small. `_RJEM_MALLOC_CONF` in the environment still overrides them.
+#[cfg(feature = "jemalloc")]
 #[allow(non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static malloc_conf: &[u8; 53] = b"background_thread:true,narenas:2,dirty_decay_ms:1000\0";
