@@ -9,12 +9,12 @@
 # Installs Schemathesis (pinned) into a venv in the user's cache directory (reused by every
 # clone; FUZZ_VENV overrides), takes the service's debug build from the test build (`cargo
 # test --workspace --no-default-features --no-run`: the same features as scripts/test, so
-# nothing builds twice), starts it on its own database, RPC queue, events exchange, Redis prefix and free port,
-# waits for /health/ready, runs every phase and every Schemathesis check that applies with
-# the API key, and exits non-zero on any finding. Schemathesis shares a budget out over the
-# operations and phases, so every operation is fuzzed in every phase (given the 15 s or so
-# the examples and coverage phases take first). The service it started is stopped, and its
-# database, queues and exchange removed, on exit.
+# nothing builds twice), starts it on its own database, RPC queue, events exchange, Redis
+# prefix and free port, waits for /health/ready, runs every phase and every Schemathesis
+# check that applies with the API key, and exits non-zero on any finding. Schemathesis
+# shares a budget out over the operations and phases, so every operation is fuzzed in every
+# phase (given the 15 s or so the examples and coverage phases take first). The service it
+# started is stopped, and its database, queues and exchange removed, on exit.
 #
 # Needs: Rust (cargo) and the local PostgreSQL, Redis and RabbitMQ; on Debian, Python 3 and
 # its venv module are installed with apt-get when missing.

@@ -230,17 +230,17 @@ impl Connector {
                 return Err(last);
             }
             tokio::select! {
-                Some((index, result)) = racing.next() => match result {
+                Some((index, node, result)) = racing.next() => match result {
                     Ok(connection) => {
                         self.next = index + 1;
                         return Ok(Connected {
                             connection: Some(connection),
-                            node: address(&self.broker.nodes[index]),
+                            node,
                             timeout: self.broker.timeout,
                         });
                     }
                     Err(e) => {
-                        tracing::debug!(node = %address(&self.broker.nodes[index]), error = %e, "RabbitMQ node not reachable");
+                        tracing::debug!(%node, error = %e, "RabbitMQ node not reachable");
                         last = e;
                     }
                 },
@@ -250,16 +250,18 @@ impl Connector {
     }
 
     /// Connects to node `index` on a task of its own, within the broker's deadline: a
-    /// connection that loses the race is closed there, not left open.
+    /// connection that loses the race is closed there, not left open. Gives back the index
+    /// and the node's address with the outcome.
     fn attempt(
         &self,
         index: usize,
         name: &str,
         frame_max: Option<u32>,
-    ) -> impl Future<Output = (usize, Result<Connection, AmqpError>)> + use<> {
+    ) -> impl Future<Output = (usize, String, Result<Connection, AmqpError>)> + use<> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let broker = self.broker.clone();
         let url = broker.nodes.get(index).cloned().unwrap_or_default();
+        let node = address(&url);
         let properties = ConnectionProperties::default().with_connection_name(name.into());
         tokio::spawn(async move {
             let connecting = async {
@@ -280,7 +282,10 @@ impl Connector {
             }
         });
         let timeout = self.broker.timeout;
-        async move { (index, rx.await.unwrap_or(Err(AmqpError::Timeout(timeout)))) }
+        async move {
+            let result = rx.await.unwrap_or(Err(AmqpError::Timeout(timeout)));
+            (index, node, result)
+        }
     }
 }
 
