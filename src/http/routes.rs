@@ -41,10 +41,6 @@ pub fn http(verb: Verb) -> Http {
 struct Template {
     path: &'static str,
     parts: Vec<Part>,
-    /// Which segments are literal: where two templates match a path, the one with a literal
-    /// where the other has a param, first from the left, wins (`/users/email/{email}` over
-    /// `/users/{id}/…`), whatever their order in the table.
-    specificity: Vec<bool>,
 }
 
 /// One segment of a template: `users`, or `{id}` (named `id`).
@@ -65,15 +61,14 @@ impl Template {
                 },
             )
             .collect();
-        let specificity = parts
-            .iter()
-            .map(|p| matches!(p, Part::Literal(_)))
-            .collect();
-        Self {
-            path,
-            parts,
-            specificity,
-        }
+        Self { path, parts }
+    }
+
+    /// Which segments are literal: where two templates match a path, the one with a literal
+    /// where the other has a param, first from the left, wins (`/users/email/{email}` over
+    /// `/users/{id}/…`), whatever their order in the table.
+    fn specificity(&self) -> impl Iterator<Item = bool> {
+        self.parts.iter().map(|p| matches!(p, Part::Literal(_)))
     }
 
     fn matches(&self, segments: &[String]) -> bool {
@@ -103,7 +98,7 @@ fn template(segments: &[String]) -> Option<(&'static str, Map<String, Value>)> {
     let t = TEMPLATES
         .iter()
         .filter(|t| t.matches(segments))
-        .max_by(|a, b| a.specificity.cmp(&b.specificity))?;
+        .max_by(|a, b| a.specificity().cmp(b.specificity()))?;
     Some((t.path, t.params(segments)))
 }
 
