@@ -73,34 +73,11 @@ pub fn watch(
     })
 }
 
-/// `spans`, overlapping ones joined.
-pub fn merged(mut spans: Vec<Span>) -> Vec<Span> {
-    spans.sort();
-    let mut out: Vec<Span> = Vec::new();
-    for span in spans {
-        match out.last_mut() {
-            Some(last) if span.0 <= last.1 => last.1 = last.1.max(span.1),
-            _ => out.push(span),
-        }
-    }
-    out
-}
-
-/// How much of `span` lies outside every one of `excused` (merged), in seconds.
-pub fn beyond(span: Span, excused: &[Span]) -> f64 {
-    let length = |(a, b): Span| (b - a).num_milliseconds().max(0) as f64 / 1000.0;
-    let overlap: f64 = excused
-        .iter()
-        .map(|e| length((span.0.max(e.0), span.1.min(e.1))))
-        .sum();
-    length(span) - overlap
-}
-
 /// Kills, pauses or restarts a node (as `args` says), then waits until every node that
 /// answers takes a confirmed message into both quorum queues again (the request queue and
 /// the test's event queue): the broker's own failover (a new leader, a quorum of members
-/// that answer, every node knowing the leader), which no client can shorten. Returns that
-/// stretch.
+/// that answer, every node knowing the leader), so that the next fault finds a whole
+/// cluster. Returns that stretch, which the test prints (the bounds include it).
 pub async fn fault(args: &[&str], urls: &str, queues: &[&str]) -> Span {
     let start = chrono::Utc::now();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
