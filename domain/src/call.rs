@@ -1,6 +1,8 @@
 //! What travels into the core with a request, and what comes back: the caller, the call's
 //! context, and a successful reply in a transport-neutral form.
 
+use std::sync::Arc;
+
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -9,6 +11,7 @@ use crate::CorrelationId;
 use crate::error::CoreError;
 use crate::operations::Permission;
 use crate::trace::TraceContext;
+use crate::views::Rendered;
 
 /// Who is calling, as the edge authenticated them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,11 +153,13 @@ impl Reply {
 }
 
 /// A reply's JSON: a value, or text already serialised (a cached user is rendered once,
-/// so a read, or a batch of them, is a copy rather than a walk).
+/// so a read, or a batch of them, is a copy rather than a walk), or a cached user itself,
+/// whose text the REST edge sends without copying it.
 #[derive(Debug, Clone)]
 pub enum Data {
     Value(Value),
     Raw(Box<RawValue>),
+    User(Arc<Rendered>),
 }
 
 impl Data {
@@ -170,6 +175,7 @@ impl Data {
         match self {
             Self::Value(v) => v.clone(),
             Self::Raw(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+            Self::User(u) => serde_json::from_str(u.json().get()).unwrap_or(Value::Null),
         }
     }
 
@@ -178,6 +184,7 @@ impl Data {
         match self {
             Self::Value(v) => serde_json::to_vec(&v).unwrap_or_default(),
             Self::Raw(raw) => String::from(Box::<str>::from(raw)).into_bytes(),
+            Self::User(u) => u.json().get().as_bytes().to_vec(),
         }
     }
 }
@@ -193,6 +200,7 @@ impl Serialize for Data {
         match self {
             Self::Value(v) => v.serialize(s),
             Self::Raw(raw) => raw.serialize(s),
+            Self::User(u) => u.json().serialize(s),
         }
     }
 }

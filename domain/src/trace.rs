@@ -2,8 +2,6 @@
 //! AMQP headers), checked, or a new trace when it came with none; and the `traceparent` the
 //! service's own work carries on (replies, events), with a span id of its own.
 
-use std::fmt::Write;
-
 /// The longest `tracestate` kept (the W3C's limit for a vendor to propagate).
 pub const TRACESTATE_MAX: usize = 512;
 
@@ -63,12 +61,14 @@ impl TraceContext {
 
     /// `00-<trace id>-<the service's span id>-<flags>`: what the service sends on.
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.span_id),
-            self.flags
-        )
+        let mut s = String::with_capacity(55);
+        s.push_str("00-");
+        push_hex(&mut s, &self.trace_id);
+        s.push('-');
+        push_hex(&mut s, &self.span_id);
+        s.push('-');
+        push_hex(&mut s, &[self.flags]);
+        s
     }
 
     pub fn tracestate(&self) -> Option<&str> {
@@ -115,12 +115,19 @@ fn span_id() -> [u8; 8] {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    let mut s = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut s, bytes);
+    s
+}
+
+/// Lower-case hex digits of `bytes` onto `s`: a table, not the formatter, since every
+/// request's `traceparent` is written.
+fn push_hex(s: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
 }
 
 /// The trace id, parent id and flags of a valid `traceparent` (version 00, or a later version read as

@@ -39,7 +39,7 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
             let u = db.get(id, caller).await?;
             Ok(Reply::ok(match &fields {
                 Some(p) => Data::Value(p.apply(&views::user(&u.user))),
-                None => Data::Raw(u.json().to_owned()),
+                None => Data::User(u),
             }))
         }
         Request::GetByEmail(GetByEmail {
@@ -55,8 +55,8 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
         Request::GetByEmail(GetByEmail {
             email,
             include_credentials: false,
-        }) => Ok(Reply::ok(Data::Raw(
-            db.get_by_email(&email, caller).await?.json().to_owned(),
+        }) => Ok(Reply::ok(Data::User(
+            db.get_by_email(&email, caller).await?,
         ))),
         Request::Exists(UserRef { id }) => {
             let exists = db.find(&[id], caller).await?.contains_key(&id);
