@@ -56,19 +56,17 @@ impl TraceContext {
 
     /// The trace id, 32 lower-case hex digits.
     pub fn trace_id(&self) -> String {
-        hex(&self.trace_id)
+        hex::encode(self.trace_id)
     }
 
     /// `00-<trace id>-<the service's span id>-<flags>`: what the service sends on.
     pub fn traceparent(&self) -> String {
-        let mut s = String::with_capacity(55);
-        s.push_str("00-");
-        push_hex(&mut s, &self.trace_id);
-        s.push('-');
-        push_hex(&mut s, &self.span_id);
-        s.push('-');
-        push_hex(&mut s, &[self.flags]);
-        s
+        let (trace, span, flags) = (
+            hex::encode(self.trace_id),
+            hex::encode(self.span_id),
+            hex::encode([self.flags]),
+        );
+        ["00", &trace, &span, &flags].join("-")
     }
 
     pub fn tracestate(&self) -> Option<&str> {
@@ -77,7 +75,7 @@ impl TraceContext {
 
     /// The service's span id, 16 lower-case hex digits.
     pub fn span_id(&self) -> String {
-        hex(&self.span_id)
+        hex::encode(self.span_id)
     }
 
     /// Trace id, the caller's span (when it named one) and flags, as bytes: the remote parent
@@ -112,22 +110,6 @@ fn span_id() -> [u8; 8] {
     let mut id = [0u8; 8];
     id.copy_from_slice(&random[..8]);
     id
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    push_hex(&mut s, bytes);
-    s
-}
-
-/// Lower-case hex digits of `bytes` onto `s`: a table, not the formatter, since every
-/// request's `traceparent` is written.
-fn push_hex(s: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
 }
 
 /// The trace id, parent id and flags of a valid `traceparent` (version 00, or a later version read as
@@ -191,7 +173,7 @@ mod tests {
         assert_eq!(t.tracestate(), Some("rojo=00f067aa0ba902b7"));
         assert!(parse(&ours).is_some(), "what we send is valid");
         let parent = t.remote_parent().expect("the caller's span");
-        assert_eq!(hex(&parent.1), "00f067aa0ba902b7");
+        assert_eq!(hex::encode(parent.1), "00f067aa0ba902b7");
         assert!(TraceContext::start().remote_parent().is_none());
     }
 

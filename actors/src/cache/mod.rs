@@ -47,6 +47,8 @@ pub use manager::CacheManager;
 
 /// A read older than this fills nothing: what it found may have changed since.
 const MAX_FILL_AGE: Duration = Duration::from_secs(30);
+/// How soon an invalidation that missed Redis' deadline is tried again.
+const RETRY_SOON: Duration = Duration::from_millis(50);
 /// Fills running at once, in the background; a read whose fill finds none free fills nothing
 /// (a later read of those users does).
 const FILLS_RUNNING: usize = 16;
@@ -88,6 +90,8 @@ struct Inner {
     unclean: std::sync::Mutex<HashMap<UserId, Vec<Email>>>,
     /// Too many invalidations were missed: Redis is not read until its keys are purged.
     purge: AtomicBool,
+    /// A retry of missed invalidations is due shortly ([`RETRY_SOON`]).
+    retrying: AtomicBool,
     /// Room for fills in the background: at most [`FILLS_RUNNING`].
     fills: Arc<tokio::sync::Semaphore>,
     /// How much of what PostgreSQL answers is filled into Redis.
@@ -168,6 +172,7 @@ impl UserCache {
                 listening: AtomicBool::new(false),
                 unclean: Default::default(),
                 purge: AtomicBool::new(false),
+                retrying: AtomicBool::new(false),
                 fills: Arc::new(tokio::sync::Semaphore::new(FILLS_RUNNING)),
                 warmth: Default::default(),
                 stats: Stats::default(),
@@ -198,13 +203,26 @@ impl UserCache {
             c.drop_local(*id);
         }
         if !c.deliver(&users).await {
-            let mut unclean = c.unclean.lock().unwrap_or_else(|p| p.into_inner());
-            for (id, emails) in users {
-                unclean.entry(id).or_default().extend(emails);
+            {
+                let mut unclean = c.unclean.lock().unwrap_or_else(|p| p.into_inner());
+                for (id, emails) in users {
+                    unclean.entry(id).or_default().extend(emails);
+                }
+                if unclean.len() > MAX_UNCLEAN {
+                    c.purge.store(true, Ordering::Release);
+                    unclean.clear();
+                }
             }
-            if unclean.len() > MAX_UNCLEAN {
-                c.purge.store(true, Ordering::Release);
-                unclean.clear();
+            // A missed deadline with the breaker closed is most often a busy moment: tried
+            // again shortly, not at the next check a second later, during which the other
+            // instances would still serve the old user.
+            if c.redis.breaker().allows() && !c.retrying.swap(true, Ordering::AcqRel) {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(RETRY_SOON).await;
+                    c.retrying.store(false, Ordering::Release);
+                    c.deliver_unclean().await;
+                });
             }
         }
     }
