@@ -179,12 +179,19 @@ impl Data {
         }
     }
 
-    /// The JSON text.
-    pub fn into_bytes(self) -> Vec<u8> {
+    /// The JSON text; a cached user's is the text it holds, not a copy.
+    pub fn into_bytes(self) -> bytes::Bytes {
+        /// A cached user's JSON text, as bytes that keep the user.
+        struct Text(Arc<Rendered>);
+        impl AsRef<[u8]> for Text {
+            fn as_ref(&self) -> &[u8] {
+                self.0.json().get().as_bytes()
+            }
+        }
         match self {
-            Self::Value(v) => serde_json::to_vec(&v).unwrap_or_default(),
-            Self::Raw(raw) => String::from(Box::<str>::from(raw)).into_bytes(),
-            Self::User(u) => u.json().get().as_bytes().to_vec(),
+            Self::Value(v) => serde_json::to_vec(&v).unwrap_or_default().into(),
+            Self::Raw(raw) => String::from(Box::<str>::from(raw)).into(),
+            Self::User(u) => bytes::Bytes::from_owner(Text(u)),
         }
     }
 }

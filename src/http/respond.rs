@@ -1,12 +1,9 @@
 //! Encoding the core's answer as HTTP, and the error body of contract section 4.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use serde_json::{Value, json};
 use user_domain::CorrelationId;
-use user_domain::views::Rendered;
-use user_domain::{CoreError, Data, Reply, ReplyStatus};
+use user_domain::{CoreError, Reply, ReplyStatus};
 use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
@@ -28,7 +25,7 @@ pub fn render(result: Result<Reply, CoreError>, correlation_id: &CorrelationId) 
     };
     let (status, body) = match result {
         Ok(reply) => {
-            let body = (reply.status != ReplyStatus::NoContent).then(|| body(reply.data));
+            let body = (reply.status != ReplyStatus::NoContent).then(|| reply.data.into_bytes());
             (reply.status.code(), body)
         }
         Err(e) => (
@@ -60,21 +57,6 @@ pub fn render(result: Result<Reply, CoreError>, correlation_id: &CorrelationId) 
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     response
-}
-
-/// A reply's JSON as a body; a cached user's text is sent as it is held, not copied.
-fn body(data: Data) -> Bytes {
-    /// A cached user's JSON text, as the bytes of a body.
-    struct Text(Arc<Rendered>);
-    impl AsRef<[u8]> for Text {
-        fn as_ref(&self) -> &[u8] {
-            self.0.json().get().as_bytes()
-        }
-    }
-    match data {
-        Data::User(u) => Bytes::from_owner(Text(u)),
-        data => data.into_bytes().into(),
-    }
 }
 
 /// Adds the `x-correlation-id` header (to a response made outside [`render`]).
