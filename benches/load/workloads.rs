@@ -50,10 +50,15 @@ impl Workload {
         )
     }
 
-    /// Reads of the seeded users, which a warm cache answers: the bench warms the cache
-    /// before each (not before the scale reads, which measure what a cache cannot hold).
+    /// Reads of the seeded users, which a warm cache answers (set against a transport's
+    /// ceiling): the bench warms the cache before each. Not before the scale reads, which
+    /// measure what a cache cannot hold, nor before a listing, which never reads it.
     pub fn reads(self) -> bool {
-        !self.writes() && !self.scale() && self.ceiling().is_some()
+        let transport = matches!(
+            self.ceiling(),
+            Some(Self::CeilWarp | Self::CeilWarpBatch100 | Self::CeilRpcNoop)
+        );
+        transport && !self.scale()
     }
 
     /// The scale reads (see [`crate::scale`]): over every seeded user, without warming the

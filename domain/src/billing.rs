@@ -31,7 +31,7 @@ pub enum PaymentMethod {
 
 /// A set of payment methods, kept in the order given; repeats are dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(from = "Vec<PaymentMethod>", into = "Vec<PaymentMethod>")]
+#[serde(from = "Vec<PaymentMethod>")]
 pub struct PaymentMethods(Vec<PaymentMethod>);
 
 impl From<Vec<PaymentMethod>> for PaymentMethods {
@@ -54,7 +54,7 @@ impl From<PaymentMethods> for Vec<PaymentMethod> {
 
 /// An active ISO 4217 currency code, upper-case.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "String")]
 pub struct Currency(String);
 string_newtype!(Currency);
 
@@ -87,7 +87,7 @@ impl Default for Currency {
 
 /// A Russian taxpayer number (INN): 10 digits for organisations, 12 for individuals.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "String")]
 pub struct TaxId(String);
 string_newtype!(TaxId);
 

@@ -4,7 +4,7 @@ use super::{Invalid, string_newtype};
 
 /// An e-mail address, stored lower-case so that uniqueness is case-insensitive.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "String")]
 pub struct Email(String);
 string_newtype!(Email);
 

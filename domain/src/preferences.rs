@@ -18,7 +18,7 @@ pub struct Preferences {
 
 /// A BCP 47 language tag such as `ru`, `en-US` or `zh-Hant-TW`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "String")]
 pub struct LanguageTag(String);
 string_newtype!(LanguageTag);
 
@@ -49,7 +49,7 @@ impl Default for LanguageTag {
 
 /// An IANA time zone name such as `Europe/Moscow`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "String")]
 pub struct TimeZone(String);
 string_newtype!(TimeZone);
 
@@ -123,7 +123,7 @@ impl Default for GameSettings {
 
 /// A genre name: 1–32 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "String")]
 pub struct Genre(String);
 string_newtype!(Genre);
 
@@ -139,7 +139,7 @@ impl Genre {
 
 /// At most 20 genres.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(try_from = "Vec<Genre>", into = "Vec<Genre>")]
+#[serde(try_from = "Vec<Genre>")]
 pub struct Genres(Vec<Genre>);
 
 impl TryFrom<Vec<Genre>> for Genres {
@@ -182,7 +182,7 @@ impl Default for DownloadSettings {
 
 /// 1–10 parallel downloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "serde_json::Number", into = "i64")]
+#[serde(try_from = "serde_json::Number")]
 pub struct MaxConcurrentDownloads(u8);
 
 /// A JSON number: `2` and `2.0` are the same integer (as JSON Schema's `integer` says).

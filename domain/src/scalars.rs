@@ -6,7 +6,7 @@ use crate::quote::{QUOTE_CHARS, cut};
 
 /// A user's id. Any textual UUID form parses; it always prints hyphenated and lower-case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "String")]
 pub struct UserId(Uuid);
 
 impl UserId {
@@ -57,7 +57,7 @@ fn has_control(s: &str) -> bool {
 
 /// A display name: 1–100 characters after trimming, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "String")]
 pub struct UserName(String);
 string_newtype!(UserName);
 
@@ -88,7 +88,7 @@ impl UserName {
 /// A password hash made by the caller. The service never sees a clear-text password, so it
 /// only accepts strings that look like the output of bcrypt, argon2 or scrypt.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "String")]
 pub struct PasswordHash(String);
 string_newtype!(PasswordHash);
 
@@ -121,7 +121,7 @@ impl PasswordHash {
 
 /// An http(s) URL of at most 500 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "String")]
 pub struct AvatarUrl(String);
 string_newtype!(AvatarUrl);
 
@@ -148,7 +148,7 @@ impl AvatarUrl {
 
 /// Free text with an upper bound on its length in characters (no control characters).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "String")]
 pub struct BoundedText<const MAX: usize>(String);
 
 impl<const MAX: usize> BoundedText<MAX> {
@@ -185,7 +185,7 @@ impl<const MAX: usize> AsRef<str> for BoundedText<MAX> {
 
 /// A payment's id as the Payment service names it: 1–128 printable characters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "String")]
 pub struct PaymentId(String);
 string_newtype!(PaymentId);
 
@@ -203,7 +203,7 @@ impl PaymentId {
 /// printable ASCII characters, so it fits every header and AMQP property it is copied into.
 /// A caller's id that breaks the rule is not used; a fresh one is generated instead.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "String")]
 pub struct CorrelationId(String);
 string_newtype!(CorrelationId);
 
