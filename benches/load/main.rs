@@ -21,7 +21,8 @@
 //! request), or above 100,000 users straight into PostgreSQL (`--seed`; see `seed_sql.rs`:
 //! the rows a create writes, a million in about five seconds) — reads the service's RSS once
 //! it has settled, then drives each workload at each concurrency: a warm-up, then the
-//! measured window. Before each read workload but the scale reads it reads every seeded user
+//! measured window. Before each cached read workload (not the scale reads, nor a listing,
+//! which never asks the cache) it reads every seeded user
 //! once (100-id batch lookups), so reads are measured against a cache as warm as in steady
 //! state, not the cold one that seeding or an expired entry leaves. After a
 //! workload that writes, it waits until the service has published every event it left in the
