@@ -4,9 +4,8 @@ use super::db_error;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use sqlx::postgres::PgRow;
 use sqlx::types::{Json, Uuid};
-use sqlx::{FromRow, PgConnection, PgExecutor, Row};
+use sqlx::{FromRow, PgConnection, PgExecutor};
 
 use super::error::is_email_taken;
 use crate::crypto::{BillingKeys, Place};
@@ -15,58 +14,15 @@ use user_domain::{
     Amount, AvatarUrl, BillingStats, Email, PasswordHash, Timestamp, User, UserId, UserName,
 };
 
-/// Declares [`UserRow`] and `user_columns!` from one list of columns, and decodes a row by
-/// position: looking each of 16 columns up by name took a tenth of a page of users.
-macro_rules! user_row {
-    ($first:ident: $first_ty:ty $(, $(#[$doc:meta])* $col:ident: $ty:ty)* $(,)?) => {
-        pub(super) struct UserRow {
-            pub(super) $first: $first_ty,
-            $($(#[$doc])* pub(super) $col: $ty,)*
-        }
-
-        /// Every column [`UserRow`] reads, comma-separated.
-        macro_rules! user_columns {
-            () => {
-                concat!(stringify!($first) $(, ", ", stringify!($col))*)
-            };
-        }
-
-        /// The user's columns are the row's last ones (`select_users!` puts any others
-        /// first), decoded in order.
-        impl<'r> FromRow<'r, PgRow> for UserRow {
-            fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
-                const COLUMNS: usize = 1 $(+ { stringify!($col); 1 })*;
-                let mut at = row.len().saturating_sub(COLUMNS)..;
-                // Past the row's end an index is refused (never a panic).
-                let mut next = || at.next().unwrap_or(usize::MAX);
-                Ok(Self {
-                    $first: row.try_get(next())?,
-                    $($col: row.try_get(next())?,)*
-                })
-            }
-        }
+/// Every column [`UserRow`] reads, comma-separated.
+macro_rules! user_columns {
+    () => {
+        concat!(
+            "id, email, name, avatar_url, is_active, last_login_at, ",
+            "last_login_ip, created_at, updated_at, preferences, privacy_settings, billing_info, ",
+            "last_payment_at, total_spent_minor, payments_count, metadata"
+        )
     };
-}
-
-user_row! {
-    id: Uuid,
-    email: String,
-    name: String,
-    avatar_url: Option<String>,
-    is_active: bool,
-    last_login_at: Option<DateTime<Utc>>,
-    last_login_ip: Option<String>,
-    /// As stored, to the microsecond (a user's `createdAt` is cut to the millisecond).
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    // Read as text and decoded straight into their types: no tree of values on the way.
-    preferences: Json<Box<RawValue>>,
-    privacy_settings: Json<Box<RawValue>>,
-    billing_info: Option<Json<Value>>,
-    last_payment_at: Option<DateTime<Utc>>,
-    total_spent_minor: i64,
-    payments_count: i64,
-    metadata: Json<Box<RawValue>>,
 }
 
 /// `SELECT` of every column [`UserRow`] reads (after any `$extra` columns) from `users`,
@@ -87,6 +43,28 @@ macro_rules! select_users {
 }
 
 pub(super) use {select_users, user_columns};
+
+#[derive(FromRow)]
+pub(super) struct UserRow {
+    pub(super) id: Uuid,
+    email: String,
+    name: String,
+    avatar_url: Option<String>,
+    is_active: bool,
+    last_login_at: Option<DateTime<Utc>>,
+    last_login_ip: Option<String>,
+    /// As stored, to the microsecond (a user's `createdAt` is cut to the millisecond).
+    pub(super) created_at: DateTime<Utc>,
+    pub(super) updated_at: DateTime<Utc>,
+    // Read as text and decoded straight into their types: no tree of values on the way.
+    preferences: Json<Box<RawValue>>,
+    privacy_settings: Json<Box<RawValue>>,
+    billing_info: Option<Json<Value>>,
+    last_payment_at: Option<DateTime<Utc>>,
+    total_spent_minor: i64,
+    payments_count: i64,
+    metadata: Json<Box<RawValue>>,
+}
 
 impl UserRow {
     /// Rows were valid when written; a row that no longer parses was edited behind the
