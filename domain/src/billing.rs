@@ -46,12 +46,6 @@ impl From<Vec<PaymentMethod>> for PaymentMethods {
     }
 }
 
-impl From<PaymentMethods> for Vec<PaymentMethod> {
-    fn from(p: PaymentMethods) -> Self {
-        p.0
-    }
-}
-
 /// An active ISO 4217 currency code, upper-case.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String")]

@@ -61,11 +61,6 @@ macro_rules! string_newtype {
                 Self::parse(value)
             }
         }
-        impl From<$name> for String {
-            fn from(value: $name) -> String {
-                value.0
-            }
-        }
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0

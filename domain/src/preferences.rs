@@ -155,12 +155,6 @@ impl TryFrom<Vec<Genre>> for Genres {
     }
 }
 
-impl From<Genres> for Vec<Genre> {
-    fn from(g: Genres) -> Self {
-        g.0
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]

@@ -39,12 +39,6 @@ impl TryFrom<String> for UserId {
     }
 }
 
-impl From<UserId> for String {
-    fn from(value: UserId) -> String {
-        value.0.hyphenated().to_string()
-    }
-}
-
 impl std::fmt::Display for UserId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.hyphenated().fmt(f)
