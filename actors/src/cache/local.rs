@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use user_domain::UserId;
 use user_domain::views::Rendered;
+use user_domain::{Email, UserId};
 
 use super::{Inner, ReadMark};
 
@@ -17,12 +17,14 @@ pub(super) const LOCAL_TTL: Duration = Duration::from_secs(30);
 /// in-process user is served only if it was read (from PostgreSQL or Redis) this recently;
 /// older ones are read again from PostgreSQL.
 pub const MAX_AGE_WITHOUT_REDIS: Duration = Duration::from_secs(5);
-/// The in-process copy is bounded by the memory its users take, as [`weight`] estimates it
+/// The in-process copy is bounded by the memory its users take, as [`Weight`] estimates it
 /// (about 2 KiB for a user of the default shape, so some 12,000 users); the least used
 /// go first.
 pub(super) const LOCAL_BYTES: u64 = 24 * 1024 * 1024;
+/// Users the in-process copy is sized for (its table is allocated for them).
+pub(super) const LOCAL_USERS: usize = 12_000;
 /// Addresses kept in process, each an address and an id.
-pub(super) const LOCAL_EMAILS: u64 = 20_000;
+pub(super) const LOCAL_EMAILS: usize = 20_000;
 
 /// A user held in process, and when the read that found it began.
 #[derive(Clone)]
@@ -44,9 +46,14 @@ pub(super) enum Serve {
 
 /// Bytes a cached user holds, estimated: the struct, its rendered JSON, and as much again
 /// for the fields the struct points to (the same text, parsed).
-pub(super) fn weight(u: &Arc<Rendered>) -> u32 {
-    let json = u.json().get().len();
-    u32::try_from(size_of::<Rendered>() + size_of::<Local>() + 2 * json).unwrap_or(u32::MAX)
+#[derive(Clone)]
+pub(super) struct Weight;
+
+impl quick_cache::Weighter<UserId, Local> for Weight {
+    fn weight(&self, _: &UserId, l: &Local) -> u64 {
+        let json = l.user.json().get().len();
+        (size_of::<Rendered>() + size_of::<Local>() + 2 * json) as u64
+    }
 }
 
 impl Inner {
@@ -62,15 +69,23 @@ impl Inner {
     }
 
     pub(super) fn local_user(&self, id: &UserId, serve: Serve) -> Option<Arc<Rendered>> {
-        match serve {
-            Serve::Nothing => None,
-            Serve::All => self.local.get(id).map(|l| l.user),
-            Serve::Recent => self
-                .local
-                .get(id)
-                .filter(|l| l.read_at.elapsed() <= MAX_AGE_WITHOUT_REDIS)
-                .map(|l| l.user),
-        }
+        let max_age = match serve {
+            Serve::Nothing => return None,
+            Serve::All => self.local_ttl,
+            Serve::Recent => MAX_AGE_WITHOUT_REDIS.min(self.local_ttl),
+        };
+        self.local
+            .get(id)
+            .filter(|l| l.read_at.elapsed() <= max_age)
+            .map(|l| l.user)
+    }
+
+    /// The id held in process for this address, while it is fresh.
+    pub(super) fn local_email(&self, email: &Email) -> Option<UserId> {
+        self.emails
+            .get(email)
+            .filter(|(_, read_at)| read_at.elapsed() <= self.local_ttl)
+            .map(|(id, _)| id)
     }
 
     pub(super) fn keep_local(&self, u: &Arc<Rendered>, mark: ReadMark, by_email: bool) {
@@ -82,8 +97,7 @@ impl Inner {
             return;
         }
         // Full, it takes only users read before lately (see `doorkeeper`).
-        if self.local.weighted_size() >= LOCAL_BYTES - LOCAL_BYTES / 8
-            && !self.doorkeeper.seen_before(&id)
+        if self.local.weight() >= LOCAL_BYTES - LOCAL_BYTES / 8 && !self.doorkeeper.seen_before(&id)
         {
             return;
         }
@@ -93,28 +107,30 @@ impl Inner {
         };
         self.local.insert(id, local);
         if by_email {
-            self.emails.insert(u.user.email.clone(), id);
+            self.emails.insert(u.user.email.clone(), (id, mark.at));
         }
     }
 
-    /// Frees what has expired in process now, rather than at the next use of each cache,
-    /// so an idle instance gives its memory back.
+    /// Frees what has expired in process (an entry past its age is never served, but held
+    /// until evicted or swept), so an idle instance gives its memory back.
     pub(super) fn sweep(&self) {
-        self.local.run_pending_tasks();
-        self.emails.run_pending_tasks();
+        let (now, ttl) = (Instant::now(), self.local_ttl);
+        let fresh = |read_at: &Instant| now.saturating_duration_since(*read_at) <= ttl;
+        self.local.retain(|_, l| fresh(&l.read_at));
+        self.emails.retain(|_, (_, read_at)| fresh(read_at));
     }
 
     pub(super) fn drop_local(&self, id: UserId) {
         self.recent.record(id);
-        self.local.invalidate(&id);
+        self.local.remove(&id);
     }
 
     /// Turns the in-process copy on or off; either way it starts empty, since invalidations
     /// may have been missed.
     pub(super) fn set_listening(&self, on: bool) {
         self.listening.store(false, Ordering::Release);
-        self.local.invalidate_all();
-        self.emails.invalidate_all();
+        self.local.clear();
+        self.emails.clear();
         self.listening.store(on, Ordering::Release);
     }
 }

@@ -59,8 +59,7 @@ impl UserCache {
             .map(|key| match key {
                 Key::Id(id) => c.local_user(id, serve),
                 Key::Email(email) => c
-                    .emails
-                    .get(email)
+                    .local_email(email)
                     .and_then(|id| c.local_user(&id, serve))
                     .filter(|u| u.user.email == *email),
             })

@@ -41,7 +41,7 @@ use user_domain::views::Rendered;
 use user_domain::{Email, UserId};
 
 pub use local::MAX_AGE_WITHOUT_REDIS;
-use local::{LOCAL_BYTES, LOCAL_EMAILS, LOCAL_TTL, Local, weight};
+use local::{LOCAL_BYTES, LOCAL_EMAILS, LOCAL_TTL, LOCAL_USERS, Local, Weight};
 pub use lookup::Key;
 pub use manager::CacheManager;
 
@@ -77,10 +77,12 @@ struct Inner {
     ttl: Duration,
     /// Seal and open the billing fields of the Redis entries.
     keys: Arc<BillingKeys>,
-    local: moka::sync::Cache<UserId, Local>,
+    local: quick_cache::sync::Cache<UserId, Local, Weight>,
     /// Which users may enter `local` once it is full.
     doorkeeper: doorkeeper::Doorkeeper,
-    emails: moka::sync::Cache<Email, UserId>,
+    emails: quick_cache::sync::Cache<Email, (UserId, Instant)>,
+    /// How long an in-process entry is served: the cache's TTL, at most [`LOCAL_TTL`].
+    local_ttl: Duration,
     /// When each user was last invalidated here.
     /// Invalidations seen, to refuse fills read before them.
     recent: recent::Recent,
@@ -158,16 +160,10 @@ impl UserCache {
                 prefix: settings.prefix,
                 ttl: settings.ttl,
                 keys,
-                local: moka::sync::Cache::builder()
-                    .weigher(|_, l: &Local| weight(&l.user))
-                    .max_capacity(LOCAL_BYTES)
-                    .time_to_live(local_ttl)
-                    .build(),
+                local: quick_cache::sync::Cache::with_weighter(LOCAL_USERS, LOCAL_BYTES, Weight),
                 doorkeeper: Default::default(),
-                emails: moka::sync::Cache::builder()
-                    .max_capacity(LOCAL_EMAILS)
-                    .time_to_live(local_ttl)
-                    .build(),
+                emails: quick_cache::sync::Cache::new(LOCAL_EMAILS),
+                local_ttl,
                 recent: recent::Recent::new(),
                 listening: AtomicBool::new(false),
                 unclean: Default::default(),
@@ -238,7 +234,7 @@ impl UserCache {
             redis_hits: c.stats.redis.load(Ordering::Relaxed),
             misses: c.stats.misses.load(Ordering::Relaxed),
             redis_errors: c.stats.errors.load(Ordering::Relaxed),
-            local_entries: c.local.entry_count(),
+            local_entries: c.local.len() as u64,
             unclean: c.unclean.lock().map_or(0, |u| u.len()) as u64,
             redis_hit_share: c.warmth.share() as f64 / 1000.0,
         }

@@ -118,9 +118,68 @@ async fn the_in_process_copy_is_off_as_soon_as_the_manager_dies() {
 
 #[test]
 fn a_user_of_the_default_shape_weighs_about_what_the_budget_assumes() {
-    let w = weight(&rendered(&user("Ann")));
+    let u = user("Ann");
+    let local = Local {
+        user: rendered(&u),
+        read_at: Instant::now(),
+    };
+    let w = quick_cache::Weighter::weight(&Weight, &u.id, &local);
     assert!((1_000..=4_000).contains(&w), "{w}");
-    assert!(LOCAL_BYTES / u64::from(w) >= 5_000);
+    assert!(LOCAL_BYTES / w >= 5_000);
+    assert!(
+        LOCAL_BYTES / w <= 2 * LOCAL_USERS as u64,
+        "the table is sized for them"
+    );
+}
+
+/// An in-process user is served for `LOCAL_TTL` after the read that found it, no longer;
+/// the sweep then frees it and its address, so an idle instance gives the memory back.
+#[tokio::test]
+async fn an_in_process_user_past_its_age_is_not_served_and_is_swept() {
+    let settings = CacheSettings {
+        prefix: "cache_test_aged".to_owned(),
+        ttl: Duration::from_secs(300),
+    };
+    let redis = crate::redis::Redis::new(pool("redis://127.0.0.1:1"));
+    let keys = Arc::new(BillingKeys::development());
+    let cache = UserCache::new(Some(redis), settings, keys);
+    let c = cache.inner.clone().unwrap();
+    c.set_listening(true);
+    let aged_at = Instant::now()
+        .checked_sub(LOCAL_TTL + Duration::from_secs(1))
+        .unwrap();
+    let fresh = user("Fresh");
+    let aged = User {
+        email: Email::parse("aged@example.com").unwrap(),
+        ..user("Aged")
+    };
+    for (u, read_at) in [(&fresh, Instant::now()), (&aged, aged_at)] {
+        let local = Local {
+            user: rendered(u),
+            read_at,
+        };
+        c.local.insert(u.id, local);
+        c.emails.insert(u.email.clone(), (u.id, read_at));
+    }
+    let keys = [
+        Key::Id(fresh.id),
+        Key::Id(aged.id),
+        Key::Email(aged.email.clone()),
+    ];
+    let found: Vec<bool> = cache
+        .local(&keys, "test")
+        .iter()
+        .map(Option::is_some)
+        .collect();
+    assert_eq!(found, [true, false, false]);
+    assert_eq!((c.local.len(), c.emails.len()), (2, 2));
+    c.sweep();
+    assert_eq!(
+        (c.local.len(), c.emails.len()),
+        (1, 1),
+        "the aged user is freed"
+    );
+    assert!(c.local.get(&fresh.id).is_some());
 }
 
 /// While Redis' breaker is open no invalidation can arrive, even on a subscription that is
@@ -156,7 +215,7 @@ async fn with_redis_cut_off_only_recent_reads_are_served_in_process() {
         read_at,
     };
     c.local.insert(old.id, local);
-    c.emails.insert(old.email.clone(), old.id);
+    c.emails.insert(old.email.clone(), (old.id, Instant::now()));
     let both = [recent.id, old.id];
     assert_eq!(
         cache.get_many(&both, "test").await.0.len(),
