@@ -132,17 +132,22 @@ fn a_user_of_the_default_shape_weighs_about_what_the_budget_assumes() {
     );
 }
 
-/// An in-process user is served for `LOCAL_TTL` after the read that found it, no longer;
-/// the sweep then frees it and its address, so an idle instance gives the memory back.
-#[tokio::test]
-async fn an_in_process_user_past_its_age_is_not_served_and_is_swept() {
+/// A cache whose Redis is an address nobody answers (its breaker closed until tripped).
+fn cache_with_redis_nowhere(prefix: &str) -> (UserCache, crate::redis::Redis) {
     let settings = CacheSettings {
-        prefix: "cache_test_aged".to_owned(),
+        prefix: prefix.to_owned(),
         ttl: Duration::from_secs(300),
     };
     let redis = crate::redis::Redis::new(pool("redis://127.0.0.1:1"));
     let keys = Arc::new(BillingKeys::development());
-    let cache = UserCache::new(Some(redis), settings, keys);
+    (UserCache::new(Some(redis.clone()), settings, keys), redis)
+}
+
+/// An in-process user is served for `LOCAL_TTL` after the read that found it, no longer;
+/// the sweep then frees it and its address, so an idle instance gives the memory back.
+#[tokio::test]
+async fn an_in_process_user_past_its_age_is_not_served_and_is_swept() {
+    let (cache, _) = cache_with_redis_nowhere("cache_test_aged");
     let c = cache.inner.clone().unwrap();
     c.set_listening(true);
     let aged_at = Instant::now()
@@ -187,13 +192,7 @@ async fn an_in_process_user_past_its_age_is_not_served_and_is_swept() {
 /// and Redis is not asked for the others.
 #[tokio::test]
 async fn with_redis_cut_off_only_recent_reads_are_served_in_process() {
-    let settings = CacheSettings {
-        prefix: "cache_test_nowhere".to_owned(),
-        ttl: Duration::from_secs(300),
-    };
-    let redis = crate::redis::Redis::new(pool("redis://127.0.0.1:1"));
-    let keys = Arc::new(BillingKeys::development());
-    let cache = UserCache::new(Some(redis.clone()), settings, keys);
+    let (cache, redis) = cache_with_redis_nowhere("cache_test_nowhere");
     let c = cache.inner.clone().unwrap();
     c.set_listening(true);
     let recent = user("Recent");
