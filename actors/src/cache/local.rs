@@ -106,6 +106,12 @@ impl Inner {
             read_at: mark.at,
         };
         self.local.insert(id, local);
+        // An invalidation between the check above and this insert may have removed nothing:
+        // looked at again, it takes the user out (its record precedes its removal).
+        if self.recent.since(id, mark.at) {
+            self.local.remove(&id);
+            return;
+        }
         if by_email {
             self.emails.insert(u.user.email.clone(), (id, mark.at));
         }
