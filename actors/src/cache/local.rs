@@ -68,7 +68,13 @@ impl Inner {
         }
     }
 
-    pub(super) fn local_user(&self, id: &UserId, serve: Serve) -> Option<Arc<Rendered>> {
+    /// The user held in process, if `serve` allows it and it is fresh at `now`.
+    pub(super) fn local_user(
+        &self,
+        id: &UserId,
+        serve: Serve,
+        now: Instant,
+    ) -> Option<Arc<Rendered>> {
         let max_age = match serve {
             Serve::Nothing => return None,
             Serve::All => self.local_ttl,
@@ -76,15 +82,15 @@ impl Inner {
         };
         self.local
             .get(id)
-            .filter(|l| l.read_at.elapsed() <= max_age)
+            .filter(|l| now.saturating_duration_since(l.read_at) <= max_age)
             .map(|l| l.user)
     }
 
-    /// The id held in process for this address, while it is fresh.
-    pub(super) fn local_email(&self, email: &Email) -> Option<UserId> {
+    /// The id held in process for this address, while it is fresh at `now`.
+    pub(super) fn local_email(&self, email: &Email, now: Instant) -> Option<UserId> {
         self.emails
             .get(email)
-            .filter(|(_, read_at)| read_at.elapsed() <= self.local_ttl)
+            .filter(|(_, read_at)| now.saturating_duration_since(*read_at) <= self.local_ttl)
             .map(|(id, _)| id)
     }
 

@@ -53,14 +53,14 @@ impl UserCache {
         let Some(c) = &self.inner else {
             return vec![None; keys.len()];
         };
-        let serve = c.serve();
+        let (serve, now) = (c.serve(), Instant::now());
         let found: Vec<_> = keys
             .iter()
             .map(|key| match key {
-                Key::Id(id) => c.local_user(id, serve),
+                Key::Id(id) => c.local_user(id, serve, now),
                 Key::Email(email) => c
-                    .local_email(email)
-                    .and_then(|id| c.local_user(&id, serve))
+                    .local_email(email, now)
+                    .and_then(|id| c.local_user(&id, serve, now))
                     .filter(|u| u.user.email == *email),
             })
             .collect();
