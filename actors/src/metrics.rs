@@ -29,6 +29,9 @@ pub const RPC_DELIVERIES: &str = "user_service_rpc_deliveries_total";
 /// Messages the RPC edge could not send as they were (an oversized reply replaced by an
 /// error, a dead letter refused or failed twice and dropped), by `message`.
 pub const RPC_UNSENDABLE: &str = "user_service_rpc_unsendable_total";
+/// Times the RPC consumer gave up a subscription that received nothing and subscribed again,
+/// by `reason` (`idle`: nothing came; `stalled`: nothing came while requests waited).
+pub const RPC_RESUBSCRIBED: &str = "user_service_rpc_resubscribed_total";
 pub const AUTH_FAILURES: &str = "user_service_auth_failures_total";
 pub const OUTBOX_PENDING: &str = "user_service_outbox_pending";
 pub const OUTBOX_DEAD: &str = "user_service_outbox_dead";
@@ -120,6 +123,11 @@ pub fn record_delivery(outcome: &'static str) {
     metrics::counter!(RPC_DELIVERIES, "outcome" => outcome).increment(1);
 }
 
+/// The RPC consumer subscribed again (see [`RPC_RESUBSCRIBED`]).
+pub fn record_resubscribed(reason: &'static str) {
+    metrics::counter!(RPC_RESUBSCRIBED, "reason" => reason).increment(1);
+}
+
 /// A reply or dead letter that could not be sent as it was (see [`RPC_UNSENDABLE`]).
 pub fn record_unsendable(message: &'static str) {
     metrics::counter!(RPC_UNSENDABLE, "message" => message).increment(1);
@@ -168,6 +176,10 @@ pub fn describe() {
     metrics::describe_counter!(
         RPC_UNSENDABLE,
         "RPC replies replaced by an error for their size, and dead letters dropped (refused by the broker, or failed twice), by message: reply, dead_letter"
+    );
+    metrics::describe_counter!(
+        RPC_RESUBSCRIBED,
+        "RPC subscriptions given up and made again on a new connection, by reason: idle (nothing came), stalled (nothing came while requests waited)"
     );
     metrics::describe_gauge!(
         OUTBOX_PENDING,

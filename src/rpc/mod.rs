@@ -36,7 +36,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use user_core::Core;
 use user_core::health::{Health, Report, Status};
-use user_core::metrics::record_delivery;
+use user_core::metrics::{record_delivery, record_resubscribed};
 use user_core::retry::Backoff;
 use user_domain::quote::cut;
 use user_service_client::broker::{AmqpError, Broker, Connector};
@@ -49,6 +49,14 @@ const LOGGED_ERROR_CHARS: usize = 512;
 /// wait in the queue, has lost its subscription: a quorum queue can take a `basic.consume`
 /// and forward it to a leader that is paused, and deliver nothing until that node returns.
 const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+/// The longest an idle consumer keeps a subscription that delivers nothing. A subscription
+/// can also be lost while no request waits, because another instance takes them all: the
+/// broker counts the consumer and sends it nothing (seen on RabbitMQ 3.10 after a node
+/// rejoined its cluster: 17 s, until the connection was lost). Nothing a client can ask the
+/// broker tells the two apart, so a consumer that receives nothing subscribes again on a new
+/// connection after [`STALLED_AFTER`], then after twice as long each time it stays idle, up
+/// to this: about one new connection a minute for an instance nobody calls.
+const IDLE_MOST: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long setting an unreadable request aside waits for each message.
 const GET_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -121,6 +129,8 @@ enum RpcError {
     SettlerEnded,
     #[error("requests wait in the queue, yet none came for {0:?}: the subscription is lost")]
     Stalled(std::time::Duration),
+    #[error("nothing came for {0:?}: subscribing again")]
+    Idle(std::time::Duration),
     #[error("an unreadable request was taken off the queue")]
     SetAside,
 }
@@ -158,11 +168,26 @@ pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
     let mut backoff = Backoff::broker();
     let mut connector = edge.config.broker.connector();
     let mut set_aside = false;
+    let mut idle_for = STALLED_AFTER;
     loop {
-        let result = serve(&edge, &mut connector, &mut stop, &mut backoff, set_aside).await;
+        let result = serve(
+            &edge,
+            &mut connector,
+            &mut stop,
+            &mut backoff,
+            set_aside,
+            &mut idle_for,
+        )
+        .await;
         set_aside = false;
         match result {
             Ok(()) => return,
+            // The connection was closed in order: subscribe again at once (on the next node).
+            Err(e @ RpcError::Idle(_)) => {
+                tracing::debug!(reason = %e, "RPC subscription renewed");
+                record_resubscribed("idle");
+                continue;
+            }
             // Each round takes at least one unreadable request away: reconnect at once.
             Err(RpcError::SetAside) => {
                 tracing::error!("an unreadable request (malformed AMQP properties) was dropped");
@@ -175,6 +200,9 @@ pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
                 continue;
             }
             Err(e) => {
+                if matches!(e, RpcError::Stalled(_)) {
+                    record_resubscribed("stalled");
+                }
                 let e = cut(&e.to_string(), LOGGED_ERROR_CHARS).into_owned();
                 tracing::warn!(error = %e, "RabbitMQ connection lost; reconnecting");
                 edge.report(Status::Down, Some(e));
@@ -212,13 +240,15 @@ async fn set_aside_unreadable(
 }
 
 /// One connection's life: declare, consume, and hand each delivery to a task of its own.
-/// At most `prefetch` deliveries are unacked, which bounds the work in flight.
+/// At most `prefetch` deliveries are unacked, which bounds the work in flight. `idle_for`:
+/// how long it may receive nothing before it subscribes again (see [`IDLE_MOST`]).
 async fn serve(
     edge: &Arc<RpcEdge>,
     connector: &mut Connector,
     stop: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
     set_aside: bool,
+    idle_for: &mut std::time::Duration,
 ) -> Result<(), RpcError> {
     let broker = &edge.config.broker;
     let conn = connector.connect("user-service rpc", None).await?;
@@ -279,6 +309,7 @@ async fn serve(
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     last_delivery = tokio::time::Instant::now();
+                    *idle_for = STALLED_AFTER;
                     backoff.proven();
                     channels.settler.delivered(delivery.delivery_tag);
                     in_flight.spawn(delivery::handle(edge.clone(), channels.clone(), delivery));
@@ -295,15 +326,27 @@ async fn serve(
                 }
             },
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-            _ = watch.tick(), if last_delivery.elapsed() >= STALLED_AFTER
-                && in_flight.len() < usize::from(edge.config.prefetch) => {
+            // Not a branch precondition: that is read once per turn of the loop, and an idle
+            // consumer's loop does not turn.
+            _ = watch.tick() => {
+                let full = in_flight.len() >= usize::from(edge.config.prefetch);
+                if full || last_delivery.elapsed() < STALLED_AFTER {
+                    continue;
+                }
                 let passive = QueueDeclareOptions { passive: true, ..durable };
                 let queue = edge.config.queue.clone().into();
                 let arguments = edge.config.queue_type.arguments();
                 let waiting = deadline.within(channel.queue_declare(queue, passive, arguments)).await?;
+                let idle = last_delivery.elapsed();
                 if waiting.message_count() > 0 {
                     in_flight.detach_all();
-                    return Err(RpcError::Stalled(last_delivery.elapsed()));
+                    return Err(RpcError::Stalled(idle));
+                }
+                if in_flight.is_empty() && idle >= *idle_for {
+                    *idle_for = (*idle_for * 2).min(IDLE_MOST);
+                    // Closed, not dropped: the broker forgets this consumer now.
+                    let _ = deadline.within(conn.close(200, "subscribing again".into())).await;
+                    return Err(RpcError::Idle(idle));
                 }
             }
             // A call on this connection missed its deadline: the broker hangs.

@@ -10,7 +10,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use user_service_client::broker::Broker;
 
 use crate::amqp::consumer_count;
-use crate::helpers::{AMQP_URL, eventually};
+use crate::helpers::{AMQP_URL, TestApp, eventually};
 
 /// The queue's consumers, as the broker counts them.
 async fn consumers(channel: &lapin::Channel, queue: &str) -> u32 {
@@ -57,4 +57,36 @@ async fn a_connection_given_up_is_closed_with_its_consumer() {
     })
     .await;
     drop((consumer, channel));
+}
+
+/// An instance that receives nothing subscribes again (a subscription the broker counts but
+/// serves nothing is otherwise kept for good while other instances take every request), and
+/// each time closes the connection it leaves: the queue keeps one consumer, which serves.
+#[tokio::test]
+async fn an_idle_consumer_subscribes_again_and_leaves_no_consumer_behind() {
+    let app = TestApp::spawn().await;
+    app.until_broker(true).await;
+    let renewed = || async {
+        let series = r#"user_service_rpc_resubscribed_total{reason="idle"} "#;
+        app.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After 2 s without a request, then after 4 s more.
+    eventually(Duration::from_secs(20), || async {
+        (renewed().await >= 2.0).then_some(())
+    })
+    .await;
+    let watcher = lapin::Connection::connect(AMQP_URL, Default::default())
+        .await
+        .expect("connects");
+    let check = watcher.create_channel().await.expect("channel");
+    eventually(Duration::from_secs(5), || async {
+        (consumers(&check, &app.rpc_queue).await == 1).then_some(())
+    })
+    .await;
+    let client = app.rpc().await;
+    assert!(!client.exists(uuid::Uuid::new_v4()).await.expect("answered"));
 }

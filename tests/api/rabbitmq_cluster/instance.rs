@@ -47,6 +47,7 @@ pub struct Instance {
     pub name: &'static str,
     http: String,
     child: Child,
+    log: std::path::PathBuf,
 }
 
 impl Drop for Instance {
@@ -61,6 +62,7 @@ impl Instance {
         let log = std::env::temp_dir().join(format!("{db}-{name}.log"));
         let (mut command, port) = service_process(db, &log);
         let child = command
+            .env("RUST_LOG", "info,user_service::rpc=debug")
             .env("AMQP_URL", urls)
             .env("AMQP_HEARTBEAT_SECONDS", "1")
             .env("AMQP_TIMEOUT_MS", "2000")
@@ -72,7 +74,26 @@ impl Instance {
             name,
             http: format!("http://127.0.0.1:{port}"),
             child,
+            log,
         }
+    }
+
+    /// What the instance logged from `from` to `to`, its requests left out.
+    pub fn logged(&self, (from, to): super::watch::Span) -> String {
+        let stamp = |t: chrono::DateTime<chrono::Utc>| {
+            format!(
+                "{{\"timestamp\":\"{}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            )
+        };
+        let (from, to) = (stamp(from - chrono::TimeDelta::seconds(1)), stamp(to));
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.as_bytes() >= from.as_bytes() && l.as_bytes() <= to.as_bytes())
+            .filter(|l| !l.contains(r#""message":"request""#))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub async fn health(&self, http: &reqwest::Client) -> Value {
