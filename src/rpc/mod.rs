@@ -17,12 +17,14 @@ mod dead_letter;
 mod delivery;
 mod properties;
 mod publish;
+mod renewal;
 mod repeats;
 pub mod wire;
 
 pub use repeats::Repeats;
 
 use publish::{Channels, Deadline, TimedChannel, publish, reply};
+use renewal::{Renewal, STALLED_AFTER};
 
 use std::sync::Arc;
 
@@ -45,18 +47,6 @@ use crate::auth::Authenticator;
 
 /// How much of a broker error a log line or `/health` quotes.
 const LOGGED_ERROR_CHARS: usize = 512;
-/// A consumer with room for more that has received nothing for this long, while requests
-/// wait in the queue, has lost its subscription: a quorum queue can take a `basic.consume`
-/// and forward it to a leader that is paused, and deliver nothing until that node returns.
-const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
-/// The longest an idle consumer keeps a subscription that delivers nothing. A subscription
-/// can also be lost while no request waits, because another instance takes them all: the
-/// broker counts the consumer and sends it nothing (seen on RabbitMQ 3.10 after a node
-/// rejoined its cluster: 17 s, until the connection was lost). Nothing a client can ask the
-/// broker tells the two apart, so a consumer that receives nothing subscribes again on a new
-/// connection after [`STALLED_AFTER`], then after twice as long each time it stays idle, up
-/// to this: about one new connection a minute for an instance nobody calls.
-const IDLE_MOST: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long setting an unreadable request aside waits for each message.
 const GET_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -168,7 +158,7 @@ pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
     let mut backoff = Backoff::broker();
     let mut connector = edge.config.broker.connector();
     let mut set_aside = false;
-    let mut idle_for = STALLED_AFTER;
+    let mut renewal = Renewal::new(edge.config.broker.nodes.len());
     loop {
         let result = serve(
             &edge,
@@ -176,7 +166,7 @@ pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
             &mut stop,
             &mut backoff,
             set_aside,
-            &mut idle_for,
+            &mut renewal,
         )
         .await;
         set_aside = false;
@@ -240,15 +230,15 @@ async fn set_aside_unreadable(
 }
 
 /// One connection's life: declare, consume, and hand each delivery to a task of its own.
-/// At most `prefetch` deliveries are unacked, which bounds the work in flight. `idle_for`:
-/// how long it may receive nothing before it subscribes again (see [`IDLE_MOST`]).
+/// At most `prefetch` deliveries are unacked, which bounds the work in flight. `renewal`:
+/// how long it may receive nothing before it subscribes again.
 async fn serve(
     edge: &Arc<RpcEdge>,
     connector: &mut Connector,
     stop: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
     set_aside: bool,
-    idle_for: &mut std::time::Duration,
+    renewal: &mut Renewal,
 ) -> Result<(), RpcError> {
     let broker = &edge.config.broker;
     let conn = connector.connect("user-service rpc", None).await?;
@@ -309,7 +299,7 @@ async fn serve(
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     last_delivery = tokio::time::Instant::now();
-                    *idle_for = STALLED_AFTER;
+                    renewal.delivered();
                     backoff.proven();
                     channels.settler.delivered(delivery.delivery_tag);
                     in_flight.spawn(delivery::handle(edge.clone(), channels.clone(), delivery));
@@ -342,8 +332,8 @@ async fn serve(
                     in_flight.detach_all();
                     return Err(RpcError::Stalled(idle));
                 }
-                if in_flight.is_empty() && idle >= *idle_for {
-                    *idle_for = (*idle_for * 2).min(IDLE_MOST);
+                if in_flight.is_empty() && idle >= renewal.after() {
+                    renewal.renewed();
                     // Closed, not dropped: the broker forgets this consumer now.
                     let _ = deadline.within(conn.close(200, "subscribing again".into())).await;
                     return Err(RpcError::Idle(idle));
