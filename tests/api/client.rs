@@ -45,12 +45,14 @@ async fn attempts(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>, n: usize)
 
 #[tokio::test]
 async fn idempotent_calls_are_retried_then_the_breaker_opens() {
-    // A queue that nobody answers: every attempt times out.
+    // A queue that nobody answers: every attempt times out. Each attempt also expires in
+    // the queue after the timeout: at 200 ms, a machine busy with the other tests once let
+    // one expire before the watcher below took it.
     let queue = format!("client-test.{}", Uuid::new_v4().simple());
     let mut config = ClientConfig::new(AMQP_URL)
         .queue(queue.clone())
         .api_key("any")
-        .timeout(Duration::from_millis(200))
+        .timeout(Duration::from_millis(500))
         .retries(2);
     config.backoff_min = Duration::from_millis(10);
     config.backoff_max = Duration::from_millis(20);
