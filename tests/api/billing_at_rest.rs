@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use user_core::crypto::{BillingKeys, DEVELOPMENT_KEYS, Place};
 
-use crate::helpers::{TestApp, captured_logs, eventually, send};
+use crate::helpers::{TestApp, UNTIL_FILLED, captured_logs, eventually, send};
 
 const USERS: &str = "/api/internal/users";
 const TAX_ID: &str = "770123456789";
@@ -100,7 +100,7 @@ async fn billing_values_are_sealed_in_postgres_redis_and_events() {
             email_key.as_str(),
         ),
     ] {
-        let cached: String = eventually(Duration::from_secs(10), || {
+        let cached: String = eventually(UNTIL_FILLED, || {
             let (mut r, path) = (r.clone(), path.clone());
             let app = &app;
             async move {

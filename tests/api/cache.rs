@@ -8,7 +8,7 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, eventually};
+use crate::helpers::{TestApp, UNTIL_FILLED, eventually};
 use crate::relay::Relay;
 
 async fn redis() -> (redis::Client, MultiplexedConnection) {
@@ -28,9 +28,9 @@ async fn filled(r: &MultiplexedConnection, key: &str) -> String {
 }
 
 /// Reads `path` until its user is in Redis: a fill has 100 ms to get there, which a busy
-/// machine may miss once.
+/// machine may miss once (see [`UNTIL_FILLED`]).
 async fn cached_by_reading(app: &TestApp, path: &str, r: &MultiplexedConnection, key: &str) {
-    eventually(Duration::from_secs(10), || {
+    eventually(UNTIL_FILLED, || {
         let mut r = r.clone();
         async move {
             app.get(path).await;

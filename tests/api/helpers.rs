@@ -19,6 +19,10 @@ pub const AUTH_KEY: &str = "auth-key-0123456789";
 pub const CATALOG_KEY: &str = "catalog-key-0123456789";
 pub const SECRET: &str = "internal-secret-0123456789";
 pub const HASH: &str = "$2b$10$abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX";
+/// How long a test reads a user until Redis holds it. A fill a busy moment made miss (Redis
+/// late to answer the read: nothing is filled) is made again only after the in-process copy,
+/// which serves the reads meanwhile, ages out (30 s).
+pub const UNTIL_FILLED: std::time::Duration = std::time::Duration::from_secs(40);
 
 pub struct TestApp {
     pub addr: SocketAddr,
