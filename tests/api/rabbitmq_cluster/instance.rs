@@ -78,7 +78,7 @@ impl Instance {
         }
     }
 
-    /// What the instance logged from `from` to `to`, its requests left out.
+    /// What the instance logged from a second before `from` to `to`, its requests left out.
     pub fn logged(&self, (from, to): super::watch::Span) -> String {
         let stamp = |t: chrono::DateTime<chrono::Utc>| {
             format!(
