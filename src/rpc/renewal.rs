@@ -33,7 +33,11 @@ impl Renewal {
 
     pub(super) fn after(&self) -> Duration {
         let nodes = u32::try_from(self.nodes).unwrap_or(u32::MAX);
-        let doublings = (self.idle_rounds + 1).saturating_sub(nodes).min(6);
+        let doublings = self
+            .idle_rounds
+            .saturating_add(1)
+            .saturating_sub(nodes)
+            .min(6);
         (STALLED_AFTER * 2u32.pow(doublings)).min(IDLE_MOST)
     }
 
@@ -74,6 +78,9 @@ mod tests {
         let mut r = Renewal::new(1);
         (0..100_000).for_each(|_| r.renewed());
         assert_eq!(r.after(), IDLE_MOST);
+        r.idle_rounds = u32::MAX;
+        r.renewed();
+        assert_eq!(r.after(), IDLE_MOST, "no overflow, however long idle");
         r.delivered();
         assert_eq!(r.after(), STALLED_AFTER);
     }
