@@ -34,7 +34,8 @@ pub struct Application {
     http_limits: crate::config::HttpLimits,
     edge: Arc<http::Edge>,
     rpc: Arc<rpc::RpcEdge>,
-    pool: PgPool,
+    /// The main pool and the readers' (closed at the end).
+    pools: [PgPool; 2],
     /// Turns true when the service should stop; every part watches it.
     stop: watch::Sender<bool>,
     actors: Actors,
@@ -111,7 +112,9 @@ impl Application {
         // Created once: every request that needs the database passes it.
         let db_breaker = db::breaker(&pool);
         let guard = PgGuard::new(db_breaker.clone(), config.db_acquire_timeout);
-        let reads = Store::new(pool.clone(), cache.clone(), billing_keys, guard);
+        let readers = db::readers(&config)?;
+        let reads = Store::new(pool.clone(), cache.clone(), billing_keys, guard)
+            .reading_from(readers.clone());
         let (writes, retention) = (reads.clone(), config.retention);
         let store = supervision.start("userStore", move || {
             UserStore::new(writes.clone(), retention.idempotency)
@@ -202,7 +205,7 @@ impl Application {
             http_limits: config.http,
             edge,
             rpc,
-            pool,
+            pools: [pool, readers],
             stop,
             actors,
         })
@@ -242,7 +245,8 @@ impl Application {
             tracing::error!(error = %e, "the RPC edge failed");
         }
         // Connections a frozen database holds never come back: not waited for past this.
-        if tokio::time::timeout(POOL_CLOSE_PATIENCE, self.pool.close())
+        let closed = futures::future::join_all(self.pools.iter().map(PgPool::close));
+        if tokio::time::timeout(POOL_CLOSE_PATIENCE, closed)
             .await
             .is_err()
         {

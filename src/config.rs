@@ -57,6 +57,8 @@ pub struct Config {
     pub http: HttpLimits,
     pub database_url: String,
     pub db_pool_size: u32,
+    /// Connections of the reads the cache could not answer, besides `db_pool_size`.
+    pub db_read_connections: u32,
     /// How long a request waits for a database connection before answering 503.
     pub db_acquire_timeout: Duration,
     pub redis_url: String,
@@ -182,6 +184,14 @@ impl Config {
                 "postgres://postgres@127.0.0.1:5432/user_service",
             ),
             db_pool_size: parse_num("DB_POOL_SIZE", get("DB_POOL_SIZE"), 16)?,
+            db_read_connections: match parse_num(
+                "DB_READ_CONNECTIONS",
+                get("DB_READ_CONNECTIONS"),
+                4,
+            )? {
+                0 => return Err(err("DB_READ_CONNECTIONS", "expected at least 1")),
+                n => n,
+            },
             db_acquire_timeout: Duration::from_millis(parse_num(
                 "DB_ACQUIRE_TIMEOUT_MS",
                 get("DB_ACQUIRE_TIMEOUT_MS"),

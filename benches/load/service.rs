@@ -136,7 +136,12 @@ pub async fn start_service(
             .env("OTEL_SERVICE_NAME", "user-service-bench")
             .env("OTEL_TRACES_SAMPLER", "always_on");
     }
-    for pass in ["DB_POOL_SIZE", "RPC_PREFETCH", "_RJEM_MALLOC_CONF"] {
+    for pass in [
+        "DB_POOL_SIZE",
+        "DB_READ_CONNECTIONS",
+        "RPC_PREFETCH",
+        "_RJEM_MALLOC_CONF",
+    ] {
         if let Ok(v) = std::env::var(pass) {
             cmd.env(pass, v);
         }

@@ -24,6 +24,19 @@ fn defaults_need_no_configuration() {
 }
 
 #[test]
+fn reads_have_at_least_one_connection_of_their_own() {
+    assert_eq!(config(&[]).unwrap().db_read_connections, 4);
+    let two = config(&[("DB_READ_CONNECTIONS", "2")]).unwrap();
+    assert_eq!(two.db_read_connections, 2);
+    for hostile in ["0", "-1", "4294967296", "many"] {
+        assert!(
+            config(&[("DB_READ_CONNECTIONS", hostile)]).is_err(),
+            "{hostile:?}"
+        );
+    }
+}
+
+#[test]
 fn api_keys_name_their_callers() {
     let c = config(&[(
         "INTERNAL_API_KEYS",

@@ -23,6 +23,8 @@ use user_domain::{Email, UserId};
 #[derive(Clone)]
 pub(super) struct Db {
     pub(super) pool: PgPool,
+    /// Where reads the cache could not answer go ([`Self::asked`]).
+    pub(super) readers: PgPool,
     pub(super) cache: UserCache,
     /// Seal and open the billing fields stored in the users table.
     pub(super) keys: Arc<BillingKeys>,
@@ -38,8 +40,10 @@ pub(super) struct Db {
 }
 
 impl Db {
-    /// A read that the cache could not answer asks the database: at once refused while its
-    /// breaker is open; its answer tells the breaker. (The wait is bounded by the caller.)
+    /// A read that the cache could not answer asks the database, on [`Self::readers`]: at
+    /// once refused while its breaker is open; its answer tells the breaker. (The wait is
+    /// bounded by the caller.) `query` should hold its connection no longer than the
+    /// database works: rows are checked into users after it, letting the next read in.
     /// `table` names the statement's span (`SELECT users`) for an exporter.
     pub(super) async fn asked<T>(
         &self,

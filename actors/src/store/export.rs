@@ -36,7 +36,7 @@ async fn document(db: &Db, id: UserId) -> Result<Value, CoreError> {
         paid_at: DateTime<Utc>,
         recorded_at: DateTime<Utc>,
     }
-    let mut tx = db.pool.begin().await.map_err(db_error)?;
+    let mut tx = db.readers.begin().await.map_err(db_error)?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await

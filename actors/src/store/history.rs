@@ -36,7 +36,7 @@ pub(super) async fn read(db: &Db, q: &UserHistory) -> Result<Reply, CoreError> {
     .bind(q.id.as_uuid())
     .bind(q.after.map_or(i64::MAX, |t| t.0))
     .bind(i64::from(q.limit) + 1)
-    .fetch_all(&db.pool);
+    .fetch_all(&db.readers);
     let entries = db
         .asked("user_history", async { fetch.await.map_err(db_error) })
         .await?;

@@ -15,7 +15,11 @@ use user_domain::request::{Deleted, ListUsers, PageToken};
 use user_domain::{Timestamp, User, UserId};
 
 pub(super) async fn list(db: &Db, q: &ListUsers) -> Result<Reply, CoreError> {
-    let users = db.asked("users", fetch(&db.pool, &db.keys, q)).await?;
+    let rows = db.asked("users", fetch(&db.readers, q)).await?;
+    let users = rows
+        .into_iter()
+        .map(|r| r.into_listed(&db.keys))
+        .collect::<Result<Vec<_>, _>>()?;
     let token = |last: &Listed| {
         PageToken {
             created_at: last.created_at,
@@ -113,20 +117,36 @@ fn view(listed: &Listed) -> View<'_> {
     }
 }
 
-/// Up to `q.limit + 1` users of the listing `q` asks for, newest first (the one past the
-/// limit says that another page follows).
-async fn fetch(
-    db: impl PgExecutor<'_>,
-    keys: &BillingKeys,
-    q: &ListUsers,
-) -> Result<Vec<Listed>, CoreError> {
-    #[derive(FromRow)]
-    struct Row {
-        deleted_at: Option<DateTime<Utc>>,
-        erased_at: Option<DateTime<Utc>>,
-        #[sqlx(flatten)]
-        user: UserRow,
+#[derive(FromRow)]
+struct Row {
+    deleted_at: Option<DateTime<Utc>>,
+    erased_at: Option<DateTime<Utc>>,
+    #[sqlx(flatten)]
+    user: UserRow,
+}
+
+impl Row {
+    fn into_listed(self, keys: &BillingKeys) -> Result<Listed, CoreError> {
+        let (id, created_at) = (UserId::from(self.user.id), self.user.created_at);
+        let state = match self.erased_at {
+            Some(erased_at) => State::Erased {
+                updated_at: self.user.updated_at,
+                erased_at,
+            },
+            None => State::Kept(Box::new(self.user.into_user(keys)?)),
+        };
+        Ok(Listed {
+            id,
+            created_at,
+            deleted_at: self.deleted_at,
+            state,
+        })
     }
+}
+
+/// Up to `q.limit + 1` rows of the listing `q` asks for, newest first (the one past the
+/// limit says that another page follows).
+async fn fetch(db: impl PgExecutor<'_>, q: &ListUsers) -> Result<Vec<Row>, CoreError> {
     let mut sql =
         QueryBuilder::<Postgres>::new(select_users!("deleted_at, erased_at, ", "WHERE true"));
     match q.deleted {
@@ -155,23 +175,5 @@ async fn fetch(
     }
     sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
         .push_bind(i64::from(q.limit) + 1);
-    let rows: Vec<Row> = sql.build_query_as().fetch_all(db).await.map_err(db_error)?;
-    rows.into_iter()
-        .map(|r| {
-            let (id, created_at) = (UserId::from(r.user.id), r.user.created_at);
-            let state = match r.erased_at {
-                Some(erased_at) => State::Erased {
-                    updated_at: r.user.updated_at,
-                    erased_at,
-                },
-                None => State::Kept(Box::new(r.user.into_user(keys)?)),
-            };
-            Ok(Listed {
-                id,
-                created_at,
-                deleted_at: r.deleted_at,
-                state,
-            })
-        })
-        .collect()
+    sql.build_query_as().fetch_all(db).await.map_err(db_error)
 }

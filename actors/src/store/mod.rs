@@ -64,6 +64,7 @@ impl Store {
         Self {
             db: db::Db {
                 signal: OutboxSignal::new(pool.clone()),
+                readers: pool.clone(),
                 pool,
                 cache,
                 keys,
@@ -72,6 +73,14 @@ impl Store {
                 reads: Default::default(),
             },
         }
+    }
+
+    /// Reads the cache could not answer (lookups, listings, searches, exports) go to
+    /// `readers`, a pool of their own (see `user_service::db::readers`); by default they
+    /// share the one pool.
+    pub fn reading_from(mut self, readers: PgPool) -> Self {
+        self.db.readers = readers;
+        self
     }
 
     /// How requests wait for the database.

@@ -182,15 +182,18 @@ type Fetched = (
 
 /// The live users with these ids and these addresses: one query per kind asked for.
 async fn fetch(db: &Db, ids: &[UserId], emails: &[Email]) -> Result<Fetched, CoreError> {
-    let render = |users: Vec<user_domain::User>| -> Result<Vec<Arc<Rendered>>, CoreError> {
-        users.into_iter().map(Rendered::new).collect()
+    // Decoded once the database has answered: its turn is over (see `Db::asked`).
+    let render = |rows: Vec<rows::UserRow>| -> Result<Vec<Arc<Rendered>>, CoreError> {
+        rows.into_iter()
+            .map(|r| Rendered::new(r.into_user(&db.keys)?))
+            .collect()
     };
     let by_id = async {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
         let users = db
-            .asked("users", rows::fetch_many(&db.pool, &db.keys, ids))
+            .asked("users", rows::fetch_many(&db.readers, ids))
             .await?;
         Ok::<_, CoreError>(render(users)?.into_iter().map(|u| (u.user.id, u)).collect())
     };
@@ -199,7 +202,7 @@ async fn fetch(db: &Db, ids: &[UserId], emails: &[Email]) -> Result<Fetched, Cor
             return Ok(HashMap::new());
         }
         let users = db
-            .asked("users", rows::fetch_by_emails(&db.pool, &db.keys, emails))
+            .asked("users", rows::fetch_by_emails(&db.readers, emails))
             .await?;
         Ok::<_, CoreError>(
             render(users)?

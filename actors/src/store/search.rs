@@ -17,7 +17,12 @@ use user_domain::request::{Looking, Purpose, SUBSTRING_MIN_CHARS, SearchToken, S
 use user_domain::{User, views};
 
 pub(super) async fn find(db: &Db, q: &SearchUsers) -> Result<Reply, CoreError> {
-    let found = db.asked("users", fetch(&db.pool, &db.keys, q)).await?;
+    let found = db
+        .asked("users", fetch(&db.readers, q))
+        .await?
+        .into_iter()
+        .map(|r| r.into_found(&db.keys))
+        .collect::<Result<Vec<_>, _>>()?;
     let token = |f: &Found| {
         SearchToken {
             inside: f.inside,
@@ -96,11 +101,21 @@ struct Row {
     user: UserRow,
 }
 
-/// Up to `q.limit + 1` users in the search's order (the one past the limit says that another
+impl Row {
+    fn into_found(self, keys: &BillingKeys) -> Result<Found, CoreError> {
+        Ok(Found {
+            inside: self.inside,
+            name_key: self.name_key,
+            user: self.user.into_user(keys)?,
+        })
+    }
+}
+
+/// Up to `q.limit + 1` rows in the search's order (the one past the limit says that another
 /// page follows): the names starting with the query, read in [`BY_NAME`] order from the
 /// page's start; then, when the page has room and the query 3 characters or more, the
 /// names containing it ([`INSIDE`]).
-async fn fetch(db: &PgPool, keys: &BillingKeys, q: &SearchUsers) -> Result<Vec<Found>, CoreError> {
+async fn fetch(db: &PgPool, q: &SearchUsers) -> Result<Vec<Row>, CoreError> {
     let limit = i64::from(q.limit) + 1;
     let after_inside = q.after.as_ref().is_some_and(|a| a.inside);
     let mut rows: Vec<Row> = Vec::new();
@@ -164,15 +179,7 @@ async fn fetch(db: &PgPool, keys: &BillingKeys, q: &SearchUsers) -> Result<Vec<F
             .map_err(db_error)?;
         rows.extend(inside);
     }
-    rows.into_iter()
-        .map(|r| {
-            Ok(Found {
-                inside: r.inside,
-                name_key: r.name_key,
-                user: r.user.into_user(keys)?,
-            })
-        })
-        .collect()
+    Ok(rows)
 }
 
 #[cfg(test)]

@@ -341,3 +341,39 @@ async fn the_user_store_prunes_the_ledger() {
     assert_eq!(keys, ["new"]);
     db.drop_now().await;
 }
+
+/// Reads the cache could not answer go to the readers' pool, writes to the main one: with
+/// the readers' pool closed, a read is refused (503, never a wait) and a write still goes in.
+#[actix::test]
+async fn reads_ask_the_readers_pool_and_writes_the_main_one() {
+    use user_domain::request::{GetUser, Request};
+
+    let db = TestDb::new().await;
+    let readers = PgPool::connect(&format!("postgres://postgres@127.0.0.1:5432/{}", db.name))
+        .await
+        .unwrap();
+    let store = db.store().reading_from(readers.clone());
+    let users = UserStore::new(store.clone(), RETENTION).start();
+    let first = users.send(create("first@example.com")).await.unwrap();
+    assert!(first.is_ok(), "{first:?}");
+    let id: sqlx::types::Uuid = sqlx::query_scalar("SELECT id FROM users")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let get = || {
+        let id = UserId::from(id);
+        store.read(call(), Request::Get(GetUser { id, fields: None }))
+    };
+    let read = get().await;
+    assert!(read.is_ok(), "{read:?}");
+
+    readers.close().await;
+    let refused = get().await;
+    assert!(
+        matches!(&refused, Err(CoreError::Unavailable(m)) if m == guard::UNREACHABLE),
+        "{refused:?}"
+    );
+    let second = users.send(create("second@example.com")).await.unwrap();
+    assert!(second.is_ok(), "writes keep their own pool: {second:?}");
+    db.drop_now().await;
+}
