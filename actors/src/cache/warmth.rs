@@ -76,10 +76,18 @@ impl Warmth {
     /// [`FLOOR`]), the fractions carried over from round to round.
     pub(super) fn to_fill(&self, n: usize) -> usize {
         let n = n as u64;
-        let add = n * self.share().max(FLOOR);
-        let owed = self.owed.fetch_add(add, Ordering::Relaxed) + add;
-        let fill = (owed / WHOLE).min(n);
-        self.owed.fetch_sub(fill * WHOLE, Ordering::Relaxed);
+        let add = n.saturating_mul(self.share().max(FLOOR));
+        // One step, so that rounds at once cannot both take the same fills: taking them in
+        // two (add, then subtract what was taken) let two rounds take one debt twice, which
+        // wrapped the debt to 2^64, and from then on every miss was filled.
+        let mut fill = 0;
+        let _ = self
+            .owed
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |owed| {
+                let owed = owed.saturating_add(add);
+                fill = (owed / WHOLE).min(n);
+                Some(owed - fill * WHOLE)
+            });
         usize::try_from(fill).unwrap_or(usize::MAX)
     }
 }
@@ -109,6 +117,25 @@ mod tests {
         assert_eq!(asked, 100);
         w.learned(2_000, 200);
         assert!((0..100).all(|_| w.worth_asking()), "a tenth is worth it");
+    }
+
+    #[test]
+    fn rounds_at_once_never_fill_more_than_their_share() {
+        let w = Warmth::default();
+        w.learned(2_000, 0);
+        let (threads, calls, n) = (4, 50_000, 7);
+        let filled: usize = std::thread::scope(|s| {
+            let each: Vec<_> = (0..threads)
+                .map(|_| s.spawn(|| (0..calls).map(|_| w.to_fill(n)).sum::<usize>()))
+                .collect();
+            each.into_iter().map(|t| t.join().unwrap()).sum()
+        });
+        // One miss in eight, give or take the fraction still owed.
+        let misses = threads * calls * n;
+        assert!(
+            filled <= misses / 8 && filled + 1 >= misses / 8,
+            "{filled} of {misses}"
+        );
     }
 
     #[test]
