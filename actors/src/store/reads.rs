@@ -182,7 +182,7 @@ type Fetched = (
 
 /// The live users with these ids and these addresses: one query per kind asked for.
 async fn fetch(db: &Db, ids: &[UserId], emails: &[Email]) -> Result<Fetched, CoreError> {
-    // Decoded once the database has answered: its turn is over (see `Db::asked`).
+    // Decoded once the database has answered and the connection is back (see `Db::asked`).
     let render = |rows: Vec<rows::UserRow>| -> Result<Vec<Arc<Rendered>>, CoreError> {
         rows.into_iter()
             .map(|r| Rendered::new(r.into_user(&db.keys)?))
