@@ -50,31 +50,32 @@ pub fn options(database_url: &str) -> Result<PgConnectOptions, sqlx::Error> {
 
 async fn try_connect(config: &Config, options: &PgConnectOptions) -> anyhow::Result<PgPool> {
     ensure_database(options).await?;
-    let pool = PgPoolOptions::new()
-        .max_connections(config.db_pool_size)
-        .min_connections(0)
-        .acquire_timeout(config.db_acquire_timeout)
-        .idle_timeout(Duration::from_secs(300))
+    let pool = pool_options(config, config.db_pool_size)
         .connect_with(options.clone())
         .await?;
     sqlx::migrate!("./migrations").run(&pool).await?;
     Ok(pool)
 }
 
-/// The pool of reads that the cache could not answer (see `Store::reading_from`): a few
-/// connections, opened when first needed. A read is work for the database's cores; more at
-/// once than it has only share them out, and time-slicing spreads every read's latency. On
-/// the 2-core development machine, at 32 callers, 4 connections rather than 16 took a
-/// listing page's p99 from 16–18 ms to 10.5–11.4 ms, and a search's from 26 to 18–19 ms,
-/// for the same throughput; a turn of 4 among 16 connections did less than half as well
-/// (each connection's server process stays warm when few take turns). Writes, which mostly
-/// wait for their commit's flush, keep the main pool.
-pub fn readers(config: &Config) -> anyhow::Result<PgPool> {
-    Ok(PgPoolOptions::new()
-        .max_connections(config.db_read_connections)
+/// Both pools: `size` connections at most, opened when needed, waited for as long as a
+/// request waits for the database.
+fn pool_options(config: &Config, size: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(size)
         .min_connections(0)
         .acquire_timeout(config.db_acquire_timeout)
         .idle_timeout(Duration::from_secs(300))
+}
+
+/// The pool of reads that the cache could not answer (see `Store::reading_from`). A read is
+/// work for the database's cores: more at once than it has only share them out, and the
+/// time-slicing spreads every read's latency. At 32 callers on the 2-core development
+/// machine, 4 connections rather than 16 nearly halved a listing page's p99 for the same
+/// throughput; a turn of 4 among 16 connections did less than half as well (each server
+/// process stays warm when few take turns). See docs/performance.md. Writes, which mostly
+/// wait for their commit's flush, keep the main pool.
+pub fn readers(config: &Config) -> anyhow::Result<PgPool> {
+    Ok(pool_options(config, config.db_read_connections)
         .connect_lazy_with(options(&config.database_url)?))
 }
 
