@@ -65,7 +65,23 @@ fn pool_options(config: &Config, size: u32) -> PgPoolOptions {
         .min_connections(0)
         .acquire_timeout(config.db_acquire_timeout)
         .idle_timeout(Duration::from_secs(300))
+        // sqlx pings every connection it hands out: a round trip, and on a busy machine a
+        // wait for the server process to be scheduled, before each query. A connection in
+        // use a moment ago is taken as alive (as HikariCP does); one idle for longer is
+        // pinged, and a dead one replaced before a request sees it.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= TRUSTED_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
+
+/// How long a connection may have been idle and still be handed out without a ping.
+pub const TRUSTED_IDLE: Duration = Duration::from_millis(500);
 
 /// The pool of reads that the cache could not answer (see `Store::reading_from`). A read is
 /// work for the database's cores: more at once than it has only share them out, and the

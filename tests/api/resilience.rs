@@ -233,3 +233,42 @@ async fn postgres_ends_a_transaction_the_service_left_idle() {
     let gone = sqlx::query("SELECT 1").execute(&mut vanished).await;
     assert!(gone.is_err(), "the server closed the session");
 }
+
+/// The pools hand out a connection used a moment ago without asking the server first
+/// (`user_service::db::TRUSTED_IDLE`); one idle for longer is asked, so connections the
+/// server dropped meanwhile (a restart, an operator, a proxy) are replaced unseen.
+#[tokio::test]
+async fn connections_the_database_dropped_while_idle_are_replaced_before_a_request_sees_them() {
+    let app = TestApp::spawn().await;
+    app.create_user("Idle", "idle@example.com").await;
+    let (status, _) = app.get("/api/internal/users?limit=10").await;
+    assert_eq!(status, StatusCode::OK, "the readers' pool has a connection");
+    let mut admin = app.db().await;
+    let dropped: Vec<i32> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid)::int * pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+           AND application_name = 'user-service'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        dropped.len() >= 2,
+        "both pools had connections: {dropped:?}"
+    );
+    eventually(Duration::from_secs(10), || async {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)")
+                .bind(&dropped)
+                .fetch_one(&mut app.db().await)
+                .await
+                .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+    // Not a wait for something to happen: the connections' idleness is what is tested.
+    tokio::time::sleep(user_service::db::TRUSTED_IDLE + Duration::from_millis(100)).await;
+    let (status, body) = app.get("/api/internal/users?limit=10").await;
+    assert_eq!(status, StatusCode::OK, "a read: {body}");
+    app.create_user("Again", "again@example.com").await; // a write: 201
+}
