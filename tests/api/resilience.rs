@@ -234,9 +234,10 @@ async fn postgres_ends_a_transaction_the_service_left_idle() {
     assert!(gone.is_err(), "the server closed the session");
 }
 
-/// The pools hand out a connection used a moment ago without asking the server first
-/// (`user_service::db::TRUSTED_IDLE`); one idle for longer is asked, so connections the
-/// server dropped meanwhile (a restart, an operator, a proxy) are replaced unseen.
+/// The readers' pool hands out a connection used a moment ago without asking the server
+/// first (`user_service::db::TRUSTED_IDLE`); one idle for longer is asked, so connections the
+/// server dropped meanwhile (a restart, an operator, a proxy) are replaced unseen. (The main
+/// pool asks every time.)
 #[tokio::test]
 async fn connections_the_database_dropped_while_idle_are_replaced_before_a_request_sees_them() {
     let app = TestApp::spawn().await;
