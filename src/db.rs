@@ -68,7 +68,9 @@ fn pool_options(config: &Config, size: u32) -> PgPoolOptions {
 }
 
 /// How long a reader's connection may have been idle and still be handed out without a ping.
-pub const TRUSTED_IDLE: Duration = Duration::from_millis(500);
+/// Under load a connection is back in use within milliseconds, so this can be short, and the
+/// shorter it is, the shorter an outage that can still fail a read.
+pub const TRUSTED_IDLE: Duration = Duration::from_millis(100);
 
 /// The pool of reads that the cache could not answer (see `Store::reading_from`). A read is
 /// work for the database's cores: more at once than it has only share them out, and the
