@@ -246,9 +246,10 @@ async fn connections_the_database_dropped_while_idle_are_replaced_before_a_reque
     assert_eq!(status, StatusCode::OK, "the readers' pool has a connection");
     let mut admin = app.db().await;
     let dropped: Vec<i32> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid)::int * pid FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid() \
-           AND application_name = 'user-service'",
+        "WITH service AS MATERIALIZED (SELECT pid FROM pg_stat_activity \
+           WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             AND application_name = 'user-service') \
+         SELECT pid FROM service WHERE pg_terminate_backend(pid)",
     )
     .fetch_all(&mut admin)
     .await
