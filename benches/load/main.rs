@@ -113,11 +113,17 @@
 //! those are measured apart, whatever their status (0: no answer within 10 s), every one begun
 //! in the window however late it ends, as the share answered 503 and the longest answer.
 //!
+//! **CPU a request** (each row's `svc µs` and `all µs`): the service's threads' run time
+//! and the whole machine's busy time (the bench and PostgreSQL included) in the measured
+//! window, over the requests answered in it. A rate moves with the VM's hour; this moves far
+//! less, so it is what shows a change on a request path. See `cpu.rs`.
+//!
 //! Also reported: the service's VmRSS idle after start and seeding, its peak during the load
 //! (sampled every 100 ms) and idle after it (idle: once two readings a second apart agree,
 //! since freed pages go back a few seconds after a burst); with `--soak`, the RSS curve.
 
 mod ceilings;
+mod cpu;
 mod drive;
 mod frozen;
 mod http;

@@ -14,7 +14,7 @@ use crate::opts::Opts;
 use crate::report::{Rss, Runs, Stats};
 use crate::setup::Setup;
 use crate::workloads::{Job, Workload};
-use crate::{ceilings, scale, service};
+use crate::{ceilings, cpu, scale, service};
 
 /// Every selected workload at every concurrency, `opts.runs` times, with the service's RSS
 /// sampled every 100 ms throughout.
@@ -49,16 +49,19 @@ pub async fn measure(opts: &Opts, setup: &Setup) -> (Runs, Rss) {
                 if let Some((d, relays)) = frozen {
                     relays.freeze(d);
                 }
+                let from = tokio::time::Instant::now() + opts.warmup;
+                let until = from + opts.duration;
                 // The scale reads: which cache tier answered, in the measured window.
-                let tiers = w.scale().then(|| {
-                    let from = tokio::time::Instant::now() + opts.warmup;
-                    scale::watch_tiers(setup.ctx.clone(), from, from + opts.duration)
-                });
+                let tiers = w
+                    .scale()
+                    .then(|| scale::watch_tiers(setup.ctx.clone(), from, until));
+                let cpu = cpu::watch(setup.pid, from, until);
                 let m = drive(&setup.ctx, &job, c, opts.warmup, opts.duration).await;
                 let tiers = match tiers {
                     Some(t) => t.await.ok().flatten(),
                     None => None,
                 };
+                let cpu = cpu.await.unwrap_or_default();
                 if let Some((d, relays)) = frozen {
                     relays.thaw(d);
                     match setup.ctx.recovery().await {
@@ -70,15 +73,17 @@ pub async fn measure(opts: &Opts, setup: &Setup) -> (Runs, Rss) {
                         None => eprintln!("  {} thawed: /health not ok within 60 s", d.name()),
                     }
                 }
-                let s = Stats::of(&m, tiers);
+                let s = Stats::of(&m, tiers, cpu);
                 eprintln!(
-                    "run {run}/{}: {:<20} c={c:<4} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+                    "run {run}/{}: {:<20} c={c:<4} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}  CPU µs a request: service {}, machine {}",
                     opts.runs,
                     w.name(),
                     s.rps,
                     s.p50,
                     s.p99,
-                    s.errors
+                    s.errors,
+                    micros(s.cpu.0),
+                    micros(s.cpu.1)
                 );
                 if let Some(p) = tiers.and_then(|t| t.percentages()) {
                     eprintln!(
@@ -182,4 +187,9 @@ async fn sample_peak(pid: u32, peak: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
             peak.store(mib.to_bits(), Ordering::Relaxed);
         }
     }
+}
+
+/// A CPU figure in µs, or `n/a`.
+fn micros(us: Option<f64>) -> String {
+    us.map_or("n/a".to_owned(), |us| format!("{us:.0}"))
 }

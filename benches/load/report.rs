@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use crate::cpu::Spent;
 use crate::drive::{Aside, Measured};
 use crate::scale::Tiers;
 use crate::workloads::Workload;
@@ -21,10 +22,12 @@ pub struct Stats {
     pub aside: Aside,
     /// The scale reads: the users read in the window, by the cache tier that answered.
     pub cache: Option<Tiers>,
+    /// CPU µs a request took in the window: the service's, the machine's.
+    pub cpu: (Option<f64>, Option<f64>),
 }
 
 impl Stats {
-    pub fn of(m: &Measured, cache: Option<Tiers>) -> Self {
+    pub fn of(m: &Measured, cache: Option<Tiers>, cpu: Spent) -> Self {
         Self {
             rps: m.rps(),
             p50: m.ms(0.50),
@@ -34,6 +37,7 @@ impl Stats {
             error_kinds: m.error_kinds.clone(),
             aside: m.aside.clone(),
             cache,
+            cpu: cpu.per_request(m.hist.len()),
         }
     }
 
@@ -41,6 +45,8 @@ impl Stats {
         let mut v = json!({
             "rps": round(self.rps, 1), "p50Ms": round(self.p50, 3), "p99Ms": round(self.p99, 3),
             "p999Ms": round(self.p999, 3), "errors": self.errors, "errorKinds": self.error_kinds,
+            "serviceCpuUs": self.cpu.0.map_or(Value::Null, |us| round(us, 1)),
+            "machineCpuUs": self.cpu.1.map_or(Value::Null, |us| round(us, 1)),
         });
         if !self.aside.statuses.is_empty() {
             v["aside"] = json!({
@@ -107,6 +113,10 @@ pub fn median_of(runs: &[Stats]) -> Stats {
         error_kinds: kinds,
         aside,
         cache,
+        cpu: (
+            Some(pick(|s| s.cpu.0.unwrap_or(f64::NAN))).filter(|v| v.is_finite()),
+            Some(pick(|s| s.cpu.1.unwrap_or(f64::NAN))).filter(|v| v.is_finite()),
+        ),
     }
 }
 
@@ -130,17 +140,29 @@ pub fn print_table(runs: &Runs, n_runs: usize) {
     } else {
         "one run".to_owned()
     };
-    println!("\nThroughput and latency ({what}; ratio = req/s over its ceiling's req/s)");
     println!(
-        "{:<20} {:>5} {:>10} {:>9} {:>9} {:>9} {:>7} {:>7}  ceiling",
-        "workload", "conc", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "ratio"
+        "\nThroughput and latency ({what}; ratio = req/s over its ceiling's req/s; CPU µs a request: the service's and the whole machine's)"
+    );
+    println!(
+        "{:<20} {:>5} {:>10} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7}  ceiling",
+        "workload",
+        "conc",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "errors",
+        "ratio",
+        "svc µs",
+        "all µs"
     );
     for (&(w, c), stats) in runs {
         let s = median_of(stats);
         let r = ratio(runs, w, c).map_or("-".to_owned(), |r| format!("{:.0}%", r * 100.0));
         let ceiling = w.ceiling().map_or("", Workload::name);
+        let us = |v: Option<f64>| v.map_or("-".to_owned(), |us| format!("{us:.0}"));
         println!(
-            "{:<20} {:>5} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>7}  {ceiling}",
+            "{:<20} {:>5} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>7} {:>7} {:>7}  {ceiling}",
             w.name(),
             c,
             s.rps,
@@ -148,7 +170,9 @@ pub fn print_table(runs: &Runs, n_runs: usize) {
             s.p99,
             s.p999,
             s.errors,
-            r
+            r,
+            us(s.cpu.0),
+            us(s.cpu.1)
         );
     }
     for (&(w, c), stats) in runs {

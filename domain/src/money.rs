@@ -1,13 +1,20 @@
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::Invalid;
 
 /// An exact amount of money in minor units (kopecks, cents). Parsed from a decimal string or a
 /// JSON number with at most two decimal places and printed as `"1234.50"`; arithmetic is on
 /// integers, so no float ever touches a balance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
-#[serde(try_from = "serde_json::Value", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize)]
+#[serde(try_from = "serde_json::Value")]
 pub struct Amount(i64);
+
+/// Written straight into the output, as its text (every user shown holds a total).
+impl Serialize for Amount {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
 
 impl Amount {
     /// Large enough for any real payment, small enough that sums of millions cannot overflow.
@@ -75,12 +82,6 @@ impl TryFrom<serde_json::Value> for Amount {
             serde_json::Value::Number(n) => Self::parse_payment(&n.to_string()),
             _ => Err(Invalid::new("must be a decimal string or a number")),
         }
-    }
-}
-
-impl From<Amount> for String {
-    fn from(a: Amount) -> String {
-        a.to_string()
     }
 }
 

@@ -1,12 +1,12 @@
-use chrono::{DateTime, DurationRound, SecondsFormat, TimeDelta, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::{DateTime, Datelike, DurationRound, SecondsFormat, TimeDelta, Timelike, Utc};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::Invalid;
 
 /// A UTC instant with millisecond precision, written as RFC 3339 (`2024-01-01T00:00:00.000Z`).
 /// Truncated on construction so that what is stored is exactly what is returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Timestamp(DateTime<Utc>);
 
 impl Timestamp {
@@ -40,15 +40,43 @@ impl TryFrom<String> for Timestamp {
     }
 }
 
-impl From<Timestamp> for String {
-    fn from(t: Timestamp) -> String {
-        t.to_string()
+/// Written straight into the output: a page of users holds hundreds of timestamps.
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
 impl std::fmt::Display for Timestamp {
+    /// Digits into a fixed buffer rather than through chrono's formatter, which costs a
+    /// few times more; chrono's for what the buffer cannot hold (a year outside 0..=9999,
+    /// a leap second).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true))
+        let t = self.0;
+        let millis = t.timestamp_subsec_millis();
+        let (Ok(year), true) = (u32::try_from(t.year()), millis < 1000) else {
+            return f.write_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true));
+        };
+        let mut text = *b"0000-00-00T00:00:00.000Z";
+        let fields = [
+            (0, 4, year),
+            (5, 2, t.month()),
+            (8, 2, t.day()),
+            (11, 2, t.hour()),
+            (14, 2, t.minute()),
+            (17, 2, t.second()),
+            (20, 3, millis),
+        ];
+        for (at, width, mut value) in fields {
+            for digit in text[at..at + width].iter_mut().rev() {
+                *digit = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+            if value != 0 {
+                return f.write_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true));
+            }
+        }
+        f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?)
     }
 }
 
@@ -61,5 +89,28 @@ mod tests {
         let t = Timestamp::parse("2024-01-01T13:00:00.123456+03:00").unwrap();
         assert_eq!(t.to_string(), "2024-01-01T10:00:00.123Z");
         assert!(Timestamp::parse("yesterday").is_err());
+    }
+
+    #[test]
+    fn serialises_as_its_text() {
+        let t = Timestamp::parse("2024-02-29T23:59:59.999Z").unwrap();
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            r#""2024-02-29T23:59:59.999Z""#
+        );
+        let leap = Timestamp::from(DateTime::from_timestamp(1_483_228_799, 1_500_000_000).unwrap());
+        assert_eq!(leap.to_string(), "2016-12-31T23:59:60.500Z");
+    }
+
+    proptest::proptest! {
+        /// The digits written by hand are chrono's RFC 3339, for any instant chrono holds
+        /// (years far outside 0..=9999 and leap seconds fall back to chrono itself).
+        #[test]
+        fn prints_what_chrono_prints(secs in -400_000_000_000i64..400_000_000_000, nanos in 0u32..2_000_000_000) {
+            if let Some(at) = DateTime::<Utc>::from_timestamp(secs, nanos) {
+                let t = Timestamp::from(at);
+                proptest::prop_assert_eq!(t.to_string(), t.0.to_rfc3339_opts(SecondsFormat::Millis, true));
+            }
+        }
     }
 }
