@@ -78,6 +78,8 @@ struct Inner {
     /// Seal and open the billing fields of the Redis entries.
     keys: Arc<BillingKeys>,
     local: quick_cache::sync::Cache<UserId, Local, Weight>,
+    /// Whether `local` is full, weighed now and then.
+    fullness: local::Fullness,
     /// Which users may enter `local` once it is full.
     doorkeeper: doorkeeper::Doorkeeper,
     emails: quick_cache::sync::Cache<Email, (UserId, Instant)>,
@@ -161,6 +163,7 @@ impl UserCache {
                 ttl: settings.ttl,
                 keys,
                 local: quick_cache::sync::Cache::with_weighter(LOCAL_USERS, LOCAL_BYTES, Weight),
+                fullness: Default::default(),
                 doorkeeper: Default::default(),
                 emails: quick_cache::sync::Cache::new(LOCAL_EMAILS),
                 local_ttl,

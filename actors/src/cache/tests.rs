@@ -132,6 +132,36 @@ fn a_user_of_the_default_shape_weighs_about_what_the_budget_assumes() {
     );
 }
 
+#[test]
+fn the_copy_is_found_full_within_a_weighing_of_filling_it() {
+    let local = quick_cache::sync::Cache::with_weighter(LOCAL_USERS, LOCAL_BYTES, Weight);
+    let fullness = local::Fullness::default();
+    assert!(!fullness.full(&local), "empty");
+    let one = Local {
+        user: rendered(&user("Ann")),
+        read_at: Instant::now(),
+    };
+    let weight = quick_cache::Weighter::weight(&Weight, &one.user.user.id, &one);
+    for _ in 0..=(LOCAL_BYTES - LOCAL_BYTES / 8) / weight {
+        local.insert(UserId::generate(), one.clone());
+    }
+    let not_yet = (0..2 * local::WEIGH_EVERY)
+        .take_while(|_| !fullness.full(&local))
+        .count();
+    assert!(
+        not_yet < local::WEIGH_EVERY as usize,
+        "full after {not_yet} more fills"
+    );
+    local.clear();
+    let still = (0..2 * local::WEIGH_EVERY)
+        .take_while(|_| fullness.full(&local))
+        .count();
+    assert!(
+        still < local::WEIGH_EVERY as usize,
+        "emptied, it is weighed again: full for {still} more fills"
+    );
+}
+
 /// A cache whose Redis is an address nobody answers (its breaker closed until tripped).
 fn cache_with_redis_nowhere(prefix: &str) -> (UserCache, crate::redis::Redis) {
     let settings = CacheSettings {
