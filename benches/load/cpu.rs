@@ -4,6 +4,7 @@
 //! fifth or more; the CPU a request costs moves far less, so it is what shows a saving of a
 //! few per cent on a request path.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -32,22 +33,25 @@ impl Spent {
 pub fn watch(pid: Option<u32>, from: Instant, until: Instant) -> tokio::task::JoinHandle<Spent> {
     tokio::spawn(async move {
         tokio::time::sleep_until(from).await;
-        let before = (pid.and_then(service_ns), machine_ns());
+        let before = (pid.and_then(threads_ns), machine_ns());
         tokio::time::sleep_until(until).await;
-        let after = (pid.and_then(service_ns), machine_ns());
-        let grew = |b: Option<u64>, a: Option<u64>| a.zip(b).map(|(a, b)| a.saturating_sub(b));
-        Spent {
-            service: grew(before.0, after.0),
-            machine: grew(before.1, after.1),
-        }
+        let after = (pid.and_then(threads_ns), machine_ns());
+        // A thread that ended in the window takes its time with it (the service's workers
+        // live as long as it does); one that began in it counts from zero.
+        let service = before.0.zip(after.0).map(|(b, a)| {
+            a.iter()
+                .map(|(tid, ns)| ns.saturating_sub(b.get(tid).copied().unwrap_or(0)))
+                .sum()
+        });
+        let machine = before.1.zip(after.1).map(|(b, a)| a.saturating_sub(b));
+        Spent { service, machine }
     })
 }
 
-/// The run time of every thread of `pid` so far (a thread that ended is no longer counted:
-/// the service's workers live as long as it does).
-fn service_ns(pid: u32) -> Option<u64> {
+/// The run time of each thread of `pid` so far, by thread id.
+fn threads_ns(pid: u32) -> Option<HashMap<String, u64>> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut sum = 0u64;
+    let mut threads = HashMap::new();
     for task in tasks.flatten() {
         let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
         let ns: u64 = stat
@@ -55,9 +59,9 @@ fn service_ns(pid: u32) -> Option<u64> {
             .next()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        sum = sum.saturating_add(ns);
+        threads.insert(task.file_name().to_string_lossy().into_owned(), ns);
     }
-    Some(sum)
+    Some(threads)
 }
 
 /// The busy time of every core so far.
