@@ -85,8 +85,8 @@ pub const TRUSTED_IDLE: Duration = Duration::from_millis(100);
 /// connection used a moment ago as alive (as HikariCP does), and pings one idle for longer,
 /// so that one the server dropped is replaced before a request sees it. Only a blip shorter
 /// than [`TRUSTED_IDLE`] can fail a read (503, retry): listing pages were 15–20 % faster for
-/// it at a million users, searches 5–10 %. The main pool, whose writes and readiness must work at once after an
-/// outage, keeps the ping.
+/// it at a million users, searches 5–10 %. The main pool, whose writes and readiness must
+/// work at once after an outage, keeps the ping.
 pub fn readers(config: &Config) -> anyhow::Result<PgPool> {
     Ok(pool_options(config, config.db_read_connections)
         .test_before_acquire(false)

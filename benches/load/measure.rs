@@ -14,7 +14,7 @@ use crate::opts::Opts;
 use crate::report::{Rss, Runs, Stats};
 use crate::setup::Setup;
 use crate::workloads::{Job, Workload};
-use crate::{ceilings, cpu, scale, service};
+use crate::{ceilings, cpu, report, scale, service};
 
 /// Every selected workload at every concurrency, `opts.runs` times, with the service's RSS
 /// sampled every 100 ms throughout.
@@ -82,8 +82,8 @@ pub async fn measure(opts: &Opts, setup: &Setup) -> (Runs, Rss) {
                     s.p50,
                     s.p99,
                     s.errors,
-                    micros(s.cpu.0),
-                    micros(s.cpu.1)
+                    report::micros(s.cpu.0),
+                    report::micros(s.cpu.1)
                 );
                 if let Some(p) = tiers.and_then(|t| t.percentages()) {
                     eprintln!(
@@ -187,9 +187,4 @@ async fn sample_peak(pid: u32, peak: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
             peak.store(mib.to_bits(), Ordering::Relaxed);
         }
     }
-}
-
-/// A CPU figure in µs, or `n/a`.
-fn micros(us: Option<f64>) -> String {
-    us.map_or("n/a".to_owned(), |us| format!("{us:.0}"))
 }

@@ -62,6 +62,11 @@ impl Stats {
     }
 }
 
+/// A CPU figure in whole µs, or `-`.
+pub fn micros(us: Option<f64>) -> String {
+    us.map_or("-".to_owned(), |us| format!("{us:.0}"))
+}
+
 /// Every run of one (workload, concurrency).
 pub type Runs = BTreeMap<(Workload, usize), Vec<Stats>>;
 
@@ -160,7 +165,6 @@ pub fn print_table(runs: &Runs, n_runs: usize) {
         let s = median_of(stats);
         let r = ratio(runs, w, c).map_or("-".to_owned(), |r| format!("{:.0}%", r * 100.0));
         let ceiling = w.ceiling().map_or("", Workload::name);
-        let us = |v: Option<f64>| v.map_or("-".to_owned(), |us| format!("{us:.0}"));
         println!(
             "{:<20} {:>5} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>7} {:>7} {:>7}  {ceiling}",
             w.name(),
@@ -171,8 +175,8 @@ pub fn print_table(runs: &Runs, n_runs: usize) {
             s.p999,
             s.errors,
             r,
-            us(s.cpu.0),
-            us(s.cpu.1)
+            micros(s.cpu.0),
+            micros(s.cpu.1)
         );
     }
     for (&(w, c), stats) in runs {
