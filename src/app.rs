@@ -205,7 +205,7 @@ impl Application {
             http_limits: config.http,
             edge,
             rpc,
-            pools: [pool, readers],
+            pools: [pool, readers.pool().clone()],
             stop,
             actors,
         })

@@ -7,6 +7,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use user_core::breaker::{Breaker, Probe};
 use user_core::retry::Backoff;
+use user_core::store::Readers;
 
 use crate::config::Config;
 
@@ -67,38 +68,21 @@ fn pool_options(config: &Config, size: u32) -> PgPoolOptions {
         .idle_timeout(Duration::from_secs(300))
 }
 
-/// How long a reader's connection may have been idle and still be handed out without a ping.
-/// Under load a connection is back in use within milliseconds, so this can be short, and the
-/// shorter it is, the shorter an outage that can still fail a read.
-pub const TRUSTED_IDLE: Duration = Duration::from_millis(100);
-
-/// The pool of reads that the cache could not answer (see `Store::reading_from`). A read is
-/// work for the database's cores: more at once than it has only share them out, and the
-/// time-slicing spreads every read's latency. At 32 callers on the 2-core development
-/// machine, 4 connections rather than 16 nearly halved a listing page's p99 for the same
-/// throughput; a turn of 4 among 16 connections did less than half as well (each server
-/// process stays warm when few take turns). See docs/performance.md. Writes, which mostly
-/// wait for their commit's flush, keep the main pool.
-///
-/// sqlx pings every connection it hands out: a round trip, and on a busy machine a wait for
-/// the server process to be scheduled, before each query. The readers' pool takes a
-/// connection used a moment ago as alive (as HikariCP does), and pings one idle for longer,
-/// so that one the server dropped is replaced before a request sees it. Only a blip shorter
-/// than [`TRUSTED_IDLE`] can fail a read (503, retry): listing pages were 15–20 % faster for
-/// it at a million users, searches 5–10 %. The main pool, whose writes and readiness must
-/// work at once after an outage, keeps the ping.
-pub fn readers(config: &Config) -> anyhow::Result<PgPool> {
-    Ok(pool_options(config, config.db_read_connections)
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= TRUSTED_IDLE {
-                    conn.ping().await?;
-                }
-                Ok(true)
-            })
-        })
-        .connect_lazy_with(options(&config.database_url)?))
+/// The pool of reads that the cache could not answer (see `Store::reading_from`), which
+/// hands out a connection used a moment ago without a ping ([`Readers`]). A read is work for
+/// the database's cores: more at once than it has only share them out, and the time-slicing
+/// spreads every read's latency. At 32 callers on the 2-core development machine, 4
+/// connections rather than 16 nearly halved a listing page's p99 for the same throughput; a
+/// turn of 4 among 16 connections did less than half as well (each server process stays warm
+/// when few take turns). Without the ping before each, listing pages were 15–20 % faster at a
+/// million users, searches 5–10 %. See docs/performance.md. Writes, which mostly wait for
+/// their commit's flush, keep the main pool, which pings every connection it hands out:
+/// writes and readiness work at once after an outage.
+pub fn readers(config: &Config) -> anyhow::Result<Readers> {
+    Ok(Readers::new(
+        pool_options(config, config.db_read_connections),
+        options(&config.database_url)?,
+    ))
 }
 
 /// Creates the configured database when it does not exist yet. Two instances starting at

@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{TestApp, assert_error, eventually, send};
+use crate::helpers::{HASH, TestApp, assert_error, eventually, send};
 use crate::relay::Relay;
 
 #[tokio::test]
@@ -235,7 +235,7 @@ async fn postgres_ends_a_transaction_the_service_left_idle() {
 }
 
 /// The readers' pool hands out a connection used a moment ago without asking the server
-/// first (`user_service::db::TRUSTED_IDLE`); one idle for longer is asked, so connections the
+/// first (`user_core::store::TRUSTED_IDLE`); one idle for longer is asked, so connections the
 /// server dropped meanwhile (a restart, an operator, a proxy) are replaced unseen. (The main
 /// pool asks every time.)
 #[tokio::test]
@@ -269,8 +269,90 @@ async fn connections_the_database_dropped_while_idle_are_replaced_before_a_reque
     })
     .await;
     // Not a wait for something to happen: the connections' idleness is what is tested.
-    tokio::time::sleep(user_service::db::TRUSTED_IDLE + Duration::from_millis(100)).await;
+    tokio::time::sleep(user_core::store::TRUSTED_IDLE + Duration::from_millis(100)).await;
     let (status, body) = app.get("/api/internal/users?limit=10").await;
     assert_eq!(status, StatusCode::OK, "a read: {body}");
     app.create_user("Again", "again@example.com").await; // a write: 201
+}
+
+/// The database dropping every connection at once (a restart, a failover, an operator) under a
+/// steady load of reads and writes: no read sees it. A read whose connection the server closed
+/// under it is asked again on a connection known to be alive, and the connections left idle
+/// since are checked before they are handed out again. A write in flight may fail (503: its
+/// outcome is for its request key to tell), but lost connections do not open the breaker: the
+/// reads and writes after them go on.
+#[tokio::test]
+async fn reads_under_load_do_not_see_the_database_drop_its_connections() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let app = Arc::new(TestApp::spawn().await);
+    app.create_user("Steady", "steady@example.com").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (reads, writes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let callers: Vec<_> = (0..16)
+        .map(|n| {
+            let (app, stop) = (app.clone(), stop.clone());
+            let done = if n < 8 { reads.clone() } else { writes.clone() };
+            tokio::spawn(async move {
+                let mut failed = Vec::new();
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let (status, body) = match n < 8 {
+                        true => app.get("/api/internal/users?limit=10").await,
+                        false => {
+                            let email = format!("w{n}.{i}@example.com");
+                            let new = json!({"name": "W", "email": email, "password": HASH});
+                            app.post("/api/internal/users", new).await
+                        }
+                    };
+                    if !status.is_success() {
+                        failed.push((status, body));
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                (n < 8, failed)
+            })
+        })
+        .collect();
+    let past = |counter: &Arc<AtomicUsize>, more: usize| {
+        let (counter, from) = (counter.clone(), counter.load(Ordering::Relaxed));
+        eventually(Duration::from_secs(20), move || {
+            let counter = counter.clone();
+            async move { (counter.load(Ordering::Relaxed) >= from + more).then_some(()) }
+        })
+    };
+    let mut admin = app.db().await;
+    for _ in 0..3 {
+        past(&reads, 100).await;
+        let dropped: Vec<i32> = sqlx::query_scalar(
+            "WITH service AS MATERIALIZED (SELECT pid FROM pg_stat_activity \
+               WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                 AND application_name = 'user-service') \
+             SELECT pid FROM service WHERE pg_terminate_backend(pid)",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        assert!(!dropped.is_empty(), "the service was connected");
+    }
+    past(&reads, 100).await;
+    past(&writes, 100).await;
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        let (reading, failed) = caller.await.unwrap();
+        if reading {
+            assert!(failed.is_empty(), "reads failed: {failed:?}");
+        }
+        for (status, body) in failed {
+            assert_error(
+                status,
+                &body,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+            );
+        }
+    }
 }

@@ -9,8 +9,10 @@ use sqlx::{PgConnection, PgPool};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::guard::LOST;
 use super::ledger::{self, Begun, Keyed};
 use super::outbox::OutboxSignal;
+use super::readers::Readers;
 use super::reads::Reads;
 use crate::cache::{Key, UserCache};
 use crate::crypto::BillingKeys;
@@ -19,12 +21,17 @@ use user_domain::error::CoreError;
 use user_domain::views::Rendered;
 use user_domain::{Email, UserId};
 
+/// How many times a read that lost its connection is asked again. Connections a server drops
+/// one after another (an operator's `pg_terminate_backend` over them) can fail a read's
+/// first retry as well; a restart drops them all at once.
+const ASKED_AGAIN: usize = 2;
+
 /// What every operation works with: the database, and the cache in front of it.
 #[derive(Clone)]
 pub(super) struct Db {
     pub(super) pool: PgPool,
     /// Where reads the cache could not answer go ([`Self::asked`]).
-    pub(super) readers: PgPool,
+    pub(super) readers: Readers,
     pub(super) cache: UserCache,
     /// Seal and open the billing fields stored in the users table.
     pub(super) keys: Arc<BillingKeys>,
@@ -41,19 +48,31 @@ pub(super) struct Db {
 
 impl Db {
     /// A read that the cache could not answer asks the database, on [`Self::readers`]: at
-    /// once refused while its breaker is open; its answer tells the breaker. (The wait is
-    /// bounded by the caller.) `query` should hold its connection no longer than the
-    /// database works: rows are checked into users after it, letting the next read in.
-    /// `table` names the statement's span (`SELECT users`) for an exporter.
-    pub(super) async fn asked<T>(
+    /// once refused while its breaker is open; its answer tells the breaker. A read whose
+    /// connection the server closed under it is asked again, on a connection that answers
+    /// (see [`Readers`]): a restart of the database, or an operator dropping every
+    /// connection, is not seen by the reads in flight. (The wait is bounded by the caller.)
+    /// `query` should hold its connection no longer than the database works: rows are
+    /// checked into users after it, letting the next read in. `table` names the statement's
+    /// span (`SELECT users`) for an exporter.
+    pub(super) async fn asked<T, Q>(
         &self,
         table: &'static str,
-        query: impl std::future::Future<Output = Result<T, CoreError>>,
-    ) -> Result<T, CoreError> {
+        query: impl Fn() -> Q,
+    ) -> Result<T, CoreError>
+    where
+        Q: std::future::Future<Output = Result<T, CoreError>>,
+    {
         self.guard.admit()?;
-        let result = query
-            .instrument(statement(tracing::Span::current().id(), "SELECT", table))
-            .await;
+        let span = statement(tracing::Span::current().id(), "SELECT", table);
+        let mut result = query().instrument(span.clone()).await;
+        for _ in 0..ASKED_AGAIN {
+            if !matches!(&result, Err(CoreError::Unavailable(m)) if m == LOST) {
+                break;
+            }
+            self.readers.lost_one();
+            result = query().instrument(span.clone()).await;
+        }
         self.guard.note(&result);
         result
     }

@@ -1,7 +1,7 @@
 //! How database failures reach callers: unreachable or contended → `UNAVAILABLE`, anything
 //! unexpected → `INTERNAL` (logged here, never shown).
 
-use super::guard::UNREACHABLE;
+use super::guard::{LOST, UNREACHABLE};
 use user_domain::error::CoreError;
 
 /// The unique index that makes e-mail addresses case-insensitively unique among live users.
@@ -12,9 +12,13 @@ pub(crate) fn db_error(e: sqlx::Error) -> CoreError {
     use sqlx::Error as E;
     let code = e.as_database_error().and_then(|d| d.code());
     match (&e, code.as_deref()) {
-        (E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed, _) => {
-            unreachable(&e)
+        // A connection handed out, then closed by the server or the network under a
+        // statement (a refused connect is retried by the pool until it times out).
+        (E::Io(_), _) | (E::Database(_), Some("57P01" | "57P02" | "08003" | "08006")) => {
+            tracing::warn!(error = %e, "database connection lost");
+            CoreError::Unavailable(LOST.to_owned())
         }
+        (E::PoolTimedOut | E::PoolClosed | E::Tls(_) | E::WorkerCrashed, _) => unreachable(&e),
         (E::Database(_), Some(c)) if is_unreachable(c) => unreachable(&e),
         // The database answers: this write met another one.
         (E::Database(_), Some("40001" | "40P01")) => {

@@ -18,7 +18,7 @@ use user_domain::{Amount, Timestamp, UserId, views};
 /// its deletion state. The password hash is held but not exported: it is a credential. An
 /// erased user is not found: nothing personal is held about it any more.
 pub(super) async fn export(db: &Db, id: UserId) -> Result<Reply, CoreError> {
-    db.asked("users", document(db, id)).await.map(Reply::ok)
+    db.asked("users", || document(db, id)).await.map(Reply::ok)
 }
 
 async fn document(db: &Db, id: UserId) -> Result<Value, CoreError> {
@@ -36,7 +36,7 @@ async fn document(db: &Db, id: UserId) -> Result<Value, CoreError> {
         paid_at: DateTime<Utc>,
         recorded_at: DateTime<Utc>,
     }
-    let mut tx = db.readers.begin().await.map_err(db_error)?;
+    let mut tx = db.readers.pool().begin().await.map_err(db_error)?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await

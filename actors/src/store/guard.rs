@@ -21,6 +21,13 @@ use user_domain::error::CoreError;
 /// `UNAVAILABLE` that counts against the breaker besides a timeout.
 pub(crate) const UNREACHABLE: &str = "database is unavailable, retry later";
 
+/// What callers see when the server closed a connection under a statement; a read is asked
+/// again first (see `Db::asked`). It does not count against the breaker: a restart drops
+/// every connection at once, failing each group of creates in flight, and the database may
+/// well be back. Whether it is gone, the next connection tells: refused until the pool's
+/// patience runs out, it is [`UNREACHABLE`].
+pub(crate) const LOST: &str = "the database closed the connection, retry later";
+
 /// A PostgreSQL that has not answered a statement in this long has stopped: a live one
 /// cancels any statement within `statement_timeout` (15 s, see the service's connection
 /// options). Work that outlives its caller's answer (a write's task, the publisher's polls)
@@ -149,8 +156,10 @@ mod tests {
     async fn only_an_unreachable_database_counts_against_it() {
         let g = guard();
         for _ in 0..5 {
-            // A write past its own (RPC) deadline, then an answer: neither is a failure.
+            // A write past its own (RPC) deadline, a lost connection, then an answer: none
+            // is a failure.
             g.note::<()>(&Err(CoreError::Unavailable("deadline passed".into())));
+            g.note::<()>(&Err(CoreError::Unavailable(LOST.into())));
             g.note::<()>(&Err(CoreError::UserNotFound("x".into())));
         }
         assert!(g.breaker().allows());

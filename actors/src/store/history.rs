@@ -3,6 +3,7 @@
 //! ([`super::outbox::append`]).
 
 use chrono::{DateTime, Utc};
+use futures::TryFutureExt;
 use serde_json::{Map, Value, json};
 use sqlx::FromRow;
 use sqlx::types::Json;
@@ -27,19 +28,20 @@ struct Entry {
 }
 
 pub(super) async fn read(db: &Db, q: &UserHistory) -> Result<Reply, CoreError> {
-    let fetch = sqlx::query_as::<_, Entry>(
-        "SELECT id, event_type, data, actor, correlation_id, trace_id, created_at
-           FROM user_history
-          WHERE user_id = $1 AND id < $2
-          ORDER BY id DESC LIMIT $3",
-    )
-    .bind(q.id.as_uuid())
-    .bind(q.after.map_or(i64::MAX, |t| t.0))
-    .bind(i64::from(q.limit) + 1)
-    .fetch_all(&db.readers);
-    let entries = db
-        .asked("user_history", async { fetch.await.map_err(db_error) })
-        .await?;
+    let fetch = || {
+        sqlx::query_as::<_, Entry>(
+            "SELECT id, event_type, data, actor, correlation_id, trace_id, created_at
+               FROM user_history
+              WHERE user_id = $1 AND id < $2
+              ORDER BY id DESC LIMIT $3",
+        )
+        .bind(q.id.as_uuid())
+        .bind(q.after.map_or(i64::MAX, |t| t.0))
+        .bind(i64::from(q.limit) + 1)
+        .fetch_all(db.readers.pool())
+        .map_err(db_error)
+    };
+    let entries = db.asked("user_history", fetch).await?;
     let (entries, next) = cut(entries, q.limit, |e| HistoryToken(e.id).encode());
     page(&entries.iter().map(view).collect::<Vec<_>>(), next)
 }

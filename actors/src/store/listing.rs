@@ -15,7 +15,7 @@ use user_domain::request::{Deleted, ListUsers, PageToken};
 use user_domain::{Timestamp, User, UserId};
 
 pub(super) async fn list(db: &Db, q: &ListUsers) -> Result<Reply, CoreError> {
-    let rows = db.asked("users", fetch(&db.readers, q)).await?;
+    let rows = db.asked("users", || fetch(db.readers.pool(), q)).await?;
     let users = rows
         .into_iter()
         .map(|r| r.into_listed(&db.keys))

@@ -21,6 +21,7 @@ mod listing;
 mod operations;
 mod outbox;
 mod payments;
+mod readers;
 mod reads;
 mod rekey;
 mod rows;
@@ -49,6 +50,7 @@ use user_domain::request::Request;
 
 pub use guard::{HUNG_AFTER, PgGuard};
 pub use outbox::{NOTIFY_CHANNEL, OutboxSignal};
+pub use readers::{Readers, TRUSTED_IDLE};
 pub use rekey::{RekeyStats, rekey};
 
 /// What every request reaches the data through. Cheap to clone.
@@ -64,7 +66,7 @@ impl Store {
         Self {
             db: db::Db {
                 signal: OutboxSignal::new(pool.clone()),
-                readers: pool.clone(),
+                readers: readers::Readers::sharing(pool.clone()),
                 pool,
                 cache,
                 keys,
@@ -78,7 +80,7 @@ impl Store {
     /// Reads the cache could not answer (lookups, listings, searches, exports) go to
     /// `readers`, a pool of their own (see `user_service::db::readers`); by default they
     /// share the one pool.
-    pub fn reading_from(mut self, readers: PgPool) -> Self {
+    pub fn reading_from(mut self, readers: Readers) -> Self {
         self.db.readers = readers;
         self
     }

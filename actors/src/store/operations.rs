@@ -47,10 +47,9 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
             include_credentials: true,
         }) => {
             let (u, hash) = db
-                .asked(
-                    "users",
-                    rows::fetch_credentials(&db.readers, &db.keys, &email),
-                )
+                .asked("users", || {
+                    rows::fetch_credentials(db.readers.pool(), &db.keys, &email)
+                })
                 .await?
                 .ok_or_else(|| CoreError::UserNotFound(email.to_string()))?;
             Ok(Reply::ok(views::with_credentials(&u, &hash)))

@@ -196,7 +196,7 @@ async fn fetch(db: &Db, ids: &[UserId], emails: &[Email]) -> Result<Fetched, Cor
             return Ok(HashMap::new());
         }
         let users = db
-            .asked("users", rows::fetch_many(&db.readers, ids))
+            .asked("users", || rows::fetch_many(db.readers.pool(), ids))
             .await?;
         Ok::<_, CoreError>(render(users)?.into_iter().map(|u| (u.user.id, u)).collect())
     };
@@ -205,7 +205,7 @@ async fn fetch(db: &Db, ids: &[UserId], emails: &[Email]) -> Result<Fetched, Cor
             return Ok(HashMap::new());
         }
         let users = db
-            .asked("users", rows::fetch_by_emails(&db.readers, emails))
+            .asked("users", || rows::fetch_by_emails(db.readers.pool(), emails))
             .await?;
         Ok::<_, CoreError>(
             render(users)?

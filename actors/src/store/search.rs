@@ -18,7 +18,7 @@ use user_domain::{User, views};
 
 pub(super) async fn find(db: &Db, q: &SearchUsers) -> Result<Reply, CoreError> {
     let found = db
-        .asked("users", fetch(&db.readers, q))
+        .asked("users", || fetch(db.readers.pool(), q))
         .await?
         .into_iter()
         .map(|r| r.into_found(&db.keys))

@@ -352,7 +352,7 @@ async fn reads_ask_the_readers_pool_and_writes_the_main_one() {
     let readers = PgPool::connect(&format!("postgres://postgres@127.0.0.1:5432/{}", db.name))
         .await
         .unwrap();
-    let store = db.store().reading_from(readers.clone());
+    let store = db.store().reading_from(Readers::sharing(readers.clone()));
     let users = UserStore::new(store.clone(), RETENTION).start();
     let first = users.send(create("first@example.com")).await.unwrap();
     assert!(first.is_ok(), "{first:?}");
