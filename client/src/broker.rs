@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lapin::uri::AMQPUri;
-use lapin::{Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties};
 
 /// lapin keeps 32 frames of read and 32 of write buffer per connection: 8 MiB resident at
 /// RabbitMQ's default frame size of 128 KiB, 1 MiB at this size.
@@ -166,12 +166,18 @@ pub struct Connector {
 /// connection given up after a missed deadline stayed open: a consumer that its broker
 /// registered late, once a quorum queue had a leader again, took half of the requests and
 /// served none of them.
+///
+/// It keeps the channels made through it ([`Connected::create_channel`]) until the
+/// connection has closed, which closes them too. A channel whose last handle is dropped
+/// while its connection is open closes itself, and one that did so beside the connection's
+/// close lost the race half the time: lapin then logged "Connection error" at every stop.
 pub struct Connected {
     /// Taken only by `drop`.
     connection: Option<Connection>,
     /// `host:port` of the node.
     pub node: String,
     timeout: Duration,
+    channels: std::sync::Mutex<Vec<Channel>>,
 }
 
 impl std::ops::Deref for Connected {
@@ -179,6 +185,16 @@ impl std::ops::Deref for Connected {
 
     fn deref(&self) -> &Connection {
         self.connection.as_ref().expect("taken only by drop")
+    }
+}
+
+impl Connected {
+    /// A channel on this connection, closed with it (see [`Connected`]).
+    pub async fn create_channel(&self) -> lapin::Result<Channel> {
+        let channel = (**self).create_channel().await?;
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        channels.push(channel.clone());
+        Ok(channel)
     }
 }
 
@@ -192,9 +208,12 @@ impl Drop for Connected {
         };
         if connection.status().connected() {
             let timeout = self.timeout;
+            let channels =
+                std::mem::take(self.channels.get_mut().unwrap_or_else(|e| e.into_inner()));
             runtime.spawn(async move {
                 let closing = connection.close(200, "given up".into());
                 let _ = within(timeout, closing).await;
+                drop(channels);
             });
         }
     }
@@ -237,6 +256,7 @@ impl Connector {
                             connection: Some(connection),
                             node,
                             timeout: self.broker.timeout,
+                            channels: Default::default(),
                         });
                     }
                     Err(e) => {

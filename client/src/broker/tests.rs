@@ -166,3 +166,28 @@ async fn a_silent_node_costs_the_attempt_delay_not_the_timeout() {
     forwarding.abort();
     held.abort();
 }
+
+/// A connection given up with a channel made through it closes cleanly: lapin's state ends
+/// `closed`, not `errored` (which it logs as "Connection error"). The channel's own close,
+/// sent when its last handle was dropped, raced the connection's and lost half the time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_given_up_closes_with_its_channels_without_an_error() {
+    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.to_owned());
+    let broker = Broker::new(&url).expect("valid");
+    let mut connector = broker.connector();
+    let mut given_up = Vec::new();
+    for _ in 0..20 {
+        let conn = connector.connect("given up", None).await.expect("a node");
+        let channel = conn.create_channel().await.expect("a channel");
+        given_up.push(conn.status().clone());
+        drop(channel);
+        drop(conn);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !given_up.iter().all(|s| s.closed() || s.errored()) {
+        assert!(std::time::Instant::now() < deadline, "connections still open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let errored = given_up.iter().filter(|s| s.errored()).count();
+    assert_eq!(errored, 0, "{errored} of 20 connections ended in an error");
+}
