@@ -234,6 +234,20 @@ async fn postgres_ends_a_transaction_the_service_left_idle() {
     assert!(gone.is_err(), "the server closed the session");
 }
 
+/// The server processes of the service's connections to its database, each ended as an
+/// operator's `pg_terminate_backend` (or a restart) ends it.
+async fn drop_connections(app: &TestApp) -> Vec<i32> {
+    sqlx::query_scalar(
+        "WITH service AS MATERIALIZED (SELECT pid FROM pg_stat_activity \
+           WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             AND application_name = 'user-service') \
+         SELECT pid FROM service WHERE pg_terminate_backend(pid)",
+    )
+    .fetch_all(&mut app.db().await)
+    .await
+    .unwrap()
+}
+
 /// The readers' pool hands out a connection used a moment ago without asking the server
 /// first (`user_core::store::TRUSTED_IDLE`); one idle for longer is asked, so connections the
 /// server dropped meanwhile (a restart, an operator, a proxy) are replaced unseen. (The main
@@ -244,16 +258,7 @@ async fn connections_the_database_dropped_while_idle_are_replaced_before_a_reque
     app.create_user("Idle", "idle@example.com").await;
     let (status, _) = app.get("/api/internal/users?limit=10").await;
     assert_eq!(status, StatusCode::OK, "the readers' pool has a connection");
-    let mut admin = app.db().await;
-    let dropped: Vec<i32> = sqlx::query_scalar(
-        "WITH service AS MATERIALIZED (SELECT pid FROM pg_stat_activity \
-           WHERE datname = current_database() AND pid <> pg_backend_pid() \
-             AND application_name = 'user-service') \
-         SELECT pid FROM service WHERE pg_terminate_backend(pid)",
-    )
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
+    let dropped = drop_connections(&app).await;
     assert!(
         dropped.len() >= 2,
         "both pools had connections: {dropped:?}"
@@ -324,18 +329,9 @@ async fn reads_under_load_do_not_see_the_database_drop_its_connections() {
             async move { (counter.load(Ordering::Relaxed) >= from + more).then_some(()) }
         })
     };
-    let mut admin = app.db().await;
     for _ in 0..3 {
         past(&reads, 100).await;
-        let dropped: Vec<i32> = sqlx::query_scalar(
-            "WITH service AS MATERIALIZED (SELECT pid FROM pg_stat_activity \
-               WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                 AND application_name = 'user-service') \
-             SELECT pid FROM service WHERE pg_terminate_backend(pid)",
-        )
-        .fetch_all(&mut admin)
-        .await
-        .unwrap();
+        let dropped = drop_connections(&app).await;
         assert!(!dropped.is_empty(), "the service was connected");
     }
     past(&reads, 100).await;

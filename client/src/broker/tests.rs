@@ -185,7 +185,10 @@ async fn a_connection_given_up_closes_with_its_channels_without_an_error() {
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !given_up.iter().all(|s| s.closed() || s.errored()) {
-        assert!(std::time::Instant::now() < deadline, "connections still open");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections still open"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let errored = given_up.iter().filter(|s| s.errored()).count();
