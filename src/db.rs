@@ -12,14 +12,23 @@ use user_core::store::Readers;
 use crate::config::Config;
 
 /// Connects, creating the database and applying migrations. Retries with backoff while
-/// PostgreSQL is not reachable, for at most `patience`.
+/// PostgreSQL is not reachable or does not answer, for at most `patience`.
 pub async fn connect(config: &Config, patience: Duration) -> anyhow::Result<PgPool> {
     let options = options(&config.database_url)?;
     let deadline = tokio::time::Instant::now() + patience;
     let mut backoff = Backoff::reconnect();
     loop {
         let delay = backoff.next_delay();
-        match try_connect(config, &options).await {
+        // Migrations on a live server end within `statement_timeout` each; on one that froze
+        // between them, with the patience.
+        let attempt = tokio::time::timeout_at(deadline, try_connect(config, &options));
+        let done = attempt.await.unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "PostgreSQL did not answer within {} s",
+                patience.as_secs()
+            ))
+        });
+        match done {
             Ok(pool) => return Ok(pool),
             Err(e) if tokio::time::Instant::now() + delay < deadline => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database not ready");
@@ -50,7 +59,17 @@ pub fn options(database_url: &str) -> Result<PgConnectOptions, sqlx::Error> {
 }
 
 async fn try_connect(config: &Config, options: &PgConnectOptions) -> anyhow::Result<PgPool> {
-    ensure_database(options).await?;
+    // A server that accepts connections and never answers (a frozen process) would hold a
+    // connection's handshake forever; the pool's own are bounded by its acquire timeout.
+    let patience = config.db_acquire_timeout;
+    tokio::time::timeout(patience, ensure_database(options))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "PostgreSQL did not answer within {} ms",
+                patience.as_millis()
+            )
+        })??;
     let pool = pool_options(config, config.db_pool_size)
         .connect_with(options.clone())
         .await?;

@@ -4,7 +4,7 @@
 
 // By path, so that tests/broker.rs, which takes this file by path too, finds it.
 #[path = "databases.rs"]
-mod databases;
+pub mod databases;
 
 use std::net::SocketAddr;
 use std::sync::Mutex;

@@ -41,3 +41,65 @@ fn a_missing_local_database_is_named_at_once_with_the_command_that_starts_it() {
     assert!(stderr.contains("scripts/ensure-services.sh"), "{stderr}");
     assert!(stderr.contains("scripts/serve"), "{stderr}");
 }
+
+/// A database that accepts connections and never answers (a frozen process) does not hold
+/// start-up in one endless handshake: each attempt gives up after `DB_ACQUIRE_TIMEOUT_MS`, the
+/// service says so and tries again, and it starts serving once the database answers.
+#[tokio::test]
+async fn a_frozen_database_at_start_up_is_waited_for_one_bounded_attempt_at_a_time() {
+    use std::io::BufRead;
+
+    let relay = crate::relay::Relay::postgres().await;
+    relay.freeze();
+    let name = format!("us_test_{}", uuid::Uuid::new_v4().simple());
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = http.local_addr().unwrap();
+    drop(http);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_user-service"))
+        .env(
+            "DATABASE_URL",
+            format!("postgres://postgres@{}/{name}", relay.addr),
+        )
+        .env("DB_ACQUIRE_TIMEOUT_MS", "300")
+        .env("HTTP_ADDR", addr.to_string())
+        .env("RPC_QUEUE", format!("{name}.rpc"))
+        .env("EVENTS_EXCHANGE", format!("{name}.events"))
+        .env("CACHE_PREFIX", &name)
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines, logged) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let started = Instant::now();
+    let mut retries = 0;
+    while retries < 2 {
+        let left = Duration::from_secs(20).saturating_sub(started.elapsed());
+        match logged.recv_timeout(left) {
+            Ok(line) => retries += usize::from(line.contains("database not ready")),
+            Err(_) => {
+                child.kill().unwrap();
+                panic!("no second attempt within 20 s: start-up hangs on the frozen database");
+            }
+        }
+    }
+    relay.thaw();
+    let ready = crate::helpers::eventually(Duration::from_secs(30), || async {
+        let url = format!("http://{addr}/health/ready");
+        let answer = reqwest::get(url).await.ok()?;
+        answer.status().is_success().then_some(())
+    });
+    ready.await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    crate::helpers::databases::remove(&name).await;
+}
