@@ -83,7 +83,7 @@ impl Core {
     /// the UserStore's mailbox, to be grouped with others; every other write runs on a
     /// task of its own ([`Store::write`]).
     async fn write(&self, mut ctx: CallContext, request: Request) -> Result<Reply, CoreError> {
-        let guard = self.store.guard();
+        let guard = &self.store.guard().writing(request.writes());
         guard.admit()?;
         let Request::Create(new) = request else {
             let deadline = guard.deadline();

@@ -34,6 +34,9 @@ pub(crate) const LOST: &str = "the database closed the connection, retry later";
 /// is abandoned after it.
 pub const HUNG_AFTER: Duration = Duration::from_secs(20);
 
+/// How many users a write may write in one patience (see [`PgGuard::writing`]).
+pub const USERS_A_PATIENCE: usize = 250;
+
 /// The breaker and the patience of every request that needs the database. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct PgGuard {
@@ -53,6 +56,17 @@ impl PgGuard {
     /// How long a request waits for the database.
     pub fn patience(&self) -> Duration {
         self.patience
+    }
+
+    /// The guard of a write of `users` users: one patience for every [`USERS_A_PATIENCE`] of
+    /// them. A batch's one transaction takes longer than a write of one user, and on a busy
+    /// database it should not time out (and count against the breaker) for its size alone.
+    pub fn writing(&self, users: usize) -> Self {
+        let times = u32::try_from(users.div_ceil(USERS_A_PATIENCE).max(1)).unwrap_or(u32::MAX);
+        Self {
+            breaker: self.breaker.clone(),
+            patience: self.patience.saturating_mul(times),
+        }
     }
 
     /// The latest a request starting now may commit (see `Db::commit`).
@@ -150,6 +164,15 @@ mod tests {
         assert!(g.breaker().is_open());
         let refused = g.run(async { Ok(()) }).await;
         assert!(matches!(refused, Err(CoreError::Unavailable(m)) if m.contains("without waiting")));
+    }
+
+    #[test]
+    fn a_batch_waits_one_patience_for_every_250_users_it_writes() {
+        let g = guard();
+        let waits = |users| g.writing(users).patience().as_millis();
+        assert_eq!([waits(0), waits(1), waits(250)], [10, 10, 10]);
+        assert_eq!([waits(251), waits(1000)], [20, 40]);
+        assert_eq!(waits(usize::MAX), 10 * u128::from(u32::MAX), "no overflow");
     }
 
     #[tokio::test]

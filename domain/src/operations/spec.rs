@@ -249,6 +249,13 @@ macro_rules! operations {
                 }
             }
 
+            /// How many users this request writes (see `Params::writes`).
+            pub fn writes(&self) -> usize {
+                match self {
+                    $(Self::$variant(r) => $crate::request::Params::writes(r)),*
+                }
+            }
+
             /// What a write asks for, as JSON (null for a read): the ledger fingerprints it,
             /// so that a key reused for another request is told apart.
             pub fn content(&self) -> serde_json::Value {

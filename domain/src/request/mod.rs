@@ -40,6 +40,11 @@ pub trait Params: Sized + Serialize {
     fn needs(&self) -> Permission {
         Permission::Caller
     }
+
+    /// How many users it writes: a batch writes many, in one transaction that takes longer.
+    fn writes(&self) -> usize {
+        1
+    }
 }
 
 /// Where the params came from. A query string carries at most [`ParamForm::QUERY_MAX_IDS`]

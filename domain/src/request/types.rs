@@ -241,6 +241,10 @@ impl Params for BatchCreate {
             .collect();
         Ok(Self { users })
     }
+
+    fn writes(&self) -> usize {
+        self.users.len()
+    }
 }
 
 /// A refused item is kept as its error, so that a retry with the same items matches.
