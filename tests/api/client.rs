@@ -15,7 +15,7 @@ use user_service_client::{
     ClientError, ErrorCode, Login, NewUser, Payment, ProfileOptions, RequestKey, UserPatch, Uuid,
 };
 
-use crate::helpers::{AMQP_URL, AUTH_KEY, HASH, TestApp};
+use crate::helpers::{AMQP_URL, AUTH_KEY, HASH, TestApp, eventually};
 use crate::relay::Relay;
 
 /// The quickstart example, compiled here as written and run against a test's service.
@@ -202,9 +202,13 @@ async fn a_link_that_answers_nothing_for_a_timeout_is_replaced() {
     relay.freeze();
     let silent = client.exists(Uuid::new_v4()).await;
     assert!(matches!(silent, Err(ClientError::Timeout(_))), "{silent:?}");
-    // The frozen link still counts as connected (its heartbeat allows a minute).
-    let next = client.exists(Uuid::new_v4()).await;
-    assert!(matches!(next, Ok(false)), "{next:?}");
+    // The frozen link still counts as connected (its heartbeat allows a minute): only a new
+    // link, on the next node, answers. (On a loaded machine the new link's set-up can take
+    // longer than the call's 1 s, hence more than one call.)
+    eventually(Duration::from_secs(20), || async {
+        matches!(client.exists(Uuid::new_v4()).await, Ok(false)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
