@@ -47,8 +47,12 @@ pub use manager::CacheManager;
 
 /// A read older than this fills nothing: what it found may have changed since.
 const MAX_FILL_AGE: Duration = Duration::from_secs(30);
-/// How soon an invalidation that missed Redis' deadline is tried again.
+/// How soon an invalidation that missed Redis' deadline is tried again, and again at growing
+/// waits up to [`RETRY_SOON_MAX`], for [`RETRY_SOON_FOR`]; after that, at every check.
 const RETRY_SOON: Duration = Duration::from_millis(50);
+const RETRY_SOON_MAX: Duration = Duration::from_millis(200);
+/// The bound `docs/interface.md` gives other instances to see a write.
+const RETRY_SOON_FOR: Duration = Duration::from_secs(1);
 /// Fills running at once, in the background; a read whose fill finds none free fills nothing
 /// (a later read of those users does).
 const FILLS_RUNNING: usize = 16;
@@ -94,7 +98,7 @@ struct Inner {
     unclean: std::sync::Mutex<HashMap<UserId, Vec<Email>>>,
     /// Too many invalidations were missed: Redis is not read until its keys are purged.
     purge: AtomicBool,
-    /// A retry of missed invalidations is due shortly ([`RETRY_SOON`]).
+    /// Missed invalidations are being retried shortly ([`RETRY_SOON`]).
     retrying: AtomicBool,
     /// Room for fills in the background: at most [`FILLS_RUNNING`].
     fills: Arc<tokio::sync::Semaphore>,
@@ -213,14 +217,21 @@ impl UserCache {
                 }
             }
             // A missed deadline with the breaker closed is most often a busy moment: tried
-            // again shortly, not at the next check a second later, during which the other
-            // instances would still serve the old user.
+            // again shortly, and again, not only at the next check a second later, during
+            // which the other instances would still serve the old user.
             if c.redis.breaker().allows() && !c.retrying.swap(true, Ordering::AcqRel) {
                 let c = c.clone();
                 tokio::spawn(async move {
-                    tokio::time::sleep(RETRY_SOON).await;
+                    let since = Instant::now();
+                    let mut backoff = crate::retry::Backoff::new(RETRY_SOON, RETRY_SOON_MAX);
+                    loop {
+                        tokio::time::sleep(backoff.next_delay()).await;
+                        let more = c.redis.breaker().allows() && since.elapsed() < RETRY_SOON_FOR;
+                        if !more || c.deliver_unclean().await {
+                            break;
+                        }
+                    }
                     c.retrying.store(false, Ordering::Release);
-                    c.deliver_unclean().await;
                 });
             }
         }
