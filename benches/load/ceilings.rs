@@ -25,7 +25,7 @@ use sqlx::types::{Json, Uuid};
 use crate::workloads::PASSWORD_HASH;
 
 /// A pool as the service's: `size` connections, opened before the load starts, handed out
-/// without a ping, as the service's readers' pool (`src/db.rs`).
+/// without a ping, as the service's readers' pool (`actors/src/store/readers.rs`).
 pub async fn sql_pool(url: &str, size: u32) -> Result<PgPool, String> {
     PgPoolOptions::new()
         .max_connections(size)

@@ -24,6 +24,22 @@ async fn database_outage_is_503_quickly_and_recovers_by_itself() {
     // A hang would trip reqwest's timeout and fail the test.
     let (status, err) = send(app.req(Method::GET, &path).timeout(Duration::from_secs(10))).await;
     assert_error(status, &err, StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE");
+    // Reads that miss the cache (unknown ids) find it unreachable, not merely a connection
+    // lost: a few of them open the breaker, and the next is refused without trying.
+    for _ in 0..3 {
+        let unknown = format!("/api/internal/users/{}", uuid::Uuid::new_v4());
+        let (status, _) = send(
+            app.req(Method::GET, &unknown)
+                .timeout(Duration::from_secs(10)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let health = app.get("/health").await.1;
+    assert_eq!(
+        health["components"]["database"]["breaker"], "open",
+        "{health}"
+    );
     let (status, _) = send(
         app.req(Method::GET, "/health")
             .timeout(Duration::from_secs(2)),

@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::guard::LOST;
+use super::guard::{LOST, UNREACHABLE};
 use super::ledger::{self, Begun, Keyed};
 use super::outbox::OutboxSignal;
 use super::readers::Readers;
@@ -72,6 +72,11 @@ impl Db {
             }
             self.readers.lost_one();
             result = query().instrument(span.clone()).await;
+        }
+        // Lost each time, on connections that had just answered or were just made: whatever
+        // ends them (a link that resets every connection) is the database being unreachable.
+        if matches!(&result, Err(CoreError::Unavailable(m)) if m == LOST) {
+            result = Err(CoreError::Unavailable(UNREACHABLE.to_owned()));
         }
         self.guard.note(&result);
         result

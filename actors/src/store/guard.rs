@@ -25,7 +25,8 @@ pub(crate) const UNREACHABLE: &str = "database is unavailable, retry later";
 /// again first (see `Db::asked`). It does not count against the breaker: a restart drops
 /// every connection at once, failing each group of creates in flight, and the database may
 /// well be back. Whether it is gone, the next connection tells: refused until the pool's
-/// patience runs out, it is [`UNREACHABLE`].
+/// patience runs out, it is [`UNREACHABLE`]; a read that loses its fresh connections too
+/// makes it so (`Db::asked`).
 pub(crate) const LOST: &str = "the database closed the connection, retry later";
 
 /// A PostgreSQL that has not answered a statement in this long has stopped: a live one
