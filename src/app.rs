@@ -71,12 +71,9 @@ impl Application {
                 monitor_stop.clone(),
             )
         });
-        let mut redis_config = deadpool_redis::Config::from_url(config.redis_url.clone());
-        redis_config.pool = Some(deadpool_redis::PoolConfig::new(REDIS_POOL_SIZE));
         // One pool and one breaker for every Redis user (the cache, shared limits, the event
         // mirror, /health): a hung Redis is cut off for all of them at once.
-        let redis = redis_config
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        let redis = user_core::redis::pool(&config.redis_url, REDIS_POOL_SIZE)
             .map_err(|e| tracing::warn!(error = %e, "REDIS_URL unusable; no cache, events are not mirrored to Redis"))
             .ok()
             .map(Redis::new);

@@ -136,7 +136,7 @@ impl Inner {
     pub(super) async fn run<T>(
         &self,
         command: &'static str,
-        call: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
+        call: impl AsyncFnOnce(&mut crate::redis::Connection) -> redis::RedisResult<T>,
     ) -> Option<T> {
         self.run_within(command, REDIS_TIMEOUT, call).await
     }
@@ -147,7 +147,7 @@ impl Inner {
         &self,
         command: &'static str,
         limit: Duration,
-        call: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
+        call: impl AsyncFnOnce(&mut crate::redis::Connection) -> redis::RedisResult<T>,
     ) -> Option<T> {
         // Only a request's calls: the background's would each start a trace of their own.
         let span = match crate::telemetry::exporting() && !tracing::Span::current().is_none() {

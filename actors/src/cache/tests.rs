@@ -1,6 +1,6 @@
 //! The cache against the local Redis: the ordering rule that keeps old reads out.
 
-use deadpool_redis::Pool;
+use crate::redis::Pool;
 use deadpool_redis::redis::AsyncCommands;
 
 use super::*;
@@ -9,9 +9,7 @@ use user_domain::User;
 const REDIS: &str = "redis://127.0.0.1:6379";
 
 fn pool(url: &str) -> Pool {
-    deadpool_redis::Config::from_url(url)
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .unwrap()
+    crate::redis::pool(url, 8).unwrap()
 }
 
 fn cache() -> (UserCache, Pool, String) {
@@ -46,7 +44,7 @@ fn rendered(u: &User) -> Arc<Rendered> {
 }
 
 async fn cleanup(pool: &Pool, prefix: &str) {
-    let mut conn = pool.get().await.unwrap();
+    let mut conn = pool.get().await.unwrap().conn.clone();
     let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
     if !keys.is_empty() {
         let _: i64 = conn.del(keys).await.unwrap();

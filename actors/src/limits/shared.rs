@@ -159,7 +159,7 @@ impl Shared {
     async fn take(&self, caller: &str, want: u32, window: Duration) -> Option<(u64, Duration)> {
         let key = format!("{}:limit:{caller}", self.prefix);
         let window_ms = window.as_millis().clamp(1, u64::MAX as u128) as u64;
-        let script = async |conn: &mut deadpool_redis::Connection| {
+        let script = async |conn: &mut crate::redis::Connection| {
             TAKE.key(key)
                 .arg(want)
                 .arg(window_ms)

@@ -3,14 +3,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use crate::redis::Pool;
 
 use super::*;
 
 fn pool(url: &str) -> Pool {
-    deadpool_redis::Config::from_url(url)
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .unwrap()
+    crate::redis::pool(url, 8).unwrap()
 }
 
 fn redis(url: &str) -> Redis {
@@ -68,7 +66,12 @@ async fn a_caller_far_below_its_limit_takes_leases() {
         &prefix,
     );
     limits.check("social").await.unwrap();
-    let mut conn = pool("redis://127.0.0.1:6379").get().await.unwrap();
+    let mut conn = pool("redis://127.0.0.1:6379")
+        .get()
+        .await
+        .unwrap()
+        .conn
+        .clone();
     let counted: u64 = deadpool_redis::redis::cmd("GET")
         .arg(format!("{prefix}:limit:social"))
         .query_async(&mut conn)

@@ -178,7 +178,7 @@ async fn mirror<'a>(config: &PublisherConfig, events: impl Iterator<Item = &'a V
             .arg(event.to_string())
             .ignore();
     }
-    let publish = async |c: &mut deadpool_redis::Connection| pipe.query_async::<()>(c).await;
+    let publish = async |c: &mut crate::redis::Connection| pipe.query_async::<()>(c).await;
     if let Err(e) = redis.call(Duration::from_millis(250), publish).await {
         tracing::debug!(error = %e, "events not mirrored to Redis");
     }

@@ -8,7 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::{Connection, Pool, redis};
+use deadpool_redis::redis;
+use tokio::time::{Instant, timeout_at};
+
+pub use pool::{Connection, Pool, pool};
+
+mod pool;
 
 use crate::breaker::{Breaker, Probe};
 
@@ -45,6 +50,11 @@ pub enum Failure {
     /// Redis could not be reached (a connection or I/O error).
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// A connection in use broke under the call (Redis restarted, say): the connection is
+    /// dropped, and this does not count against the breaker (the `PING` deadpool-redis sends
+    /// before every call would have found it; see [`pool`]).
+    #[error("connection lost: {0}")]
+    Lost(String),
     /// Redis answered with an error.
     #[error("{0}")]
     Refused(String),
@@ -78,6 +88,7 @@ impl Redis {
         let result = within(&self.pool, limit, call).await;
         match &result {
             Ok(_) | Err(Failure::Refused(_)) => self.breaker.success(),
+            Err(Failure::Lost(_)) => {}
             Err(_) => self.breaker.failure(),
         }
         result
@@ -101,26 +112,37 @@ async fn within<T>(
     limit: Duration,
     call: impl AsyncFnOnce(&mut Connection) -> redis::RedisResult<T>,
 ) -> Result<T, Failure> {
-    let work = async {
-        let mut conn = pool
-            .get()
-            .await
-            .map_err(|e| Failure::Unreachable(e.to_string()))?;
-        call(&mut conn).await.map_err(|e| {
-            let unreachable = e.is_io_error()
-                || e.is_timeout()
-                || e.is_connection_dropped()
-                || e.is_connection_refusal()
-                || e.is_unrecoverable_error();
-            match unreachable {
-                true => Failure::Unreachable(e.to_string()),
-                false => Failure::Refused(e.to_string()),
-            }
-        })
-    };
-    tokio::time::timeout(limit, work)
+    let deadline = Instant::now() + limit;
+    let mut link = timeout_at(deadline, pool.get())
         .await
-        .unwrap_or(Err(Failure::Timeout(limit)))
+        .map_err(|_| Failure::Timeout(limit))?
+        .map_err(|e| Failure::Unreachable(e.to_string()))?;
+    let failure = match timeout_at(deadline, call(&mut link.conn)).await {
+        Ok(Ok(answer)) => return Ok(answer),
+        Ok(Err(e)) => failure(&e),
+        Err(_) => Failure::Timeout(limit),
+    };
+    let failure = match failure {
+        Failure::Unreachable(e) if link.unproven => Failure::Lost(e),
+        other => other,
+    };
+    if !matches!(failure, Failure::Refused(_)) {
+        // Broken or stuck: never handed out again.
+        drop(deadpool::managed::Object::take(link));
+    }
+    Err(failure)
+}
+
+fn failure(e: &redis::RedisError) -> Failure {
+    let unreachable = e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error();
+    match unreachable {
+        true => Failure::Unreachable(e.to_string()),
+        false => Failure::Refused(e.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -129,12 +151,7 @@ mod tests {
 
     /// A pool to a port where nothing listens: every call is refused at once.
     fn nowhere() -> Redis {
-        let config = deadpool_redis::Config::from_url("redis://127.0.0.1:1");
-        Redis::new(
-            config
-                .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-                .unwrap(),
-        )
+        Redis::new(pool("redis://127.0.0.1:1", 4).unwrap())
     }
 
     #[tokio::test]
@@ -148,5 +165,37 @@ mod tests {
         assert!(redis.breaker().is_open());
         let failed = redis.call(Duration::from_secs(1), ping).await;
         assert!(matches!(failed, Err(Failure::Open)), "{failed:?}");
+    }
+
+    /// Redis drops the connection the last call used, again and again (as a restart
+    /// would): each time the next call on it fails as lost, without opening the breaker,
+    /// and the call after that is answered on a new connection.
+    #[tokio::test]
+    async fn a_connection_dropped_under_use_is_replaced_without_opening_the_breaker() {
+        let redis = Redis::new(pool("redis://127.0.0.1:6379", 4).unwrap());
+        let id =
+            async |c: &mut Connection| redis::cmd("CLIENT").arg("ID").query_async::<i64>(c).await;
+        let mut admin = redis::Client::open("redis://127.0.0.1:6379")
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let limit = Duration::from_secs(2);
+        for _ in 0..FAILURES_TO_OPEN + 2 {
+            let used = redis.call(limit, id).await.unwrap();
+            let killed: i64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(used)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            assert_eq!(killed, 1);
+            let lost = redis.call(limit, id).await;
+            assert!(matches!(lost, Err(Failure::Lost(_))), "{lost:?}");
+            assert!(!redis.breaker().is_open());
+            let new = redis.call(limit, id).await.unwrap();
+            assert_ne!(new, used);
+        }
     }
 }
