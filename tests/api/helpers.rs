@@ -341,8 +341,8 @@ pub fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code
     assert!(body["error"].is_string(), "{body}");
 }
 
-/// Polls `check` until it returns `Some`, or panics after `timeout`, naming the line that
-/// waited.
+/// Polls `check` until it returns `Some`, or panics after `timeout` (a check still running
+/// then included), naming the line that waited.
 #[track_caller]
 pub fn eventually<T, F, Fut>(
     timeout: Duration,
@@ -356,7 +356,9 @@ where
     async move {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(v) = check().await {
+            // A check that hangs (a server that accepts and never answers) ends at the deadline.
+            let until = tokio::time::Instant::from_std(deadline);
+            if let Ok(Some(v)) = tokio::time::timeout_at(until, check()).await {
                 return v;
             }
             assert!(
