@@ -61,6 +61,8 @@ pub struct Config {
     pub db_read_connections: u32,
     /// How long a request waits for a database connection before answering 503.
     pub db_acquire_timeout: Duration,
+    /// The bound on the migrations at start, each statement and all together.
+    pub db_migration_timeout: Duration,
     pub redis_url: String,
     /// `AMQP_URL` (one node or a cluster's), and how long the service waits for the broker.
     pub amqp: Broker,
@@ -197,6 +199,16 @@ impl Config {
                 get("DB_ACQUIRE_TIMEOUT_MS"),
                 2000,
             )?),
+            db_migration_timeout: Duration::from_secs(
+                match parse_num(
+                    "DB_MIGRATION_TIMEOUT_SECONDS",
+                    get("DB_MIGRATION_TIMEOUT_SECONDS"),
+                    600,
+                )? {
+                    s @ 1..=86_400 => s,
+                    _ => return Err(err("DB_MIGRATION_TIMEOUT_SECONDS", "expected 1 to 86400")),
+                },
+            ),
             redis_url: or("REDIS_URL", "redis://127.0.0.1:6379"),
             amqp: Broker {
                 nodes: amqp_nodes(get("AMQP_URL"), get("AMQP_URLS"))?,

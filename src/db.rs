@@ -3,6 +3,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use user_core::breaker::{Breaker, Probe};
@@ -19,15 +20,21 @@ pub async fn connect(config: &Config, patience: Duration) -> anyhow::Result<PgPo
     let mut backoff = Backoff::reconnect();
     loop {
         let delay = backoff.next_delay();
-        // Migrations on a live server end within `statement_timeout` each; on one that froze
-        // between them, with the patience.
-        let attempt = tokio::time::timeout_at(deadline, try_connect(config, &options));
-        let done = attempt.await.unwrap_or_else(|_| {
-            Err(anyhow::anyhow!(
-                "PostgreSQL did not answer within {} s",
-                patience.as_secs()
-            ))
-        });
+        // Reaching the database is bounded by the patience; the migrations after it, by
+        // their own timeout.
+        let attempt = async {
+            let pool = tokio::time::timeout_at(deadline, try_connect(config, &options))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "PostgreSQL did not answer within {} s",
+                        patience.as_secs()
+                    ))
+                })?;
+            migrate(&options, &MIGRATOR, config.db_migration_timeout).await?;
+            anyhow::Ok(pool)
+        };
+        let done = attempt.await;
         match done {
             Ok(pool) => return Ok(pool),
             Err(e) if tokio::time::Instant::now() + delay < deadline => {
@@ -73,8 +80,35 @@ async fn try_connect(config: &Config, options: &PgConnectOptions) -> anyhow::Res
     let pool = pool_options(config, config.db_pool_size)
         .connect_with(options.clone())
         .await?;
-    sqlx::migrate!("./migrations").run(&pool).await?;
     Ok(pool)
+}
+
+/// The service's migrations, applied at start.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Applies `migrator`'s migrations on a connection of their own, whose statements may each
+/// run for `limit` (and all of them together as long) rather than the 15 s every other
+/// statement has: an index built over millions of users takes minutes. Locks are still
+/// waited for 5 s at most, so that a migration never queues the service's own queries behind
+/// it for long (another instance's migration included: start-up then tries again).
+pub async fn migrate(
+    options: &PgConnectOptions,
+    migrator: &Migrator,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let work = async {
+        let mut conn = options.connect().await?;
+        sqlx::query("SELECT set_config('statement_timeout', $1, false)")
+            .bind(format!("{}ms", limit.as_millis()))
+            .execute(&mut conn)
+            .await?;
+        migrator.run(&mut conn).await?;
+        conn.close().await?;
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| anyhow::anyhow!("migrations did not end within {} s", limit.as_secs()))?
 }
 
 /// Both pools: `size` connections at most, opened when needed, waited for as long as a

@@ -37,6 +37,20 @@ fn reads_have_at_least_one_connection_of_their_own() {
 }
 
 #[test]
+fn migrations_have_a_bounded_time_of_their_own() {
+    let c = config(&[]).unwrap();
+    assert_eq!(c.db_migration_timeout, Duration::from_secs(600));
+    let hour = config(&[("DB_MIGRATION_TIMEOUT_SECONDS", "3600")]).unwrap();
+    assert_eq!(hour.db_migration_timeout, Duration::from_secs(3600));
+    for hostile in ["0", "-1", "86401", "18446744073709551616", "forever"] {
+        assert!(
+            config(&[("DB_MIGRATION_TIMEOUT_SECONDS", hostile)]).is_err(),
+            "{hostile:?}"
+        );
+    }
+}
+
+#[test]
 fn api_keys_name_their_callers() {
     let c = config(&[(
         "INTERNAL_API_KEYS",

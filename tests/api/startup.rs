@@ -1,6 +1,8 @@
 //! Starting the binary where a server is missing: it says so at once, with the remedy.
 
 use std::process::{Command, Stdio};
+
+use sqlx::Connection;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -101,5 +103,59 @@ async fn a_frozen_database_at_start_up_is_waited_for_one_bounded_attempt_at_a_ti
     ready.await;
     child.kill().unwrap();
     let _ = child.wait();
+    crate::helpers::databases::remove(&name).await;
+}
+
+/// Migrations run on a connection of their own, bounded by `DB_MIGRATION_TIMEOUT_SECONDS`
+/// rather than the 15 s `statement_timeout` of every other statement (an index built over
+/// millions of users takes minutes), and a migration past that bound is cancelled.
+#[tokio::test]
+async fn migrations_are_bounded_by_their_own_timeout_not_the_statements() {
+    use sqlx::migrate::Migrator;
+    use user_service::db;
+
+    let name = format!("us_test_{}", uuid::Uuid::new_v4().simple());
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .unwrap();
+    let create = format!(r#"CREATE DATABASE "{name}""#);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let options = db::options(&url).unwrap();
+    let dir = std::env::temp_dir().join(&name);
+    let migrations = |sql: &str| {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("1_probe.sql"), sql).unwrap();
+        dir.clone()
+    };
+
+    let probe = "CREATE TABLE probe AS SELECT current_setting('statement_timeout') AS setting";
+    let migrator = Migrator::new(migrations(probe)).await.unwrap();
+    db::migrate(&options, &migrator, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let setting: String = sqlx::query_scalar("SELECT setting FROM probe")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(setting, "10min");
+    let _ = conn.close().await;
+
+    std::fs::write(dir.join("2_slow.sql"), "SELECT pg_sleep(30)").unwrap();
+    let migrator = Migrator::new(dir.clone()).await.unwrap();
+    let started = Instant::now();
+    let failed = db::migrate(&options, &migrator, Duration::from_secs(1)).await;
+    assert!(failed.is_err(), "a migration of 30 s ended within 1 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let _ = std::fs::remove_dir_all(&dir);
     crate::helpers::databases::remove(&name).await;
 }
