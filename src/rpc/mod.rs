@@ -157,7 +157,7 @@ pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
     }
     let mut backoff = Backoff::broker();
     let mut connector = edge.config.broker.connector();
-    let mut set_aside = false;
+    let mut resume = Resume::Anew;
     let mut renewal = Renewal::new(edge.config.broker.nodes.len());
     loop {
         let result = serve(
@@ -165,17 +165,18 @@ pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
             &mut connector,
             &mut stop,
             &mut backoff,
-            set_aside,
+            resume,
             &mut renewal,
         )
         .await;
-        set_aside = false;
+        resume = Resume::Anew;
         match result {
             Ok(()) => return,
             // The connection was closed in order: subscribe again at once (on the next node).
             Err(e @ RpcError::Idle(_)) => {
                 tracing::debug!(reason = %e, "RPC subscription renewed");
                 record_resubscribed("idle");
+                resume = Resume::Renewal;
                 continue;
             }
             // Each round takes at least one unreadable request away: reconnect at once.
@@ -186,7 +187,7 @@ pub async fn run(edge: Arc<RpcEdge>, mut stop: watch::Receiver<bool>) {
             }
             Err(e) if e.is_unreadable() => {
                 tracing::warn!(error = %cut(&e.to_string(), LOGGED_ERROR_CHARS), "unreadable request; setting it aside");
-                set_aside = true;
+                resume = Resume::SetAside;
                 continue;
             }
             Err(e) => {
@@ -229,6 +230,17 @@ async fn set_aside_unreadable(
     Ok(())
 }
 
+/// Why a connection is being made: what it does first, and how loudly it says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    /// The first connection, or one after a loss.
+    Anew,
+    /// An unreadable delivery ended the last one: set it aside first.
+    SetAside,
+    /// An idle subscription made again (at growing waits, up to a minute): a debug line only.
+    Renewal,
+}
+
 /// One connection's life: declare, consume, and hand each delivery to a task of its own.
 /// At most `prefetch` deliveries are unacked, which bounds the work in flight. `renewal`:
 /// how long it may receive nothing before it subscribes again.
@@ -237,7 +249,7 @@ async fn serve(
     connector: &mut Connector,
     stop: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
-    set_aside: bool,
+    resume: Resume,
     renewal: &mut Renewal,
 ) -> Result<(), RpcError> {
     let broker = &edge.config.broker;
@@ -271,7 +283,7 @@ async fn serve(
             .within(channel.queue_declare(queue.into(), durable, arguments))
             .await?;
     }
-    if set_aside {
+    if resume == Resume::SetAside {
         let count = usize::from(edge.config.prefetch) + 1;
         set_aside_unreadable(&confirmed, &edge.config.queue, count).await?;
     }
@@ -287,7 +299,11 @@ async fn serve(
             FieldTable::default(),
         ))
         .await?;
-    tracing::info!(queue = %edge.config.queue, prefetch = edge.config.prefetch, %node, "consuming RPC requests");
+    let (queue, prefetch) = (&edge.config.queue, edge.config.prefetch);
+    match resume == Resume::Renewal {
+        true => tracing::debug!(%queue, prefetch, %node, "consuming RPC requests"),
+        false => tracing::info!(%queue, prefetch, %node, "consuming RPC requests"),
+    }
     edge.report(Status::Up, Some(format!("consuming via {node}")));
     backoff.reset();
 
