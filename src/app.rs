@@ -108,7 +108,7 @@ impl Application {
         let rpc_billing_keys = billing_keys.clone();
         // Created once: every request that needs the database passes it.
         let db_breaker = db::breaker(&pool);
-        let guard = PgGuard::new(db_breaker.clone(), config.db_acquire_timeout);
+        let guard = PgGuard::new(db_breaker.clone(), config.database.acquire_timeout);
         let readers = db::readers(&config)?;
         let reads = Store::new(pool.clone(), cache.clone(), billing_keys, guard)
             .reading_from(readers.clone());

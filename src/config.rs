@@ -13,12 +13,14 @@ use user_service_client::broker::{self, Broker, DEFAULT_AMQP_URL};
 use crate::rpc::QueueType;
 
 mod auth;
+mod database;
 mod http;
 mod retention;
 mod schedules;
 mod spans;
 pub use auth::{ApiKey, AuthConfig};
 use auth::{parse_api_keys, parse_ips, parse_service_names};
+pub use database::Database;
 pub use http::HttpLimits;
 pub use retention::Retention;
 pub use schedules::Schedules;
@@ -55,14 +57,8 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// What one REST client may hold: timeouts and the connection cap.
     pub http: HttpLimits,
-    pub database_url: String,
-    pub db_pool_size: u32,
-    /// Connections of the reads the cache could not answer, besides `db_pool_size`.
-    pub db_read_connections: u32,
-    /// How long a request waits for a database connection before answering 503.
-    pub db_acquire_timeout: Duration,
-    /// The bound on the migrations at start, each statement and all together.
-    pub db_migration_timeout: Duration,
+    /// PostgreSQL: its URL, pools and waits.
+    pub database: Database,
     pub redis_url: String,
     /// `AMQP_URL` (one node or a cluster's), and how long the service waits for the broker.
     pub amqp: Broker,
@@ -181,34 +177,7 @@ impl Config {
         let config = Self {
             http_addr,
             http: HttpLimits::from_lookup(get)?,
-            database_url: or(
-                "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/user_service",
-            ),
-            db_pool_size: parse_num("DB_POOL_SIZE", get("DB_POOL_SIZE"), 16)?,
-            db_read_connections: match parse_num(
-                "DB_READ_CONNECTIONS",
-                get("DB_READ_CONNECTIONS"),
-                4,
-            )? {
-                0 => return Err(err("DB_READ_CONNECTIONS", "expected at least 1")),
-                n => n,
-            },
-            db_acquire_timeout: Duration::from_millis(parse_num(
-                "DB_ACQUIRE_TIMEOUT_MS",
-                get("DB_ACQUIRE_TIMEOUT_MS"),
-                2000,
-            )?),
-            db_migration_timeout: Duration::from_secs(
-                match parse_num(
-                    "DB_MIGRATION_TIMEOUT_SECONDS",
-                    get("DB_MIGRATION_TIMEOUT_SECONDS"),
-                    600,
-                )? {
-                    s @ 1..=86_400 => s,
-                    _ => return Err(err("DB_MIGRATION_TIMEOUT_SECONDS", "expected 1 to 86400")),
-                },
-            ),
+            database: Database::from_lookup(get)?,
             redis_url: or("REDIS_URL", "redis://127.0.0.1:6379"),
             amqp: Broker {
                 nodes: amqp_nodes(get("AMQP_URL"), get("AMQP_URLS"))?,

@@ -15,7 +15,7 @@ use crate::config::Config;
 /// Connects, creating the database and applying migrations. Retries with backoff while
 /// PostgreSQL is not reachable or does not answer, for at most `patience`.
 pub async fn connect(config: &Config, patience: Duration) -> anyhow::Result<PgPool> {
-    let options = options(&config.database_url)?;
+    let options = options(&config.database.url)?;
     let deadline = tokio::time::Instant::now() + patience;
     let mut backoff = Backoff::reconnect();
     loop {
@@ -31,7 +31,7 @@ pub async fn connect(config: &Config, patience: Duration) -> anyhow::Result<PgPo
                         patience.as_secs()
                     ))
                 })?;
-            migrate(&options, &MIGRATOR, config.db_migration_timeout).await?;
+            migrate(&options, &MIGRATOR, config.database.migration_timeout).await?;
             anyhow::Ok(pool)
         };
         let done = attempt.await;
@@ -68,7 +68,7 @@ pub fn options(database_url: &str) -> Result<PgConnectOptions, sqlx::Error> {
 async fn try_connect(config: &Config, options: &PgConnectOptions) -> anyhow::Result<PgPool> {
     // A server that accepts connections and never answers (a frozen process) would hold a
     // connection's handshake forever; the pool's own are bounded by its acquire timeout.
-    let patience = config.db_acquire_timeout;
+    let patience = config.database.acquire_timeout;
     tokio::time::timeout(patience, ensure_database(options))
         .await
         .map_err(|_| {
@@ -77,7 +77,7 @@ async fn try_connect(config: &Config, options: &PgConnectOptions) -> anyhow::Res
                 patience.as_millis()
             )
         })??;
-    let pool = pool_options(config, config.db_pool_size)
+    let pool = pool_options(config, config.database.pool_size)
         .connect_with(options.clone())
         .await?;
     Ok(pool)
@@ -117,7 +117,7 @@ fn pool_options(config: &Config, size: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(size)
         .min_connections(0)
-        .acquire_timeout(config.db_acquire_timeout)
+        .acquire_timeout(config.database.acquire_timeout)
         .idle_timeout(Duration::from_secs(300))
 }
 
@@ -133,8 +133,8 @@ fn pool_options(config: &Config, size: u32) -> PgPoolOptions {
 /// writes and readiness work at once after an outage.
 pub fn readers(config: &Config) -> anyhow::Result<Readers> {
     Ok(Readers::new(
-        pool_options(config, config.db_read_connections),
-        options(&config.database_url)?,
+        pool_options(config, config.database.read_connections),
+        options(&config.database.url)?,
     ))
 }
 

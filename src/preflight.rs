@@ -29,7 +29,7 @@ struct Server {
 /// without, is on this machine and nothing listens there; warns about everything else that
 /// does not answer (Redis and RabbitMQ are optional, a remote database may still be starting).
 pub async fn check(config: &Config) -> anyhow::Result<()> {
-    let database = postgres(&config.database_url);
+    let database = postgres(&config.database.url);
     let redis = from_url("Redis", "REDIS_URL", &config.redis_url, 6379);
     let nodes = config.amqp.nodes.iter();
     let others =

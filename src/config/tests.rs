@@ -25,9 +25,9 @@ fn defaults_need_no_configuration() {
 
 #[test]
 fn reads_have_at_least_one_connection_of_their_own() {
-    assert_eq!(config(&[]).unwrap().db_read_connections, 4);
+    assert_eq!(config(&[]).unwrap().database.read_connections, 4);
     let two = config(&[("DB_READ_CONNECTIONS", "2")]).unwrap();
-    assert_eq!(two.db_read_connections, 2);
+    assert_eq!(two.database.read_connections, 2);
     for hostile in ["0", "-1", "4294967296", "many"] {
         assert!(
             config(&[("DB_READ_CONNECTIONS", hostile)]).is_err(),
@@ -39,9 +39,9 @@ fn reads_have_at_least_one_connection_of_their_own() {
 #[test]
 fn migrations_have_a_bounded_time_of_their_own() {
     let c = config(&[]).unwrap();
-    assert_eq!(c.db_migration_timeout, Duration::from_secs(600));
+    assert_eq!(c.database.migration_timeout, Duration::from_secs(600));
     let hour = config(&[("DB_MIGRATION_TIMEOUT_SECONDS", "3600")]).unwrap();
-    assert_eq!(hour.db_migration_timeout, Duration::from_secs(3600));
+    assert_eq!(hour.database.migration_timeout, Duration::from_secs(3600));
     for hostile in ["0", "-1", "86401", "18446744073709551616", "forever"] {
         assert!(
             config(&[("DB_MIGRATION_TIMEOUT_SECONDS", hostile)]).is_err(),
