@@ -34,8 +34,7 @@ pub async fn connect(config: &Config, patience: Duration) -> anyhow::Result<PgPo
             migrate(&options, &MIGRATOR, config.database.migration_timeout).await?;
             anyhow::Ok(pool)
         };
-        let done = attempt.await;
-        match done {
+        match attempt.await {
             Ok(pool) => return Ok(pool),
             Err(e) if tokio::time::Instant::now() + delay < deadline => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database not ready");

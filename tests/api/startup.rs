@@ -1,9 +1,10 @@
-//! Starting the binary where a server is missing: it says so at once, with the remedy.
+//! Starting the binary where a server is missing (it says so at once, with the remedy) or
+//! frozen, and migrations bounded by their own timeout.
 
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use sqlx::Connection;
-use std::time::{Duration, Instant};
 
 #[test]
 fn a_missing_local_database_is_named_at_once_with_the_command_that_starts_it() {
