@@ -119,12 +119,16 @@ async fn within<T>(
         .map_err(|e| Failure::Unreachable(e.to_string()))?;
     let failure = match timeout_at(deadline, call(&mut link.conn)).await {
         Ok(Ok(answer)) => return Ok(answer),
+        // Broken, not slow: redis' own response timeout is a hang, counted as any other.
+        Ok(Err(e))
+            if link.unproven
+                && !e.is_timeout()
+                && (e.is_connection_dropped() || e.is_io_error()) =>
+        {
+            Failure::Lost(e.to_string())
+        }
         Ok(Err(e)) => failure(&e),
         Err(_) => Failure::Timeout(limit),
-    };
-    let failure = match failure {
-        Failure::Unreachable(e) if link.unproven => Failure::Lost(e),
-        other => other,
     };
     if !matches!(failure, Failure::Refused(_)) {
         // Broken or stuck: never handed out again.
