@@ -388,32 +388,5 @@ spec::operations! {
     },
 }
 
-impl Method {
-    /// This operation's entry in [`OPERATIONS`].
-    pub fn spec(self) -> &'static Operation {
-        &OPERATIONS[self as usize]
-    }
-
-    pub fn as_str(self) -> &'static str {
-        self.spec().rpc
-    }
-
-    /// The operation of an RPC method name.
-    pub fn parse(name: &str) -> Option<Self> {
-        OPERATIONS.iter().find(|o| o.rpc == name).map(|o| o.method)
-    }
-
-    /// Reads change nothing; a caller may retry them freely.
-    pub fn is_read(self) -> bool {
-        self.spec().effect == Effect::Read
-    }
-}
-
-impl std::fmt::Display for Method {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[cfg(test)]
 mod tests;

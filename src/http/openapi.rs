@@ -15,17 +15,16 @@ use utoipa::openapi::path::{
     HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn,
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, Http as HttpScheme, HttpAuthScheme, SecurityRequirement, SecurityScheme,
 };
-use utoipa::openapi::{Content, OpenApi as Document, PathItem, RefOr, Required, Tag};
+use utoipa::openapi::{Content, OpenApi as Document, PathItem, Required, Tag};
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response as HttpResponse;
 
 use super::routes;
-use operations::{doc, error_description, error_response, json_response};
+use operations::{doc, error_description, error_response, health, json_response};
 use schemas::reference;
 
 /// The optional headers of every operation: any value is taken, and one that breaks its rule
@@ -308,51 +307,6 @@ fn path_params(path: &str) -> Vec<&str> {
     path.split('/')
         .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
         .collect()
-}
-
-fn health(path: &str) -> Operation {
-    let (summary, ok, body): (&str, &str, Option<RefOr<Schema>>) = match path {
-        "/health" => (
-            "Liveness (never touches the database)",
-            "Alive; `status` is `degraded` while an integration or actor is not well",
-            Some(reference("Liveness")),
-        ),
-        "/health/ready" => (
-            "Readiness: 503 until the database answers",
-            "Ready",
-            Some(reference("Readiness")),
-        ),
-        "/health/integrations" => (
-            "Each integration's state and figures (always 200)",
-            "The report",
-            Some(reference("Integrations")),
-        ),
-        _ => (
-            "Prometheus metrics",
-            "The metrics in the Prometheus text format",
-            None,
-        ),
-    };
-    let mut op = OperationBuilder::new()
-        .operation_id(Some(format!("health{}", path.replace('/', "."))))
-        .summary(Some(summary))
-        .tag("health")
-        .securities(Some(Vec::<SecurityRequirement>::new()));
-    let response = match body {
-        Some(schema) => json_response(ok, Some(schema)),
-        None => ResponseBuilder::new()
-            .description(ok)
-            .content(
-                "text/plain",
-                Content::new(Some(ObjectBuilder::new().schema_type(Type::String))),
-            )
-            .build(),
-    };
-    op = op.response("200", response);
-    if path == "/health/ready" {
-        op = op.response("503", error_response(503, error_description(503)));
-    }
-    op.build()
 }
 
 /// `GET /openapi.json`.

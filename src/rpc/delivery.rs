@@ -10,22 +10,21 @@ use std::time::Duration;
 use futures::FutureExt;
 use lapin::BasicProperties;
 use lapin::message::Delivery;
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::ShortString;
 use opentelemetry::KeyValue;
 use tokio::time::Instant;
 use tracing::Instrument;
 use user_core::metrics::{Transport, record_delivery, record_request, record_unsendable};
 use user_core::telemetry;
 use user_domain::quote::{QUOTE_CHARS, cut};
-use user_domain::trace::TraceContext;
 use user_domain::{CallContext, Caller, CoreError, Method, ParamForm, Reply};
 
 use super::acks::Settlement;
 use super::dead_letter::{Keep, dead_letter};
-use super::properties::{self, Properties, deadline, header};
+use super::properties::{self, Properties, deadline, header, may_answer_anyone, trace_headers};
 use super::repeats::Repeat;
 use super::wire::{self, Dialect};
-use super::{Channels, QueueType, RpcConfig, RpcEdge, RpcError, reply};
+use super::{Channels, QueueType, RpcEdge, RpcError, reply};
 use crate::auth::{Credentials, Source};
 
 /// How long a request that failed for a passing reason (database down) waits before it is
@@ -34,8 +33,6 @@ const REQUEUE_DELAY: Duration = Duration::from_secs(1);
 /// Replies above this size are replaced by an error: RabbitMQ 4 refuses larger messages by
 /// default (`max_message_size`), closing the channel that sent one.
 const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
-/// What the broker names a direct reply-to address on delivery.
-const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to.";
 /// How a delivery was settled; every delivery ends in exactly one (a metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -261,29 +258,6 @@ async fn settle(
             Err(e) => settle_failure(edge, channels, delivery, e, seen).await,
         },
     }
-}
-
-/// `traceparent` (the service's span) and `tracestate`, as a reply's headers: the caller's
-/// trace goes on.
-fn trace_headers(trace: &TraceContext) -> FieldTable {
-    let mut headers = FieldTable::default();
-    let parent = trace.traceparent();
-    headers.insert(
-        "traceparent".into(),
-        AMQPValue::LongString(parent.as_str().into()),
-    );
-    if let Some(state) = trace.tracestate() {
-        headers.insert("tracestate".into(), AMQPValue::LongString(state.into()));
-    }
-    headers
-}
-
-/// Whether a request that did not authenticate may be answered at `reply_to`: direct
-/// reply-to (the broker names it `amq.rabbitmq.reply-to.…` on delivery), or a configured
-/// prefix.
-fn may_answer_anyone(config: &RpcConfig, reply_to: &str) -> bool {
-    let prefix = config.unauthenticated_reply_prefix.as_str();
-    reply_to.starts_with(DIRECT_REPLY_TO) || (!prefix.is_empty() && reply_to.starts_with(prefix))
 }
 
 /// What a request turned out to be, for the metrics, the dead letter and its reply.

@@ -1,16 +1,19 @@
-//! What the service takes from a delivery's properties: every value checked against its
-//! rule, none trusted, no conversion that can panic.
+//! What the service takes from a delivery's properties (every value checked against its
+//! rule, none trusted, no conversion that can panic), and what it puts in a reply's.
 
 use std::time::Duration;
 
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, ShortString};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use tokio::time::Instant;
 use user_domain::CorrelationId;
 use user_domain::trace::TraceContext;
 
+use super::RpcConfig;
 use super::wire::Dialect;
 
+/// What the broker names a direct reply-to address on delivery.
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to.";
 /// An `expiration` longer than this is no deadline worth keeping.
 const LONGEST_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 /// What the service takes from a message's properties, each value checked.
@@ -103,6 +106,29 @@ pub(super) fn deadline(props: &BasicProperties) -> Result<Option<Instant>, ()> {
     }
     let remaining = Duration::from_millis(u64::try_from(remaining).unwrap_or(u64::MAX));
     Ok((remaining <= LONGEST_DEADLINE).then(|| Instant::now() + remaining))
+}
+
+/// `traceparent` (the service's span) and `tracestate`, as a reply's headers: the caller's
+/// trace goes on.
+pub(super) fn trace_headers(trace: &TraceContext) -> FieldTable {
+    let mut headers = FieldTable::default();
+    let parent = trace.traceparent();
+    headers.insert(
+        "traceparent".into(),
+        AMQPValue::LongString(parent.as_str().into()),
+    );
+    if let Some(state) = trace.tracestate() {
+        headers.insert("tracestate".into(), AMQPValue::LongString(state.into()));
+    }
+    headers
+}
+
+/// Whether a request that did not authenticate may be answered at `reply_to`: direct
+/// reply-to (the broker names it `amq.rabbitmq.reply-to.…` on delivery), or a configured
+/// prefix.
+pub(super) fn may_answer_anyone(config: &RpcConfig, reply_to: &str) -> bool {
+    let prefix = config.unauthenticated_reply_prefix.as_str();
+    reply_to.starts_with(DIRECT_REPLY_TO) || (!prefix.is_empty() && reply_to.starts_with(prefix))
 }
 
 #[cfg(test)]

@@ -3,10 +3,12 @@
 //! read it to route, document, authorise and key requests, so nothing here knows HTTP,
 //! AMQP or OpenAPI types.
 
+use super::{Method, OPERATIONS};
+
 /// One operation of the contract, declared once in [`super::OPERATIONS`].
 #[derive(Debug)]
 pub struct Operation {
-    pub method: super::Method,
+    pub method: Method,
     /// The RPC method name (the `pattern` NestJS sends).
     pub rpc: &'static str,
     /// Its REST routes; the first is the primary one.
@@ -271,3 +273,30 @@ macro_rules! operations {
     };
 }
 pub(crate) use operations;
+
+impl Method {
+    /// This operation's entry in [`OPERATIONS`].
+    pub fn spec(self) -> &'static Operation {
+        &OPERATIONS[self as usize]
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.spec().rpc
+    }
+
+    /// The operation of an RPC method name.
+    pub fn parse(name: &str) -> Option<Self> {
+        OPERATIONS.iter().find(|o| o.rpc == name).map(|o| o.method)
+    }
+
+    /// Reads change nothing; a caller may retry them freely.
+    pub fn is_read(self) -> bool {
+        self.spec().effect == Effect::Read
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

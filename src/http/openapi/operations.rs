@@ -3,11 +3,14 @@
 
 use user_domain::operations::{Input, Kind, Operation, Query, Rest, Shape};
 use user_domain::{ErrorCode, ParamForm};
-use utoipa::openapi::path::{ParameterBuilder, ParameterIn, ParameterStyle};
+use utoipa::openapi::path::{
+    Operation as PathOperation, OperationBuilder, ParameterBuilder, ParameterIn, ParameterStyle,
+};
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{
     ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
 };
+use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::{Content, HeaderBuilder, RefOr, Required};
 
 use super::schemas::{self, reference};
@@ -246,4 +249,50 @@ pub(super) fn error_description(status: u16) -> &'static str {
         503 => "A dependency (the database) is not answering",
         _ => "Unexpected failure (no internals are shown)",
     }
+}
+
+/// The operation of one of the health routes, which are not in the operation table.
+pub(super) fn health(path: &str) -> PathOperation {
+    let (summary, ok, body): (&str, &str, Option<RefOr<Schema>>) = match path {
+        "/health" => (
+            "Liveness (never touches the database)",
+            "Alive; `status` is `degraded` while an integration or actor is not well",
+            Some(reference("Liveness")),
+        ),
+        "/health/ready" => (
+            "Readiness: 503 until the database answers",
+            "Ready",
+            Some(reference("Readiness")),
+        ),
+        "/health/integrations" => (
+            "Each integration's state and figures (always 200)",
+            "The report",
+            Some(reference("Integrations")),
+        ),
+        _ => (
+            "Prometheus metrics",
+            "The metrics in the Prometheus text format",
+            None,
+        ),
+    };
+    let mut op = OperationBuilder::new()
+        .operation_id(Some(format!("health{}", path.replace('/', "."))))
+        .summary(Some(summary))
+        .tag("health")
+        .securities(Some(Vec::<SecurityRequirement>::new()));
+    let response = match body {
+        Some(schema) => json_response(ok, Some(schema)),
+        None => ResponseBuilder::new()
+            .description(ok)
+            .content(
+                "text/plain",
+                Content::new(Some(ObjectBuilder::new().schema_type(Type::String))),
+            )
+            .build(),
+    };
+    op = op.response("200", response);
+    if path == "/health/ready" {
+        op = op.response("503", error_response(503, error_description(503)));
+    }
+    op.build()
 }
