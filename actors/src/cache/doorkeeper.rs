@@ -12,10 +12,13 @@ use user_domain::UserId;
 /// Bits per set (512 KiB each).
 const BITS: usize = 1 << 22;
 const WORDS: usize = BITS / 64;
-/// Ids marked in the newer set before the sets turn (131 072, about a second and a half of
-/// one-off reads of a batch workload): a thirty-second of its bits, so that an id never seen
-/// is taken for one seen about one time in sixteen at worst (both sets).
-const TURN_AFTER: u64 = (BITS / 32) as u64;
+/// Ids marked in the newer set before the sets turn (32 768, about a quarter of a second of
+/// one-off reads of a batch workload, far longer at a steady trickle): a 128th of its bits,
+/// so that an id never seen is taken for one seen about one time in 64 at worst (both
+/// sets). The popular users of a Zipf mix come back well within it; four times as long a
+/// window let a fifth of a uniform batch workload's users in, each one more insert and
+/// eviction for nothing (docs/performance.md).
+const TURN_AFTER: u64 = (BITS / 128) as u64;
 
 pub(super) struct Doorkeeper {
     sets: [Box<[AtomicU64]>; 2],
