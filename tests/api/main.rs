@@ -35,6 +35,7 @@ mod rpc;
 mod search;
 mod slow_clients;
 mod startup;
+mod stored;
 mod supervision;
 mod trace_context;
 mod users;

@@ -155,42 +155,49 @@ async fn round_of(db: &Db, round: Vec<Wanted>) {
         }
     };
     let (by_id, by_email) = fetched;
+    // A row that cannot be read back fails the reads asking for that user, not the round.
+    let mut failed: Vec<Option<CoreError>> = vec![None; keys.len()];
     let mut fill = Vec::with_capacity(by_id.len() + by_email.len());
-    for ((key, _), slot) in keys.iter().zip(found.iter_mut()) {
+    for (((key, _), slot), failure) in keys.iter().zip(found.iter_mut()).zip(&mut failed) {
         if slot.is_some() {
             continue;
         }
-        *slot = match key {
-            Key::Id(id) => by_id.get(id).cloned(),
-            Key::Email(email) => by_email.get(email).cloned(),
+        let stored = match key {
+            Key::Id(id) => by_id.get(id),
+            Key::Email(email) => by_email.get(email.as_ref()),
         };
-        if let Some(u) = slot {
-            fill.push((u.clone(), matches!(key, Key::Email(_))));
+        match stored {
+            Some(Ok(u)) => {
+                fill.push((u.clone(), matches!(key, Key::Email(_))));
+                *slot = Some(u.clone());
+            }
+            Some(Err(e)) => *failure = Some(e.clone()),
+            None => {}
         }
     }
     fill.sort_unstable_by_key(|(u, by_email)| (u.user.id, !*by_email));
     fill.dedup_by_key(|(u, _)| u.user.id);
-    let mut found = found.into_iter();
+    let (mut found, mut failed) = (found.into_iter(), failed.into_iter());
     for w in round {
         let answer: Vec<_> = found.by_ref().take(w.keys.len()).collect();
-        let _ = w.answer.send(Ok(answer));
+        let _ = match failed.by_ref().take(w.keys.len()).flatten().next() {
+            Some(e) => w.answer.send(Err(e)),
+            None => w.answer.send(Ok(answer)),
+        };
     }
     db.cache.fill_later(mark, fill);
 }
 
-type Fetched = (
-    HashMap<UserId, Arc<Rendered>>,
-    HashMap<Email, Arc<Rendered>>,
-);
+/// A user read back, or why its row could not be.
+type Stored = Result<Arc<Rendered>, CoreError>;
+
+/// By id, and by address (lower case, as stored and as asked).
+type Fetched = (HashMap<UserId, Stored>, HashMap<String, Stored>);
 
 /// The live users with these ids and these addresses: one query per kind asked for.
 async fn fetch(db: &Db, ids: &[UserId], emails: &[Email]) -> Result<Fetched, CoreError> {
     // Decoded once the database has answered and the connection is back (see `Db::asked`).
-    let render = |rows: Vec<rows::UserRow>| -> Result<Vec<Arc<Rendered>>, CoreError> {
-        rows.into_iter()
-            .map(|r| Rendered::new(r.into_user(&db.keys)?))
-            .collect()
-    };
+    let read = |r: rows::UserRow| r.into_user(&db.keys).and_then(Rendered::new);
     let by_id = async {
         if ids.is_empty() {
             return Ok(HashMap::new());
@@ -198,7 +205,12 @@ async fn fetch(db: &Db, ids: &[UserId], emails: &[Email]) -> Result<Fetched, Cor
         let users = db
             .asked("users", || rows::fetch_many(db.readers.pool(), ids))
             .await?;
-        Ok::<_, CoreError>(render(users)?.into_iter().map(|u| (u.user.id, u)).collect())
+        Ok::<_, CoreError>(
+            users
+                .into_iter()
+                .map(|r| (UserId::from(r.id), read(r)))
+                .collect(),
+        )
     };
     let by_email = async {
         if emails.is_empty() {
@@ -208,9 +220,9 @@ async fn fetch(db: &Db, ids: &[UserId], emails: &[Email]) -> Result<Fetched, Cor
             .asked("users", || rows::fetch_by_emails(db.readers.pool(), emails))
             .await?;
         Ok::<_, CoreError>(
-            render(users)?
+            users
                 .into_iter()
-                .map(|u| (u.user.email.clone(), u))
+                .map(|r| (r.address().to_lowercase(), read(r)))
                 .collect(),
         )
     };

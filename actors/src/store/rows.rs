@@ -67,6 +67,11 @@ pub(super) struct UserRow {
 }
 
 impl UserRow {
+    /// The e-mail address as stored, before it is checked.
+    pub(super) fn address(&self) -> &str {
+        &self.email
+    }
+
     /// Rows were valid when written; a row that no longer parses was edited behind the
     /// service's back, and is reported as an internal error rather than served. The sealed
     /// billing fields are opened with `keys`.
@@ -95,8 +100,10 @@ impl UserRow {
                 .map_err(|e| corrupt("login IP", &e))?,
             created_at: r.created_at.into(),
             updated_at: r.updated_at.into(),
-            preferences: from_raw(r.preferences.0.get(), "preferences")?,
-            privacy_settings: from_raw(r.privacy_settings.0.get(), "privacySettings")?,
+            preferences: from_raw(r.preferences.0.get(), "preferences")
+                .map_err(|e| corrupt("preferences", &e))?,
+            privacy_settings: from_raw(r.privacy_settings.0.get(), "privacySettings")
+                .map_err(|e| corrupt("privacy settings", &e))?,
             billing_info: r
                 .billing_info
                 .clone()
@@ -105,7 +112,8 @@ impl UserRow {
                         .map_err(|e| {
                             CoreError::Internal(format!("billing info of user {}: {e}", r.id))
                         })?;
-                    from_json(b, "billingInfo")
+                    // Its values are personal: the log names the field, not what broke it.
+                    from_json(b, "billingInfo").map_err(|_| corrupt("billing info", &"shape"))
                 })
                 .transpose()?,
             billing_stats: BillingStats {
@@ -113,7 +121,8 @@ impl UserRow {
                 total_spent: Amount::from_minor(r.total_spent_minor),
                 payments_count: r.payments_count,
             },
-            metadata: from_raw(r.metadata.0.get(), "metadata")?,
+            metadata: from_raw(r.metadata.0.get(), "metadata")
+                .map_err(|e| corrupt("metadata", &e))?,
         })
     }
 }
