@@ -31,7 +31,11 @@ pub async fn connect(config: &Config, patience: Duration) -> anyhow::Result<PgPo
                         patience.as_secs()
                     ))
                 })?;
-            migrate(&options, &MIGRATOR, config.database.migration_timeout).await?;
+            let (reach, limit) = (
+                config.database.acquire_timeout,
+                config.database.migration_timeout,
+            );
+            migrate(&options, &MIGRATOR, reach, limit).await?;
             anyhow::Ok(pool)
         };
         match attempt.await {
@@ -89,18 +93,27 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// run for `limit` (and all of them together as long) rather than the 15 s every other
 /// statement has: an index built over millions of users takes minutes. Locks are still
 /// waited for 5 s at most, so that a migration never queues the service's own queries behind
-/// it for long (another instance's migration included: start-up then tries again).
+/// it for long (another instance's migration included: start-up then tries again). Their
+/// connection is opened and set up within `reach`, as any other: only the migrations
+/// themselves may take `limit`.
 pub async fn migrate(
     options: &PgConnectOptions,
     migrator: &Migrator,
+    reach: Duration,
     limit: Duration,
 ) -> anyhow::Result<()> {
     let work = async {
-        let mut conn = options.connect().await?;
-        sqlx::query("SELECT set_config('statement_timeout', $1, false)")
-            .bind(format!("{}ms", limit.as_millis()))
-            .execute(&mut conn)
-            .await?;
+        let setup = async {
+            let mut conn = options.connect().await?;
+            sqlx::query("SELECT set_config('statement_timeout', $1, false)")
+                .bind(format!("{}ms", limit.as_millis()))
+                .execute(&mut conn)
+                .await?;
+            anyhow::Ok(conn)
+        };
+        let mut conn = tokio::time::timeout(reach, setup).await.map_err(|_| {
+            anyhow::anyhow!("PostgreSQL did not answer within {} ms", reach.as_millis())
+        })??;
         migrator.run(&mut conn).await?;
         conn.close().await?;
         anyhow::Ok(())

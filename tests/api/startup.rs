@@ -114,6 +114,7 @@ async fn a_frozen_database_at_start_up_is_waited_for_one_bounded_attempt_at_a_ti
 async fn migrations_are_bounded_by_their_own_timeout_not_the_statements() {
     use sqlx::migrate::Migrator;
     use user_service::db;
+    const REACH: Duration = Duration::from_secs(5);
 
     let name = format!("us_test_{}", uuid::Uuid::new_v4().simple());
     let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
@@ -135,7 +136,7 @@ async fn migrations_are_bounded_by_their_own_timeout_not_the_statements() {
 
     let probe = "CREATE TABLE probe AS SELECT current_setting('statement_timeout') AS setting";
     let migrator = Migrator::new(migrations(probe)).await.unwrap();
-    db::migrate(&options, &migrator, Duration::from_secs(600))
+    db::migrate(&options, &migrator, REACH, Duration::from_secs(600))
         .await
         .unwrap();
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
@@ -149,13 +150,22 @@ async fn migrations_are_bounded_by_their_own_timeout_not_the_statements() {
     std::fs::write(dir.join("2_slow.sql"), "SELECT pg_sleep(30)").unwrap();
     let migrator = Migrator::new(dir.clone()).await.unwrap();
     let started = Instant::now();
-    let failed = db::migrate(&options, &migrator, Duration::from_secs(1)).await;
+    let failed = db::migrate(&options, &migrator, REACH, Duration::from_secs(1)).await;
     assert!(failed.is_err(), "a migration of 30 s ended within 1 s");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );
+
+    // A server frozen before the migrations begin holds them for `REACH`, not `limit`.
+    let relay = crate::relay::Relay::postgres().await;
+    relay.freeze();
+    let frozen = db::options(&format!("postgres://postgres@{}/{name}", relay.addr)).unwrap();
+    let started = Instant::now();
+    let failed = db::migrate(&frozen, &migrator, REACH, Duration::from_secs(600)).await;
+    assert!(failed.is_err(), "migrations on a frozen server");
+    assert!(started.elapsed() < REACH * 2, "{:?}", started.elapsed());
 
     let _ = std::fs::remove_dir_all(&dir);
     crate::helpers::databases::remove(&name).await;
