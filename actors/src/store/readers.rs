@@ -12,15 +12,20 @@ use sqlx::{Connection, PgPool};
 /// Under load a connection is back in use within milliseconds, so this can be short, and the
 /// shorter it is, the shorter an outage that can still reach a read.
 pub const TRUSTED_IDLE: Duration = Duration::from_millis(100);
+/// After a read lost its connection, every connection handed out is pinged for this long:
+/// the server ends the connections it was told to drop one by one, and on a busy machine a
+/// connection that answered a moment ago may be ended a moment later.
+const AFTER_LOSS: Duration = Duration::from_secs(1);
 
 /// The pool reads go to, and when a read last lost its connection under a statement.
 ///
 /// sqlx pings every connection it hands out: a round trip, and on a busy machine a wait for
 /// the server process to be scheduled, before each query. A connection used a moment ago is
 /// taken as alive instead (as HikariCP does); one idle for [`TRUSTED_IDLE`] or more is
-/// pinged, and so is every one put back before the last loss: a server that dropped one
-/// connection (a restart, a failover, an operator) has likely dropped them all. The read that
-/// met the loss is asked once more ([`super::db::Db::asked`]), on a connection that answered.
+/// pinged, and so is every one for [`AFTER_LOSS`] after a read lost its own: a server that
+/// dropped one connection (a restart, a failover, an operator) is likely dropping them all.
+/// The read that met the loss is asked again ([`super::db::Db::asked`]), on a connection
+/// that answered.
 #[derive(Clone, Debug)]
 pub struct Readers {
     pool: PgPool,
@@ -35,7 +40,7 @@ impl Readers {
         let pool = options
             .test_before_acquire(false)
             .before_acquire(move |conn, meta| {
-                let trusted = meta.idle_for < TRUSTED_IDLE.min(seen.since());
+                let trusted = meta.idle_for < TRUSTED_IDLE && seen.since() >= AFTER_LOSS;
                 Box::pin(async move {
                     if !trusted {
                         conn.ping().await?;
@@ -59,7 +64,7 @@ impl Readers {
         &self.pool
     }
 
-    /// A read lost its connection: every connection put back before now is pinged first.
+    /// A read lost its connection: every connection handed out for a while is pinged first.
     pub(super) fn lost_one(&self) {
         self.lost.now();
     }
