@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use deadpool_redis::redis::{self, AsyncCommands};
+use deadpool_redis::redis::AsyncCommands;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use user_core::crypto::{BillingKeys, DEVELOPMENT_KEYS, Place};
 
-use crate::helpers::{TestApp, UNTIL_FILLED, captured_logs, eventually, send};
+use crate::helpers::{TestApp, UNTIL_FILLED, captured_logs, eventually, redis, send};
 
 const USERS: &str = "/api/internal/users";
 const TAX_ID: &str = "770123456789";
@@ -86,11 +86,7 @@ async fn billing_values_are_sealed_in_postgres_redis_and_events() {
         assert_no_plain("an outbox payload", p);
     }
 
-    let client = redis::Client::open("redis://127.0.0.1:6379").expect("redis URL");
-    let r = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let r = redis().await;
     let user_key = format!("{}:user:{id}", app.db_name);
     let email_key = format!("{}:email:sealed@example.com", app.db_name);
     for (path, key) in [

@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use deadpool_redis::redis::{self, AsyncCommands};
+use deadpool_redis::redis::AsyncCommands;
 use lapin::options::BasicGetOptions;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::amqp::{Raw, key, table};
-use crate::helpers::{AUTH_KEY, CATALOG_KEY, TestApp, assert_error, eventually, send};
+use crate::helpers::{AUTH_KEY, CATALOG_KEY, TestApp, assert_error, eventually, redis, send};
 
 const USERS: &str = "/api/internal/users";
 const NAME: &str = "Ermintrude Zabriskie";
@@ -100,8 +100,7 @@ async fn every_row(app: &TestApp) -> String {
 
 /// Every key of the test's Redis prefix, with its value.
 async fn every_redis_entry(prefix: &str) -> String {
-    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
-    let mut r = client.get_multiplexed_async_connection().await.unwrap();
+    let mut r = redis().await;
     let keys: Vec<String> = r.keys(format!("{prefix}:*")).await.unwrap();
     let mut all = String::new();
     for k in keys {

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use deadpool_redis::redis::{self, AsyncCommands};
+use deadpool_redis::redis::AsyncCommands;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{AUTH_KEY, TestApp, eventually};
+use crate::helpers::{AUTH_KEY, TestApp, eventually, redis};
 use crate::relay::Relay;
 
 /// A request not answered within this is a failure: a frozen Redis must cost far less.
@@ -107,11 +107,7 @@ async fn a_frozen_redis_is_cut_off_and_changes_no_answer() {
     let (written, _) = users.pop().unwrap();
     let written_path = format!("/api/internal/users/{written}");
     let key = format!("{}:user:{written}", app.db_name);
-    let mut r = redis::Client::open("redis://127.0.0.1:6379")
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut r = redis().await;
     // This instance fills a share of its misses only, as Redis answered lately (half of
     // what its readers asked was unknown); one that has not judged Redis yet fills each.
     let filler = app.twin(&[("CACHE_PREFIX", &app.db_name), UNLIMITED]).await;

@@ -2,9 +2,14 @@
 //! template, see `databases`), its own port, its own actix System on a thread, stopped and
 //! dropped when the test ends.
 
-// By path, so that tests/broker.rs, which takes this file by path too, finds it.
+// By path, so that tests/broker.rs, which takes this file by path too, finds them: a file
+// taken by path looks for its modules beside it, not in `helpers/`.
 #[path = "databases.rs"]
 pub mod databases;
+#[path = "helpers/process.rs"]
+mod process;
+#[path = "helpers/servers.rs"]
+mod servers;
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -14,6 +19,15 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use user_service::app::{Actors, Application};
 use user_service::config::Config;
+
+// tests/broker.rs, which takes this file too, uses only some of them.
+#[allow(unused_imports)]
+pub use process::{captured_logs, service_process};
+use servers::delete_broker_objects;
+#[allow(unused_imports)]
+pub use servers::{
+    AMQP_URL, REDIS_URL, bind_events_queue, ipv6_loopback, redis, redis_client, rpc_queue_type,
+};
 
 pub const AUTH_KEY: &str = "auth-key-0123456789";
 pub const CATALOG_KEY: &str = "catalog-key-0123456789";
@@ -292,15 +306,6 @@ impl Drop for TestApp {
     }
 }
 
-/// Whether this machine has an IPv6 loopback (tests over IPv6 are skipped without one).
-pub fn ipv6_loopback() -> bool {
-    let up = std::net::TcpListener::bind("[::1]:0").is_ok();
-    if !up {
-        eprintln!("skipping: no IPv6 loopback on this machine");
-    }
-    up
-}
-
 /// Drops a test's database and its broker objects (named after it). Runs on a thread of its
 /// own, so it can be called from a test's runtime, and from `Drop`.
 pub fn clean_up(db: String) {
@@ -368,167 +373,4 @@ where
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
-}
-
-/// The request queues' type for this run: `TEST_RPC_QUEUE_TYPE=quorum` runs the suite
-/// against quorum queues (`scripts/test` does, for the RPC tests).
-pub fn rpc_queue_type() -> &'static str {
-    match std::env::var("TEST_RPC_QUEUE_TYPE").as_deref() {
-        Ok("quorum") => "quorum",
-        _ => "classic",
-    }
-}
-
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-/// Removes the queues and exchange a test's service declared.
-async fn delete_broker_objects(db: &str) {
-    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let Ok(conn) = lapin::Connection::connect(AMQP_URL, Default::default()).await else {
-        return;
-    };
-    if let Ok(ch) = conn.create_channel().await {
-        // `.nest-events`: the queue of the NestJS event consumer example (tests/api/nestjs.rs).
-        for q in [
-            format!("{db}.rpc"),
-            format!("{db}.rpc.dlq"),
-            format!("{db}.nest-events"),
-        ] {
-            let _ = ch
-                .queue_delete(q.into(), QueueDeleteOptions::default())
-                .await;
-        }
-        let name = format!("{db}.events");
-        let _ = ch
-            .exchange_delete(name.into(), ExchangeDeleteOptions::default())
-            .await;
-    }
-    let _ = conn.close(200, "test done".into()).await;
-}
-
-/// Declares the events exchange (as the service does) and a queue bound to it with `user.*`,
-/// as a consuming service would: a durable queue named `durable_name`, which outlives a broker
-/// restart, or else an exclusive server-named one. Returns the queue's name.
-pub async fn bind_events_queue(
-    channel: &lapin::Channel,
-    exchange: &str,
-    durable_name: Option<&str>,
-) -> String {
-    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-    use lapin::types::FieldTable;
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .exchange_declare(
-            exchange.into(),
-            lapin::ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let (name, options) = match durable_name {
-        Some(name) => (
-            name,
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-        ),
-        None => (
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-        ),
-    };
-    let queue = channel
-        .queue_declare(name.into(), options, FieldTable::default())
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            exchange.into(),
-            "user.*".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    queue.name().to_string()
-}
-
-/// Everything the services in this test process log from now on (debug and up), kept in
-/// memory. Installed once, as the process's global subscriber.
-pub fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
-    use std::sync::{Arc, Mutex, OnceLock};
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        let writer = move || Capture(sink.clone());
-        let filter = tracing_subscriber::EnvFilter::new(
-            "debug,lapin=info,amq_protocol=info,hyper=info,hyper_util=info,reqwest=info",
-        );
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(writer)
-            .with_ansi(false)
-            .try_init();
-        logs
-    })
-    .clone()
-}
-
-struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The service's binary as a process of its own, on database `db` (created by the service),
-/// its queues, exchange and cache prefix named after it, the test keys, JSON logs into
-/// `log`, listening on a free port (returned). Nothing inherited from the environment but
-/// `PATH`; the caller adds what else it needs and spawns.
-pub fn service_process(db: &str, log: &std::path::Path) -> (std::process::Command, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let log = std::fs::File::create(log).expect("a log file");
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_user-service"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "DATABASE_URL",
-            format!("postgres://postgres@127.0.0.1:5432/{db}"),
-        )
-        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("RPC_QUEUE", format!("{db}.rpc"))
-        .env("EVENTS_EXCHANGE", format!("{db}.events"))
-        .env("CACHE_PREFIX", db)
-        .env(
-            "INTERNAL_API_KEYS",
-            format!("auth-service={AUTH_KEY},game-catalog={CATALOG_KEY}"),
-        )
-        .env("INTERNAL_SERVICE_SECRET", SECRET)
-        .env("DB_POOL_SIZE", "8")
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .stdin(std::process::Stdio::null());
-    (command, port)
 }

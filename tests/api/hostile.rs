@@ -1,16 +1,21 @@
 //! Hostile input on the primary path (issue 8): a corpus of malformed deliveries, several
 //! prefetch windows of them. Afterwards ordinary calls are answered at once, every delivery
 //! was settled and counted, events still flow, and dead letters carry no credentials.
+//! The corpus's cases are in `corpus`; the same rules over REST in `rest`.
 
 use std::time::Duration;
 
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, DecimalValue, FieldArray, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use serde_json::json;
 
 use crate::amqp::{Raw, dead_letters, key, publish_unreadable, table};
 use crate::events::Events;
-use crate::helpers::{AUTH_KEY, HASH, SECRET, TestApp, assert_error, eventually, send};
+use crate::helpers::{AUTH_KEY, HASH, SECRET, TestApp, eventually};
+use corpus::corpus;
+
+mod corpus;
+mod rest;
 
 const PREFETCH: usize = 8;
 /// Each case is sent this many times: together several prefetch windows.
@@ -40,244 +45,6 @@ fn exists() -> Vec<u8> {
     json!({"method": "users.exists", "params": {"id": uuid::Uuid::new_v4()}})
         .to_string()
         .into_bytes()
-}
-
-/// Every kind of delivery a careless or hostile caller can produce: (what, body, properties).
-/// (RabbitMQ itself refuses a NaN or a short-string header value, an expiration beyond
-/// 2^32 ms and an unknown delivery mode, so those never arrive.)
-fn corpus() -> Vec<(&'static str, Vec<u8>, BasicProperties)> {
-    let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let huge = format!(
-        r#"{{"method": "users.exists", "params": {{"id": "{}"}}}}"#,
-        "a".repeat(1024 * 1024)
-    );
-    let id_1000 = "i".repeat(1000);
-    let nest_long_id =
-        json!({"pattern": "users.exists", "data": {"id": uuid::Uuid::new_v4()}, "id": id_1000});
-    let every_type = vec![
-        ("x-bool", AMQPValue::Boolean(true)),
-        ("x-int", AMQPValue::LongLongInt(i64::MIN)),
-        ("x-double", AMQPValue::Double(f64::MAX)),
-        ("x-small", AMQPValue::ShortShortInt(-3)),
-        ("x-float", AMQPValue::Float(f32::MIN)),
-        (
-            "x-decimal",
-            AMQPValue::DecimalValue(DecimalValue {
-                scale: 255,
-                value: u32::MAX,
-            }),
-        ),
-        ("x-time", AMQPValue::Timestamp(u64::MAX)),
-        ("x-void", AMQPValue::Void),
-        ("x-bytes", AMQPValue::ByteArray(vec![0u8, 255, 254].into())),
-        ("x-table", AMQPValue::FieldTable(FieldTable::default())),
-        ("x-array", AMQPValue::FieldArray(FieldArray::default())),
-        ("x-correlation-id", AMQPValue::LongLongInt(5)),
-    ];
-    let mut many = Vec::new();
-    for i in 0..500 {
-        many.push((format!("x-h{i}"), long(b"v")));
-    }
-    let many = {
-        let mut t = FieldTable::default();
-        for (k, v) in many {
-            t.insert(ShortString::from(k), v);
-        }
-        BasicProperties::default().with_headers(t)
-    };
-    let max_short = "c".repeat(255);
-    let mut unknown_field = json!({"method": "users.exists", "params": {}});
-    unknown_field["u".repeat(200_000).as_str()] = json!(1);
-    vec![
-        ("empty body", vec![], reply_to(authed())),
-        ("not JSON", b"{oops".to_vec(), reply_to(authed())),
-        (
-            "invalid UTF-8",
-            vec![0xff, 0xfe, 0xfd, b'{'],
-            reply_to(authed()),
-        ),
-        ("JSON array", b"[1,2]".to_vec(), reply_to(authed())),
-        ("JSON string", b"\"users.get\"".to_vec(), reply_to(authed())),
-        ("JSON null", b"null".to_vec(), reply_to(authed())),
-        ("deep nesting", nested.into_bytes(), reply_to(authed())),
-        ("over 1 MiB", huge.into_bytes(), reply_to(authed())),
-        (
-            "method not a string",
-            br#"{"method": 7}"#.to_vec(),
-            reply_to(authed()),
-        ),
-        (
-            "unknown method",
-            br#"{"method": "users.nope"}"#.to_vec(),
-            reply_to(authed()),
-        ),
-        (
-            "100 KB method",
-            json!({"method": "m".repeat(100_000)})
-                .to_string()
-                .into_bytes(),
-            reply_to(authed()),
-        ),
-        (
-            "params an array",
-            br#"{"method": "users.get", "params": [1]}"#.to_vec(),
-            reply_to(authed()),
-        ),
-        (
-            "unknown params",
-            br#"{"method": "users.create", "params": {"evil": true}}"#.to_vec(),
-            reply_to(authed()),
-        ),
-        (
-            "extra top-level field",
-            br#"{"method": "users.get", "params": {}, "x": 1}"#.to_vec(),
-            reply_to(authed()),
-        ),
-        (
-            "NestJS id of 1000 characters, no correlation id",
-            nest_long_id.to_string().into_bytes(),
-            reply_to(authed()),
-        ),
-        (
-            "NestJS pattern not a string",
-            br#"{"pattern": {"cmd": "x"}, "id": "1"}"#.to_vec(),
-            reply_to(authed()),
-        ),
-        (
-            "NestJS emit with bad data, no reply address",
-            br#"{"pattern": "users.recordLogin", "data": {"id": "nope"}}"#.to_vec(),
-            authed(),
-        ),
-        (
-            "correlation id of 255 characters",
-            exists(),
-            reply_to(authed().with_correlation_id(ShortString::from(max_short.as_str()))),
-        ),
-        (
-            "correlation id with spaces",
-            exists(),
-            reply_to(authed().with_correlation_id(ShortString::from("a b\tc"))),
-        ),
-        (
-            "message id of 255 characters",
-            exists(),
-            reply_to(authed().with_message_id(ShortString::from(max_short.as_str()))),
-        ),
-        (
-            "x-correlation-id of 10 000 characters",
-            exists(),
-            reply_to(with_headers(vec![
-                ("x-api-key", long(AUTH_KEY.as_bytes())),
-                ("x-correlation-id", long("r".repeat(10_000).as_bytes())),
-            ])),
-        ),
-        (
-            "x-correlation-id of invalid UTF-8",
-            exists(),
-            reply_to(with_headers(vec![
-                ("x-api-key", long(AUTH_KEY.as_bytes())),
-                ("x-correlation-id", long(&[0xc3, 0x28, 0xff])),
-            ])),
-        ),
-        (
-            "headers of every type",
-            exists(),
-            reply_to(with_headers(every_type)),
-        ),
-        (
-            "credentials of the wrong types",
-            exists(),
-            reply_to(with_headers(vec![
-                ("x-api-key", AMQPValue::FieldTable(FieldTable::default())),
-                (
-                    "authorization",
-                    AMQPValue::FieldArray(FieldArray::default()),
-                ),
-                ("x-internal-service", AMQPValue::LongLongInt(1)),
-            ])),
-        ),
-        (
-            "a 100 KB bearer token",
-            exists(),
-            reply_to(with_headers(vec![(
-                "authorization",
-                long(format!("Bearer {}", "t".repeat(100_000)).as_bytes()),
-            )])),
-        ),
-        (
-            "secret with a 10 000 character service name",
-            exists(),
-            reply_to(with_headers(vec![
-                ("x-internal-service", long(SECRET.as_bytes())),
-                ("x-service-name", long("s".repeat(10_000).as_bytes())),
-            ])),
-        ),
-        ("500 headers", exists(), reply_to(many)),
-        (
-            "empty reply address",
-            exists(),
-            authed().with_reply_to(ShortString::from("")),
-        ),
-        (
-            "reply address of no queue",
-            exists(),
-            authed().with_reply_to(ShortString::from("no such queue")),
-        ),
-        (
-            "malformed direct reply-to",
-            exists(),
-            authed().with_reply_to(ShortString::from("amq.rabbitmq.reply-to.garbage")),
-        ),
-        (
-            "sent in 1970, expiring in a minute",
-            exists(),
-            reply_to(
-                authed()
-                    .with_timestamp(1)
-                    .with_expiration(ShortString::from("60000")),
-            ),
-        ),
-        (
-            "sent in the far future",
-            exists(),
-            reply_to(
-                authed()
-                    .with_timestamp(u64::MAX)
-                    .with_expiration(ShortString::from("60000")),
-            ),
-        ),
-        (
-            "expiration of over a day",
-            exists(),
-            reply_to(authed().with_expiration(ShortString::from("86400001"))),
-        ),
-        (
-            "odd content type, encoding, priority",
-            exists(),
-            reply_to(
-                authed()
-                    .with_content_type(ShortString::from(max_short.as_str()))
-                    .with_content_encoding(ShortString::from("gzip"))
-                    .with_priority(255)
-                    .with_delivery_mode(1),
-            ),
-        ),
-        (
-            "no credentials, no reply address",
-            exists(),
-            BasicProperties::default(),
-        ),
-        (
-            "unknown field of 200 000 characters, no credentials, no reply address",
-            unknown_field.to_string().into_bytes(),
-            BasicProperties::default(),
-        ),
-        (
-            "header of 130 000 bytes, no credentials, no reply address",
-            exists(),
-            with_headers(vec![("x-big", long(&[b'h'; 130_000]))]),
-        ),
-    ]
 }
 
 /// Sum of `user_service_rpc_deliveries_total` by outcome, from `/metrics`.
@@ -502,81 +269,6 @@ async fn a_request_with_unreadable_properties_is_set_aside() {
         .sum();
     assert!(unreadable >= 2.0, "{counts:?}");
     app.until_broker(true).await;
-}
-
-/// REST takes ids by the same rule: an overlong correlation id is replaced, an overlong
-/// `Idempotency-Key` is refused before anything is done.
-#[tokio::test]
-async fn rest_ids_that_break_the_rule() {
-    use reqwest::Method;
-    let app = TestApp::spawn().await;
-    let body = json!({"name": "Key", "email": "key@example.com", "password": HASH});
-    let resp = app
-        .req(Method::POST, "/api/internal/users")
-        .header("idempotency-key", "k".repeat(200))
-        .header("x-correlation-id", "c".repeat(5000))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), reqwest::StatusCode::BAD_REQUEST);
-    let corr = resp.headers()["x-correlation-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(corr.len() <= 128 && !corr.starts_with("ccc"), "{corr}");
-    let error: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(error["details"][0]["field"], "Idempotency-Key", "{error}");
-    assert_eq!(
-        app.count("SELECT count(*) FROM users").await,
-        0,
-        "nothing done"
-    );
-}
-
-/// A body of blanks is not JSON (only no body at all means "nothing"); a name with a control
-/// character at its end is refused, not trimmed into something else.
-#[tokio::test]
-async fn blank_bodies_and_control_characters_are_refused() {
-    use reqwest::Method;
-    let app = TestApp::spawn().await;
-    let id = app.create_user("Blank", "blank@example.com").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let path = format!("/api/internal/users/{id}/billing-info");
-    let (status, body) = send(
-        app.req(Method::PATCH, &path)
-            .header("content-type", "application/json")
-            .body(" \n"),
-    )
-    .await;
-    assert_error(
-        status,
-        &body,
-        reqwest::StatusCode::BAD_REQUEST,
-        "VALIDATION_FAILED",
-    );
-    let (status, body) = app
-        .patch(
-            &format!("/api/internal/users/{id}"),
-            json!({"name": "Blank\n"}),
-        )
-        .await;
-    assert_error(
-        status,
-        &body,
-        reqwest::StatusCode::BAD_REQUEST,
-        "VALIDATION_FAILED",
-    );
-    let (status, body) = app
-        .patch(
-            &format!("/api/internal/users/{id}"),
-            json!({"name": "  Blank Two "}),
-        )
-        .await;
-    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
-    assert_eq!(body["name"], "Blank Two");
 }
 
 /// A handler that panics anyway still settles its delivery: answered 500 when someone waits,

@@ -6,7 +6,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error};
+use crate::helpers::{TestApp, assert_error, redis};
 
 const USERS: &str = "/api/internal/users";
 
@@ -150,11 +150,7 @@ async fn a_hostile_cached_value_is_a_miss() {
         other_json.to_string(),
         bad_name.to_string(),
     ];
-    let redis = deadpool_redis::redis::Client::open("redis://127.0.0.1:6379").expect("redis");
-    let mut r = redis
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis connection");
+    let mut r = redis().await;
     for (i, value) in hostile.iter().enumerate() {
         let id = user(&app, &format!("cached{i}@example.com")).await;
         let key = format!("{}:user:{id}", app.db_name);
