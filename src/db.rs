@@ -104,6 +104,10 @@ pub async fn migrate(
 ) -> anyhow::Result<()> {
     let work = async {
         let setup = async {
+            // A migration that builds an index takes minutes by design: not worth a warning.
+            let options = options
+                .clone()
+                .log_slow_statements(log::LevelFilter::Info, Duration::from_secs(1));
             let mut conn = options.connect().await?;
             sqlx::query("SELECT set_config('statement_timeout', $1, false)")
                 .bind(format!("{}ms", limit.as_millis()))
