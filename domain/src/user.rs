@@ -1,11 +1,13 @@
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::{
     AvatarUrl, BillingInfo, BillingStats, Email, Metadata, PasswordHash, Preferences,
     PrivacySettings, Timestamp, UserId, UserName,
 };
+use crate::json::DefaultJson;
 
 /// One user with every default filled in: exactly the full public view (the JSON of
 /// `users.get`), which is also what the cache holds. The password hash is not part of it;
@@ -24,11 +26,24 @@ pub struct User {
     pub last_login_ip: Option<IpAddr>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    #[serde(serialize_with = "preferences")]
     pub preferences: Preferences,
+    #[serde(serialize_with = "privacy_settings")]
     pub privacy_settings: PrivacySettings,
     pub billing_info: Option<BillingInfo>,
     pub billing_stats: BillingStats,
     pub metadata: Metadata,
+}
+
+static PREFERENCES: LazyLock<DefaultJson<Preferences>> = LazyLock::new(DefaultJson::new);
+static PRIVACY_SETTINGS: LazyLock<DefaultJson<PrivacySettings>> = LazyLock::new(DefaultJson::new);
+
+fn preferences<S: Serializer>(value: &Preferences, s: S) -> Result<S::Ok, S::Error> {
+    PREFERENCES.write(value, s)
+}
+
+fn privacy_settings<S: Serializer>(value: &PrivacySettings, s: S) -> Result<S::Ok, S::Error> {
+    PRIVACY_SETTINGS.write(value, s)
 }
 
 /// The body of `users.create` (and each item of `users.batchCreate`).
@@ -115,5 +130,55 @@ mod tests {
             serde_json::from_value::<User>(extra).is_err(),
             "unknown fields are refused"
         );
+    }
+
+    /// Settings equal to the defaults are written from a text written once: the same JSON,
+    /// on every serializer (to text, to a value, inside a flattened struct).
+    #[test]
+    fn default_settings_are_written_as_any_other() {
+        #[derive(Serialize)]
+        struct Flat<'a> {
+            #[serde(flatten)]
+            user: &'a User,
+            extra: u8,
+        }
+        let mut user: User = serde_json::from_value(json!({
+            "id": "01a211f3-41bb-7284-a5f7-560fc46c90f7", "email": "a@example.com",
+            "name": "A", "avatarUrl": null, "isActive": true, "lastLoginAt": null,
+            "lastLoginIp": null, "createdAt": "2023-12-31T23:59:59.999Z",
+            "updatedAt": "2023-12-31T23:59:59.999Z", "preferences": {},
+            "privacySettings": {}, "billingInfo": null,
+            "billingStats": {"lastPaymentAt": null, "totalSpent": "0.00", "paymentsCount": 0},
+            "metadata": {}
+        }))
+        .unwrap();
+        for changed in [false, true] {
+            if changed {
+                user.preferences.theme = crate::Theme::Dark;
+                user.privacy_settings.show_online_status = false;
+            }
+            let expected = json!({
+                "preferences": serde_json::to_value(&user.preferences).unwrap(),
+                "privacySettings": serde_json::to_value(&user.privacy_settings).unwrap(),
+            });
+            let text: serde_json::Value =
+                serde_json::from_str(&serde_json::to_string(&user).unwrap()).unwrap();
+            let value = serde_json::to_value(&user).unwrap();
+            let flat: serde_json::Value = serde_json::from_str(
+                &serde_json::to_string(&Flat {
+                    user: &user,
+                    extra: 1,
+                })
+                .unwrap(),
+            )
+            .unwrap();
+            for written in [&text, &value, &flat] {
+                assert_eq!(written["preferences"], expected["preferences"], "{changed}");
+                assert_eq!(written["privacySettings"], expected["privacySettings"]);
+            }
+            assert_eq!(serde_json::from_value::<User>(text).unwrap(), user);
+            assert_eq!(serde_json::from_value::<User>(value).unwrap(), user);
+            assert_eq!(user.preferences == Preferences::default(), !changed);
+        }
     }
 }
