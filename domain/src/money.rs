@@ -10,9 +10,10 @@ use super::Invalid;
 pub struct Amount(i64);
 
 /// Written straight into the output, as its text (every user shown holds a total).
+/// Written straight into the output: every user shown carries its total.
 impl Serialize for Amount {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(self.text(&mut [0; Self::TEXT]))
     }
 }
 
@@ -26,6 +27,33 @@ impl Amount {
 
     pub fn minor(&self) -> i64 {
         self.0
+    }
+
+    /// The longest text: a sign, 17 digits of units, a point and two of cents.
+    const TEXT: usize = 21;
+
+    /// `-1234.50`: digits into `buf` from its end rather than through a formatter.
+    fn text<'a>(&self, buf: &'a mut [u8; Self::TEXT]) -> &'a str {
+        let mut rest = self.0.unsigned_abs();
+        let mut at = buf.len();
+        let mut put = |byte: u8| {
+            at -= 1;
+            buf[at] = byte;
+        };
+        for place in 0.. {
+            if place == 2 {
+                put(b'.');
+            }
+            put(b'0' + (rest % 10) as u8);
+            rest /= 10;
+            if place >= 2 && rest == 0 {
+                break;
+            }
+        }
+        if self.0 < 0 {
+            put(b'-');
+        }
+        std::str::from_utf8(&buf[at..]).unwrap_or_default()
     }
 
     /// A payment amount: strictly positive and below [`Self::MAX_PAYMENT_MINOR`].
@@ -87,9 +115,7 @@ impl TryFrom<serde_json::Value> for Amount {
 
 impl std::fmt::Display for Amount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sign = if self.0 < 0 { "-" } else { "" };
-        let abs = self.0.unsigned_abs();
-        write!(f, "{sign}{}.{:02}", abs / 100, abs % 100)
+        f.write_str(self.text(&mut [0; Self::TEXT]))
     }
 }
 
@@ -132,11 +158,36 @@ mod tests {
         assert_eq!(sum.to_string(), "0.30");
     }
 
+    #[test]
+    fn text_at_the_edges() {
+        for (minor, text) in [
+            (0, "0.00"),
+            (5, "0.05"),
+            (-5, "-0.05"),
+            (100, "1.00"),
+            (-123_456, "-1234.56"),
+            (i64::MAX, "92233720368547758.07"),
+            (i64::MIN, "-92233720368547758.08"),
+        ] {
+            assert_eq!(Amount::from_minor(minor).to_string(), text);
+        }
+    }
+
     proptest! {
         #[test]
         fn text_round_trips(minor in 1i64..=Amount::MAX_PAYMENT_MINOR) {
             let a = Amount::from_minor(minor);
             prop_assert_eq!(Amount::parse_payment(&a.to_string()).unwrap(), a);
+        }
+
+        /// The digits written by hand, as text and as JSON, are the formatter's.
+        #[test]
+        fn text_is_units_point_cents(minor in proptest::num::i64::ANY) {
+            let a = Amount::from_minor(minor);
+            let (sign, abs) = (if minor < 0 { "-" } else { "" }, minor.unsigned_abs());
+            let expected = format!("{sign}{}.{:02}", abs / 100, abs % 100);
+            prop_assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{expected}\""));
+            prop_assert_eq!(a.to_string(), expected);
         }
     }
 }

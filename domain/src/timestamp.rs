@@ -1,5 +1,5 @@
 use chrono::{DateTime, Datelike, DurationRound, SecondsFormat, TimeDelta, Timelike, Utc};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer, ser};
 
 use super::Invalid;
 
@@ -40,23 +40,14 @@ impl TryFrom<String> for Timestamp {
     }
 }
 
-/// Written straight into the output: a page of users holds hundreds of timestamps.
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl std::fmt::Display for Timestamp {
-    /// Digits into a fixed buffer rather than through chrono's formatter, which costs a
-    /// few times more; chrono's for what the buffer cannot hold (a year outside 0..=9999,
-    /// a leap second).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let t = self.0;
-        let millis = t.timestamp_subsec_millis();
-        let (Ok(year), true) = (u32::try_from(t.year()), millis < 1000) else {
-            return f.write_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true));
-        };
+impl Timestamp {
+    /// Its RFC 3339 text, digits into a fixed buffer rather than through chrono's formatter
+    /// (which costs a few times more), when the buffer holds it: none for a year outside
+    /// 0..=9999 or a leap second.
+    fn text(&self) -> Option<[u8; 24]> {
+        let t = self.0.naive_utc();
+        let millis = t.nanosecond() / 1_000_000;
+        let year = u32::try_from(t.year()).ok().filter(|_| millis < 1000)?;
         let mut text = *b"0000-00-00T00:00:00.000Z";
         let fields = [
             (0, 4, year),
@@ -73,10 +64,33 @@ impl std::fmt::Display for Timestamp {
                 value /= 10;
             }
             if value != 0 {
-                return f.write_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true));
+                return None;
             }
         }
-        f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?)
+        Some(text)
+    }
+
+    fn chrono_text(&self) -> String {
+        self.0.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+}
+
+/// Written straight into the output: a page of users holds hundreds of timestamps.
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.text() {
+            Some(text) => s.serialize_str(std::str::from_utf8(&text).map_err(ser::Error::custom)?),
+            None => s.serialize_str(&self.chrono_text()),
+        }
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.text() {
+            Some(text) => f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?),
+            None => f.write_str(&self.chrono_text()),
+        }
     }
 }
 
@@ -103,13 +117,15 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The digits written by hand are chrono's RFC 3339, for any instant chrono holds
+        /// The digits written by hand, as text and as JSON, are chrono's RFC 3339, for any instant chrono holds
         /// (years far outside 0..=9999 and leap seconds fall back to chrono itself).
         #[test]
         fn prints_what_chrono_prints(secs in -400_000_000_000i64..400_000_000_000, nanos in 0u32..2_000_000_000) {
             if let Some(at) = DateTime::<Utc>::from_timestamp(secs, nanos) {
                 let t = Timestamp::from(at);
-                proptest::prop_assert_eq!(t.to_string(), t.0.to_rfc3339_opts(SecondsFormat::Millis, true));
+                let chrono = t.0.to_rfc3339_opts(SecondsFormat::Millis, true);
+                proptest::prop_assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{chrono}\""));
+                proptest::prop_assert_eq!(t.to_string(), chrono);
             }
         }
     }

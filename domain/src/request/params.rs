@@ -1,5 +1,8 @@
 //! Parameter shapes that arrive both as JSON (RPC, REST bodies) and as query-string text.
 
+use std::fmt;
+
+use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 /// A boolean that also reads `"true"`/`"false"`/`"1"`/`"0"`, as a query string carries it.
@@ -33,22 +36,34 @@ pub struct List(pub Vec<String>);
 
 impl<'de> Deserialize<'de> for List {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Many(Vec<String>),
-            Text(String),
+        // A visitor, not an untagged enum: that one buffers the input and, before it tries
+        // the text, writes an error quoting all of it (a batch's ids, at every call).
+        struct Pieces;
+        impl<'de> Visitor<'de> for Pieces {
+            type Value = List;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(LIST_SHAPE)
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<List, E> {
+                Ok(List(text.split(',').map(|p| p.trim().to_owned()).collect()))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<List, A::Error> {
+                let mut list = Vec::with_capacity(items.size_hint().unwrap_or(0).min(1024));
+                while let Some(item) = items.next_element()? {
+                    list.push(item);
+                }
+                Ok(List(list))
+            }
         }
-        match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("must be an array of strings or a comma-separated string")
-        })? {
-            Raw::Many(v) => Ok(List(v)),
-            Raw::Text(t) => Ok(List(
-                t.split(',').map(str::trim).map(str::to_owned).collect(),
-            )),
-        }
+        d.deserialize_any(Pieces)
+            .map_err(|_| de::Error::custom(format!("must be {LIST_SHAPE}")))
     }
 }
+
+const LIST_SHAPE: &str = "an array of strings or a comma-separated string";
 
 /// A whole number that also reads from text (`"20"`), as a query string carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
