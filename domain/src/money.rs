@@ -10,7 +10,6 @@ use super::Invalid;
 pub struct Amount(i64);
 
 /// Written straight into the output, as its text (every user shown holds a total).
-/// Written straight into the output: every user shown carries its total.
 impl Serialize for Amount {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.text(&mut [0; Self::TEXT]))

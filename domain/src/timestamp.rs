@@ -117,8 +117,9 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The digits written by hand, as text and as JSON, are chrono's RFC 3339, for any instant chrono holds
-        /// (years far outside 0..=9999 and leap seconds fall back to chrono itself).
+        /// The digits written by hand, as text and as JSON, are chrono's RFC 3339, for any
+        /// instant chrono holds (years far outside 0..=9999 and leap seconds fall back to
+        /// chrono itself).
         #[test]
         fn prints_what_chrono_prints(secs in -400_000_000_000i64..400_000_000_000, nanos in 0u32..2_000_000_000) {
             if let Some(at) = DateTime::<Utc>::from_timestamp(secs, nanos) {
