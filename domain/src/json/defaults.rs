@@ -30,3 +30,47 @@ impl<T: Default + PartialEq + Serialize> Default for DefaultJson<T> {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde::{Serialize, Serializer};
+
+    use super::DefaultJson;
+
+    static WRITTEN: AtomicUsize = AtomicUsize::new(0);
+
+    /// Counts how often it is serialised.
+    #[derive(Default, PartialEq)]
+    struct Counted(u8);
+
+    impl Serialize for Counted {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            WRITTEN.fetch_add(1, Ordering::SeqCst);
+            s.serialize_u8(self.0)
+        }
+    }
+
+    /// The default is serialised once, when the text is made; another value every time.
+    #[test]
+    fn the_default_is_written_once() {
+        let once = DefaultJson::<Counted>::new();
+        assert_eq!(WRITTEN.load(Ordering::SeqCst), 1);
+        let write = |v: &Counted| {
+            let mut out = Vec::new();
+            once.write(v, &mut serde_json::Serializer::new(&mut out))
+                .unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(write(&Counted(0)), "0");
+        assert_eq!(write(&Counted(0)), "0");
+        assert_eq!(
+            WRITTEN.load(Ordering::SeqCst),
+            1,
+            "the default was written again"
+        );
+        assert_eq!(write(&Counted(7)), "7");
+        assert_eq!(WRITTEN.load(Ordering::SeqCst), 2);
+    }
+}
