@@ -41,6 +41,8 @@ async fn a_name_finds_its_starts_first_then_its_insides_with_case_and_yo_folded(
         ("Bob Fedorson", "bob@example.com"),
         ("Fedya", "fedya@example.com"),
         ("Zed Fedotov", "zed@example.com"),
+        ("Rob0Fez", "rob@example.com"),
+        ("Ole,Bo Hansen", "ole@example.com"),
     ] {
         created(&app, name, email).await;
     }
@@ -86,34 +88,38 @@ async fn a_name_finds_its_starts_first_then_its_insides_with_case_and_yo_folded(
     }
     assert_eq!(walked, ["Фёдор Иванов", "федор Петров", "Иван Федоров"]);
 
-    // Names containing a query are found by walking the newest users and, when the walk's
-    // budget finds too few, older ones from the trigram index: the same users in the same
-    // order whatever the budget; a weak query (not strong) stops at the walk's budget.
+    // Names containing a query are found by walking the newest users and, when the walks'
+    // budgets find too few, older ones from the trigram index: the same users in the same
+    // order whatever the budgets.
     let mut db = app.db().await;
-    let mut inside = async |budget: i32, strong: bool| -> Vec<String> {
+    let mut inside = async |key: &str, walk: i32, further: i32| -> Vec<String> {
         sqlx::query_scalar(
-            "SELECT name FROM users_search_inside('%fed%', 'fed', \
-             'ffffffff-ffff-ffff-ffff-ffffffffffff', false, 10, $1, $2)",
+            "SELECT name FROM users_search_inside($1, \
+             'ffffffff-ffff-ffff-ffff-ffffffffffff', false, 10, $2, $3)",
         )
-        .bind(budget)
-        .bind(strong)
+        .bind(key)
+        .bind(walk)
+        .bind(further)
         .fetch_all(&mut db)
         .await
         .unwrap()
     };
-    for budget in [0, 1, 2, 100] {
+    for (walk, further) in [(0, 0), (1, 0), (3, 0), (3, 1), (3, 100), (100, 0)] {
         assert_eq!(
-            inside(budget, true).await,
+            inside("fed", walk, further).await,
             ["Zed Fedotov", "Bob Fedorson"],
-            "budget {budget}"
+            "budgets {walk}, {further}"
         );
     }
-    assert_eq!(inside(100, false).await, ["Zed Fedotov", "Bob Fedorson"]);
-    assert_eq!(
-        inside(1, false).await,
-        ["Zed Fedotov"],
-        "only the newest user"
-    );
+    // A query spanning two words is narrowed by the index too (its space a letter-like
+    // mark there); a name holding the mark itself (`b0fe`) is not taken for it.
+    assert_eq!(inside("b fe", 0, 0).await, ["Bob Fedorson"]);
+    assert_eq!(inside("н фе", 0, 0).await, ["Иван Федоров"]);
+    // A query without three letters, digits or marks together gives the index nothing to
+    // narrow by: it is looked for in the walks only.
+    assert_eq!(inside("e,b", 100, 0).await, ["Ole,Bo Hansen"]);
+    assert_eq!(inside("e,b", 0, 0).await, Vec::<String>::new());
+    assert_eq!(found(&app, "q=b%20fe").await, ["Bob Fedorson"]);
 }
 
 #[tokio::test]

@@ -63,35 +63,24 @@ fn literal(key: &str) -> String {
 /// collation, as the index `users_name_key_order_idx` holds it.
 const BY_NAME: &str = r#"name_key COLLATE "C", id"#;
 
-/// How many of the newest users a search for names containing its query tests, before it
-/// turns to the trigram index (`users_search_inside`,
-/// `migrations/20261206000015_users_search_inside.sql`). At a million users on 2 cores the
-/// walk costs about 1 ms; a query it finds too few for is held by fewer than 1 in 240 users,
-/// whom the trigram index gives in about 5 ms a thousand (measured with
-/// `scripts/seed-users.sh`; see docs/performance.md).
-const WALK_BUDGET: i32 = 5_000;
+/// How many of the newest users a search for names containing its query tests first, and
+/// how many more when that found some but too few, before it turns to the trigram index
+/// (`users_search_inside`, `migrations/20261207000016_users_search_words.sql`). At a
+/// million users on 2 cores a name walked costs about 0.07 µs and a user the index gives
+/// about 9 µs (a read of the table): a query held by some of the first 5 000 is common
+/// enough that walking on is cheaper, and one held by none of them is rare enough that the
+/// index is. Walking 50 000 in all balances the two at their worst (a query just too rare
+/// to fill a page of 20 in the walk: about 3.5 ms walking, then as long for the index's few
+/// hundred), measured with `scripts/seed-users.sh`; see docs/performance.md.
+const WALK: i32 = 5_000;
+const FURTHER: i32 = 45_000;
 
-/// The walk of a query without three letters or digits together (`r ko`): the trigram
-/// index cannot narrow such a query down (it would read every name with a word starting
-/// `ko`), so these are looked for among this many of the newest users only (about 3 ms).
-const WEAK_WALK_BUDGET: i32 = 20_000;
-
-/// The names containing the query, newest first: those the walk of the newest users found,
-/// then, when they are too few and the query strong ($7), older ones from the trigram index.
+/// The names containing the query, newest first (`users_search_inside`).
 const INSIDE: &str = concat!(
     "SELECT true AS inside, name_key, ",
     user_columns!(),
-    " FROM users_search_inside($1, $2, $3, $4, $5, $6, $7)"
+    " FROM users_search_inside($1, $2, $3, $4, $5, $6)"
 );
-
-/// Whether the trigram index can narrow `key` down: three letters or digits together.
-fn trigram_strong(key: &str) -> bool {
-    let mut run = 0;
-    key.chars().any(|c| {
-        run = if c.is_alphanumeric() { run + 1 } else { 0 };
-        run >= 3
-    })
-}
 
 #[derive(FromRow)]
 struct Row {
@@ -161,19 +150,13 @@ async fn fetch(db: &PgPool, q: &SearchUsers) -> Result<Vec<Row>, CoreError> {
             Some(after) if after.inside => after.id.as_uuid(),
             _ => Uuid::max(),
         };
-        let strong = trigram_strong(key);
         let inside: Vec<Row> = sqlx::query_as(INSIDE)
-            .bind(format!("%{}%", literal(key)))
             .bind(key)
             .bind(below)
             .bind(q.purpose == Some(Purpose::Friends))
             .bind(i32::try_from(room).unwrap_or(i32::MAX))
-            .bind(if strong {
-                WALK_BUDGET
-            } else {
-                WEAK_WALK_BUDGET
-            })
-            .bind(strong)
+            .bind(WALK)
+            .bind(FURTHER)
             .fetch_all(db)
             .await
             .map_err(db_error)?;
@@ -187,15 +170,5 @@ mod tests {
     #[test]
     fn like_wildcards_are_taken_literally() {
         assert_eq!(super::literal(r"50%_a\b"), r"50\%\_a\\b");
-    }
-
-    #[test]
-    fn a_query_is_strong_with_three_letters_or_digits_together() {
-        for strong in ["abc", "r kozlov", "фёд", "a1b2c", "x 007"] {
-            assert!(super::trigram_strong(strong), "{strong}");
-        }
-        for weak in ["r ko", "ab", "a-b-c", "ив ан", ""] {
-            assert!(!super::trigram_strong(weak), "{weak}");
-        }
     }
 }
