@@ -89,7 +89,9 @@
 //!   or of 100 by id (the store's `id = ANY($1)`), the columns the store reads, through sqlx
 //!   with a pool as above, on random seeded users; rows are not decoded. It is what
 //!   PostgreSQL serves of the reads that miss the cache. `ceil-sql-list-deep`: the listing's
-//!   page of 100 after a random seeded user, the same way (for `scale-list-deep`).
+//!   page of 100 after a random seeded user, the same way (for `scale-list-deep`);
+//!   `ceil-sql-search-inside`: the search's two statements for 4 letters from inside a
+//!   seeded name (for `scale-search-inside`).
 //!
 //! **The scale set** (`--only scale`, or by name; never in the default set), meant for a
 //! million users: `scale-get`, `scale-email` and `scale-batch100` are `rest-get`,

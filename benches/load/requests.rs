@@ -1,6 +1,7 @@
 //! What one request of each workload is, and how it is sent.
 
 use hyper::{Method, StatusCode};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 use user_service_client::Client;
 
@@ -279,7 +280,8 @@ impl Ctx {
             }
             Workload::ScaleSearchPrefix | Workload::ScaleSearchInside => {
                 let q = scale::search_query(&self.names, w, rng)?;
-                let url = format!("{users}/search?q={q}&limit=20");
+                let q = utf8_percent_encode(&q, NON_ALPHANUMERIC);
+                let url = format!("{users}/search?q={q}&limit={}", scale::SEARCH_LIMIT);
                 self.rest(conn, Method::GET, url, None, None, ok).await
             }
             Workload::ScaleListDeep => {
@@ -291,7 +293,8 @@ impl Ctx {
             | Workload::CeilSqlGet
             | Workload::CeilSqlEmail
             | Workload::CeilSqlBatch100
-            | Workload::CeilSqlListDeep => Err("a SQL ceiling needs its pool".to_owned()),
+            | Workload::CeilSqlListDeep
+            | Workload::CeilSqlSearchInside => Err("a SQL ceiling needs its pool".to_owned()),
             Workload::FrozenRedis
             | Workload::FrozenPostgres
             | Workload::FrozenRabbitmq

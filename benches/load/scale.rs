@@ -13,8 +13,10 @@
 //!   sqlx on a pool of the service's `DB_POOL_SIZE` (16, or the concurrency when smaller), at
 //!   the same concurrency: one by `id = $1`, one by `lower(email) = $1` (`fetch_by_email`),
 //!   100 by `id = ANY($1)` (`fetch_many`). `ceil-sql-list-deep`: `users.list`'s page of 100
-//!   (one past it) after a random seeded user, for `scale-list-deep`. Each row only arrives:
-//!   nothing is decoded. The
+//!   (one past it) after a random seeded user, for `scale-list-deep`.
+//!   `ceil-sql-search-inside`: `users.search`'s statements for the query of
+//!   `scale-search-inside` (names starting with it, then `users_search_inside` when the
+//!   page has room), for `scale-search-inside`. Each row only arrives: nothing is decoded. The
 //!   store fetches a single id with `fetch_many` too, but `id = ANY($1)` with one id makes
 //!   about two thirds of `id = $1`'s throughput here (20k against 30k a second, 1 M users,
 //!   32 callers): the ceiling is the fetch of the row, not of that statement.
@@ -99,9 +101,11 @@ pub async fn sample_names(url: &str) -> Result<Vec<String>, String> {
     names
 }
 
-/// A search's `q`, percent-encoded: the first 3 to 5 letters of a sampled name
-/// (`scale-search-prefix`), or 4 letters from inside one, never its first
-/// (`scale-search-inside`).
+/// The searches' page size.
+pub const SEARCH_LIMIT: usize = 20;
+
+/// A search's `q`: the first 3 to 5 letters of a sampled name (`scale-search-prefix`), or 4
+/// letters from inside one, never its first (`scale-search-inside` and its ceiling).
 pub fn search_query(names: &[String], w: Workload, rng: &mut Rng) -> Result<String, String> {
     if names.is_empty() {
         return Err("no names sampled".to_owned());
@@ -111,8 +115,7 @@ pub fn search_query(names: &[String], w: Workload, rng: &mut Rng) -> Result<Stri
         Workload::ScaleSearchPrefix => (0, 3 + rng.below(3)),
         _ => (1 + rng.below(name.len().saturating_sub(4).max(1)), 4),
     };
-    let q: String = name.iter().skip(from).take(len).collect();
-    Ok(percent_encoding::utf8_percent_encode(&q, percent_encoding::NON_ALPHANUMERIC).to_string())
+    Ok(name.iter().skip(from).take(len).collect())
 }
 
 /// The listing's page token just after the seeded user `id` (whose UUIDv7 holds its
@@ -135,10 +138,16 @@ fn uuid_time(id: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 /// The store's `select_users!` columns (`actors/src/store/rows.rs`).
 macro_rules! select_users {
     ($rest:literal) => {
+        select_users!("", "users ", $rest)
+    };
+    ($head:literal, $from:literal, $rest:literal) => {
         concat!(
-            "SELECT id, email, name, avatar_url, is_active, last_login_at, ",
+            "SELECT ",
+            $head,
+            "id, email, name, avatar_url, is_active, last_login_at, ",
             "last_login_ip, created_at, updated_at, preferences, privacy_settings, billing_info, ",
-            "last_payment_at, total_spent_minor, payments_count, metadata FROM users ",
+            "last_payment_at, total_spent_minor, payments_count, metadata FROM ",
+            $from,
             $rest
         )
     };
@@ -151,6 +160,21 @@ const BY_EMAIL: &str = select_users!("WHERE lower(email) = $1 AND deleted_at IS 
 const PAGE_AFTER: &str = select_users!(
     "WHERE deleted_at IS NULL AND (created_at, id) < ($1, $2) \
      ORDER BY created_at DESC, id DESC LIMIT 101"
+);
+
+/// `users.search`'s names starting with the query (`actors/src/store/search.rs`), one past
+/// the page.
+const NAMES_STARTING: &str = select_users!(
+    "false AS inside, name_key, ",
+    "users ",
+    "WHERE deleted_at IS NULL AND name_key COLLATE \"C\" LIKE $1 AND users_findable(users, false) \
+     ORDER BY name_key COLLATE \"C\", id LIMIT $2"
+);
+/// Then the names containing it, as many as the page has room for (its `WALK`, `FURTHER`).
+const NAMES_INSIDE: &str = select_users!(
+    "true AS inside, name_key, ",
+    "users_search_inside($1, 'ffffffff-ffff-ffff-ffff-ffffffffffff', false, $2, 5000, 45000)",
+    ""
 );
 
 /// One request of a SQL read ceiling: the row(s) of random seeded users, as the store reads
@@ -188,6 +212,30 @@ pub async fn sql_read(pool: &PgPool, w: Workload, ctx: &Ctx, rng: &mut Rng) -> R
                 .await;
             // A page past the oldest users is shorter.
             let expected = rows.as_ref().map_or(0, |r| r.len().min(101));
+            (rows, expected)
+        }
+        Workload::CeilSqlSearchInside => {
+            let key = user_domain::request::name_key(&search_query(&ctx.names, w, rng)?);
+            let page = i64::try_from(SEARCH_LIMIT + 1).map_err(|e| e.to_string())?;
+            let starting = sqlx::query(NAMES_STARTING)
+                .bind(format!("{key}%"))
+                .bind(page)
+                .fetch_all(pool)
+                .await
+                .map_err(|e| format!("sql: {e}"))?;
+            let room = page - i64::try_from(starting.len()).map_err(|e| e.to_string())?;
+            let rows = match room {
+                0 => Ok(starting),
+                _ => {
+                    sqlx::query(NAMES_INSIDE)
+                        .bind(&key)
+                        .bind(i32::try_from(room).map_err(|e| e.to_string())?)
+                        .fetch_all(pool)
+                        .await
+                }
+            };
+            // Any number of users may hold the query.
+            let expected = rows.as_ref().map_or(0, Vec::len);
             (rows, expected)
         }
         other => return Err(format!("{} is not a SQL read", other.name())),

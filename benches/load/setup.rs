@@ -182,7 +182,11 @@ impl Setup {
             );
             zipf
         });
-        let searches = [Workload::ScaleSearchPrefix, Workload::ScaleSearchInside];
+        let searches = [
+            Workload::ScaleSearchPrefix,
+            Workload::ScaleSearchInside,
+            Workload::CeilSqlSearchInside,
+        ];
         let names = match (&sql_url, wants(&searches)) {
             (Some(url), true) => scale::sample_names(url).await?,
             (None, true) => return Err("the searches need --database-url".into()),

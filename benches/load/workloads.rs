@@ -31,6 +31,7 @@ pub enum Workload {
     CeilSqlEmail,
     CeilSqlBatch100,
     CeilSqlListDeep,
+    CeilSqlSearchInside,
     ScaleSearchPrefix,
     ScaleSearchInside,
     ScaleListDeep,
@@ -79,6 +80,7 @@ impl Workload {
                 | Self::CeilSqlEmail
                 | Self::CeilSqlBatch100
                 | Self::CeilSqlListDeep
+                | Self::CeilSqlSearchInside
         )
     }
 
@@ -92,11 +94,12 @@ impl Workload {
 
     /// The scale set (`--only scale`), meant for a million users (`--users 1000000`): the
     /// SQL ceilings first, then the reads they bound.
-    pub const SCALE: [Workload; 11] = [
+    pub const SCALE: [Workload; 12] = [
         Self::CeilSqlGet,
         Self::CeilSqlEmail,
         Self::CeilSqlBatch100,
         Self::CeilSqlListDeep,
+        Self::CeilSqlSearchInside,
         Self::ScaleGet,
         Self::ScaleEmail,
         Self::ScaleZipf,
@@ -110,7 +113,7 @@ impl Workload {
     /// writes, whose events the service publishes in the background from then on; last the
     /// frozen dependencies (see [`crate::frozen`]), whose recovery nothing else should share.
     /// The scale set, last here, runs only when named (`--only`).
-    pub const ALL: [Workload; 29] = [
+    pub const ALL: [Workload; 30] = [
         Self::CeilWarp,
         Self::CeilWarpBatch100,
         Self::CeilRpcNoop,
@@ -133,6 +136,7 @@ impl Workload {
         Self::CeilSqlEmail,
         Self::CeilSqlBatch100,
         Self::CeilSqlListDeep,
+        Self::CeilSqlSearchInside,
         Self::ScaleGet,
         Self::ScaleEmail,
         Self::ScaleZipf,
@@ -170,6 +174,7 @@ impl Workload {
             Self::CeilSqlEmail => "ceil-sql-email",
             Self::CeilSqlBatch100 => "ceil-sql-batch100",
             Self::CeilSqlListDeep => "ceil-sql-list-deep",
+            Self::CeilSqlSearchInside => "ceil-sql-search-inside",
             Self::ScaleSearchPrefix => "scale-search-prefix",
             Self::ScaleSearchInside => "scale-search-inside",
             Self::ScaleListDeep => "scale-list-deep",
@@ -212,6 +217,9 @@ impl Workload {
             Self::CeilSqlListDeep => {
                 "ceiling: PostgreSQL's listing page of 100 users after a random seeded user (sqlx)"
             }
+            Self::CeilSqlSearchInside => {
+                "ceiling: PostgreSQL's search of 4 letters from inside a seeded name (sqlx)"
+            }
             Self::ScaleSearchPrefix => {
                 "GET /api/internal/users/search?q= the first 3-5 letters of a seeded name"
             }
@@ -240,6 +248,7 @@ impl Workload {
             Self::ScaleEmail => Some(Self::CeilSqlEmail),
             Self::ScaleBatch100 => Some(Self::CeilSqlBatch100),
             Self::ScaleListDeep => Some(Self::CeilSqlListDeep),
+            Self::ScaleSearchInside => Some(Self::CeilSqlSearchInside),
             // Mostly cache hits: bounded by HTTP, not by the database.
             Self::ScaleZipf => Some(Self::CeilWarp),
             _ => None,
