@@ -120,6 +120,16 @@ async fn a_name_finds_its_starts_first_then_its_insides_with_case_and_yo_folded(
     assert_eq!(inside("e,b", 100, 0).await, ["Ole,Bo Hansen"]);
     assert_eq!(inside("e,b", 0, 0).await, Vec::<String>::new());
     assert_eq!(found(&app, "q=b%20fe").await, ["Bob Fedorson"]);
+
+    // The previous build's call, during a rolling upgrade, still answers.
+    let previous: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM users_search_inside('%fed%', 'fed', \
+         'ffffffff-ffff-ffff-ffff-ffffffffffff', false, 10, 1, true)",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(previous, ["Zed Fedotov", "Bob Fedorson"]);
 }
 
 #[tokio::test]
