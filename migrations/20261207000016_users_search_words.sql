@@ -23,10 +23,11 @@ CREATE INDEX users_name_inside_words_idx ON users
     WHERE deleted_at IS NULL;
 
 -- Up to `lim` users below `below`, newest first, whose name contains `key` after its first
--- character: those among the `walk` newest; when they are some but fewer than `lim`, those
--- among the `further` next; when still fewer and the query has three letters, digits or
--- marks together (anything less gives the index nothing to narrow by), the older ones from
--- users_name_inside_words_idx. The settings fix each statement's plan, whatever the planner
+-- character: those among the `walk` newest; when they are fewer than `lim`, those among the
+-- `further` next, unless the first walk found none and the query is strong (three letters,
+-- digits or marks together); when still fewer and the query is strong, the older ones from
+-- users_name_inside_words_idx. A weak query gives the index nothing to narrow by: it is
+-- looked for in the walks only. The settings fix each statement's plan, whatever the planner
 -- estimates (the function's SET clauses also scope the changes made inside it).
 CREATE FUNCTION users_search_inside(key text, below uuid, friends boolean, lim integer,
                                     walk integer, further integer)
@@ -41,6 +42,7 @@ DECLARE
     n integer := 0;
     budget integer;
     words text := users_name_words(key);
+    strong boolean := words ~ '[[:alnum:]]{3}';
 BEGIN
     FOREACH budget IN ARRAY ARRAY[walk, further] LOOP
         FOR hit IN
@@ -55,9 +57,9 @@ BEGIN
             n := n + 1;
             below := hit.id;
         END LOOP;
-        EXIT WHEN n = 0 OR n >= lim;
+        EXIT WHEN n >= lim OR (n = 0 AND strong);
     END LOOP;
-    IF n < lim AND words ~ '[[:alnum:]]{3}' THEN
+    IF n < lim AND strong THEN
         -- The walks saw every user of their budgets: the rest are older than the last find.
         PERFORM set_config('enable_bitmapscan', 'on', true), set_config('enable_sort', 'on', true),
                 set_config('enable_indexscan', 'off', true),

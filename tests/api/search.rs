@@ -116,8 +116,9 @@ async fn a_name_finds_its_starts_first_then_its_insides_with_case_and_yo_folded(
     assert_eq!(inside("b fe", 0, 0).await, ["Bob Fedorson"]);
     assert_eq!(inside("н фе", 0, 0).await, ["Иван Федоров"]);
     // A query without three letters, digits or marks together gives the index nothing to
-    // narrow by: it is looked for in the walks only.
+    // narrow by: it is looked for in both walks, whatever the first found, and no further.
     assert_eq!(inside("e,b", 100, 0).await, ["Ole,Bo Hansen"]);
+    assert_eq!(inside("e,b", 0, 100).await, ["Ole,Bo Hansen"]);
     assert_eq!(inside("e,b", 0, 0).await, Vec::<String>::new());
     assert_eq!(found(&app, "q=b%20fe").await, ["Bob Fedorson"]);
 

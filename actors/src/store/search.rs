@@ -64,8 +64,9 @@ fn literal(key: &str) -> String {
 const BY_NAME: &str = r#"name_key COLLATE "C", id"#;
 
 /// How many of the newest users a search for names containing its query tests first, and
-/// how many more when that found some but too few, before it turns to the trigram index
-/// (`users_search_inside`, `migrations/20261207000016_users_search_words.sql`). At a
+/// how many more when that found some but too few (or none, of a query the index cannot
+/// narrow: such queries are looked for in these walks only), before it turns to the trigram
+/// index (`users_search_inside`, `migrations/20261207000016_users_search_words.sql`). At a
 /// million users on 2 cores a name walked costs about 0.07 µs and a user the index gives
 /// about 9 µs (a read of the table): a query held by some of the first 5 000 is common
 /// enough that walking on is cheaper, and one held by none of them is rare enough that the
