@@ -31,7 +31,14 @@ impl Email {
                 .with_required_tld(),
         )
         .map_err(|_| Invalid::new("must be a valid email address"))?;
-        Ok(Self(parsed.as_str().to_lowercase()))
+        // Lower-cased in place when it is ASCII, as nearly every address is (and every one
+        // read back, once per row of a page).
+        let mut address = String::from(parsed);
+        match address.is_ascii() {
+            true => address.make_ascii_lowercase(),
+            false => address = address.to_lowercase(),
+        }
+        Ok(Self(address))
     }
 }
 

@@ -84,16 +84,18 @@ impl UserCache {
         let Some(c) = &self.inner else {
             return (found, mark);
         };
-        let names: Vec<String> = keys
-            .iter()
-            .map(|(key, _)| match key {
-                Key::Id(id) => c.user_key(*id),
-                Key::Email(email) => c.email_key(email),
-            })
-            .collect();
-        let ask = !c.purge.load(Ordering::Acquire) && !names.is_empty() && c.warmth.worth_asking();
+        let ask = !c.purge.load(Ordering::Acquire) && !keys.is_empty() && c.warmth.worth_asking();
         let answer = match ask {
-            true => c.mget(&names).await,
+            true => {
+                let names: Vec<String> = keys
+                    .iter()
+                    .map(|(key, _)| match key {
+                        Key::Id(id) => c.user_key(*id),
+                        Key::Email(email) => c.email_key(email),
+                    })
+                    .collect();
+                c.mget(&names).await
+            }
             false => None,
         };
         if let Some((values, time)) = answer {
@@ -102,7 +104,7 @@ impl UserCache {
                 *slot = value
                     .and_then(|v| c.keys.open_user(&v).ok())
                     .filter(|u| key.names(u) && !c.is_unclean(&u.id))
-                    .and_then(|u| Rendered::new(u).ok());
+                    .map(Rendered::new);
                 if let Some(u) = slot {
                     c.keep_local(u, mark, key.by_email());
                 }
