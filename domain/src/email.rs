@@ -73,6 +73,11 @@ mod tests {
             Email::parse("John.Doe@Example.COM").unwrap().as_ref(),
             "john.doe@example.com"
         );
+        // Past ASCII, as Unicode lower-cases it.
+        assert_eq!(
+            Email::parse("ÄNNE.Ёлка@Example.COM").unwrap().as_ref(),
+            "änne.ёлка@example.com"
+        );
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! What callers see of a user: the JSON shapes every read and write returns.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use crate::error::CoreError;
 use crate::json::Projection;
 use crate::request::ProfileOptions;
 use crate::{
@@ -13,41 +14,24 @@ use crate::{
     User, UserId, UserName,
 };
 
-/// A user with its full public view serialised at most once: what the cache holds and reads
-/// answer with, so that serving it again is a copy of text. Rendered when first asked for:
-/// a user read for one batch answer and held nowhere is written straight into that answer.
+/// A user with its full public view serialised once: what the cache holds and reads
+/// answer with, so that serving it is a copy of text.
 #[derive(Debug)]
 pub struct Rendered {
     pub user: User,
-    json: OnceLock<Box<RawValue>>,
+    json: Box<RawValue>,
 }
 
 impl Rendered {
-    pub fn new(user: User) -> Arc<Self> {
-        Arc::new(Self {
-            user,
-            json: OnceLock::new(),
-        })
+    pub fn new(user: User) -> Result<Arc<Self>, CoreError> {
+        let json = serde_json::value::to_raw_value(&user)
+            .map_err(|e| CoreError::Internal(format!("a user does not serialise: {e}")))?;
+        Ok(Arc::new(Self { user, json }))
     }
 
-    /// The JSON of [`user`], rendered now if it was not yet. A `User` always serialises (its
-    /// maps have string keys, its scalars write text); were it ever not to, the view would
-    /// be `null` rather than a panic.
+    /// The JSON of [`user`].
     pub fn json(&self) -> &RawValue {
-        self.json.get_or_init(|| {
-            serde_json::value::to_raw_value(&self.user)
-                .unwrap_or_else(|_| RawValue::NULL.to_owned())
-        })
-    }
-}
-
-/// Its JSON text when rendered already, else the user written out: the same text.
-impl Serialize for Rendered {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.json.get() {
-            Some(json) => json.serialize(s),
-            None => self.user.serialize(s),
-        }
+        &self.json
     }
 }
 

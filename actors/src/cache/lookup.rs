@@ -104,7 +104,7 @@ impl UserCache {
                 *slot = value
                     .and_then(|v| c.keys.open_user(&v).ok())
                     .filter(|u| key.names(u) && !c.is_unclean(&u.id))
-                    .map(Rendered::new);
+                    .and_then(|u| Rendered::new(u).ok());
                 if let Some(u) = slot {
                     c.keep_local(u, mark, key.by_email());
                 }

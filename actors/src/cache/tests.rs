@@ -40,7 +40,7 @@ fn user(name: &str) -> User {
 }
 
 fn rendered(u: &User) -> Arc<Rendered> {
-    Rendered::new(u.clone())
+    Rendered::new(u.clone()).unwrap()
 }
 
 async fn cleanup(pool: &Pool, prefix: &str) {

@@ -10,7 +10,7 @@ use user_domain::views::{self, Rendered};
 
 /// One user in a batch answer.
 pub(super) enum Item<'a> {
-    User(&'a Rendered),
+    Raw(&'a serde_json::value::RawValue),
     Profile(views::Profile<'a>),
     Value(Value),
 }
@@ -18,7 +18,7 @@ pub(super) enum Item<'a> {
 impl serde::Serialize for Item<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Self::User(u) => u.serialize(s),
+            Self::Raw(raw) => raw.serialize(s),
             Self::Profile(p) => p.serialize(s),
             Self::Value(v) => v.serialize(s),
         }

@@ -104,7 +104,7 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
         Request::BatchLookup(BatchLookup { ids, fields }) => {
             batch(&db, &ids, caller, "data", |u| match &fields {
                 Some(p) => Item::Value(p.apply(&views::user(&u.user))),
-                None => Item::User(u),
+                None => Item::Raw(u.json()),
             })
             .await
         }

@@ -197,7 +197,7 @@ type Fetched = (HashMap<UserId, Stored>, HashMap<String, Stored>);
 /// The live users with these ids and these addresses: one query per kind asked for.
 async fn fetch(db: &Db, ids: &[UserId], emails: &[Email]) -> Result<Fetched, CoreError> {
     // Decoded once the database has answered and the connection is back (see `Db::asked`).
-    let read = |r: rows::UserRow| r.into_user(&db.keys).map(Rendered::new);
+    let read = |r: rows::UserRow| r.into_user(&db.keys).and_then(Rendered::new);
     let by_id = async {
         if ids.is_empty() {
             return Ok(HashMap::new());
