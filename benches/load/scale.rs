@@ -170,10 +170,10 @@ const NAMES_STARTING: &str = select_users!(
     "WHERE deleted_at IS NULL AND name_key COLLATE \"C\" LIKE $1 AND users_findable(users, false) \
      ORDER BY name_key COLLATE \"C\", id LIMIT $2"
 );
-/// Then the names containing it, as many as the page has room for (its `WALK`, `FURTHER`).
+/// Then the names containing it, as many as the page has room for, with the store's walks.
 const NAMES_INSIDE: &str = select_users!(
     "true AS inside, name_key, ",
-    "users_search_inside($1, 'ffffffff-ffff-ffff-ffff-ffffffffffff', false, $2, 5000, 45000)",
+    "users_search_inside($1, 'ffffffff-ffff-ffff-ffff-ffffffffffff', false, $2, $3, $4)",
     ""
 );
 
@@ -230,6 +230,8 @@ pub async fn sql_read(pool: &PgPool, w: Workload, ctx: &Ctx, rng: &mut Rng) -> R
                     sqlx::query(NAMES_INSIDE)
                         .bind(&key)
                         .bind(i32::try_from(room).map_err(|e| e.to_string())?)
+                        .bind(user_core::store::SEARCH_WALK)
+                        .bind(user_core::store::SEARCH_FURTHER)
                         .fetch_all(pool)
                         .await
                 }

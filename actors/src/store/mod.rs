@@ -52,6 +52,8 @@ pub use guard::{HUNG_AFTER, PgGuard};
 pub use outbox::{NOTIFY_CHANNEL, OutboxSignal};
 pub use readers::{Readers, TRUSTED_IDLE};
 pub use rekey::{RekeyStats, rekey};
+/// The walks of a search inside names, for the load bench's ceiling of the same statements.
+pub use search::{FURTHER as SEARCH_FURTHER, WALK as SEARCH_WALK};
 
 /// What every request reaches the data through. Cheap to clone.
 #[derive(Clone)]

@@ -73,8 +73,8 @@ const BY_NAME: &str = r#"name_key COLLATE "C", id"#;
 /// index is. Walking 50 000 in all balances the two at their worst (a query just too rare
 /// to fill a page of 20 in the walk: about 3.5 ms walking, then as long for the index's few
 /// hundred), measured with `scripts/seed-users.sh`; see docs/performance.md.
-const WALK: i32 = 5_000;
-const FURTHER: i32 = 45_000;
+pub const WALK: i32 = 5_000;
+pub const FURTHER: i32 = 45_000;
 
 /// The names containing the query, newest first (`users_search_inside`).
 const INSIDE: &str = concat!(
