@@ -33,13 +33,17 @@
 //! what the workloads before (and the warm-up) left in Redis (5 minutes) and in the
 //! in-process copy (30 s), and a long uniform workload comes to hit its own earlier reads.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use hyper::Method;
 use serde_json::{Value, json};
-use sqlx::PgPool;
 use sqlx::types::Uuid;
+use sqlx::{AssertSqlSafe, PgPool};
 use tokio::time::Instant;
+use user_core::store::{
+    SEARCH_FURTHER, SEARCH_INSIDE, SEARCH_WALK, USER_BY_EMAIL, USER_BY_ID, USER_COLUMNS,
+    USERS_BY_IDS,
+};
 
 use crate::http::Conn;
 use crate::workloads::{Ctx, Rng, Workload};
@@ -135,47 +139,24 @@ fn uuid_time(id: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::from_timestamp_millis(ms).ok_or_else(|| "an id outside chrono's range".into())
 }
 
-/// The store's `select_users!` columns (`actors/src/store/rows.rs`).
-macro_rules! select_users {
-    ($rest:literal) => {
-        select_users!("", "users ", $rest)
-    };
-    ($head:literal, $from:literal, $rest:literal) => {
-        concat!(
-            "SELECT ",
-            $head,
-            "id, email, name, avatar_url, is_active, last_login_at, ",
-            "last_login_ip, created_at, updated_at, preferences, privacy_settings, billing_info, ",
-            "last_payment_at, total_spent_minor, payments_count, metadata FROM ",
-            $from,
-            $rest
-        )
-    };
-}
-
-const BY_ID: &str = select_users!("WHERE id = $1 AND deleted_at IS NULL");
-const BY_IDS: &str = select_users!("WHERE id = ANY($1) AND deleted_at IS NULL");
-const BY_EMAIL: &str = select_users!("WHERE lower(email) = $1 AND deleted_at IS NULL");
 /// `users.list`'s page of 100 (`actors/src/store/listing.rs`), one past it, after a user.
-const PAGE_AFTER: &str = select_users!(
-    "WHERE deleted_at IS NULL AND (created_at, id) < ($1, $2) \
-     ORDER BY created_at DESC, id DESC LIMIT 101"
-);
+static PAGE_AFTER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE deleted_at IS NULL AND (created_at, id) < ($1, $2) \
+         ORDER BY created_at DESC, id DESC LIMIT 101"
+    )
+});
 
 /// `users.search`'s names starting with the query (`actors/src/store/search.rs`), one past
-/// the page.
-const NAMES_STARTING: &str = select_users!(
-    "false AS inside, name_key, ",
-    "users ",
-    "WHERE deleted_at IS NULL AND name_key COLLATE \"C\" LIKE $1 AND users_findable(users, false) \
-     ORDER BY name_key COLLATE \"C\", id LIMIT $2"
-);
-/// Then the names containing it, as many as the page has room for, with the store's walks.
-const NAMES_INSIDE: &str = select_users!(
-    "true AS inside, name_key, ",
-    "users_search_inside($1, 'ffffffff-ffff-ffff-ffff-ffffffffffff', false, $2, $3, $4)",
-    ""
-);
+/// the page; then the names containing it ([`SEARCH_INSIDE`]), as many as the page has room
+/// for, with the store's walks.
+static NAMES_STARTING: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT false AS inside, name_key, {USER_COLUMNS} FROM users WHERE deleted_at IS NULL \
+         AND name_key COLLATE \"C\" LIKE $1 AND users_findable(users, false) \
+         ORDER BY name_key COLLATE \"C\", id LIMIT $2"
+    )
+});
 
 /// One request of a SQL read ceiling: the row(s) of random seeded users, as the store reads
 /// them; an error unless every one came back.
@@ -184,7 +165,7 @@ pub async fn sql_read(pool: &PgPool, w: Workload, ctx: &Ctx, rng: &mut Rng) -> R
     let (rows, expected) = match w {
         Workload::CeilSqlEmail => {
             let email = &users.emails[rng.below(users.emails.len())];
-            let rows = sqlx::query(BY_EMAIL).bind(email).fetch_all(pool).await;
+            let rows = sqlx::query(USER_BY_EMAIL).bind(email).fetch_all(pool).await;
             (rows, 1)
         }
         Workload::CeilSqlGet | Workload::CeilSqlBatch100 => {
@@ -196,8 +177,10 @@ pub async fn sql_read(pool: &PgPool, w: Workload, ctx: &Ctx, rng: &mut Rng) -> R
             ids.sort_unstable();
             ids.dedup();
             let rows = match (w, ids.as_slice()) {
-                (Workload::CeilSqlGet, [id]) => sqlx::query(BY_ID).bind(id).fetch_all(pool).await,
-                _ => sqlx::query(BY_IDS).bind(&ids).fetch_all(pool).await,
+                (Workload::CeilSqlGet, [id]) => {
+                    sqlx::query(USER_BY_ID).bind(id).fetch_all(pool).await
+                }
+                _ => sqlx::query(USERS_BY_IDS).bind(&ids).fetch_all(pool).await,
             };
             (rows, ids.len())
         }
@@ -205,7 +188,7 @@ pub async fn sql_read(pool: &PgPool, w: Workload, ctx: &Ctx, rng: &mut Rng) -> R
             let id = &users.ids[rng.below(users.ids.len())];
             let after = uuid_time(id)?;
             let id = Uuid::try_parse(id).map_err(|e| e.to_string())?;
-            let rows = sqlx::query(PAGE_AFTER)
+            let rows = sqlx::query(AssertSqlSafe(PAGE_AFTER.as_str()))
                 .bind(after)
                 .bind(id)
                 .fetch_all(pool)
@@ -217,7 +200,7 @@ pub async fn sql_read(pool: &PgPool, w: Workload, ctx: &Ctx, rng: &mut Rng) -> R
         Workload::CeilSqlSearchInside => {
             let key = user_domain::request::name_key(&search_query(&ctx.names, w, rng)?);
             let page = i64::try_from(SEARCH_LIMIT + 1).map_err(|e| e.to_string())?;
-            let starting = sqlx::query(NAMES_STARTING)
+            let starting = sqlx::query(AssertSqlSafe(NAMES_STARTING.as_str()))
                 .bind(format!("{key}%"))
                 .bind(page)
                 .fetch_all(pool)
@@ -227,11 +210,13 @@ pub async fn sql_read(pool: &PgPool, w: Workload, ctx: &Ctx, rng: &mut Rng) -> R
             let rows = match room {
                 0 => Ok(starting),
                 _ => {
-                    sqlx::query(NAMES_INSIDE)
+                    sqlx::query(SEARCH_INSIDE)
                         .bind(&key)
+                        .bind(Uuid::max())
+                        .bind(false)
                         .bind(i32::try_from(room).map_err(|e| e.to_string())?)
-                        .bind(user_core::store::SEARCH_WALK)
-                        .bind(user_core::store::SEARCH_FURTHER)
+                        .bind(SEARCH_WALK)
+                        .bind(SEARCH_FURTHER)
                         .fetch_all(pool)
                         .await
                 }

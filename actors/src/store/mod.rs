@@ -52,8 +52,11 @@ pub use guard::{HUNG_AFTER, PgGuard};
 pub use outbox::{NOTIFY_CHANNEL, OutboxSignal};
 pub use readers::{Readers, TRUSTED_IDLE};
 pub use rekey::{RekeyStats, rekey};
-/// The walks of a search inside names, for the load bench's ceiling of the same statements.
-pub use search::{FURTHER as SEARCH_FURTHER, WALK as SEARCH_WALK};
+/// The store's reads, for the load bench's ceilings: PostgreSQL runs the same statements.
+pub use rows::{
+    BY_EMAIL as USER_BY_EMAIL, BY_ID as USER_BY_ID, BY_IDS as USERS_BY_IDS, USER_COLUMNS,
+};
+pub use search::{FURTHER as SEARCH_FURTHER, INSIDE as SEARCH_INSIDE, WALK as SEARCH_WALK};
 
 /// What every request reaches the data through. Cheap to clone.
 #[derive(Clone)]

@@ -76,8 +76,10 @@ const BY_NAME: &str = r#"name_key COLLATE "C", id"#;
 pub const WALK: i32 = 5_000;
 pub const FURTHER: i32 = 45_000;
 
-/// The names containing the query, newest first (`users_search_inside`).
-const INSIDE: &str = concat!(
+/// The names containing the query, newest first (`users_search_inside`): the query's key,
+/// the id below which to look, whether for a friend request, the room left, [`WALK`],
+/// [`FURTHER`].
+pub const INSIDE: &str = concat!(
     "SELECT true AS inside, name_key, ",
     user_columns!(),
     " FROM users_search_inside($1, $2, $3, $4, $5, $6)"
