@@ -96,7 +96,7 @@ pub enum Parsed {
 
 pub fn help_text() -> String {
     let mut text = HELP.to_owned();
-    for w in Workload::ALL {
+    for w in Workload::all() {
         if w == Workload::SCALE[0] {
             text.push_str("The scale set (`--only scale`; reads over every seeded user):\n");
         }
@@ -233,7 +233,7 @@ fn seed_by(v: Option<String>, users: usize) -> Result<SeedBy, String> {
 
 fn only(v: Option<String>) -> Result<Vec<Workload>, String> {
     let Some(list) = v else {
-        return Ok(Workload::default_set());
+        return Ok(Workload::DEFAULT.to_vec());
     };
     if list == "none" {
         return Ok(Vec::new());
