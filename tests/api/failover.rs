@@ -14,7 +14,7 @@ use sqlx::Connection;
 
 use crate::amqp::{Raw, table};
 use crate::helpers::{
-    AMQP_URL, AUTH_KEY, HASH, bind_events_queue, clean_up, eventually, rpc_queue_type,
+    AMQP_URL, AUTH_KEY, HASH, bind_events_queue, clean_up, eventually, free_port, rpc_queue_type,
 };
 
 const FLOWS: usize = 12;
@@ -35,10 +35,7 @@ impl Cluster {
         let db = format!("us_test_{}", uuid::Uuid::new_v4().simple());
         let instances = (0..n)
             .map(|_| {
-                let port = std::net::TcpListener::bind("127.0.0.1:0")
-                    .and_then(|l| l.local_addr())
-                    .unwrap()
-                    .port();
+                let port = free_port();
                 let child = Command::new(env!("CARGO_BIN_EXE_user-service"))
                     .env(
                         "DATABASE_URL",

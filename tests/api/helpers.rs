@@ -22,7 +22,7 @@ use user_service::config::Config;
 
 // tests/broker.rs, which takes this file too, uses only some of them.
 #[allow(unused_imports)]
-pub use process::{captured_logs, service_process};
+pub use process::{captured_logs, free_port, service_process};
 use servers::delete_broker_objects;
 #[allow(unused_imports)]
 pub use servers::{

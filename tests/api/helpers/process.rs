@@ -42,10 +42,7 @@ impl std::io::Write for Capture {
 /// `log`, listening on a free port (returned). Nothing inherited from the environment but
 /// `PATH`; the caller adds what else it needs and spawns.
 pub fn service_process(db: &str, log: &std::path::Path) -> (std::process::Command, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let log = std::fs::File::create(log).expect("a log file");
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_user-service"));
     command
@@ -71,4 +68,19 @@ pub fn service_process(db: &str, log: &std::path::Path) -> (std::process::Comman
         .stderr(log)
         .stdin(std::process::Stdio::null());
     (command, port)
+}
+
+/// A port nobody listens on, for a service process to bind. Not one the kernel hands out for
+/// `:0`: that range is also where every outgoing connection's local end comes from, and
+/// between this check and the service's bind, a connection of another test (to PostgreSQL,
+/// say) took such a port (`Address already in use`). Ports 10000..20000 are bound only on
+/// purpose, so only another test drawing the same one can collide.
+pub fn free_port() -> u16 {
+    for _ in 0..1000 {
+        let port = 10_000 + (uuid::Uuid::new_v4().as_u128() % 10_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 10000..20000")
 }
