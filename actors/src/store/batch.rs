@@ -58,12 +58,12 @@ pub(super) async fn batch(
     let found = db.find(ids, caller).await?;
     let mut answer = Answer {
         key,
-        items: Vec::with_capacity(found.len()),
+        items: Vec::with_capacity(ids.len()),
         missing: Vec::new(),
         requested: ids.len(),
     };
-    for id in ids {
-        match found.get(id) {
+    for (id, u) in ids.iter().zip(&found) {
+        match u {
             Some(u) => answer.items.push(view(u)),
             None => answer.missing.push(id),
         }

@@ -2,7 +2,6 @@
 //! that fall through to the database, and the transaction helpers every write uses.
 
 use super::db_error;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::{PgConnection, PgPool};
@@ -97,26 +96,25 @@ impl Db {
     }
 
     /// The live users among `ids`, from the cache where it has them.
+    /// The live users with these ids, in their order: from the in-process copy, then one
+    /// gathered read of the rest.
     pub(super) async fn find(
         &self,
         ids: &[UserId],
         caller: &str,
-    ) -> Result<HashMap<UserId, Arc<Rendered>>, CoreError> {
+    ) -> Result<Vec<Option<Arc<Rendered>>>, CoreError> {
         let keys: Vec<Key> = ids.iter().map(|id| Key::Id(*id)).collect();
-        let local = self.cache.local(&keys, caller);
-        let mut found = HashMap::with_capacity(ids.len());
-        let mut missing = Vec::new();
-        for (key, local) in keys.into_iter().zip(local) {
-            match local {
-                Some(u) => {
-                    found.insert(u.user.id, u);
-                }
-                None => missing.push(key),
-            }
-        }
+        let mut found = self.cache.local(&keys, caller);
+        let (at, missing): (Vec<usize>, Vec<Key>) = keys
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| found[*i].is_none())
+            .unzip();
         if !missing.is_empty() {
             let fetched = self.reads.find(self, missing, caller).await?;
-            found.extend(fetched.into_iter().flatten().map(|u| (u.user.id, u)));
+            for (i, u) in at.into_iter().zip(fetched) {
+                found[i] = u;
+            }
         }
         Ok(found)
     }
@@ -124,7 +122,8 @@ impl Db {
     pub(super) async fn get(&self, id: UserId, caller: &str) -> Result<Arc<Rendered>, CoreError> {
         self.find(&[id], caller)
             .await?
-            .remove(&id)
+            .pop()
+            .flatten()
             .ok_or_else(|| CoreError::UserNotFound(id.to_string()))
     }
 

@@ -61,7 +61,7 @@ pub(super) async fn execute(db: Db, ctx: CallContext, req: Request) -> Result<Re
             db.get_by_email(&email, caller).await?,
         ))),
         Request::Exists(UserRef { id }) => {
-            let exists = db.find(&[id], caller).await?.contains_key(&id);
+            let exists = db.find(&[id], caller).await?.iter().any(Option::is_some);
             Ok(Reply::ok(json!({ "exists": exists })))
         }
         Request::RecordLogin(RecordLogin { id, at, ip }) => {
