@@ -26,6 +26,39 @@ pub(super) const LOCAL_USERS: usize = 12_000;
 /// Addresses kept in process, each an address and an id.
 pub(super) const LOCAL_EMAILS: usize = 20_000;
 
+/// The in-process copy: users by id, weighed. Hashed with foldhash (seeded per process), not
+/// SipHash: a warm batch of 100 is mostly its lookups (docs/performance.md).
+pub(super) type LocalUsers =
+    quick_cache::sync::Cache<UserId, Local, Weight, foldhash::fast::RandomState>;
+/// The addresses held in process, each with its user's id and when it was read.
+pub(super) type LocalEmails = quick_cache::sync::Cache<
+    Email,
+    (UserId, Instant),
+    quick_cache::UnitWeighter,
+    foldhash::fast::RandomState,
+>;
+
+pub(super) fn local_users() -> LocalUsers {
+    LocalUsers::with(
+        LOCAL_USERS,
+        LOCAL_BYTES,
+        Weight,
+        Default::default(),
+        Default::default(),
+    )
+}
+
+pub(super) fn local_emails() -> LocalEmails {
+    let n = LOCAL_EMAILS;
+    LocalEmails::with(
+        n,
+        n as u64,
+        quick_cache::UnitWeighter,
+        Default::default(),
+        Default::default(),
+    )
+}
+
 /// Fills between two weighings of the in-process copy.
 pub(super) const WEIGH_EVERY: u64 = 64;
 
@@ -40,7 +73,7 @@ pub(super) struct Fullness {
 }
 
 impl Fullness {
-    pub(super) fn full(&self, local: &quick_cache::sync::Cache<UserId, Local, Weight>) -> bool {
+    pub(super) fn full(&self, local: &LocalUsers) -> bool {
         if self
             .fills
             .fetch_add(1, Ordering::Relaxed)

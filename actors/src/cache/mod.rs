@@ -41,7 +41,7 @@ use user_domain::views::Rendered;
 use user_domain::{Email, UserId};
 
 pub use local::MAX_AGE_WITHOUT_REDIS;
-use local::{LOCAL_BYTES, LOCAL_EMAILS, LOCAL_TTL, LOCAL_USERS, Local, Weight};
+use local::{LOCAL_TTL, LocalEmails, LocalUsers};
 pub use lookup::Key;
 pub use manager::CacheManager;
 
@@ -81,12 +81,12 @@ struct Inner {
     ttl: Duration,
     /// Seal and open the billing fields of the Redis entries.
     keys: Arc<BillingKeys>,
-    local: quick_cache::sync::Cache<UserId, Local, Weight>,
+    local: LocalUsers,
     /// Whether `local` is full, weighed now and then.
     fullness: local::Fullness,
     /// Which users may enter `local` once it is full.
     doorkeeper: doorkeeper::Doorkeeper,
-    emails: quick_cache::sync::Cache<Email, (UserId, Instant)>,
+    emails: LocalEmails,
     /// How long an in-process entry is served: the cache's TTL, at most [`LOCAL_TTL`].
     local_ttl: Duration,
     /// When each user was last invalidated here.
@@ -166,10 +166,10 @@ impl UserCache {
                 prefix: settings.prefix,
                 ttl: settings.ttl,
                 keys,
-                local: quick_cache::sync::Cache::with_weighter(LOCAL_USERS, LOCAL_BYTES, Weight),
+                local: local::local_users(),
                 fullness: Default::default(),
                 doorkeeper: Default::default(),
-                emails: quick_cache::sync::Cache::new(LOCAL_EMAILS),
+                emails: local::local_emails(),
                 local_ttl,
                 recent: recent::Recent::new(),
                 listening: AtomicBool::new(false),

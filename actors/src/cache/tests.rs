@@ -3,6 +3,7 @@
 use crate::redis::Pool;
 use deadpool_redis::redis::AsyncCommands;
 
+use super::local::{LOCAL_BYTES, LOCAL_USERS, Local, Weight, local_users};
 use super::*;
 use user_domain::User;
 
@@ -132,7 +133,7 @@ fn a_user_of_the_default_shape_weighs_about_what_the_budget_assumes() {
 
 #[test]
 fn the_copy_is_found_full_within_a_weighing_of_filling_it() {
-    let local = quick_cache::sync::Cache::with_weighter(LOCAL_USERS, LOCAL_BYTES, Weight);
+    let local = local_users();
     let fullness = local::Fullness::default();
     assert!(!fullness.full(&local), "empty");
     let one = Local {

@@ -4,10 +4,10 @@
 //! the background. Alone, a miss is a round of its own and waits for nobody; under load, a
 //! round answers many at the cost of two round trips.
 
-use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use futures::FutureExt;
 use tokio::sync::oneshot;
 use tracing::Instrument;
