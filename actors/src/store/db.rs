@@ -95,7 +95,6 @@ impl Db {
         tx.commit().await.map_err(db_error)
     }
 
-    /// The live users among `ids`, from the cache where it has them.
     /// The live users with these ids, in their order: from the in-process copy, then one
     /// gathered read of the rest.
     pub(super) async fn find(
@@ -107,13 +106,16 @@ impl Db {
         let mut found = self.cache.local(&keys, caller);
         let (at, missing): (Vec<usize>, Vec<Key>) = keys
             .into_iter()
+            .zip(&found)
             .enumerate()
-            .filter(|(i, _)| found[*i].is_none())
+            .filter_map(|(i, (key, u))| u.is_none().then_some((i, key)))
             .unzip();
         if !missing.is_empty() {
             let fetched = self.reads.find(self, missing, caller).await?;
-            for (i, u) in at.into_iter().zip(fetched) {
-                found[i] = u;
+            for (slot, u) in at.into_iter().zip(fetched) {
+                if let Some(slot) = found.get_mut(slot) {
+                    *slot = u;
+                }
             }
         }
         Ok(found)
